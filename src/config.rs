@@ -1,0 +1,1466 @@
+//! The relay's configuration: one TOML file, read once at startup, then shared read-only by
+//! every shard.
+//!
+//! # Shape
+//!
+//! The file has four parts, and each maps onto one layer of the relay:
+//!
+//! * `[server]` is the process: where it listens, how many shards (pinned executors) it runs,
+//!   and the protocol limits every connection on every shard gets.
+//! * `[viewer]` is the policy for one playing connection: how far behind a slow viewer may fall
+//!   before it skips ahead to the next keyframe, and when it is cut off.
+//! * `[log]` is the tracing filter.
+//! * `[app.NAME]` tables are the applications, like nginx-rtmp's `application NAME { ... }`
+//!   blocks: the first path segment of the RTMP URL (`rtmp://host/live/key` → `live`) selects
+//!   one, and its table says how streams published under it behave.
+//!
+//! Every key is optional. A missing key takes the value written in `config/shardcast.toml`,
+//! which [`Config::default`] mirrors exactly (a test keeps the two equal), so an empty file is a
+//! working relay with one application, `live`. Listing any `[app.NAME]` replaces that default
+//! `live` rather than adding to it: the applications a relay serves are the ones its file names.
+//!
+//! Durations are integers of milliseconds in keys ending in `_ms`. TOML has no duration type,
+//! and an integer with the unit in its name cannot be misread the way `"5s"` vs `5` can.
+//!
+//! # Two passes: parse, then validate
+//!
+//! Parsing (serde + `toml`) checks only shape: known keys (every table denies unknown keys, so a
+//! typo like `chunk_szie` fails instead of being silently ignored), and types. Ranges and
+//! relations between keys are checked afterwards by [`Config::validate`], on plain Rust values,
+//! which keeps those rules together in plain code instead of scattered across deserializers.
+//!
+//! # Errors name the key
+//!
+//! Every failure is reported as `config error at <dotted.key>: <reason>`, plus the line and file
+//! when they are known. `toml` reports where in the text an error happened as a byte span but not
+//! which key that was, so the document is first parsed into a spanned tree ([`DeTable`]); an
+//! error's span is then looked up in that tree to recover the key's dotted path, and a
+//! validation failure's dotted path is looked up the other way to recover its line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Unexpected, Visitor};
+use toml::de::{DeTable, DeValue};
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * KIB;
+const GIB: usize = 1024 * MIB;
+
+/// The longest any duration key may be. Nothing in a live relay needs to wait a day, so a larger
+/// value is almost certainly a slip of units, and the bound keeps `Instant + Duration` deadline
+/// arithmetic far from overflowing.
+pub const MAX_DURATION_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// More shards than this is a typo: each shard is a pinned thread with its own io_uring rings.
+pub const MAX_SHARDS: usize = 4096;
+
+/// The RTMP specification allows chunk sizes from 128 up to 0x7FFF_FFFF; above 0xFF_FFFF a chunk
+/// is larger than any message can be (message lengths are 24-bit), so that is the useful top.
+pub const CHUNK_SIZE_RANGE: RangeInclusive<u32> = 128..=0xFF_FFFF;
+
+/// Below 1 KiB a client's `connect` command may not fit; above 64 MiB one peer could make the
+/// relay hold that much memory for a single message being reassembled.
+pub const MAX_MESSAGE_SIZE_RANGE: RangeInclusive<u32> = (KIB as u32)..=(64 * MIB as u32);
+
+/// Encoders use chunk stream ids 2 to 8 (control, commands, audio, video), so fewer than 8
+/// would refuse ordinary clients; ids run from 2 to 65599, so more than 65598 can never be used.
+pub const MAX_CHUNK_STREAMS_RANGE: RangeInclusive<u32> = 8..=65_598;
+
+/// glommio always reserves at least 64 KiB of io_uring buffer memory, whatever it is asked for,
+/// and that memory is locked, so more than 1 GiB per shard is almost certainly a mistake.
+pub const IO_MEMORY_RANGE: RangeInclusive<usize> = (64 * KIB)..=GIB;
+
+/// A backlog smaller than one keyframe would make every viewer skip on every keyframe.
+pub const BACKLOG_MAX_BYTES_RANGE: RangeInclusive<usize> = (64 * KIB)..=GIB;
+
+/// A coalescing window longer than a second is latency the viewer can see.
+pub const MAX_FLUSH_INTERVAL_MS: u64 = 1000;
+
+/// Non-zero socket send buffers: the kernel enforces a minimum of about 4 KiB, and it doubles
+/// the value it is given into an `int`, so it cannot go past 512 MiB.
+pub const SEND_BUFFER_BYTES_RANGE: RangeInclusive<usize> = (4 * KIB)..=(512 * MIB);
+
+/// A GOP cache smaller than one keyframe caches nothing useful; per stream, more than 1 GiB
+/// is a unit mistake.
+pub const GOP_CACHE_MAX_BYTES_RANGE: RangeInclusive<usize> = (64 * KIB)..=GIB;
+
+/// The whole configuration. Build it with [`Config::load`] or [`Config::from_toml_str`], which
+/// both validate; a `Config` assembled by hand should go through [`Config::validate`].
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub viewer: ViewerConfig,
+    pub log: LogConfig,
+    /// Applications by name, as written in `[app.NAME]`. Names match the client's RTMP `app`
+    /// exactly, case included.
+    #[serde(rename = "app")]
+    pub apps: BTreeMap<String, AppConfig>,
+}
+
+/// `[server]`: the listening socket, the shards, and the protocol limits of every connection.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Every shard binds this address with SO_REUSEPORT, and the kernel spreads connections.
+    pub listen: SocketAddr,
+    pub shards: Shards,
+    /// CPU ids the shards are pinned to, shard 0 first. Empty: shard `i` runs on CPU `i`.
+    pub cpus: Vec<usize>,
+    pub max_connections_per_shard: usize,
+    /// The chunk size announced to every client with Set Chunk Size, for what we send.
+    pub chunk_size: u32,
+    /// The largest message a peer may send; a larger one closes the connection.
+    pub max_message_size: u32,
+    /// How many chunk streams a peer may have open at once.
+    pub max_chunk_streams: u32,
+    pub handshake_timeout_ms: u64,
+    /// How long a connection may stay connected without publishing or playing.
+    pub idle_connection_timeout_ms: u64,
+    /// How long a graceful shutdown waits for connections to finish before closing them.
+    pub shutdown_timeout_ms: u64,
+    /// glommio's `io_memory` for each shard's executor, in bytes.
+    pub io_memory: usize,
+}
+
+/// How many shards to run: `"auto"` or a positive integer in the file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Shards {
+    /// One shard per CPU the process may run on (or per entry of `server.cpus`, if given).
+    #[default]
+    Auto,
+    Count(usize),
+}
+
+/// `[viewer]`: what the relay does for, and to, one playing connection.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ViewerConfig {
+    /// Unsent bytes queued for one viewer before its video skips to the next keyframe.
+    pub backlog_max_bytes: usize,
+    /// Unsent media duration queued for one viewer before the same skip.
+    pub backlog_max_ms: u64,
+    /// A viewer that stays behind longer than this is disconnected.
+    pub lag_disconnect_ms: u64,
+    /// Write coalescing window; 0 writes as soon as data is ready.
+    pub flush_interval_ms: u64,
+    pub tcp_nodelay: bool,
+    /// SO_SNDBUF for viewer sockets; 0 keeps the kernel's default (and its autotuning).
+    pub send_buffer_bytes: usize,
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` env-filter directive; `RUST_LOG`, when set, wins over it.
+    pub filter: String,
+}
+
+/// `[app.NAME]`: one application and the behaviour of the streams published under it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AppConfig {
+    /// Keep the last group of pictures so a new viewer starts at a keyframe at once.
+    pub gop_cache: bool,
+    pub gop_cache_max_bytes: usize,
+    pub gop_cache_max_ms: u64,
+    /// A publisher that sends no media this long is disconnected.
+    pub publisher_idle_timeout_ms: u64,
+    /// A second publisher takes a stream key over once the current one has sent nothing
+    /// this long.
+    pub takeover_idle_ms: u64,
+    /// A second publisher always takes the stream key over at once.
+    pub takeover_immediate: bool,
+    /// Viewers stay connected this long after their publisher leaves, waiting for a republish.
+    pub unpublish_grace_ms: u64,
+    /// A viewer that arrives before any publisher waits this long; 0 refuses it at once.
+    pub wait_for_publisher_ms: u64,
+    pub allow_publish: bool,
+    pub allow_play: bool,
+    /// Directory of `.flv` files playable by name; empty means none. A relative path is
+    /// relative to the working directory.
+    pub recordings_dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            viewer: ViewerConfig::default(),
+            log: LogConfig::default(),
+            apps: BTreeMap::from([("live".to_owned(), AppConfig::default())]),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 1935)),
+            shards: Shards::Auto,
+            cpus: Vec::new(),
+            max_connections_per_shard: 10_000,
+            chunk_size: 4096,
+            max_message_size: 8 * MIB as u32,
+            max_chunk_streams: 64,
+            handshake_timeout_ms: 5_000,
+            idle_connection_timeout_ms: 30_000,
+            shutdown_timeout_ms: 3_000,
+            io_memory: 64 * KIB,
+        }
+    }
+}
+
+impl Default for ViewerConfig {
+    fn default() -> Self {
+        ViewerConfig {
+            backlog_max_bytes: 4 * MIB,
+            backlog_max_ms: 3_000,
+            lag_disconnect_ms: 10_000,
+            flush_interval_ms: 0,
+            tcp_nodelay: true,
+            send_buffer_bytes: 0,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            gop_cache: true,
+            gop_cache_max_bytes: 16 * MIB,
+            gop_cache_max_ms: 10_000,
+            publisher_idle_timeout_ms: 10_000,
+            takeover_idle_ms: 3_000,
+            takeover_immediate: false,
+            unpublish_grace_ms: 5_000,
+            wait_for_publisher_ms: 30_000,
+            allow_publish: true,
+            allow_play: true,
+            recordings_dir: PathBuf::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`. Errors carry the path.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml_str(&text).map_err(|error| error.in_file(path))
+    }
+
+    /// Parses and validates a configuration held in memory.
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        // The recoverable parse still returns a tree when the text has errors, so even a
+        // duplicate `[app.live]` table can be reported by its key.
+        let (document, syntax_errors) = DeTable::parse_recoverable(text);
+        if let Some(error) = syntax_errors.first() {
+            return Err(locate_toml_error(text, document.get_ref(), error));
+        }
+        let deserializer = toml::de::Deserializer::from(document.clone());
+        let config = Config::deserialize(deserializer)
+            .map_err(|error| locate_toml_error(text, document.get_ref(), &error))?;
+        config.check().map_err(|problem| {
+            let line =
+                span_of_key(document.get_ref(), &problem.key).map(|span| line_of(text, span.start));
+            problem.into_error(line)
+        })?;
+        Ok(config)
+    }
+
+    /// Checks ranges and the relations between keys. Loading already does this; it is public
+    /// for configurations built or modified in code.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check().map_err(|problem| problem.into_error(None))
+    }
+
+    /// The application named by a client's RTMP `app`, if the relay serves it.
+    pub fn app(&self, name: &str) -> Option<&AppConfig> {
+        self.apps.get(name)
+    }
+
+    fn check(&self) -> Result<(), Problem> {
+        self.server.check()?;
+        self.viewer.check()?;
+        self.log.check()?;
+        if self.apps.is_empty() {
+            return Err(Problem::new(
+                KeyPath::of(&["app"]),
+                "at least one application is required, e.g. [app.live]",
+            ));
+        }
+        for (name, app) in &self.apps {
+            check_app_name(name)?;
+            app.check(name)?;
+        }
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    /// How many shards to start on a machine where the process may use `available_cpus` CPUs.
+    pub fn shard_count(&self, available_cpus: usize) -> usize {
+        match self.shards {
+            Shards::Count(count) => count,
+            Shards::Auto if !self.cpus.is_empty() => self.cpus.len(),
+            Shards::Auto => available_cpus.max(1),
+        }
+    }
+
+    /// The CPU shard number `shard` is pinned to.
+    pub fn cpu_for_shard(&self, shard: usize) -> usize {
+        self.cpus.get(shard).copied().unwrap_or(shard)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    pub fn idle_connection_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_connection_timeout_ms)
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    fn check(&self) -> Result<(), Problem> {
+        let key = |name: &str| KeyPath::of(&["server", name]);
+        if let Shards::Count(count) = self.shards {
+            check_range(key("shards"), count, 1..=MAX_SHARDS, "")?;
+        }
+        self.check_cpus()?;
+        check_range(
+            key("max_connections_per_shard"),
+            self.max_connections_per_shard,
+            1..=usize::MAX,
+            "",
+        )?;
+        check_range(
+            key("chunk_size"),
+            self.chunk_size,
+            CHUNK_SIZE_RANGE,
+            " (RTMP allows 128 and up; past 16 MiB a chunk outgrows any message)",
+        )?;
+        check_range(
+            key("max_message_size"),
+            self.max_message_size,
+            MAX_MESSAGE_SIZE_RANGE,
+            " (1 KiB to 64 MiB)",
+        )?;
+        check_range(
+            key("max_chunk_streams"),
+            self.max_chunk_streams,
+            MAX_CHUNK_STREAMS_RANGE,
+            " (encoders use chunk streams 2 to 8; ids end at 65599)",
+        )?;
+        check_timeout(key("handshake_timeout_ms"), self.handshake_timeout_ms)?;
+        check_timeout(
+            key("idle_connection_timeout_ms"),
+            self.idle_connection_timeout_ms,
+        )?;
+        check_timeout(key("shutdown_timeout_ms"), self.shutdown_timeout_ms)?;
+        check_range(
+            key("io_memory"),
+            self.io_memory,
+            IO_MEMORY_RANGE,
+            " (glommio reserves at least 64 KiB anyway)",
+        )
+    }
+
+    fn check_cpus(&self) -> Result<(), Problem> {
+        for (index, cpu) in self.cpus.iter().enumerate() {
+            if self.cpus[..index].contains(cpu) {
+                return Err(Problem::new(
+                    KeyPath::of(&["server", "cpus"]).index(index),
+                    format!(
+                        "CPU {cpu} is listed twice; two shards on one CPU take turns \
+                         instead of running in parallel"
+                    ),
+                ));
+            }
+        }
+        if self.cpus.len() > MAX_SHARDS {
+            return Err(Problem::new(
+                KeyPath::of(&["server", "cpus"]),
+                format!(
+                    "lists {} CPUs, more than {MAX_SHARDS} shards",
+                    self.cpus.len()
+                ),
+            ));
+        }
+        match self.shards {
+            Shards::Count(count) if !self.cpus.is_empty() && self.cpus.len() != count => {
+                Err(Problem::new(
+                    KeyPath::of(&["server", "cpus"]),
+                    format!(
+                        "lists {} CPUs but server.shards is {count}; \
+                         list one CPU per shard, or set shards = \"auto\"",
+                        self.cpus.len()
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl ViewerConfig {
+    pub fn backlog_max_duration(&self) -> Duration {
+        Duration::from_millis(self.backlog_max_ms)
+    }
+
+    pub fn lag_disconnect(&self) -> Duration {
+        Duration::from_millis(self.lag_disconnect_ms)
+    }
+
+    /// The write coalescing window, or `None` to write as soon as data is ready.
+    pub fn flush_interval(&self) -> Option<Duration> {
+        (self.flush_interval_ms > 0).then(|| Duration::from_millis(self.flush_interval_ms))
+    }
+
+    /// The SO_SNDBUF to set, or `None` to leave the kernel's default and autotuning alone.
+    pub fn send_buffer(&self) -> Option<usize> {
+        (self.send_buffer_bytes > 0).then_some(self.send_buffer_bytes)
+    }
+
+    fn check(&self) -> Result<(), Problem> {
+        let key = |name: &str| KeyPath::of(&["viewer", name]);
+        check_range(
+            key("backlog_max_bytes"),
+            self.backlog_max_bytes,
+            BACKLOG_MAX_BYTES_RANGE,
+            " (less than a keyframe would make every viewer skip)",
+        )?;
+        check_timeout(key("backlog_max_ms"), self.backlog_max_ms)?;
+        check_timeout(key("lag_disconnect_ms"), self.lag_disconnect_ms)?;
+        if self.lag_disconnect_ms < self.backlog_max_ms {
+            return Err(Problem::new(
+                key("lag_disconnect_ms"),
+                format!(
+                    "{} is less than viewer.backlog_max_ms ({}): viewers would be \
+                     disconnected before they could skip ahead",
+                    self.lag_disconnect_ms, self.backlog_max_ms
+                ),
+            ));
+        }
+        check_range(
+            key("flush_interval_ms"),
+            self.flush_interval_ms,
+            0..=MAX_FLUSH_INTERVAL_MS,
+            " (a longer window is latency viewers can see)",
+        )?;
+        if self.send_buffer_bytes != 0 {
+            check_range(
+                key("send_buffer_bytes"),
+                self.send_buffer_bytes,
+                SEND_BUFFER_BYTES_RANGE,
+                " or 0 for the kernel default",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl LogConfig {
+    fn check(&self) -> Result<(), Problem> {
+        if self.filter.trim().is_empty() {
+            return Err(Problem::new(
+                KeyPath::of(&["log", "filter"]),
+                "must not be empty; use \"off\" to silence logging",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AppConfig {
+    pub fn gop_cache_max_duration(&self) -> Duration {
+        Duration::from_millis(self.gop_cache_max_ms)
+    }
+
+    pub fn publisher_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.publisher_idle_timeout_ms)
+    }
+
+    pub fn takeover_idle(&self) -> Duration {
+        Duration::from_millis(self.takeover_idle_ms)
+    }
+
+    pub fn unpublish_grace(&self) -> Duration {
+        Duration::from_millis(self.unpublish_grace_ms)
+    }
+
+    /// How long an early viewer waits for a publisher; zero refuses it at once.
+    pub fn wait_for_publisher(&self) -> Duration {
+        Duration::from_millis(self.wait_for_publisher_ms)
+    }
+
+    pub fn recordings_dir(&self) -> Option<&Path> {
+        (!self.recordings_dir.as_os_str().is_empty()).then_some(self.recordings_dir.as_path())
+    }
+
+    fn check(&self, name: &str) -> Result<(), Problem> {
+        let key = |field: &str| KeyPath::of(&["app", name, field]);
+        check_range(
+            key("gop_cache_max_bytes"),
+            self.gop_cache_max_bytes,
+            GOP_CACHE_MAX_BYTES_RANGE,
+            " (64 KiB to 1 GiB)",
+        )?;
+        check_timeout(key("gop_cache_max_ms"), self.gop_cache_max_ms)?;
+        check_timeout(
+            key("publisher_idle_timeout_ms"),
+            self.publisher_idle_timeout_ms,
+        )?;
+        check_timeout(key("takeover_idle_ms"), self.takeover_idle_ms)?;
+        check_range(
+            key("unpublish_grace_ms"),
+            self.unpublish_grace_ms,
+            0..=MAX_DURATION_MS,
+            " ms",
+        )?;
+        check_range(
+            key("wait_for_publisher_ms"),
+            self.wait_for_publisher_ms,
+            0..=MAX_DURATION_MS,
+            " ms",
+        )
+    }
+}
+
+/// An application name is what a client puts between the host and the stream key, so it must
+/// be something a URL path segment can carry and a client can actually send.
+fn check_app_name(name: &str) -> Result<(), Problem> {
+    let reason = if name.is_empty() {
+        "an application name must not be empty"
+    } else if name.contains('/') {
+        "an application name cannot contain '/': the first '/' after it starts the stream key"
+    } else if name.contains('?') {
+        "an application name cannot contain '?': clients' query strings are cut off at it"
+    } else if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "an application name cannot contain spaces or control characters"
+    } else {
+        return Ok(());
+    };
+    Err(Problem::new(KeyPath::of(&["app", name]), reason))
+}
+
+fn check_timeout(key: KeyPath, millis: u64) -> Result<(), Problem> {
+    check_range(key, millis, 1..=MAX_DURATION_MS, " ms")
+}
+
+/// `note` follows the range in the message: a unit, or why the range is what it is.
+fn check_range<T>(
+    key: KeyPath,
+    value: T,
+    range: RangeInclusive<T>,
+    note: &str,
+) -> Result<(), Problem>
+where
+    T: PartialOrd + fmt::Display,
+{
+    if range.contains(&value) {
+        return Ok(());
+    }
+    let (low, high) = range.into_inner();
+    Err(Problem::new(
+        key,
+        format!("must be between {low} and {high}{note}, got {value}"),
+    ))
+}
+
+impl<'de> Deserialize<'de> for Shards {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ShardsVisitor)
+    }
+}
+
+struct ShardsVisitor;
+
+impl Visitor<'_> for ShardsVisitor {
+    type Value = Shards;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
+        formatter.write_str("\"auto\" or a positive integer")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Shards, E> {
+        match text {
+            "auto" => Ok(Shards::Auto),
+            _ => Err(E::invalid_value(Unexpected::Str(text), &self)),
+        }
+    }
+
+    // Zero parses, so that validation can say "must be between 1 and ..." like other ranges.
+    fn visit_i64<E: de::Error>(self, count: i64) -> Result<Shards, E> {
+        usize::try_from(count)
+            .map(Shards::Count)
+            .map_err(|_| E::invalid_value(Unexpected::Signed(count), &self))
+    }
+
+    fn visit_u64<E: de::Error>(self, count: u64) -> Result<Shards, E> {
+        usize::try_from(count)
+            .map(Shards::Count)
+            .map_err(|_| E::invalid_value(Unexpected::Unsigned(count), &self))
+    }
+}
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (missing, unreadable, not UTF-8).
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The text is not TOML, or a key is unknown, of the wrong type, or out of range.
+    Invalid {
+        /// The dotted path of the offending key, e.g. `app.live.gop_cache_max_bytes`. `None`
+        /// only for TOML syntax errors that do not fall on a key.
+        key: Option<String>,
+        reason: String,
+        /// 1-based line in the text, when the key or error is in the text at all.
+        line: Option<usize>,
+        /// The file the text came from, when loaded with [`Config::load`].
+        file: Option<PathBuf>,
+    },
+}
+
+impl ConfigError {
+    /// The dotted path of the key at fault, if the error is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => key.as_deref(),
+            ConfigError::Read { .. } => None,
+        }
+    }
+
+    /// The 1-based line of the fault, if known.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Invalid { line, .. } => *line,
+            ConfigError::Read { .. } => None,
+        }
+    }
+
+    fn in_file(self, path: &Path) -> ConfigError {
+        match self {
+            ConfigError::Invalid {
+                key, reason, line, ..
+            } => ConfigError::Invalid {
+                key,
+                reason,
+                line,
+                file: Some(path.to_owned()),
+            },
+            read @ ConfigError::Read { .. } => read,
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read config file {}: {source}", path.display())
+            }
+            ConfigError::Invalid {
+                key,
+                reason,
+                line,
+                file,
+            } => {
+                match (key, line) {
+                    (Some(key), _) => write!(f, "config error at {key}: {reason}")?,
+                    (None, Some(line)) => write!(f, "config error at line {line}: {reason}")?,
+                    (None, None) => write!(f, "config error: {reason}")?,
+                }
+                // When the key stands in front, the line still helps find it in a long file.
+                let line = line.filter(|_| key.is_some());
+                match (file, line) {
+                    (Some(file), Some(line)) => write!(f, " ({}, line {line})", file.display()),
+                    (Some(file), None) => write!(f, " ({})", file.display()),
+                    (None, Some(line)) => write!(f, " (line {line})"),
+                    (None, None) => Ok(()),
+                }
+            }
+        }
+    }
+}
+
+/// A validation failure before it is placed in the text.
+struct Problem {
+    key: KeyPath,
+    reason: String,
+}
+
+impl Problem {
+    fn new(key: KeyPath, reason: impl Into<String>) -> Problem {
+        Problem {
+            key,
+            reason: reason.into(),
+        }
+    }
+
+    fn into_error(self, line: Option<usize>) -> ConfigError {
+        ConfigError::Invalid {
+            key: Some(self.key.to_string()),
+            reason: self.reason,
+            line,
+            file: None,
+        }
+    }
+}
+
+/// A path from the document root to a value: table keys and array indices.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct KeyPath(Vec<Segment>);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+impl KeyPath {
+    fn of(keys: &[&str]) -> KeyPath {
+        KeyPath(
+            keys.iter()
+                .map(|key| Segment::Key((*key).to_owned()))
+                .collect(),
+        )
+    }
+
+    fn index(mut self, index: usize) -> KeyPath {
+        self.0.push(Segment::Index(index));
+        self
+    }
+}
+
+/// Written the way TOML would accept it back: `app."live/hd".gop_cache`, `server.cpus[1]`.
+impl fmt::Display for KeyPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (position, segment) in self.0.iter().enumerate() {
+            match segment {
+                Segment::Index(index) => write!(f, "[{index}]")?,
+                Segment::Key(key) => {
+                    if position > 0 {
+                        f.write_str(".")?;
+                    }
+                    let bare = !key.is_empty()
+                        && key
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    if bare {
+                        f.write_str(key)?;
+                    } else {
+                        write!(f, "{key:?}")?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn locate_toml_error(text: &str, document: &DeTable<'_>, error: &toml::de::Error) -> ConfigError {
+    let offset = error.span().map(|span| span.start);
+    let key = offset.and_then(|offset| {
+        let mut path = KeyPath::default();
+        let found = path_at_offset(document, offset, Covering::Key, &mut path)
+            || path_at_offset(document, offset, Covering::Value, &mut path)
+            || duplicate_key_path(text, document, error, &mut path);
+        found.then(|| path.to_string())
+    });
+    ConfigError::Invalid {
+        key,
+        reason: reword_toml_message(error.message()),
+        line: offset.map(|offset| line_of(text, offset)),
+        file: None,
+    }
+}
+
+/// serde speaks of struct fields and Rust types; the person editing the file is looking at
+/// TOML keys and numbers.
+fn reword_toml_message(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("unknown field") {
+        return format!("unknown key{rest}");
+    }
+    if message == "duplicate key" {
+        return "defined more than once; TOML allows each key and [table] only once".to_owned();
+    }
+    let numbers = [
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number, 0 or more"),
+        ("usize", "a whole number, 0 or more"),
+    ];
+    for (rust_type, plainly) in numbers {
+        if let Some(start) = message.strip_suffix(rust_type) {
+            return format!("{start}{plainly}");
+        }
+    }
+    message.to_owned()
+}
+
+/// Which span of an entry an error offset is matched against.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Covering {
+    /// Key spans never overlap one another, so a hit is exact; tried first.
+    Key,
+    /// Value spans nest (an inline table holds its values, and a `[header]` table's span is
+    /// the whole header, parents' names included), so the deepest hit is the one meant.
+    Value,
+}
+
+/// Finds the entry whose key or value (per `covering`) holds `offset`, leaving its path in
+/// `path`.
+fn path_at_offset(
+    table: &DeTable<'_>,
+    offset: usize,
+    covering: Covering,
+    path: &mut KeyPath,
+) -> bool {
+    for (key, value) in table.iter() {
+        path.0.push(Segment::Key(key.get_ref().to_string()));
+        let found = match covering {
+            Covering::Key => {
+                covers(key.span(), offset)
+                    || value_path_at_offset(value.get_ref(), offset, covering, path)
+            }
+            Covering::Value => {
+                value_path_at_offset(value.get_ref(), offset, covering, path)
+                    || covers(value.span(), offset)
+            }
+        };
+        if found {
+            return true;
+        }
+        path.0.pop();
+    }
+    false
+}
+
+fn value_path_at_offset(
+    value: &DeValue<'_>,
+    offset: usize,
+    covering: Covering,
+    path: &mut KeyPath,
+) -> bool {
+    match value {
+        DeValue::Table(table) => path_at_offset(table, offset, covering, path),
+        DeValue::Array(items) => {
+            for (index, item) in items.into_iter().enumerate() {
+                path.0.push(Segment::Index(index));
+                if value_path_at_offset(item.get_ref(), offset, covering, path)
+                    || (covering == Covering::Value && covers(item.span(), offset))
+                {
+                    return true;
+                }
+                path.0.pop();
+            }
+            false
+        }
+        _ => false,
+    }
+}
+
+/// A repeated key is not in the tree (the tree keeps the first one), so it is placed by its
+/// neighbours instead: it belongs to the same table as the entry that ends last before it.
+fn duplicate_key_path(
+    text: &str,
+    document: &DeTable<'_>,
+    error: &toml::de::Error,
+    path: &mut KeyPath,
+) -> bool {
+    let Some(span) = error
+        .span()
+        .filter(|_| error.message().starts_with("duplicate key"))
+    else {
+        return false;
+    };
+    let mut best: Option<(usize, KeyPath)> = None;
+    let mut parent = KeyPath::default();
+    last_entry_before(document, span.start, &mut parent, &mut best);
+    let Some((_, table)) = best else {
+        return false;
+    };
+    let written = text.get(span).unwrap_or_default().trim_matches(['"', '\'']);
+    *path = table;
+    path.0.push(Segment::Key(written.to_owned()));
+    true
+}
+
+/// Leaves in `best` the table path of the entry whose value ends last before `offset`; the
+/// outermost wins a tie, so an inline table beats the keys inside it.
+fn last_entry_before(
+    table: &DeTable<'_>,
+    offset: usize,
+    parent: &mut KeyPath,
+    best: &mut Option<(usize, KeyPath)>,
+) {
+    for (key, value) in table.iter() {
+        let end = value.span().end;
+        if end <= offset && best.as_ref().is_none_or(|(best_end, _)| end > *best_end) {
+            *best = Some((end, parent.clone()));
+        }
+        if let DeValue::Table(inner) = value.get_ref() {
+            parent.0.push(Segment::Key(key.get_ref().to_string()));
+            last_entry_before(inner, offset, parent, best);
+            parent.0.pop();
+        }
+    }
+}
+
+/// Where `path` is written in the document: the span of its last key (or array element).
+/// `None` when the value came from a default rather than from the text.
+fn span_of_key(document: &DeTable<'_>, path: &KeyPath) -> Option<Range<usize>> {
+    let mut segments = path.0.iter();
+    let Some(Segment::Key(first)) = segments.next() else {
+        return None;
+    };
+    let (mut span, mut value) = find_key(document, first)?;
+    for segment in segments {
+        let (next_span, next_value) = match (segment, value) {
+            (Segment::Key(key), DeValue::Table(table)) => find_key(table, key)?,
+            (Segment::Index(index), DeValue::Array(items)) => {
+                let item = items.into_iter().nth(*index)?;
+                (item.span(), item.get_ref())
+            }
+            _ => return None,
+        };
+        span = next_span;
+        value = next_value;
+    }
+    Some(span)
+}
+
+fn find_key<'a, 'i>(table: &'a DeTable<'i>, name: &str) -> Option<(Range<usize>, &'a DeValue<'i>)> {
+    table
+        .iter()
+        .find(|(key, _)| key.get_ref() == name)
+        .map(|(key, value)| (key.span(), value.get_ref()))
+}
+
+/// Empty spans (an error at the end of the input) cover the offset they sit on.
+fn covers(span: Range<usize>, offset: usize) -> bool {
+    span.contains(&offset) || span.start == offset
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let offset = offset.min(text.len());
+    text.as_bytes()[..offset]
+        .iter()
+        .filter(|&&byte| byte == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED_CONFIG: &str = include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/shardcast.toml"
+    ));
+
+    /// Parses `text`, expecting failure, and returns the error.
+    fn rejected(text: &str) -> ConfigError {
+        match Config::from_toml_str(text) {
+            Ok(config) => panic!("accepted:\n{text}\nas {config:?}"),
+            Err(error) => error,
+        }
+    }
+
+    fn rejected_key(text: &str) -> String {
+        let error = rejected(text);
+        error
+            .key()
+            .unwrap_or_else(|| panic!("no key in error: {error}"))
+            .to_owned()
+    }
+
+    #[test]
+    fn shipped_file_is_the_default() {
+        let config = Config::from_toml_str(SHIPPED_CONFIG).unwrap();
+        assert_eq!(config, Config::default());
+    }
+
+    #[test]
+    fn every_default_key_is_written_in_the_shipped_file() {
+        // A key missing from the file would still parse (to its default), so equality alone
+        // would not catch a key left undocumented.
+        let document = SHIPPED_CONFIG.parse::<toml::Table>().unwrap();
+        let section = |name: &str| document[name].as_table().unwrap().len();
+        assert_eq!(section("server"), 11);
+        assert_eq!(section("viewer"), 6);
+        assert_eq!(section("log"), 1);
+        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 11);
+    }
+
+    #[test]
+    fn default_is_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn empty_text_is_the_default() {
+        assert_eq!(Config::from_toml_str("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn missing_keys_take_defaults_within_a_section() {
+        let config = Config::from_toml_str("[server]\nchunk_size = 60000\n").unwrap();
+        assert_eq!(config.server.chunk_size, 60000);
+        assert_eq!(config.server.max_chunk_streams, 64);
+        assert_eq!(config.viewer, ViewerConfig::default());
+    }
+
+    #[test]
+    fn listing_apps_replaces_the_default_live() {
+        let config =
+            Config::from_toml_str("[app.vod]\nallow_publish = false\n[app.event]\n").unwrap();
+        assert!(config.app("live").is_none());
+        assert!(!config.app("vod").unwrap().allow_publish);
+        assert_eq!(config.app("event"), Some(&AppConfig::default()));
+        assert!(config.app("Event").is_none(), "names are case-sensitive");
+    }
+
+    #[test]
+    fn shards_auto_follows_available_cpus() {
+        let config = Config::from_toml_str("[server]\nshards = \"auto\"\n").unwrap();
+        assert_eq!(config.server.shards, Shards::Auto);
+        assert_eq!(config.server.shard_count(6), 6);
+        assert_eq!(config.server.shard_count(0), 1);
+    }
+
+    #[test]
+    fn shards_auto_with_cpus_runs_one_shard_per_listed_cpu() {
+        let config = Config::from_toml_str("[server]\ncpus = [2, 3, 5]\n").unwrap();
+        assert_eq!(config.server.shard_count(16), 3);
+        assert_eq!(config.server.cpu_for_shard(2), 5);
+    }
+
+    #[test]
+    fn shards_count_is_taken_as_given() {
+        let config = Config::from_toml_str("[server]\nshards = 3\n").unwrap();
+        assert_eq!(config.server.shards, Shards::Count(3));
+        assert_eq!(config.server.shard_count(64), 3);
+        assert_eq!(config.server.cpu_for_shard(1), 1);
+    }
+
+    #[test]
+    fn shards_rejects_other_words_zero_and_negatives() {
+        for value in ["\"all\"", "0", "-2", "2.5", "true"] {
+            let text = format!("[server]\nshards = {value}\n");
+            assert_eq!(rejected_key(&text), "server.shards", "for {value}");
+        }
+        let error = rejected("[server]\nshards = \"all\"\n");
+        assert!(
+            error.to_string().contains("\"auto\" or a positive integer"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let cases = [
+            ("chunk_szie = 1\n", "chunk_szie"),
+            ("[server]\nchunk_szie = 4096\n", "server.chunk_szie"),
+            ("[viewer]\nbacklog = 1\n", "viewer.backlog"),
+            ("[log]\nlevel = \"info\"\n", "log.level"),
+            ("[app.live]\ngop = true\n", "app.live.gop"),
+            ("[application.live]\n", "application"),
+        ];
+        for (text, key) in cases {
+            let error = rejected(text);
+            assert_eq!(error.key(), Some(key), "for {text:?}");
+            assert!(error.to_string().contains("unknown key"), "{error}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_are_rejected_by_name() {
+        let cases = [
+            ("[server]\nchunk_size = \"4096\"\n", "server.chunk_size"),
+            ("[server]\nlisten = \"1935\"\n", "server.listen"),
+            ("[server]\ncpus = [0, \"one\"]\n", "server.cpus[1]"),
+            ("[server]\ncpus = 4\n", "server.cpus"),
+            (
+                "[server]\nmax_message_size = -1\n",
+                "server.max_message_size",
+            ),
+            ("[viewer]\ntcp_nodelay = \"yes\"\n", "viewer.tcp_nodelay"),
+            ("[log]\nfilter = 3\n", "log.filter"),
+            (
+                "[app.live]\ngop_cache_max_ms = 1.5\n",
+                "app.live.gop_cache_max_ms",
+            ),
+            ("[app]\nlive = 5\n", "app.live"),
+            ("app = \"live\"\n", "app"),
+            (
+                "[app.live]\nrecordings_dir = [\"/srv\"]\n",
+                "app.live.recordings_dir",
+            ),
+        ];
+        for (text, key) in cases {
+            assert_eq!(rejected_key(text), key, "for {text:?}");
+        }
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected_by_name() {
+        let cases = [
+            ("[server]\nshards = 5000\n", "server.shards"),
+            (
+                "[server]\nmax_connections_per_shard = 0\n",
+                "server.max_connections_per_shard",
+            ),
+            ("[server]\nchunk_size = 127\n", "server.chunk_size"),
+            ("[server]\nchunk_size = 16777216\n", "server.chunk_size"),
+            (
+                "[server]\nmax_message_size = 1023\n",
+                "server.max_message_size",
+            ),
+            (
+                "[server]\nmax_message_size = 67108865\n",
+                "server.max_message_size",
+            ),
+            (
+                "[server]\nmax_chunk_streams = 4\n",
+                "server.max_chunk_streams",
+            ),
+            (
+                "[server]\nhandshake_timeout_ms = 0\n",
+                "server.handshake_timeout_ms",
+            ),
+            (
+                "[server]\nidle_connection_timeout_ms = 0\n",
+                "server.idle_connection_timeout_ms",
+            ),
+            (
+                "[server]\nshutdown_timeout_ms = 0\n",
+                "server.shutdown_timeout_ms",
+            ),
+            ("[server]\nio_memory = 4096\n", "server.io_memory"),
+            (
+                "[viewer]\nbacklog_max_bytes = 100\n",
+                "viewer.backlog_max_bytes",
+            ),
+            ("[viewer]\nbacklog_max_ms = 0\n", "viewer.backlog_max_ms"),
+            (
+                "[viewer]\nlag_disconnect_ms = 0\n",
+                "viewer.lag_disconnect_ms",
+            ),
+            (
+                "[viewer]\nflush_interval_ms = 5000\n",
+                "viewer.flush_interval_ms",
+            ),
+            (
+                "[viewer]\nsend_buffer_bytes = 100\n",
+                "viewer.send_buffer_bytes",
+            ),
+            ("[log]\nfilter = \" \"\n", "log.filter"),
+            (
+                "[app.live]\ngop_cache_max_bytes = 0\n",
+                "app.live.gop_cache_max_bytes",
+            ),
+            (
+                "[app.live]\ngop_cache_max_ms = 0\n",
+                "app.live.gop_cache_max_ms",
+            ),
+            (
+                "[app.live]\npublisher_idle_timeout_ms = 0\n",
+                "app.live.publisher_idle_timeout_ms",
+            ),
+            (
+                "[app.live]\ntakeover_idle_ms = 0\n",
+                "app.live.takeover_idle_ms",
+            ),
+            (
+                "[app.live]\nunpublish_grace_ms = 86400001\n",
+                "app.live.unpublish_grace_ms",
+            ),
+            (
+                "[app.live]\nwait_for_publisher_ms = 86400001\n",
+                "app.live.wait_for_publisher_ms",
+            ),
+        ];
+        for (text, key) in cases {
+            assert_eq!(rejected_key(text), key, "for {text:?}");
+        }
+    }
+
+    #[test]
+    fn range_bounds_themselves_are_accepted() {
+        let text = "[server]\nchunk_size = 128\nmax_message_size = 67108864\n\
+                    [viewer]\nflush_interval_ms = 1000\nsend_buffer_bytes = 4096\n\
+                    [app.live]\nunpublish_grace_ms = 0\nwait_for_publisher_ms = 0\n";
+        let config = Config::from_toml_str(text).unwrap();
+        assert_eq!(config.server.chunk_size, 128);
+        assert_eq!(config.viewer.send_buffer(), Some(4096));
+        assert_eq!(
+            config.app("live").unwrap().wait_for_publisher(),
+            Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn out_of_range_reason_gives_the_range_and_the_value() {
+        let error = rejected("[server]\nchunk_size = 64\n");
+        let message = error.to_string();
+        assert!(
+            message
+                .starts_with("config error at server.chunk_size: must be between 128 and 16777215"),
+            "{message}"
+        );
+        assert!(message.contains("got 64"), "{message}");
+    }
+
+    #[test]
+    fn duplicate_app_is_rejected_by_name() {
+        let text = "[app.live]\ngop_cache = true\n\n[app.other]\n\n[app.live]\ngop_cache = false\n";
+        let error = rejected(text);
+        assert_eq!(error.key(), Some("app.live"));
+        assert_eq!(error.line(), Some(6));
+        assert!(error.to_string().contains("more than once"), "{error}");
+    }
+
+    #[test]
+    fn duplicate_key_is_rejected_by_name() {
+        let error = rejected("[server]\nshards = 2\nshards = 3\n");
+        assert_eq!(error.key(), Some("server.shards"));
+    }
+
+    #[test]
+    fn duplicate_key_is_placed_in_its_table_past_inline_tables() {
+        let text = "[viewer]\nbacklog_max_ms = 1\n[server]\nshards = 2\ncpus = [0, 1]\n\
+                    listen = \"0.0.0.0:1935\"\nshards = 3\n";
+        let error = rejected(text);
+        assert_eq!(error.key(), Some("server.shards"));
+        assert_eq!(error.line(), Some(7));
+
+        let text = "[app.live]\ngop_cache = true\n[app.live.x]\n\n[app.live]\n";
+        assert_eq!(rejected_key(text), "app.live");
+    }
+
+    #[test]
+    fn duplicate_table_is_rejected_by_name() {
+        let error = rejected("[viewer]\n[server]\n[viewer]\n");
+        assert_eq!(error.key(), Some("viewer"));
+        assert_eq!(error.line(), Some(3));
+    }
+
+    #[test]
+    fn type_errors_speak_of_numbers_not_rust_types() {
+        let error = rejected("[server]\nchunk_size = 99999999999\n");
+        assert!(
+            error
+                .to_string()
+                .contains("expected a whole number from 0 to 4294967295"),
+            "{error}"
+        );
+        let error = rejected("[app.live]\ngop_cache_max_ms = -5\n");
+        assert!(
+            error
+                .to_string()
+                .contains("expected a whole number, 0 or more"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn no_apps_is_rejected() {
+        let error = rejected("[app]\n");
+        assert_eq!(error.key(), Some("app"));
+        assert!(
+            error.to_string().contains("at least one application"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_app_names_are_rejected_by_name() {
+        let cases = [
+            ("[app.\"\"]\n", "app.\"\""),
+            ("[app.\"live/hd\"]\n", "app.\"live/hd\""),
+            ("[app.\"live?x\"]\n", "app.\"live?x\""),
+            ("[app.\"my live\"]\n", "app.\"my live\""),
+        ];
+        for (text, key) in cases {
+            assert_eq!(rejected_key(text), key, "for {text:?}");
+        }
+    }
+
+    #[test]
+    fn keys_inside_quoted_app_names_are_quoted_in_errors() {
+        let text = "[app.\"tv.1\"]\ngop_cache_max_ms = 0\n";
+        assert_eq!(rejected_key(text), "app.\"tv.1\".gop_cache_max_ms");
+    }
+
+    #[test]
+    fn cpus_must_match_a_numeric_shard_count_and_not_repeat() {
+        let error = rejected("[server]\nshards = 4\ncpus = [0, 1, 2]\n");
+        assert_eq!(error.key(), Some("server.cpus"));
+        assert!(error.to_string().contains("server.shards is 4"), "{error}");
+
+        let error = rejected("[server]\ncpus = [0, 1, 1]\n");
+        assert_eq!(error.key(), Some("server.cpus[2]"));
+        assert_eq!(error.line(), Some(2));
+    }
+
+    #[test]
+    fn lag_disconnect_must_leave_room_to_skip() {
+        let error = rejected("[viewer]\nbacklog_max_ms = 5000\nlag_disconnect_ms = 4000\n");
+        assert_eq!(error.key(), Some("viewer.lag_disconnect_ms"));
+        assert_eq!(error.line(), Some(3));
+    }
+
+    #[test]
+    fn validation_errors_carry_the_line_of_their_key() {
+        let text = "# comment\n\n[server]\nlisten = \"0.0.0.0:1935\"\nchunk_size = 1\n";
+        let error = rejected(text);
+        assert_eq!(error.line(), Some(5));
+        assert_eq!(
+            error.to_string(),
+            "config error at server.chunk_size: must be between 128 and 16777215 \
+             (RTMP allows 128 and up; past 16 MiB a chunk outgrows any message), got 1 (line 5)"
+        );
+    }
+
+    #[test]
+    fn a_rule_broken_by_a_default_has_no_line() {
+        // lag_disconnect_ms is not written, so there is no line to point at.
+        let error = rejected("[viewer]\nbacklog_max_ms = 20000\n");
+        assert_eq!(error.key(), Some("viewer.lag_disconnect_ms"));
+        assert_eq!(error.line(), None);
+    }
+
+    #[test]
+    fn inline_tables_are_located_too() {
+        let text = "app = { live = { gop_cache = 1 } }\n";
+        assert_eq!(rejected_key(text), "app.live.gop_cache");
+        let text = "server.chunk_size = 1\n";
+        assert_eq!(rejected_key(text), "server.chunk_size");
+    }
+
+    #[test]
+    fn syntax_errors_give_a_line() {
+        let error = rejected("[server]\nlisten = \n");
+        assert_eq!(error.line(), Some(2));
+        let error = rejected("[server\nlisten = \"0.0.0.0:1935\"\n");
+        assert_eq!(error.line(), Some(1));
+        assert!(error.to_string().starts_with("config error at "), "{error}");
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let path =
+            std::env::temp_dir().join(format!("shardcast-config-test-{}.toml", std::process::id()));
+        std::fs::write(&path, "[server]\nshards = 0\n").unwrap();
+        let error = Config::load(&path).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "config error at server.shards: must be between 1 and 4096, got 0 ({}, line 2)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn load_reads_a_valid_file() {
+        let path =
+            std::env::temp_dir().join(format!("shardcast-config-ok-{}.toml", std::process::id()));
+        std::fs::write(&path, SHIPPED_CONFIG).unwrap();
+        let loaded = Config::load(&path);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(loaded.unwrap(), Config::default());
+    }
+
+    #[test]
+    fn load_reports_a_missing_file() {
+        let path = Path::new("/nonexistent/shardcast.toml");
+        let error = Config::load(path).unwrap_err();
+        assert!(matches!(error, ConfigError::Read { .. }));
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot read config file /nonexistent/shardcast.toml: "),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn duration_accessors_convert_milliseconds() {
+        let config = Config::default();
+        let live = config.app("live").unwrap();
+        assert_eq!(live.unpublish_grace(), Duration::from_secs(5));
+        assert_eq!(live.takeover_idle(), Duration::from_secs(3));
+        assert_eq!(live.publisher_idle_timeout(), Duration::from_secs(10));
+        assert_eq!(live.gop_cache_max_duration(), Duration::from_secs(10));
+        assert_eq!(live.wait_for_publisher(), Duration::from_secs(30));
+        assert_eq!(config.server.handshake_timeout(), Duration::from_secs(5));
+        assert_eq!(
+            config.server.idle_connection_timeout(),
+            Duration::from_secs(30)
+        );
+        assert_eq!(config.server.shutdown_timeout(), Duration::from_secs(3));
+        assert_eq!(config.viewer.backlog_max_duration(), Duration::from_secs(3));
+        assert_eq!(config.viewer.lag_disconnect(), Duration::from_secs(10));
+        assert_eq!(config.viewer.flush_interval(), None);
+        assert_eq!(config.viewer.send_buffer(), None);
+        assert_eq!(live.recordings_dir(), None);
+    }
+
+    #[test]
+    fn optional_settings_turn_on_when_set() {
+        let text = "[viewer]\nflush_interval_ms = 20\n[app.live]\nrecordings_dir = \"/srv/flv\"\n";
+        let config = Config::from_toml_str(text).unwrap();
+        assert_eq!(
+            config.viewer.flush_interval(),
+            Some(Duration::from_millis(20))
+        );
+        assert_eq!(
+            config.app("live").unwrap().recordings_dir(),
+            Some(Path::new("/srv/flv"))
+        );
+    }
+
+    #[test]
+    fn listen_accepts_ipv6() {
+        let config = Config::from_toml_str("[server]\nlisten = \"[::]:1935\"\n").unwrap();
+        assert!(config.server.listen.is_ipv6());
+    }
+
+    #[test]
+    fn validate_reports_hand_built_mistakes_without_a_line() {
+        let mut config = Config::default();
+        config.apps.get_mut("live").unwrap().takeover_idle_ms = 0;
+        let error = config.validate().unwrap_err();
+        assert_eq!(error.key(), Some("app.live.takeover_idle_ms"));
+        assert_eq!(error.line(), None);
+    }
+}

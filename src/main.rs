@@ -1,0 +1,98 @@
+//! The `shardcast` binary: reads the config, sets up logging, runs the relay.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use shardcast::config::{Config, Shards};
+use tracing_subscriber::EnvFilter;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A thread-per-core RTMP edge relay.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, default_value = "config/shardcast.toml")]
+    config: PathBuf,
+    /// Listen address, overriding `server.listen` (e.g. 0.0.0.0:1935).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Number of shards (cores), overriding `server.shards`: a number or "auto".
+    #[arg(long)]
+    shards: Option<String>,
+    /// Log filter (tracing env-filter syntax), overriding `log.filter`; RUST_LOG wins over both.
+    #[arg(long)]
+    log: Option<String>,
+    /// Only check the configuration file FILE, print the verdict, and exit.
+    #[arg(long, value_name = "FILE")]
+    check_config: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(path) = &cli.check_config {
+        return match Config::load(path) {
+            Ok(_) => {
+                println!("{}: ok", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let mut config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(listen) = cli.listen {
+        config.server.listen = listen;
+    }
+    if let Some(shards) = &cli.shards {
+        config.server.shards = match shards.as_str() {
+            "auto" => Shards::Auto,
+            n => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Shards::Count(n),
+                _ => {
+                    eprintln!("--shards: expected a positive number or \"auto\", got {n:?}");
+                    return ExitCode::from(2);
+                }
+            },
+        };
+        config.server.cpus.clear();
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("{e}");
+        return ExitCode::from(2);
+    }
+    let filter_text = cli.log.clone().unwrap_or_else(|| config.log.filter.clone());
+    let filter = match EnvFilter::try_from_default_env() {
+        Ok(f) => f,
+        Err(_) => match EnvFilter::try_new(&filter_text) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("log filter {filter_text:?}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    match shardcast::server::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("shardcast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Frames: one relayed message as every shard and every viewer sees it, and the ring of
+//! recent frames a shard keeps per stream.
+//!
+//! A [`Frame`] is what the origin shard makes of one message from the publisher: its shared
+//! chunk encoding (a `Bytes` every viewer writes unchanged) plus the few facts the fan-out
+//! needs without parsing it again (kind, timestamp, keyframe). Frames are numbered in the
+//! order the origin made them; a shard that sees a number skipped knows frames were lost on
+//! the way (its inbox was full) and treats its viewers as having fallen behind.
+//!
+//! [`FrameRing`] is the shard-local window of recent frames of one stream. Viewers do not
+//! own copies: each keeps a cursor (a frame number and a byte offset into that frame), and
+//! the ring keeps frames until every viewer's cursor has passed them or the ring's byte cap
+//! is reached, whichever comes first.
+
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+
+/// What kind of message a frame carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    Audio,
+    Video,
+    /// `onMetaData`: delivered in order like data, and kept for viewers who join later.
+    Metadata,
+    /// Other data messages: text, cue points, application data.
+    Data,
+}
+
+/// Something that happened to the stream, ordered with its frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// The publisher left; viewers are told and kept for the grace period.
+    Unpublished,
+    /// A publisher came back within the grace period.
+    Republished,
+    /// The grace period ran out, or the server is shutting down: close the viewers.
+    Ended,
+}
+
+/// One relayed message, encoded once for every viewer.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub seq: u64,
+    pub kind: FrameKind,
+    pub timestamp: u32,
+    /// A video keyframe (not a sequence header): a viewer skipping video may resume here.
+    pub keyframe: bool,
+    /// A sequence header (codec configuration); never skipped.
+    pub sequence_header: bool,
+    /// The message's shared chunk encoding.
+    pub bytes: Bytes,
+    /// The message body itself (a second handle on the publisher's bytes, not a copy), kept
+    /// so sequence headers and metadata can be re-sent to a joining viewer at its start time.
+    pub payload: Bytes,
+}
+
+/// An entry in the ring: a frame, or a stream event at its place in the order.
+#[derive(Clone, Debug)]
+pub enum RingEntry {
+    Frame(Frame),
+    Event { seq: u64, event: StreamEvent },
+}
+
+impl RingEntry {
+    pub fn seq(&self) -> u64 {
+        match self {
+            RingEntry::Frame(f) => f.seq,
+            RingEntry::Event { seq, .. } => *seq,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            RingEntry::Frame(f) => f.bytes.len(),
+            RingEntry::Event { .. } => 0,
+        }
+    }
+}
+
+/// The recent entries of one stream on one shard, numbered consecutively from `first_seq`.
+#[derive(Debug, Default)]
+pub struct FrameRing {
+    entries: VecDeque<RingEntry>,
+    first_seq: u64,
+    bytes: usize,
+}
+
+/// How far behind the newest entry a cursor is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backlog {
+    pub bytes: usize,
+    pub millis: u32,
+}
+
+impl FrameRing {
+    pub fn new(first_seq: u64) -> FrameRing {
+        FrameRing {
+            entries: VecDeque::new(),
+            first_seq,
+            bytes: 0,
+        }
+    }
+
+    /// Number of the oldest entry still held.
+    pub fn first_seq(&self) -> u64 {
+        self.first_seq
+    }
+
+    /// Number the next pushed entry must carry.
+    pub fn next_seq(&self) -> u64 {
+        self.first_seq + self.entries.len() as u64
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Appends an entry. Its number must be `next_seq()`; a shard that received a later
+    /// number (a gap) calls [`FrameRing::restart_at`] first.
+    pub fn push(&mut self, entry: RingEntry) {
+        debug_assert_eq!(entry.seq(), self.next_seq());
+        self.bytes += entry.len();
+        self.entries.push_back(entry);
+    }
+
+    /// Drops everything and continues numbering at `seq` (after a gap, or when a new origin
+    /// starts its own numbering).
+    pub fn restart_at(&mut self, seq: u64) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.first_seq = seq;
+    }
+
+    pub fn get(&self, seq: u64) -> Option<&RingEntry> {
+        let index = seq.checked_sub(self.first_seq)?;
+        self.entries.get(usize::try_from(index).ok()?)
+    }
+
+    /// Timestamp of the newest frame, if any.
+    pub fn newest_timestamp(&self) -> Option<u32> {
+        self.entries.iter().rev().find_map(|e| match e {
+            RingEntry::Frame(f) => Some(f.timestamp),
+            RingEntry::Event { .. } => None,
+        })
+    }
+
+    /// The bytes and the media time from `seq` to the newest entry. O(entries behind),
+    /// which is small for a viewer that keeps up; the walk stops once both limits are
+    /// exceeded, so a far-behind viewer costs no more than `max_bytes` worth of entries.
+    pub fn backlog(&self, seq: u64, max_bytes: usize) -> Backlog {
+        let Some(start) = seq.checked_sub(self.first_seq) else {
+            return Backlog {
+                bytes: self.bytes,
+                millis: u32::MAX,
+            };
+        };
+        let Ok(start) = usize::try_from(start) else {
+            return Backlog::default();
+        };
+        let newest = self.newest_timestamp();
+        let mut bytes = 0;
+        let mut oldest = None;
+        for entry in self.entries.iter().skip(start) {
+            if let RingEntry::Frame(f) = entry {
+                oldest.get_or_insert(f.timestamp);
+            }
+            bytes += entry.len();
+            if bytes > max_bytes {
+                break;
+            }
+        }
+        let millis = match (oldest, newest) {
+            (Some(o), Some(n)) => n.wrapping_sub(o).min(i32::MAX as u32),
+            _ => 0,
+        };
+        Backlog { bytes, millis }
+    }
+
+    /// Drops entries before `seq` (every viewer is past them).
+    pub fn trim_before(&mut self, seq: u64) {
+        while self.first_seq < seq {
+            let Some(entry) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= entry.len();
+            self.first_seq += 1;
+        }
+    }
+
+    /// Drops the oldest entries until the ring holds at most `max_bytes`. Viewers whose
+    /// cursor falls off the front have fallen too far behind and skip ahead.
+    pub fn trim_to_bytes(&mut self, max_bytes: usize) {
+        while self.bytes > max_bytes {
+            let Some(entry) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= entry.len();
+            self.first_seq += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(seq: u64, len: usize) -> RingEntry {
+        RingEntry::Frame(Frame {
+            seq,
+            kind: FrameKind::Video,
+            timestamp: seq as u32 * 33,
+            keyframe: false,
+            sequence_header: false,
+            bytes: Bytes::from(vec![0u8; len]),
+            payload: Bytes::new(),
+        })
+    }
+
+    #[test]
+    fn numbering_and_trimming() {
+        let mut ring = FrameRing::new(10);
+        for seq in 10..20 {
+            ring.push(frame(seq, 100));
+        }
+        assert_eq!(ring.next_seq(), 20);
+        assert_eq!(ring.bytes(), 1000);
+        ring.trim_before(15);
+        assert_eq!(ring.first_seq(), 15);
+        assert!(ring.get(14).is_none());
+        assert_eq!(ring.get(15).map(RingEntry::seq), Some(15));
+        ring.trim_to_bytes(250);
+        assert_eq!(ring.first_seq(), 18);
+        assert_eq!(ring.bytes(), 200);
+        ring.restart_at(100);
+        assert_eq!(ring.next_seq(), 100);
+        assert!(ring.is_empty());
+    }
+}

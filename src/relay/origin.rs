@@ -1,0 +1,218 @@
+//! The origin side of a stream: turning what the publisher sends into frames.
+//!
+//! The shard that accepted a publisher is its stream's origin. For each message the
+//! publisher sends, [`Origin`] decides the timestamp viewers see, asks `media/codec.rs`
+//! whether it is a keyframe or a sequence header, and encodes it **once** with
+//! `chunk::encode_shared` into the `Bytes` every viewer on every shard will write. It then
+//! numbers the frame; the shard pushes it into its own ring and sends a handle to each
+//! subscribed shard.
+//!
+//! Timestamps never go backwards for a viewer: each kind (audio, video, data) is kept
+//! non-decreasing, and when a publisher comes back within the grace period its clock (which
+//! restarts near zero) is shifted to continue where the previous one stopped.
+
+use bytes::Bytes;
+
+use super::frame::{Frame, FrameKind, RingEntry, StreamEvent};
+use crate::media::codec::{inspect_audio, inspect_video};
+use crate::rtmp::MediaKind;
+use crate::rtmp::chunk::encode_shared;
+use crate::rtmp::message::MessageType;
+
+/// One stream's ingest state on its origin shard.
+#[derive(Debug)]
+pub struct Origin {
+    next_seq: u64,
+    chunk_size: u32,
+    /// Added (wrapping) to the publisher's timestamps.
+    offset: u32,
+    /// Set when a new publisher took over: the offset is recomputed from its first message.
+    rebase: bool,
+    /// Newest timestamp sent, per kind: audio, video, data.
+    last: [Option<u32>; 3],
+}
+
+fn slot(kind: FrameKind) -> usize {
+    match kind {
+        FrameKind::Audio => 0,
+        FrameKind::Video => 1,
+        FrameKind::Metadata | FrameKind::Data => 2,
+    }
+}
+
+impl Origin {
+    /// A new origin numbering its frames from `first_seq`, encoding at `chunk_size`.
+    pub fn new(first_seq: u64, chunk_size: u32) -> Origin {
+        Origin {
+            next_seq: first_seq,
+            chunk_size,
+            offset: 0,
+            rebase: false,
+            last: [None; 3],
+        }
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// A new publisher continues this stream: shift its clock to follow the old one.
+    pub fn republish(&mut self) {
+        self.rebase = true;
+    }
+
+    /// A new publisher continues a stream whose newest timestamp (possibly sent by another
+    /// shard's origin) was `timestamp`.
+    pub fn continue_from(&mut self, timestamp: u32) {
+        let newest = self.last.iter().flatten().copied().fold(timestamp, |a, b| {
+            if (b.wrapping_sub(a) as i32) > 0 { b } else { a }
+        });
+        self.last = [Some(newest); 3];
+        self.rebase = true;
+    }
+
+    fn timestamp(&mut self, kind: FrameKind, publisher_ts: u32) -> u32 {
+        if self.rebase {
+            self.rebase = false;
+            let newest = self.last.iter().flatten().copied().max().unwrap_or(0);
+            self.offset = newest.wrapping_sub(publisher_ts);
+        }
+        let mut ts = publisher_ts.wrapping_add(self.offset);
+        let last = &mut self.last[slot(kind)];
+        if let Some(prev) = *last {
+            // Compare as a signed distance so a 32-bit wrap counts as going forward.
+            if (ts.wrapping_sub(prev) as i32) < 0 {
+                ts = prev;
+            }
+        }
+        *last = Some(ts);
+        ts
+    }
+
+    fn number(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        seq
+    }
+
+    /// An audio or video message from the publisher.
+    pub fn media(&mut self, kind: MediaKind, publisher_ts: u32, payload: Bytes) -> Frame {
+        let (frame_kind, keyframe, sequence_header) = match kind {
+            MediaKind::Video => {
+                let info = inspect_video(&payload);
+                (
+                    FrameKind::Video,
+                    info.is_some_and(|i| i.is_keyframe()),
+                    info.is_some_and(|i| i.is_sequence_header),
+                )
+            }
+            MediaKind::Audio => {
+                let info = inspect_audio(&payload);
+                (
+                    FrameKind::Audio,
+                    false,
+                    info.is_some_and(|i| i.is_sequence_header),
+                )
+            }
+        };
+        let timestamp = self.timestamp(frame_kind, publisher_ts);
+        let bytes = encode_shared(kind.type_id(), timestamp, &payload, self.chunk_size);
+        Frame {
+            seq: self.number(),
+            kind: frame_kind,
+            timestamp,
+            keyframe,
+            sequence_header,
+            bytes,
+            payload,
+        }
+    }
+
+    /// A data message (the AMF0 body of a type 18 message). `metadata` marks `onMetaData`.
+    pub fn data(&mut self, publisher_ts: u32, payload: Bytes, metadata: bool) -> Frame {
+        let kind = if metadata {
+            FrameKind::Metadata
+        } else {
+            FrameKind::Data
+        };
+        let timestamp = self.timestamp(kind, publisher_ts);
+        let bytes = encode_shared(
+            MessageType::DataAmf0.id(),
+            timestamp,
+            &payload,
+            self.chunk_size,
+        );
+        Frame {
+            seq: self.number(),
+            kind,
+            timestamp,
+            keyframe: false,
+            sequence_header: false,
+            bytes,
+            payload,
+        }
+    }
+
+    pub fn event(&mut self, event: StreamEvent) -> RingEntry {
+        RingEntry::Event {
+            seq: self.number(),
+            event,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AVC_KEY: &[u8] = &[0x17, 1, 0, 0, 0, 0xAA];
+    const AVC_HEADER: &[u8] = &[0x17, 0, 0, 0, 0, 1];
+    const AAC_HEADER: &[u8] = &[0xAF, 0, 0x12, 0x10];
+
+    #[test]
+    fn frames_are_numbered_and_classified() {
+        let mut o = Origin::new(7, 4096);
+        let h = o.media(MediaKind::Video, 0, Bytes::from_static(AVC_HEADER));
+        let k = o.media(MediaKind::Video, 40, Bytes::from_static(AVC_KEY));
+        let a = o.media(MediaKind::Audio, 0, Bytes::from_static(AAC_HEADER));
+        assert_eq!((h.seq, k.seq, a.seq), (7, 8, 9));
+        assert!(h.sequence_header && !h.keyframe);
+        assert!(k.keyframe && !k.sequence_header);
+        assert!(a.sequence_header);
+        assert_eq!(o.next_seq(), 10);
+    }
+
+    #[test]
+    fn timestamps_never_go_back_within_a_kind() {
+        let mut o = Origin::new(0, 4096);
+        let a = o.media(MediaKind::Video, 100, Bytes::from_static(AVC_KEY));
+        let b = o.media(MediaKind::Video, 90, Bytes::from_static(AVC_KEY));
+        let c = o.media(MediaKind::Audio, 80, Bytes::from_static(AAC_HEADER));
+        assert_eq!((a.timestamp, b.timestamp, c.timestamp), (100, 100, 80));
+    }
+
+    #[test]
+    fn a_republish_continues_the_clock() {
+        let mut o = Origin::new(0, 4096);
+        o.media(MediaKind::Video, 5000, Bytes::from_static(AVC_KEY));
+        o.republish();
+        let f = o.media(MediaKind::Video, 0, Bytes::from_static(AVC_KEY));
+        let g = o.media(MediaKind::Video, 40, Bytes::from_static(AVC_KEY));
+        assert_eq!((f.timestamp, g.timestamp), (5000, 5040));
+    }
+
+    #[test]
+    fn the_shared_encoding_decodes_to_the_message() {
+        use crate::rtmp::chunk::{ChunkDecoder, DecoderLimits};
+        let mut o = Origin::new(0, 128);
+        let payload = Bytes::from(vec![0x27u8; 1000]);
+        let f = o.media(MediaKind::Video, 1234, payload.clone());
+        let mut d = ChunkDecoder::new(DecoderLimits::default());
+        d.set_chunk_size(128).unwrap();
+        d.feed(f.bytes.clone());
+        let msg = d.next_message().unwrap().unwrap();
+        assert_eq!(msg.payload, payload);
+        assert_eq!(msg.timestamp, 1234);
+        assert_eq!(msg.type_id, 9);
+    }
+}

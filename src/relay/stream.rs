@@ -1,0 +1,403 @@
+//! One stream on one shard: its ring of recent frames, what a joining viewer needs, its
+//! viewers, and the fan-out task that writes to them.
+//!
+//! Every shard with viewers of a stream has a [`LocalStream`] for it: the origin shard fills
+//! it directly from the publisher, the others from the frame handles the origin sends them
+//! (`shard.rs`). Either way the entries are the same `Bytes`, shared, never copied.
+//!
+//! The fan-out task wakes when entries arrive, walks the viewers and writes each one's
+//! backlog with one vectored write (`ViewerQueue::flush` + `net::vectored`). It yields to
+//! the executor every few dozen viewers, so one stream with thousands of viewers cannot
+//! starve the shard's other streams, its publishers or its accept loop. A viewer whose
+//! socket is full is handed to its own connection task (see `peer.rs`) and skipped until it
+//! drains; a viewer over its backlog limits skips video to the next keyframe; one that stays
+//! behind past `lag_disconnect_ms` is disconnected. None of this touches the publisher.
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
+
+use super::directory::StreamName;
+use super::frame::{Frame, FrameKind, FrameRing, RingEntry, StreamEvent};
+use super::peer::PeerRef;
+use super::viewer::{FlushOutcome, FlushScratch};
+use crate::media::gop_cache::{CachedMessage, GopCache, GopCacheLimits};
+use crate::rtmp::chunk::encode_shared;
+use crate::rtmp::message::MessageType;
+
+thread_local! {
+    /// One flush scratch per shard thread: flushes never overlap on a thread.
+    static SCRATCH: RefCell<FlushScratch> = RefCell::new(FlushScratch::default());
+}
+
+/// Runs `f` with this thread's flush scratch.
+pub fn with_scratch<R>(f: impl FnOnce(&mut FlushScratch) -> R) -> R {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
+
+/// A one-slot, single-thread wake-up: `notify` sets it, `wait` consumes it.
+#[derive(Default)]
+pub struct Signal {
+    set: Cell<bool>,
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Signal {
+    pub fn notify(&self) {
+        self.set.set(true);
+        if let Some(w) = self.waker.borrow_mut().take() {
+            w.wake();
+        }
+    }
+
+    pub async fn wait(&self) {
+        poll_fn(|cx| {
+            if self.set.replace(false) {
+                Poll::Ready(())
+            } else {
+                *self.waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
+/// Per-application settings a stream needs on every shard.
+#[derive(Clone, Debug)]
+pub struct StreamSettings {
+    pub chunk_size: u32,
+    pub gop_cache: Option<GopCacheLimits>,
+    pub backlog_max_bytes: usize,
+    pub backlog_max_ms: u32,
+    pub lag_disconnect: Duration,
+}
+
+/// What the origin sends a shard that subscribes: enough to serve joining viewers at once.
+#[derive(Clone, Debug)]
+pub struct StreamSnapshot {
+    pub next_seq: u64,
+    pub live: bool,
+    pub metadata: Option<Frame>,
+    pub video_header: Option<Frame>,
+    pub audio_header: Option<Frame>,
+    pub gop: Vec<Frame>,
+}
+
+pub struct LocalStream {
+    pub name: StreamName,
+    pub settings: StreamSettings,
+    pub ring: FrameRing,
+    gop: Option<GopCache<Frame>>,
+    metadata: Option<Frame>,
+    video_header: Option<Frame>,
+    audio_header: Option<Frame>,
+    /// A publisher is sending.
+    pub live: bool,
+    /// The stream ended; viewers are being closed.
+    pub ended: bool,
+    pub viewers: Vec<PeerRef>,
+    /// Viewers that asked to play before the publisher arrived.
+    pub waiting: Vec<PeerRef>,
+    pub signal: Rc<Signal>,
+    /// The origin shard this stream receives frames from (None on the origin itself, or
+    /// while no origin is known).
+    pub subscribed_to: Option<usize>,
+}
+
+impl LocalStream {
+    pub fn new(name: StreamName, settings: StreamSettings) -> LocalStream {
+        LocalStream {
+            name,
+            gop: settings.gop_cache.map(GopCache::new),
+            settings,
+            ring: FrameRing::new(0),
+            metadata: None,
+            video_header: None,
+            audio_header: None,
+            live: false,
+            ended: false,
+            viewers: Vec::new(),
+            waiting: Vec::new(),
+            signal: Rc::new(Signal::default()),
+            subscribed_to: None,
+        }
+    }
+
+    pub fn has_viewers(&self) -> bool {
+        !self.viewers.is_empty() || !self.waiting.is_empty()
+    }
+
+    pub fn snapshot(&self) -> StreamSnapshot {
+        StreamSnapshot {
+            next_seq: self.ring.next_seq(),
+            live: self.live,
+            metadata: self.metadata.clone(),
+            video_header: self.video_header.clone(),
+            audio_header: self.audio_header.clone(),
+            gop: self
+                .gop
+                .as_ref()
+                .map(|g| g.iter().map(|c| c.item.clone()).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Takes over a snapshot from a (new) origin: numbering restarts at its `next_seq`, and
+    /// viewers already here continue from there at the next keyframe.
+    pub fn apply_snapshot(&mut self, snap: StreamSnapshot) {
+        self.ring.restart_at(snap.next_seq);
+        self.metadata = snap.metadata;
+        self.video_header = snap.video_header;
+        self.audio_header = snap.audio_header;
+        if let Some(gop) = self.gop.as_mut() {
+            gop.clear();
+            for f in snap.gop {
+                gop.push(cached(f));
+            }
+        }
+        for v in &self.viewers {
+            v.borrow_mut().queue.jump_to(snap.next_seq);
+        }
+        self.live = snap.live;
+        self.signal.notify();
+    }
+
+    /// Appends an entry from the origin. A numbering gap means entries were lost on the way
+    /// (an inbox was full): every viewer resumes at the next keyframe.
+    pub fn apply(&mut self, entry: RingEntry) {
+        let seq = entry.seq();
+        if seq < self.ring.next_seq() {
+            return;
+        }
+        if seq > self.ring.next_seq() {
+            tracing::warn!(stream = %self.name, lost = seq - self.ring.next_seq(), "frames lost between shards; viewers resume at the next keyframe");
+            self.ring.restart_at(seq);
+            for v in &self.viewers {
+                v.borrow_mut().queue.jump_to(seq);
+            }
+            if let Some(gop) = self.gop.as_mut() {
+                gop.clear();
+            }
+        }
+        match &entry {
+            RingEntry::Frame(f) => self.remember(f),
+            RingEntry::Event { event, .. } => match event {
+                StreamEvent::Unpublished => self.live = false,
+                StreamEvent::Republished => {
+                    self.live = true;
+                    // The new publisher starts with new codec headers and a keyframe.
+                    if let Some(gop) = self.gop.as_mut() {
+                        gop.clear();
+                    }
+                }
+                StreamEvent::Ended => {
+                    self.live = false;
+                    self.ended = true;
+                }
+            },
+        }
+        self.ring.push(entry);
+        // The ring only needs what the slowest viewer still has to send, capped so a
+        // stuck viewer cannot make it grow: past the cap that viewer skips ahead.
+        let cap = self
+            .settings
+            .backlog_max_bytes
+            .saturating_mul(2)
+            .max(1 << 20);
+        if self.ring.bytes() > cap {
+            self.ring.trim_to_bytes(cap);
+        }
+        if self.viewers.is_empty() {
+            self.ring.trim_before(self.ring.next_seq());
+        }
+        self.signal.notify();
+    }
+
+    fn remember(&mut self, f: &Frame) {
+        match f.kind {
+            FrameKind::Video if f.sequence_header => self.video_header = Some(f.clone()),
+            FrameKind::Audio if f.sequence_header => self.audio_header = Some(f.clone()),
+            FrameKind::Metadata => self.metadata = Some(f.clone()),
+            _ => {
+                if let Some(gop) = self.gop.as_mut() {
+                    gop.push(cached(f.clone()));
+                }
+            }
+        }
+    }
+
+    /// Starts a viewer whose play was accepted: `NetStream.Play.Start` and friends, then
+    /// metadata, sequence headers and the cached GOP, then live from the next entry.
+    pub fn start_viewer(&mut self, peer: &PeerRef, stream_id: u32) {
+        let mut p = peer.borrow_mut();
+        p.session.accept_play(stream_id, true, false);
+        p.queue_session_output();
+        // Codec headers and metadata are re-encoded at the time the viewer starts at, so
+        // its timestamps never go backwards even when a header was re-sent mid-stream.
+        let start_ts = self
+            .gop
+            .as_ref()
+            .and_then(|g| g.iter().next().map(|c| c.timestamp))
+            .or_else(|| self.ring.newest_timestamp())
+            .unwrap_or(0);
+        let chunk_size = self.settings.chunk_size;
+        let restamp =
+            |f: &Frame, type_id: u8| encode_shared(type_id, start_ts, &f.payload, chunk_size);
+        if let Some(m) = &self.metadata {
+            p.queue.push_pending(restamp(m, MessageType::DataAmf0.id()));
+        }
+        if let Some(h) = &self.video_header {
+            p.queue.push_pending(restamp(h, MessageType::Video.id()));
+        }
+        if let Some(h) = &self.audio_header {
+            p.queue.push_pending(restamp(h, MessageType::Audio.id()));
+        }
+        if let Some(gop) = &self.gop {
+            for c in gop.iter() {
+                p.queue.push_pending(c.item.bytes.clone());
+            }
+        }
+        p.queue.start_at(self.ring.next_seq());
+        drop(p);
+        self.viewers.push(peer.clone());
+        self.signal.notify();
+    }
+
+    /// Removes a viewer (it left or was closed).
+    pub fn remove_viewer(&mut self, id: u64) {
+        self.viewers.retain(|v| v.borrow().id != id);
+        self.waiting.retain(|v| v.borrow().id != id);
+    }
+}
+
+fn cached(f: Frame) -> CachedMessage<Frame> {
+    CachedMessage {
+        timestamp: f.timestamp,
+        size: f.bytes.len(),
+        is_video: f.kind == FrameKind::Video,
+        is_keyframe: f.keyframe,
+        item: f,
+    }
+}
+
+/// Renders a stream event for one viewer through its own session, so it lands in its byte
+/// stream exactly where the event stands among the frames.
+pub fn render_event(peer: &PeerRef, event: StreamEvent) {
+    let mut p = peer.borrow_mut();
+    let stream_id = match &p.role {
+        super::peer::Role::Viewer { stream_id, .. } => *stream_id,
+        _ => return,
+    };
+    match event {
+        StreamEvent::Unpublished => p.session.notify_unpublished(stream_id),
+        StreamEvent::Republished => p.session.notify_republished(stream_id),
+        StreamEvent::Ended => {
+            p.close("the publisher did not come back within the grace period");
+        }
+    }
+    p.queue_session_output();
+}
+
+/// Writes what one viewer has pending, as far as its socket takes it, and applies the
+/// backlog rules. Called by the fan-out for viewers whose socket is not known to be full.
+pub fn serve_viewer(ring: &FrameRing, settings: &StreamSettings, peer: &PeerRef, now: Instant) {
+    loop {
+        let mut p = peer.borrow_mut();
+        if p.blocked || p.close_reason.is_some() {
+            return;
+        }
+        if p.queue.cursor() < ring.first_seq() {
+            let first = ring.first_seq();
+            p.queue.jump_to(first);
+        }
+        let backlog = ring.backlog(p.queue.cursor(), settings.backlog_max_bytes);
+        let behind_bytes = backlog.bytes + p.queue.pending_bytes();
+        if behind_bytes > settings.backlog_max_bytes || backlog.millis > settings.backlog_max_ms {
+            let since = *p.behind_since.get_or_insert(now);
+            if !p.queue.is_skipping_video() {
+                p.queue.skip_to_keyframe();
+                tracing::debug!(peer = %p.addr, behind_bytes, behind_ms = backlog.millis, "viewer fell behind; skipping video to the next keyframe");
+            }
+            if now.duration_since(since) > settings.lag_disconnect {
+                let reason = format!(
+                    "viewer stayed behind for more than {} ms ({} bytes, {} ms of media unsent; {} video frames dropped)",
+                    settings.lag_disconnect.as_millis(),
+                    behind_bytes,
+                    backlog.millis,
+                    p.queue.dropped_frames
+                );
+                p.close(reason);
+                return;
+            }
+        }
+        let fd = p.fd;
+        let outcome = with_scratch(|scratch| {
+            p.queue.flush(ring, scratch, |iov| {
+                crate::net::vectored::send_vectored(fd, iov)
+            })
+        });
+        match outcome {
+            Ok(FlushOutcome::Idle) => {
+                p.behind_since = None;
+                return;
+            }
+            Ok(FlushOutcome::Blocked) => {
+                p.blocked = true;
+                p.wake();
+                return;
+            }
+            Ok(FlushOutcome::Event(event)) => {
+                drop(p);
+                render_event(peer, event);
+            }
+            Err(e) => {
+                p.close(format!("write failed: {e}"));
+                return;
+            }
+        }
+    }
+}
+
+/// The fan-out task of one stream on one shard. Ends when the stream has ended and has no
+/// viewers left, or when the shard drops the stream.
+pub async fn fan_out(stream: Rc<RefCell<LocalStream>>) {
+    const VIEWERS_PER_YIELD: usize = 64;
+    let signal = stream.borrow().signal.clone();
+    loop {
+        signal.wait().await;
+        let now = Instant::now();
+        let mut i = 0;
+        loop {
+            let peer = {
+                let s = stream.borrow();
+                match s.viewers.get(i) {
+                    Some(p) => p.clone(),
+                    None => break,
+                }
+            };
+            {
+                let s = stream.borrow();
+                serve_viewer(&s.ring, &s.settings, &peer, now);
+            }
+            i += 1;
+            if i % VIEWERS_PER_YIELD == 0 {
+                glommio::yield_if_needed().await;
+            }
+        }
+        let mut s = stream.borrow_mut();
+        // Entries every viewer has passed are no longer needed here.
+        let slowest = s
+            .viewers
+            .iter()
+            .map(|v| v.borrow().queue.cursor())
+            .min()
+            .unwrap_or_else(|| s.ring.next_seq());
+        s.ring.trim_before(slowest);
+        if Rc::strong_count(&stream) == 1 || (s.ended && !s.has_viewers()) {
+            break;
+        }
+    }
+}

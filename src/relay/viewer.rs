@@ -1,0 +1,487 @@
+//! What one viewer still has to be sent, and how it is written in few, large writes.
+//!
+//! A [`ViewerQueue`] is three things in write order: the rest of a message a previous write
+//! cut short (`partial`), the viewer's own bytes (`pending`: its session's replies, and at
+//! join time the metadata, sequence headers and GOP), and a cursor into its stream's
+//! [`FrameRing`]. Nothing is copied into it: ring frames are read in place, and a cut-short
+//! message is kept as a slice of the shared buffer. A flush gathers as many of these as fit
+//! into one `iovec` array and hands them to one vectored write (`sendmsg` in `src/net/`).
+//!
+//! The cursor always sits on a message boundary, which is what lets the ring drop old frames
+//! without waiting for a slow viewer, and lets the viewer be moved to the next keyframe.
+//!
+//! Falling behind: when the unsent backlog passes the configured bytes or milliseconds, the
+//! viewer skips video until the next keyframe (audio and data keep flowing, so the picture
+//! freezes but the sound goes on). The keyframe ends the skip only once a byte of it has
+//! actually been written, so a viewer never gets an inter frame after a gap.
+
+use std::collections::VecDeque;
+use std::io;
+
+use bytes::Bytes;
+
+use super::frame::{FrameKind, FrameRing, RingEntry, StreamEvent};
+
+/// At most this many buffers go into one vectored write (Linux's IOV_MAX is 1024).
+pub const MAX_IOVECS: usize = 512;
+/// At most this many bytes go into one write, so one viewer's backlog cannot make a single
+/// call monopolise the core.
+pub const MAX_WRITE_BYTES: usize = 4 << 20;
+
+/// Where one gathered buffer came from, to advance the right queue after the write.
+#[derive(Clone, Copy, Debug)]
+enum Source {
+    Partial,
+    Pending,
+    Ring { seq: u64, keyframe: bool },
+}
+
+/// Reusable buffers for flushes, one per shard, so a flush allocates nothing.
+#[derive(Default)]
+pub struct FlushScratch {
+    iov: Vec<libc::iovec>,
+    sources: Vec<(Source, usize)>,
+    total: usize,
+}
+
+impl FlushScratch {
+    fn clear(&mut self) {
+        self.iov.clear();
+        self.sources.clear();
+        self.total = 0;
+    }
+
+    fn gather(&mut self, bytes: &Bytes, source: Source) {
+        self.iov.push(libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        });
+        self.sources.push((source, bytes.len()));
+        self.total += bytes.len();
+    }
+
+    fn is_full(&self) -> bool {
+        self.iov.len() >= MAX_IOVECS || self.total >= MAX_WRITE_BYTES
+    }
+}
+
+/// How a flush ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FlushOutcome {
+    /// Everything queued was written.
+    Idle,
+    /// The socket took less than offered: wait until it is writable, then flush again.
+    Blocked,
+    /// The cursor reached a stream event; the caller renders it for this viewer (its
+    /// session's `onStatus` and user control messages) with `push_pending`, then flushes
+    /// again.
+    Event(StreamEvent),
+}
+
+/// One viewer's unsent bytes and its place in the stream.
+#[derive(Debug)]
+pub struct ViewerQueue {
+    partial: Option<Bytes>,
+    pending: VecDeque<Bytes>,
+    pending_bytes: usize,
+    /// The next ring entry to send.
+    cursor: u64,
+    skip_video: bool,
+    audio_enabled: bool,
+    video_enabled: bool,
+    /// Video frames this viewer did not get because it fell behind.
+    pub dropped_frames: u64,
+    /// Bytes written to the socket.
+    pub bytes_sent: u64,
+}
+
+impl ViewerQueue {
+    pub fn new(cursor: u64) -> ViewerQueue {
+        ViewerQueue {
+            partial: None,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            cursor,
+            skip_video: false,
+            audio_enabled: true,
+            video_enabled: true,
+            dropped_frames: 0,
+            bytes_sent: 0,
+        }
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    /// Queues bytes of this viewer's own (session output, join-time frames). They go out
+    /// before any further ring frame, after the rest of a message already begun.
+    pub fn push_pending(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            self.pending_bytes += bytes.len();
+            self.pending.push_back(bytes);
+        }
+    }
+
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes + self.partial.as_ref().map_or(0, Bytes::len)
+    }
+
+    pub fn set_audio(&mut self, enabled: bool) {
+        self.audio_enabled = enabled;
+    }
+
+    pub fn set_video(&mut self, enabled: bool) {
+        if enabled && !self.video_enabled {
+            self.skip_video = true;
+        }
+        self.video_enabled = enabled;
+    }
+
+    /// Starts skipping video until the next keyframe.
+    pub fn skip_to_keyframe(&mut self) {
+        self.skip_video = true;
+    }
+
+    pub fn is_skipping_video(&self) -> bool {
+        self.skip_video
+    }
+
+    /// Places a joining viewer's cursor at `seq` (the next live entry).
+    pub fn start_at(&mut self, seq: u64) {
+        self.cursor = seq;
+    }
+
+    /// Moves the cursor to `seq` if it is behind it (the ring dropped frames this viewer had
+    /// not sent, or a new origin restarted the numbering). Video resumes at a keyframe.
+    pub fn jump_to(&mut self, seq: u64) {
+        if self.cursor != seq {
+            self.dropped_frames += seq.saturating_sub(self.cursor);
+            self.cursor = seq;
+            self.skip_video = true;
+        }
+    }
+
+    /// Whether this entry is one the viewer does not get.
+    fn skips(&self, skip_video: bool, entry: &RingEntry) -> bool {
+        let RingEntry::Frame(f) = entry else {
+            return false;
+        };
+        match f.kind {
+            FrameKind::Audio => !self.audio_enabled,
+            FrameKind::Data | FrameKind::Metadata => false,
+            FrameKind::Video => {
+                !self.video_enabled || (skip_video && !f.keyframe && !f.sequence_header)
+            }
+        }
+    }
+
+    /// Writes as much as the socket takes. `write` is one vectored write of the gathered
+    /// buffers; it returns the bytes written, or `WouldBlock` when the socket is full.
+    pub fn flush(
+        &mut self,
+        ring: &FrameRing,
+        scratch: &mut FlushScratch,
+        mut write: impl FnMut(&[libc::iovec]) -> io::Result<usize>,
+    ) -> io::Result<FlushOutcome> {
+        loop {
+            scratch.clear();
+            if let Some(p) = &self.partial {
+                scratch.gather(p, Source::Partial);
+            }
+            let mut pending_gathered = 0;
+            for p in &self.pending {
+                if scratch.is_full() {
+                    break;
+                }
+                scratch.gather(p, Source::Pending);
+                pending_gathered += 1;
+            }
+            // Ring frames are only gathered once the viewer's own bytes are all in, so they
+            // keep their order.
+            let mut skip_video = self.skip_video;
+            let mut seq = self.cursor;
+            let mut event = None;
+            if pending_gathered == self.pending.len() {
+                while !scratch.is_full() {
+                    let Some(entry) = ring.get(seq) else { break };
+                    match entry {
+                        RingEntry::Event { event: e, .. } => {
+                            event = Some(*e);
+                            break;
+                        }
+                        RingEntry::Frame(f) => {
+                            if !self.skips(skip_video, entry) {
+                                if f.kind == FrameKind::Video && f.keyframe {
+                                    skip_video = false;
+                                }
+                                let source = Source::Ring {
+                                    seq,
+                                    keyframe: f.keyframe,
+                                };
+                                scratch.gather(&f.bytes, source);
+                            }
+                        }
+                    }
+                    seq += 1;
+                }
+            }
+            // `seq` is now the first ring entry not examined.
+            if scratch.iov.is_empty() {
+                self.advance_skipped(seq);
+                return Ok(match event {
+                    Some(e) => {
+                        self.cursor += 1;
+                        FlushOutcome::Event(e)
+                    }
+                    None => FlushOutcome::Idle,
+                });
+            }
+            let written = match write(&scratch.iov) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(FlushOutcome::Blocked);
+                }
+                Err(e) => return Err(e),
+            };
+            self.bytes_sent += written as u64;
+            let complete = self.advance(ring, &scratch.sources, written, seq);
+            if !complete {
+                return Ok(FlushOutcome::Blocked);
+            }
+        }
+    }
+
+    /// Moves the cursor over entries that were examined and skipped, counting dropped video.
+    fn advance_skipped(&mut self, examined_end: u64) {
+        if examined_end > self.cursor {
+            if self.skip_video {
+                self.dropped_frames += examined_end - self.cursor;
+            }
+            self.cursor = examined_end;
+        }
+    }
+
+    /// Consumes `written` bytes from the gathered sources. Returns true when all of them
+    /// were written.
+    fn advance(
+        &mut self,
+        ring: &FrameRing,
+        sources: &[(Source, usize)],
+        mut written: usize,
+        examined_end: u64,
+    ) -> bool {
+        for &(source, len) in sources {
+            let done = written >= len;
+            let took = written.min(len);
+            written -= took;
+            match source {
+                Source::Partial => {
+                    if done {
+                        self.partial = None;
+                    } else if let Some(p) = self.partial.as_mut() {
+                        let _ = p.split_to(took);
+                    }
+                }
+                Source::Pending => {
+                    let Some(front) = self.pending.pop_front() else {
+                        return false;
+                    };
+                    self.pending_bytes -= front.len();
+                    if !done {
+                        self.partial = Some(front.slice(took..));
+                    }
+                }
+                Source::Ring { seq, keyframe } => {
+                    if took == 0 {
+                        // Not begun: the cursor stays on it. Entries skipped before it stay
+                        // behind the cursor.
+                        self.advance_skipped(seq);
+                        return false;
+                    }
+                    if keyframe {
+                        self.skip_video = false;
+                    }
+                    self.advance_skipped(seq);
+                    self.cursor = seq + 1;
+                    if !done {
+                        if let Some(RingEntry::Frame(f)) = ring.get(seq) {
+                            self.partial = Some(f.bytes.slice(took..));
+                        }
+                    }
+                }
+            }
+            if !done {
+                return false;
+            }
+        }
+        self.advance_skipped(examined_end);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::frame::Frame;
+
+    fn video(seq: u64, keyframe: bool, fill: u8, len: usize) -> RingEntry {
+        RingEntry::Frame(Frame {
+            seq,
+            kind: FrameKind::Video,
+            timestamp: seq as u32 * 40,
+            keyframe,
+            sequence_header: false,
+            bytes: Bytes::from(vec![fill; len]),
+            payload: Bytes::new(),
+        })
+    }
+
+    fn audio(seq: u64, fill: u8) -> RingEntry {
+        RingEntry::Frame(Frame {
+            seq,
+            kind: FrameKind::Audio,
+            timestamp: seq as u32 * 40,
+            keyframe: false,
+            sequence_header: false,
+            bytes: Bytes::from(vec![fill; 10]),
+            payload: Bytes::new(),
+        })
+    }
+
+    /// A socket that takes at most `room` bytes per call and records them.
+    fn sink(
+        out: &mut Vec<u8>,
+        room: usize,
+    ) -> impl FnMut(&[libc::iovec]) -> io::Result<usize> + '_ {
+        move |iov| {
+            let mut n = 0;
+            for v in iov {
+                let bytes =
+                    unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) };
+                let take = bytes.len().min(room - n);
+                out.extend_from_slice(&bytes[..take]);
+                n += take;
+                if n == room {
+                    break;
+                }
+            }
+            if n == 0 && iov.iter().any(|v| v.iov_len > 0) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn pending_goes_before_ring_and_partial_writes_resume_exactly() {
+        let mut ring = FrameRing::new(0);
+        ring.push(video(0, true, b'K', 100));
+        ring.push(audio(1, b'a'));
+        let mut q = ViewerQueue::new(0);
+        q.push_pending(Bytes::from_static(b"hello"));
+        let mut scratch = FlushScratch::default();
+        let mut out = Vec::new();
+        // 7 bytes at a time: cuts across the pending item and into the keyframe.
+        loop {
+            let outcome = q.flush(&ring, &mut scratch, sink(&mut out, 7)).unwrap();
+            if outcome == FlushOutcome::Idle {
+                break;
+            }
+            // Something queued mid-frame must wait for the frame to finish.
+            if out.len() == 14 {
+                q.push_pending(Bytes::from_static(b"PING"));
+            }
+        }
+        let mut expected = b"hello".to_vec();
+        expected.extend(vec![b'K'; 100]);
+        expected.extend(b"PING");
+        expected.extend(vec![b'a'; 10]);
+        assert_eq!(out, expected);
+        assert_eq!(q.cursor(), 2);
+    }
+
+    #[test]
+    fn a_skipping_viewer_gets_audio_and_resumes_video_at_a_keyframe() {
+        let mut ring = FrameRing::new(0);
+        ring.push(video(0, false, b'i', 5));
+        ring.push(audio(1, b'a'));
+        ring.push(video(2, false, b'j', 5));
+        ring.push(video(3, true, b'K', 5));
+        ring.push(video(4, false, b'p', 5));
+        let mut q = ViewerQueue::new(0);
+        q.skip_to_keyframe();
+        let mut scratch = FlushScratch::default();
+        let mut out = Vec::new();
+        let outcome = q
+            .flush(&ring, &mut scratch, sink(&mut out, 1 << 20))
+            .unwrap();
+        assert_eq!(outcome, FlushOutcome::Idle);
+        assert_eq!(out, b"aaaaaaaaaaKKKKKppppp".to_vec());
+        assert!(!q.is_skipping_video());
+        assert_eq!(q.dropped_frames, 2);
+    }
+
+    #[test]
+    fn a_keyframe_not_yet_begun_does_not_end_the_skip() {
+        let mut ring = FrameRing::new(0);
+        ring.push(audio(0, b'a'));
+        ring.push(video(1, false, b'i', 5));
+        ring.push(video(2, true, b'K', 5));
+        let mut q = ViewerQueue::new(0);
+        q.skip_to_keyframe();
+        let mut scratch = FlushScratch::default();
+        let mut out = Vec::new();
+        // Room for the audio frame only.
+        assert_eq!(
+            q.flush(&ring, &mut scratch, sink(&mut out, 10)).unwrap(),
+            FlushOutcome::Blocked
+        );
+        assert!(q.is_skipping_video());
+        ring.push(video(3, false, b'p', 5));
+        q.flush(&ring, &mut scratch, sink(&mut out, 1 << 20))
+            .unwrap();
+        assert_eq!(out, b"aaaaaaaaaaKKKKKppppp".to_vec());
+    }
+
+    #[test]
+    fn events_stop_the_flush_in_order() {
+        let mut ring = FrameRing::new(0);
+        ring.push(audio(0, b'a'));
+        ring.push(RingEntry::Event {
+            seq: 1,
+            event: StreamEvent::Unpublished,
+        });
+        ring.push(audio(2, b'b'));
+        let mut q = ViewerQueue::new(0);
+        let mut scratch = FlushScratch::default();
+        let mut out = Vec::new();
+        assert_eq!(
+            q.flush(&ring, &mut scratch, sink(&mut out, 1 << 20))
+                .unwrap(),
+            FlushOutcome::Event(StreamEvent::Unpublished)
+        );
+        q.push_pending(Bytes::from_static(b"EOF"));
+        assert_eq!(
+            q.flush(&ring, &mut scratch, sink(&mut out, 1 << 20))
+                .unwrap(),
+            FlushOutcome::Idle
+        );
+        assert_eq!(out, b"aaaaaaaaaaEOFbbbbbbbbbb".to_vec());
+    }
+
+    #[test]
+    fn a_full_socket_reports_blocked_and_loses_nothing() {
+        let mut ring = FrameRing::new(0);
+        ring.push(audio(0, b'a'));
+        let mut q = ViewerQueue::new(0);
+        let mut scratch = FlushScratch::default();
+        let outcome = q
+            .flush(&ring, &mut scratch, |_| {
+                Err(io::ErrorKind::WouldBlock.into())
+            })
+            .unwrap();
+        assert_eq!(outcome, FlushOutcome::Blocked);
+        assert_eq!(q.cursor(), 0);
+    }
+}

@@ -1,0 +1,1760 @@
+//! The RTMP chunk stream (specification section 5.3): how messages are cut into chunks on
+//! the wire, and joined back.
+//!
+//! RTMP never sends a message as one unit. It cuts each message into chunks of at most the
+//! sender's *chunk size* (128 bytes until a Set Chunk Size message says otherwise), and every
+//! chunk carries a small header naming its *chunk stream* (csid). Chunks of messages on
+//! different chunk streams may interleave, so a big video frame does not hold up audio. To
+//! keep headers small, each chunk stream remembers the previous header and a new one only
+//! states what changed:
+//!
+//! | format | message header                                     | meaning                     |
+//! |--------|----------------------------------------------------|-----------------------------|
+//! | 0      | timestamp, length, type id, message stream id (11) | a new message, all explicit |
+//! | 1      | timestamp delta, length, type id (7)               | same message stream         |
+//! | 2      | timestamp delta (3)                                | same stream, length, type   |
+//! | 3      | nothing (0)                                        | next chunk of this message, or a new message exactly like the last one |
+//!
+//! A 24-bit timestamp or delta of 0xFFFFFF means "the real value follows in 4 more bytes"
+//! (the extended timestamp).
+//!
+//! # Decoding: [`ChunkDecoder`]
+//!
+//! The decoder is sans-I/O: the session [`feed`](ChunkDecoder::feed)s whatever the socket
+//! gave and pulls messages with [`next_message`](ChunkDecoder::next_message) until it
+//! returns `Ok(None)`. Everything it reads comes from a peer we do not trust, so it never
+//! panics on input, never sizes an allocation by a number the peer wrote without a cap, and
+//! reports every violation as a [`ChunkError`]; after the first error it stays failed (the
+//! session closes the connection).
+//!
+//! Zero copy: fed input is kept as a queue of the caller's `Bytes` rather than copied into
+//! one `BytesMut`. `BytesMut::from(Bytes)` (and `Bytes::try_into_mut`) only avoid a copy
+//! when the `Bytes` is the sole owner of its whole allocation, which a slice split off a
+//! reader's long-lived read buffer never is, so a `BytesMut` receive buffer would copy every
+//! byte once more on feed. With the queue, a message that arrives in one chunk and within one
+//! fed `Bytes` (most audio, and most video once the peer raised its chunk size) is handed up
+//! as a slice of that very `Bytes` (which keeps that read buffer alive while the message
+//! lives; the relay re-encodes media with `encode_shared` and drops it soon). A message
+//! spanning chunks is assembled once into its own buffer. Headers are parsed in place, or
+//! from a small stack copy when a read split one. Chunk payload is consumed as it arrives
+//! rather than waiting for a whole chunk, so the input queue never holds more than one
+//! partial header after `next_message` returned `Ok(None)`, whatever chunk size the peer
+//! announced. At chunk size 4096 the whole decode costs about what one more copy of the
+//! input would (`benches/chunk_codec.rs`), so the queue roughly halves the decoder's cost.
+//!
+//! Two interoperability choices, both following ffmpeg and SRS:
+//! - A format-3 header that starts a new message adds the previous header's timestamp
+//!   field, and after a format-0 header that field is the absolute timestamp (ffmpeg's
+//!   encoder relies on exactly this). nginx-rtmp reads it as a delta of 0 instead; our
+//!   encoder never sends a format 3 right after a format 0, so both kinds of receiver agree
+//!   on what we send.
+//! - When a chunk stream's last header had an extended timestamp, a format-3 continuation
+//!   chunk is expected to repeat those 4 bytes (ffmpeg, librtmp, Flash), but old encoders
+//!   omit them. If the 4 bytes after such a header differ from the stored value, they are
+//!   taken as payload. A payload that happens to start with exactly those 4 bytes from an
+//!   encoder that omits them would be misread; no receiver can tell the two apart. (If
+//!   fewer than 4 bytes have arrived, the decoder waits for them.)
+//!
+//! A format 0, 1 or 2 header arriving on a chunk stream in the middle of a message means
+//! the sender abandoned that message: the partial one is dropped, as an Abort would.
+//!
+//! # Encoding: [`ChunkEncoder`] and [`encode_shared`]
+//!
+//! [`ChunkEncoder`] is the per-connection encoder for control, commands and anything else
+//! addressed to one peer: it compresses headers against the last header it sent on each
+//! chunk stream.
+//!
+//! [`encode_shared`] is for media: the relay encodes each audio, video or data message
+//! *once* and writes the same `Bytes` to every viewer. That is sound because
+//! - every shared message starts with a format-0 header, which resets the receiver's state
+//!   for that chunk stream, so decoding it depends on nothing the viewer saw before;
+//! - the shared chunk stream ids (`csid::SHARED_AUDIO`, `SHARED_VIDEO`, `SHARED_DATA`) are
+//!   never used by the per-connection encoder, so a viewer's state on them is only ever set
+//!   by other shared encodings, and a continuation chunk on them always follows its own
+//!   format-0 chunk;
+//! - every viewer plays the stream on the same message stream id, [`SHARED_STREAM_ID`] (1);
+//! - chunking depends on the chunk size, so every viewer must have been sent the same Set
+//!   Chunk Size (the relay's outgoing chunk size) before its first shared buffer;
+//! - a shared buffer is whole chunks of one whole message, so it can be written between any
+//!   two outputs of the per-connection encoder (never in the middle of one).
+//!
+//! The price is a 12-byte header per message where header compression would send 1 to 4
+//! bytes: a few bytes per frame, against one encode per frame instead of one per viewer.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+use super::message::{MessageType, RtmpMessage, csid};
+
+/// The chunk size both directions use until a Set Chunk Size message (section 5.4.1).
+pub const DEFAULT_CHUNK_SIZE: u32 = 128;
+/// The largest chunk size Set Chunk Size can announce: the field's top bit must be zero.
+pub const MAX_CHUNK_SIZE: u32 = 0x7FFF_FFFF;
+/// The smallest chunk stream id; 0 and 1 in the basic header escape to the longer forms.
+pub const MIN_CSID: u32 = 2;
+/// The largest chunk stream id the 3-byte basic header can carry (64 + 0xFFFF).
+pub const MAX_CSID: u32 = 65_599;
+/// The largest message the 24-bit length field can announce.
+pub const MAX_MESSAGE_LEN: u32 = 0xFF_FFFF;
+/// The message stream id of every shared encoding: each viewer must have been given this id
+/// for the stream it plays.
+pub const SHARED_STREAM_ID: u32 = 1;
+
+/// A 24-bit timestamp field holding this value means a 4-byte extended timestamp follows.
+const EXTENDED_TIMESTAMP: u32 = 0xFF_FFFF;
+/// Longest header: 3-byte basic header, 11-byte format-0 header, 4-byte extended timestamp.
+const MAX_HEADER_LEN: usize = 3 + 11 + 4;
+/// A partial message announcing at most this many bytes gets its whole buffer at once;
+/// larger ones grow as chunks arrive, so a peer announcing big messages and sending little
+/// cannot make us reserve more than this per chunk stream.
+const EXACT_ALLOC_LIMIT: usize = 64 * 1024;
+
+/// Why the chunk stream from a peer cannot be decoded. The session closes on any of them.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ChunkError {
+    #[error("chunk stream {csid}: a format 1, 2 or 3 header before any format-0 header")]
+    NoPreviousHeader { csid: u32 },
+    #[error("invalid chunk size {size}: must be between 1 and 2147483647")]
+    InvalidChunkSize { size: u32 },
+    #[error("message of {len} bytes exceeds the limit of {limit} bytes")]
+    MessageTooLong { len: u32, limit: u32 },
+    #[error("more than {limit} chunk streams in use")]
+    TooManyChunkStreams { limit: usize },
+    #[error("more than {limit} bytes held for partial messages")]
+    BufferedTooMuch { limit: usize },
+    #[error("protocol control message type {type_id} has a {len}-byte payload, needs 4")]
+    TruncatedControl { type_id: u8, len: usize },
+}
+
+/// Resource limits for one peer's chunk stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecoderLimits {
+    /// Largest message accepted, checked when a header announces the length. The 24-bit
+    /// length field caps it at 16 MiB - 1 anyway.
+    pub max_message_len: u32,
+    /// Most chunk streams (csids) the peer may use; each keeps header state for good.
+    pub max_chunk_streams: usize,
+    /// Most bytes held for partial messages across all chunk streams.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for DecoderLimits {
+    fn default() -> Self {
+        DecoderLimits {
+            max_message_len: 8 * 1024 * 1024,
+            max_chunk_streams: 64,
+            max_buffered_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Fed input not decoded yet: the caller's buffers, in order, never copied.
+#[derive(Default)]
+struct Input {
+    segments: VecDeque<Bytes>,
+    len: usize,
+}
+
+impl Input {
+    fn push(&mut self, bytes: Bytes) {
+        if !bytes.is_empty() {
+            // Cannot overflow: it counts bytes that all sit in memory at once.
+            self.len += bytes.len();
+            self.segments.push_back(bytes);
+        }
+    }
+
+    /// Copies the first bytes into `dst` without consuming them; returns how many.
+    fn peek(&self, dst: &mut [u8]) -> usize {
+        let mut filled = 0;
+        for segment in &self.segments {
+            let Some(rest) = dst.get_mut(filled..) else {
+                break;
+            };
+            let n = rest.len().min(segment.len());
+            if n == 0 {
+                break;
+            }
+            if let (Some(to), Some(from)) = (rest.get_mut(..n), segment.get(..n)) {
+                to.copy_from_slice(from);
+            }
+            filled += n;
+        }
+        filled
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.len = self.len.saturating_sub(n);
+        while n > 0 {
+            let Some(front) = self.segments.front_mut() else {
+                break;
+            };
+            if n < front.len() {
+                front.advance(n);
+                break;
+            }
+            n -= front.len();
+            self.segments.pop_front();
+        }
+    }
+
+    /// The next `n` bytes as a slice of the fed buffer, if they all sit in one.
+    fn take_contiguous(&mut self, n: usize) -> Option<Bytes> {
+        let front = self.segments.front_mut()?;
+        if front.len() < n {
+            return None;
+        }
+        let taken = if front.len() == n {
+            self.segments.pop_front()?
+        } else {
+            front.split_to(n)
+        };
+        self.len -= n;
+        Some(taken)
+    }
+
+    /// Moves up to `n` bytes onto the end of `dst`.
+    fn move_into(&mut self, mut n: usize, dst: &mut Vec<u8>) {
+        while n > 0 {
+            let Some(front) = self.segments.front_mut() else {
+                break;
+            };
+            let k = n.min(front.len());
+            if let Some(piece) = front.get(..k) {
+                dst.extend_from_slice(piece);
+            }
+            front.advance(k);
+            self.len -= k;
+            n -= k;
+            if front.is_empty() {
+                self.segments.pop_front();
+            }
+        }
+    }
+}
+
+/// Bounds-checked big- and little-endian reads over a header's bytes; `None` means the
+/// header is not all here yet.
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let end = self.pos.checked_add(N)?;
+        let bytes = self.buf.get(self.pos..end)?.try_into().ok()?;
+        self.pos = end;
+        Some(bytes)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+
+    fn u16_le(&mut self) -> Option<u16> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    fn u24(&mut self) -> Option<u32> {
+        self.array::<3>()
+            .map(|[a, b, c]| u32::from_be_bytes([0, a, b, c]))
+    }
+
+    fn u32_be(&mut self) -> Option<u32> {
+        self.array().map(u32::from_be_bytes)
+    }
+
+    fn u32_le(&mut self) -> Option<u32> {
+        self.array().map(u32::from_le_bytes)
+    }
+}
+
+/// What the decoder remembers about one of the peer's chunk streams.
+struct InStream {
+    csid: u32,
+    /// Absolute timestamp of the current (or last) message.
+    timestamp: u32,
+    /// The last timestamp field after extension: what a format-3 new message adds.
+    delta: u32,
+    /// Whether the last format 0/1/2 header used an extended timestamp, which format-3
+    /// headers then inherit.
+    extended: bool,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    /// Payload received so far of a message spanning chunks; empty between messages.
+    partial: Vec<u8>,
+}
+
+impl InStream {
+    fn message(&self, payload: Bytes) -> RtmpMessage {
+        RtmpMessage {
+            type_id: self.type_id,
+            stream_id: self.stream_id,
+            timestamp: self.timestamp,
+            payload,
+        }
+    }
+}
+
+enum HeaderStep {
+    NeedMore,
+    /// A zero-length message: complete with its header.
+    Message(RtmpMessage),
+    Payload,
+}
+
+/// Joins a peer's chunks back into messages. See the module documentation.
+pub struct ChunkDecoder {
+    limits: DecoderLimits,
+    chunk_size: u32,
+    input: Input,
+    /// Never shrinks, so indices into it stay valid.
+    streams: Vec<InStream>,
+    /// The chunk stream whose chunk payload is being read, when `chunk_left > 0`.
+    current: usize,
+    /// Payload bytes of the current chunk not read yet; 0 means a header comes next.
+    chunk_left: usize,
+    /// Sum of `partial.len()` over all chunk streams.
+    buffered: usize,
+    received: u64,
+    poisoned: Option<ChunkError>,
+}
+
+// A summary: the derived form would print every buffered byte.
+impl std::fmt::Debug for ChunkDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkDecoder")
+            .field("chunk_size", &self.chunk_size)
+            .field("chunk_streams", &self.streams.len())
+            .field("buffered_bytes", &self.buffered)
+            .field("unparsed_bytes", &self.input.len)
+            .field("bytes_received", &self.received)
+            .field("poisoned", &self.poisoned)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChunkDecoder {
+    pub fn new(limits: DecoderLimits) -> Self {
+        ChunkDecoder {
+            limits,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            input: Input::default(),
+            streams: Vec::new(),
+            current: 0,
+            chunk_left: 0,
+            buffered: 0,
+            received: 0,
+            poisoned: None,
+        }
+    }
+
+    /// Queues bytes read from the socket. Call [`next_message`](Self::next_message) until
+    /// it returns `Ok(None)` after each feed: until then the input is held as fed.
+    pub fn feed(&mut self, input: Bytes) {
+        self.received = self.received.wrapping_add(input.len() as u64);
+        self.input.push(input);
+    }
+
+    /// The next complete message, `Ok(None)` if more input is needed. Set Chunk Size and
+    /// Abort take effect here, before they are returned.
+    pub fn next_message(&mut self) -> Result<Option<RtmpMessage>, ChunkError> {
+        if let Some(err) = &self.poisoned {
+            return Err(err.clone());
+        }
+        let result = match self.decode() {
+            Ok(Some(msg)) => self.apply_control(&msg).map(|()| Some(msg)),
+            other => other,
+        };
+        if let Err(err) = &result {
+            self.poisoned = Some(err.clone());
+        }
+        result
+    }
+
+    /// Total bytes fed, for the Acknowledgement sequence number.
+    pub fn bytes_received(&self) -> u64 {
+        self.received
+    }
+
+    /// The peer's current chunk size.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Sets the peer's chunk size without a Set Chunk Size message, for a size agreed some
+    /// other way (and tests). It applies from the next chunk header on.
+    pub fn set_chunk_size(&mut self, size: u32) -> Result<(), ChunkError> {
+        if size == 0 || size > MAX_CHUNK_SIZE {
+            return Err(ChunkError::InvalidChunkSize { size });
+        }
+        self.chunk_size = size;
+        Ok(())
+    }
+
+    /// Bytes held for partial messages across all chunk streams.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered
+    }
+
+    fn decode(&mut self) -> Result<Option<RtmpMessage>, ChunkError> {
+        loop {
+            if self.chunk_left == 0 {
+                match self.read_header()? {
+                    HeaderStep::NeedMore => return Ok(None),
+                    HeaderStep::Message(msg) => return Ok(Some(msg)),
+                    HeaderStep::Payload => {}
+                }
+            }
+            if let Some(msg) = self.read_payload()? {
+                return Ok(Some(msg));
+            }
+            if self.chunk_left > 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    fn read_header(&mut self) -> Result<HeaderStep, ChunkError> {
+        // Usually the whole header sits in the front buffer; only one split between two
+        // reads needs the stack copy.
+        let mut raw = [0u8; MAX_HEADER_LEN];
+        let buf = match self.input.segments.front() {
+            Some(front) if front.len() >= MAX_HEADER_LEN => &front[..],
+            _ => {
+                let filled = self.input.peek(&mut raw);
+                raw.get(..filled).unwrap_or_default()
+            }
+        };
+        let mut r = Reader { buf, pos: 0 };
+
+        let Some(first) = r.u8() else {
+            return Ok(HeaderStep::NeedMore);
+        };
+        let fmt = first >> 6;
+        let csid = match first & 0x3F {
+            0 => match r.u8() {
+                Some(b) => 64 + u32::from(b),
+                None => return Ok(HeaderStep::NeedMore),
+            },
+            1 => match r.u16_le() {
+                Some(v) => 64 + u32::from(v),
+                None => return Ok(HeaderStep::NeedMore),
+            },
+            c => u32::from(c),
+        };
+        let found = self.streams.iter().position(|s| s.csid == csid);
+        let known = match found {
+            Some(i) => self.streams.get(i),
+            None if fmt == 0 => None,
+            None => return Err(ChunkError::NoPreviousHeader { csid }),
+        };
+
+        // Read the whole header into locals before touching any state, so a header split
+        // across reads is simply parsed again once the rest has arrived.
+        let mut value = 0;
+        let mut extended = false;
+        let mut length = 0;
+        let mut type_id = 0;
+        let mut stream_id = 0;
+        let mut continuation = false;
+        if fmt <= 2 {
+            let Some(field) = r.u24() else {
+                return Ok(HeaderStep::NeedMore);
+            };
+            if fmt <= 1 {
+                let (Some(len), Some(ty)) = (r.u24(), r.u8()) else {
+                    return Ok(HeaderStep::NeedMore);
+                };
+                length = len;
+                type_id = ty;
+                if fmt == 0 {
+                    let Some(sid) = r.u32_le() else {
+                        return Ok(HeaderStep::NeedMore);
+                    };
+                    stream_id = sid;
+                }
+            }
+            extended = field == EXTENDED_TIMESTAMP;
+            value = field;
+            if extended {
+                let Some(ext) = r.u32_be() else {
+                    return Ok(HeaderStep::NeedMore);
+                };
+                value = ext;
+            }
+        } else if let Some(s) = known {
+            continuation = !s.partial.is_empty();
+            extended = s.extended;
+            value = s.delta;
+            if s.extended {
+                let Some(ext) = r.u32_be() else {
+                    return Ok(HeaderStep::NeedMore);
+                };
+                if continuation && ext != s.delta {
+                    // An encoder that does not repeat the extended timestamp on
+                    // continuation chunks: these 4 bytes are payload.
+                    r.pos -= 4;
+                } else {
+                    value = ext;
+                }
+            }
+        }
+
+        let idx = match found {
+            Some(i) => i,
+            None => {
+                if self.streams.len() >= self.limits.max_chunk_streams {
+                    return Err(ChunkError::TooManyChunkStreams {
+                        limit: self.limits.max_chunk_streams,
+                    });
+                }
+                self.streams.push(InStream {
+                    csid,
+                    timestamp: 0,
+                    delta: 0,
+                    extended: false,
+                    length: 0,
+                    type_id: 0,
+                    stream_id: 0,
+                    partial: Vec::new(),
+                });
+                self.streams.len() - 1
+            }
+        };
+        let Some(s) = self.streams.get_mut(idx) else {
+            return Ok(HeaderStep::NeedMore);
+        };
+
+        if !continuation {
+            if !s.partial.is_empty() {
+                // A format 0/1/2 header in the middle of a message: the sender gave up on
+                // it. Drop what we had rather than splice two messages together.
+                self.buffered -= s.partial.len();
+                s.partial = Vec::new();
+            }
+            match fmt {
+                0 => {
+                    s.timestamp = value;
+                    s.stream_id = stream_id;
+                }
+                _ => s.timestamp = s.timestamp.wrapping_add(value),
+            }
+            s.delta = value;
+            s.extended = extended;
+            if fmt <= 1 {
+                s.length = length;
+                s.type_id = type_id;
+            }
+            if s.length > self.limits.max_message_len {
+                return Err(ChunkError::MessageTooLong {
+                    len: s.length,
+                    limit: self.limits.max_message_len,
+                });
+            }
+        }
+
+        self.input.advance(r.pos);
+        if s.length == 0 {
+            return Ok(HeaderStep::Message(s.message(Bytes::new())));
+        }
+        let message_left = (s.length as usize).saturating_sub(s.partial.len());
+        self.current = idx;
+        self.chunk_left = message_left.min(self.chunk_size as usize);
+        Ok(HeaderStep::Payload)
+    }
+
+    fn read_payload(&mut self) -> Result<Option<RtmpMessage>, ChunkError> {
+        let Some(s) = self.streams.get_mut(self.current) else {
+            self.chunk_left = 0;
+            return Ok(None);
+        };
+        let length = s.length as usize;
+        let have = s.partial.len();
+        // The whole message in this chunk and in one fed buffer: hand out a slice of it.
+        if have == 0
+            && self.chunk_left == length
+            && let Some(payload) = self.input.take_contiguous(length)
+        {
+            self.chunk_left = 0;
+            return Ok(Some(s.message(payload)));
+        }
+
+        let n = self.chunk_left.min(self.input.len);
+        if n == 0 {
+            return Ok(None);
+        }
+        let completes = have + n == length;
+        if !completes && self.buffered.saturating_add(n) > self.limits.max_buffered_bytes {
+            return Err(ChunkError::BufferedTooMuch {
+                limit: self.limits.max_buffered_bytes,
+            });
+        }
+        if s.partial.capacity() - have < n {
+            // Grow by doubling, never past the announced length, so the reservation stays
+            // within twice what actually arrived (or EXACT_ALLOC_LIMIT).
+            let target = if length <= EXACT_ALLOC_LIMIT {
+                length
+            } else {
+                length.min((have + n).max(have.saturating_mul(2)))
+            };
+            s.partial.reserve_exact(target.saturating_sub(have));
+        }
+        self.input.move_into(n, &mut s.partial);
+        self.chunk_left -= n;
+        if completes {
+            self.buffered -= have;
+            // Capacity equals length here, so this hands the allocation over as is.
+            let payload = Bytes::from(std::mem::take(&mut s.partial));
+            return Ok(Some(s.message(payload)));
+        }
+        self.buffered += n;
+        Ok(None)
+    }
+
+    fn apply_control(&mut self, msg: &RtmpMessage) -> Result<(), ChunkError> {
+        let is = |t: MessageType| msg.type_id == t.id();
+        if !is(MessageType::SetChunkSize) && !is(MessageType::Abort) {
+            return Ok(());
+        }
+        let value = msg
+            .payload
+            .first_chunk::<4>()
+            .map(|b| u32::from_be_bytes(*b))
+            .ok_or(ChunkError::TruncatedControl {
+                type_id: msg.type_id,
+                len: msg.payload.len(),
+            })?;
+        if is(MessageType::SetChunkSize) {
+            if value == 0 || value > MAX_CHUNK_SIZE {
+                return Err(ChunkError::InvalidChunkSize { size: value });
+            }
+            self.chunk_size = value;
+        } else if let Some(s) = self.streams.iter_mut().find(|s| s.csid == value) {
+            self.buffered -= s.partial.len();
+            s.partial = Vec::new();
+        }
+        Ok(())
+    }
+}
+
+/// The header fields of one message's chunks, decided before writing.
+#[derive(Clone, Copy, Debug)]
+struct Header {
+    fmt: u8,
+    csid: u32,
+    /// Absolute timestamp (format 0) or delta (formats 1 to 3), before the 24-bit cut.
+    field: u32,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+}
+
+fn basic_header_len(csid: u32) -> usize {
+    match csid {
+        ..64 => 1,
+        64..320 => 2,
+        _ => 3,
+    }
+}
+
+fn put_basic_header<B: BufMut>(out: &mut B, fmt: u8, csid: u32) {
+    let fmt = fmt << 6;
+    match csid {
+        ..64 => out.put_u8(fmt | csid as u8),
+        64..320 => out.put_slice(&[fmt, (csid - 64) as u8]),
+        _ => {
+            let [lo, hi] = ((csid - 64) as u16).to_le_bytes();
+            out.put_slice(&[fmt | 1, lo, hi]);
+        }
+    }
+}
+
+impl Header {
+    fn extended(&self) -> bool {
+        self.field >= EXTENDED_TIMESTAMP
+    }
+
+    fn ext_len(&self) -> usize {
+        if self.extended() { 4 } else { 0 }
+    }
+
+    fn first_len(&self) -> usize {
+        let message_header = match self.fmt {
+            0 => 11,
+            1 => 7,
+            2 => 3,
+            _ => 0,
+        };
+        basic_header_len(self.csid) + message_header + self.ext_len()
+    }
+
+    fn continuation_len(&self) -> usize {
+        basic_header_len(self.csid) + self.ext_len()
+    }
+
+    fn encoded_len(&self, chunk_size: usize) -> usize {
+        self.encoded_len_for(self.length as usize, chunk_size)
+    }
+
+    fn encoded_len_for(&self, payload_len: usize, chunk_size: usize) -> usize {
+        let continuations = payload_len.saturating_sub(1) / chunk_size.max(1);
+        self.first_len() + payload_len + continuations * self.continuation_len()
+    }
+
+    fn write<B: BufMut>(&self, payload: &[u8], chunk_size: usize, out: &mut B) {
+        let extended = self.extended();
+        put_basic_header(out, self.fmt, self.csid);
+        if self.fmt <= 2 {
+            let field = if extended {
+                EXTENDED_TIMESTAMP
+            } else {
+                self.field
+            };
+            out.put_uint(u64::from(field), 3);
+        }
+        if self.fmt <= 1 {
+            out.put_uint(u64::from(self.length), 3);
+            out.put_u8(self.type_id);
+        }
+        if self.fmt == 0 {
+            out.put_u32_le(self.stream_id);
+        }
+        if extended {
+            out.put_u32(self.field);
+        }
+        let mut pieces = payload.chunks(chunk_size.max(1));
+        if let Some(first) = pieces.next() {
+            out.put_slice(first);
+        }
+        for piece in pieces {
+            put_basic_header(out, 3, self.csid);
+            if extended {
+                // Repeated on continuations, as ffmpeg, librtmp and Flash expect.
+                out.put_u32(self.field);
+            }
+            out.put_slice(piece);
+        }
+    }
+}
+
+/// What the encoder last sent on one chunk stream.
+#[derive(Debug)]
+struct OutStream {
+    csid: u32,
+    timestamp: u32,
+    /// The delta the last header carried; `None` after a format-0 header, whose field is
+    /// absolute (receivers disagree on what a format 3 after it means).
+    delta: Option<u32>,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+}
+
+/// Per-connection chunk encoder with header compression. See the module documentation.
+#[derive(Debug)]
+pub struct ChunkEncoder {
+    chunk_size: u32,
+    streams: Vec<OutStream>,
+}
+
+impl Default for ChunkEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkEncoder {
+    pub fn new() -> Self {
+        ChunkEncoder {
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            streams: Vec::new(),
+        }
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Switches to a new outgoing chunk size. Send the Set Chunk Size message first: it
+    /// must go out at the old size, which the peer still reads with.
+    ///
+    /// # Panics
+    /// If `size` is 0 or above [`MAX_CHUNK_SIZE`]: that is a bug or bad configuration.
+    pub fn set_chunk_size(&mut self, size: u32) {
+        assert!(
+            (1..=MAX_CHUNK_SIZE).contains(&size),
+            "chunk size {size} outside 1..=0x7FFFFFFF"
+        );
+        self.chunk_size = size;
+    }
+
+    /// Appends `msg`, chunked, to `out`, with the smallest header the last header on `csid`
+    /// allows (format 0 when the message stream changes or the timestamp goes backwards).
+    ///
+    /// # Panics
+    /// If `csid` is outside 2..=65599 or the payload is longer than [`MAX_MESSAGE_LEN`];
+    /// messages from a [`ChunkDecoder`] always fit.
+    pub fn encode(&mut self, csid: u32, msg: &RtmpMessage, out: &mut BytesMut) {
+        assert!(
+            (MIN_CSID..=MAX_CSID).contains(&csid),
+            "chunk stream id {csid} outside 2..=65599"
+        );
+        let length = message_len(msg.payload.len());
+        let header = self.next_header(csid, msg, length);
+        let chunk_size = self.chunk_size as usize;
+        out.reserve(header.encoded_len(chunk_size));
+        header.write(&msg.payload, chunk_size, out);
+    }
+
+    fn next_header(&mut self, csid: u32, msg: &RtmpMessage, length: u32) -> Header {
+        let mut header = Header {
+            fmt: 0,
+            csid,
+            field: msg.timestamp,
+            length,
+            type_id: msg.type_id,
+            stream_id: msg.stream_id,
+        };
+        let state = OutStream {
+            csid,
+            timestamp: msg.timestamp,
+            delta: None,
+            length,
+            type_id: msg.type_id,
+            stream_id: msg.stream_id,
+        };
+        let Some(prev) = self.streams.iter_mut().find(|s| s.csid == csid) else {
+            self.streams.push(state);
+            return header;
+        };
+        if prev.stream_id == msg.stream_id && msg.timestamp >= prev.timestamp {
+            let delta = msg.timestamp - prev.timestamp;
+            header.field = delta;
+            header.fmt = if prev.length != length || prev.type_id != msg.type_id {
+                1
+            } else if prev.delta == Some(delta) {
+                3
+            } else {
+                2
+            };
+            *prev = OutStream {
+                delta: Some(delta),
+                ..state
+            };
+        } else {
+            *prev = state;
+        }
+        header
+    }
+}
+
+fn message_len(len: usize) -> u32 {
+    match u32::try_from(len) {
+        Ok(len) if len <= MAX_MESSAGE_LEN => len,
+        _ => panic!("message of {len} bytes does not fit RTMP's 24-bit length"),
+    }
+}
+
+/// The chunk stream a shared encoding of this message type travels on.
+pub fn shared_csid(type_id: u8) -> u32 {
+    match MessageType::from_id(type_id) {
+        Some(MessageType::Audio) => csid::SHARED_AUDIO,
+        Some(MessageType::Video) => csid::SHARED_VIDEO,
+        _ => csid::SHARED_DATA,
+    }
+}
+
+fn shared_header(type_id: u8, timestamp: u32, length: u32) -> Header {
+    Header {
+        fmt: 0,
+        csid: shared_csid(type_id),
+        field: timestamp,
+        length,
+        type_id,
+        stream_id: SHARED_STREAM_ID,
+    }
+}
+
+/// Encodes one message for every viewer at once: format-0 header (absolute timestamp,
+/// message stream [`SHARED_STREAM_ID`]), format-3 continuations, on the shared chunk stream
+/// for its type, in one exactly sized allocation. Every viewer must have been sent a Set
+/// Chunk Size of `chunk_size` first; see the module documentation.
+///
+/// # Panics
+/// If `chunk_size` is 0 or above [`MAX_CHUNK_SIZE`], or the payload is longer than
+/// [`MAX_MESSAGE_LEN`]; messages from a [`ChunkDecoder`] always fit.
+pub fn encode_shared(type_id: u8, timestamp: u32, payload: &[u8], chunk_size: u32) -> Bytes {
+    assert!(
+        (1..=MAX_CHUNK_SIZE).contains(&chunk_size),
+        "chunk size {chunk_size} outside 1..=0x7FFFFFFF"
+    );
+    let header = shared_header(type_id, timestamp, message_len(payload.len()));
+    let chunk_size = chunk_size as usize;
+    let mut out = Vec::with_capacity(header.encoded_len(chunk_size));
+    header.write(payload, chunk_size, &mut out);
+    debug_assert_eq!(out.len(), header.encoded_len(chunk_size));
+    Bytes::from(out)
+}
+
+/// The length of [`encode_shared`]'s output, without encoding: for sizing write queues and
+/// accounting before the bytes exist.
+pub fn shared_encoded_len(payload_len: usize, chunk_size: u32, timestamp: u32) -> usize {
+    shared_header(0, timestamp, 0).encoded_len_for(payload_len, chunk_size as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn msg(type_id: u8, stream_id: u32, timestamp: u32, payload: Vec<u8>) -> RtmpMessage {
+        RtmpMessage::new(type_id, stream_id, timestamp, payload)
+    }
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    fn set_chunk_size(size: u32) -> RtmpMessage {
+        msg(1, 0, 0, size.to_be_bytes().to_vec())
+    }
+
+    fn drain(dec: &mut ChunkDecoder) -> Vec<RtmpMessage> {
+        let mut out = Vec::new();
+        while let Some(m) = dec.next_message().expect("decode error") {
+            out.push(m);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Vec<RtmpMessage> {
+        let mut dec = ChunkDecoder::new(DecoderLimits::default());
+        dec.feed(Bytes::copy_from_slice(bytes));
+        drain(&mut dec)
+    }
+
+    /// Decodes `bytes` fed one byte at a time, which splits every header and payload.
+    fn decode_bytewise(bytes: &[u8]) -> Vec<RtmpMessage> {
+        let mut dec = ChunkDecoder::new(DecoderLimits::default());
+        let mut out = Vec::new();
+        for b in bytes {
+            dec.feed(Bytes::copy_from_slice(&[*b]));
+            out.extend(drain(&mut dec));
+        }
+        out
+    }
+
+    fn encode_all(csid: u32, msgs: &[RtmpMessage]) -> Vec<u8> {
+        let mut enc = ChunkEncoder::new();
+        let mut out = BytesMut::new();
+        for m in msgs {
+            enc.encode(csid, m, &mut out);
+        }
+        out.to_vec()
+    }
+
+    fn header0(csid: u8, ts: u32, len: u32, type_id: u8, sid: u32) -> Vec<u8> {
+        let mut h = vec![csid];
+        h.extend_from_slice(&ts.min(0xFF_FFFF).to_be_bytes()[1..]);
+        h.extend_from_slice(&len.to_be_bytes()[1..]);
+        h.push(type_id);
+        h.extend_from_slice(&sid.to_le_bytes());
+        if ts >= 0xFF_FFFF {
+            h.extend_from_slice(&ts.to_be_bytes());
+        }
+        h
+    }
+
+    fn limits(
+        max_message_len: u32,
+        max_chunk_streams: usize,
+        max_buffered_bytes: usize,
+    ) -> DecoderLimits {
+        DecoderLimits {
+            max_message_len,
+            max_chunk_streams,
+            max_buffered_bytes,
+        }
+    }
+
+    /// Section 5.3.2.1: one audio stream, four 32-byte messages 10 ms apart.
+    #[test]
+    fn spec_example_1_audio() {
+        let msgs: Vec<_> = (0..4)
+            .map(|i| msg(8, 12345, 1000 + 10 * i, pattern(32, i as u8)))
+            .collect();
+        let mut expected = vec![
+            0x03, 0x00, 0x03, 0xE8, 0x00, 0x00, 0x20, 0x08, 0x39, 0x30, 0x00, 0x00,
+        ];
+        expected.extend_from_slice(&msgs[0].payload);
+        expected.extend_from_slice(&[0x83, 0x00, 0x00, 0x0A]);
+        expected.extend_from_slice(&msgs[1].payload);
+        expected.push(0xC3);
+        expected.extend_from_slice(&msgs[2].payload);
+        expected.push(0xC3);
+        expected.extend_from_slice(&msgs[3].payload);
+        assert_eq!(expected.len(), 44 + 36 + 33 + 33);
+
+        assert_eq!(encode_all(3, &msgs), expected);
+        assert_eq!(decode(&expected), msgs);
+        assert_eq!(decode_bytewise(&expected), msgs);
+    }
+
+    /// Section 5.3.2.2: a 307-byte video message at chunk size 128.
+    #[test]
+    fn spec_example_2_video() {
+        let m = msg(9, 12346, 1000, pattern(307, 7));
+        let p = &m.payload;
+        let mut expected = vec![
+            0x04, 0x00, 0x03, 0xE8, 0x00, 0x01, 0x33, 0x09, 0x3A, 0x30, 0x00, 0x00,
+        ];
+        expected.extend_from_slice(&p[..128]);
+        expected.push(0xC4);
+        expected.extend_from_slice(&p[128..256]);
+        expected.push(0xC4);
+        expected.extend_from_slice(&p[256..]);
+        assert_eq!(expected.len(), 140 + 129 + 52);
+
+        assert_eq!(encode_all(4, std::slice::from_ref(&m)), expected);
+        assert_eq!(decode(&expected), vec![m.clone()]);
+        assert_eq!(decode_bytewise(&expected), vec![m]);
+    }
+
+    #[test]
+    fn encoder_picks_header_formats() {
+        let mut enc = ChunkEncoder::new();
+        let mut first_bytes = Vec::new();
+        let sequence = [
+            msg(9, 1, 100, vec![0; 10]), // new chunk stream: 0
+            msg(9, 1, 140, vec![0; 10]), // same shape, new delta: 2
+            msg(9, 1, 180, vec![0; 10]), // same delta: 3
+            msg(9, 1, 190, vec![0; 11]), // length changes: 1
+            msg(8, 1, 190, vec![0; 11]), // type changes: 1
+            msg(8, 1, 150, vec![0; 11]), // backwards: 0
+            msg(8, 2, 160, vec![0; 11]), // stream id changes: 0
+            msg(8, 2, 160, vec![0; 11]), // delta 0 after format 0: 2, never 3
+            msg(8, 2, 160, vec![0; 11]), // delta 0 again: 3
+        ];
+        let mut wire = BytesMut::new();
+        for m in &sequence {
+            let at = wire.len();
+            enc.encode(3, m, &mut wire);
+            first_bytes.push(wire[at] >> 6);
+        }
+        assert_eq!(first_bytes, [0, 2, 3, 1, 1, 0, 0, 2, 3]);
+        assert_eq!(decode(&wire), sequence);
+    }
+
+    #[test]
+    fn format_3_after_format_0_adds_the_format_0_timestamp() {
+        // ffmpeg sends exactly this for two frames 40 ms apart starting at 40.
+        let mut wire = header0(3, 40, 1, 9, 1);
+        wire.extend_from_slice(&[0xAA, 0xC3, 0xBB]);
+        let got = decode(&wire);
+        assert_eq!(
+            got,
+            vec![msg(9, 1, 40, vec![0xAA]), msg(9, 1, 80, vec![0xBB])]
+        );
+    }
+
+    #[test]
+    fn extended_timestamp_on_format_0() {
+        let m = msg(20, 0, 0x1234_5678, vec![1, 2, 3, 4, 5]);
+        let mut expected = vec![
+            0x03, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x05, 0x14, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0x78,
+        ];
+        expected.extend_from_slice(&m.payload);
+        assert_eq!(encode_all(3, std::slice::from_ref(&m)), expected);
+        assert_eq!(decode_bytewise(&expected), vec![m]);
+    }
+
+    #[test]
+    fn timestamp_exactly_0xffffff_is_extended() {
+        let m = msg(8, 1, 0xFF_FFFF, vec![9; 3]);
+        let mut expected = header0(6, 0xFF_FFFF, 3, 8, 1);
+        assert_eq!(&expected[1..4], &[0xFF, 0xFF, 0xFF]);
+        assert_eq!(&expected[12..16], &[0x00, 0xFF, 0xFF, 0xFF]);
+        expected.extend_from_slice(&m.payload);
+        assert_eq!(encode_all(6, std::slice::from_ref(&m)), expected);
+        assert_eq!(decode_bytewise(&expected), vec![m]);
+
+        let below = msg(8, 1, 0xFF_FFFE, vec![9; 3]);
+        let wire = encode_all(6, std::slice::from_ref(&below));
+        assert_eq!(wire.len(), 12 + 3);
+        assert_eq!(decode(&wire), vec![below]);
+    }
+
+    #[test]
+    fn extended_timestamp_repeated_on_continuation_chunks() {
+        let m = msg(9, 1, 0x0100_0000, pattern(200, 3));
+        let mut expected = header0(3, 0x0100_0000, 200, 9, 1);
+        expected.extend_from_slice(&m.payload[..128]);
+        expected.extend_from_slice(&[0xC3, 0x01, 0x00, 0x00, 0x00]);
+        expected.extend_from_slice(&m.payload[128..]);
+        assert_eq!(encode_all(3, std::slice::from_ref(&m)), expected);
+        assert_eq!(decode_bytewise(&expected), vec![m]);
+    }
+
+    #[test]
+    fn extended_timestamp_missing_on_continuation_chunks() {
+        let m = msg(9, 1, 0x0100_0000, vec![0xAB; 200]);
+        let mut wire = header0(3, 0x0100_0000, 200, 9, 1);
+        wire.extend_from_slice(&m.payload[..128]);
+        wire.push(0xC3);
+        wire.extend_from_slice(&m.payload[128..]);
+        assert_eq!(decode(&wire), vec![m.clone()]);
+        assert_eq!(decode_bytewise(&wire), vec![m]);
+    }
+
+    #[test]
+    fn extended_deltas_on_formats_2_and_3() {
+        let msgs = [
+            msg(9, 1, 0, pattern(200, 1)),
+            msg(9, 1, 0x0100_0000, pattern(200, 2)),
+            msg(9, 1, 0x0200_0000, pattern(200, 3)),
+        ];
+        let wire = encode_all(3, &msgs);
+        // Second message: format 2, delta extended, then a continuation repeating it.
+        let second = &wire[12 + 200 + 1..];
+        assert_eq!(
+            &second[..8],
+            &[0x83, 0xFF, 0xFF, 0xFF, 0x01, 0x00, 0x00, 0x00]
+        );
+        assert_eq!(
+            &second[8 + 128..8 + 128 + 5],
+            &[0xC3, 0x01, 0x00, 0x00, 0x00]
+        );
+        // Third: format 3 new message, which carries the extended delta too.
+        let third = &second[8 + 200 + 5..];
+        assert_eq!(&third[..5], &[0xC3, 0x01, 0x00, 0x00, 0x00]);
+        assert_eq!(decode(&wire), msgs);
+        assert_eq!(decode_bytewise(&wire), msgs);
+    }
+
+    #[test]
+    fn timestamps_wrap_at_2_pow_32() {
+        let mut wire = header0(3, u32::MAX - 5, 1, 8, 1);
+        wire.push(1);
+        wire.extend_from_slice(&[0x83, 0x00, 0x00, 0x0A, 2]);
+        assert_eq!(
+            decode(&wire),
+            vec![msg(8, 1, u32::MAX - 5, vec![1]), msg(8, 1, 4, vec![2])]
+        );
+    }
+
+    #[test]
+    fn basic_headers_of_one_two_and_three_bytes() {
+        let cases: [(u32, &[u8]); 6] = [
+            (2, &[0x02]),
+            (63, &[0x3F]),
+            (64, &[0x00, 0x00]),
+            (319, &[0x00, 0xFF]),
+            (320, &[0x01, 0x00, 0x01]),
+            (65_599, &[0x01, 0xFF, 0xFF]),
+        ];
+        for (csid, basic) in cases {
+            let m = msg(18, 1, 5, pattern(200, csid as u8));
+            let wire = encode_all(csid, std::slice::from_ref(&m));
+            let n = basic.len();
+            assert_eq!(&wire[..n], basic, "csid {csid}");
+            let continuation = &wire[n + 11 + 128..];
+            assert_eq!(continuation[0], basic[0] | 0xC0, "csid {csid}");
+            assert_eq!(&continuation[1..n], &basic[1..], "csid {csid}");
+            assert_eq!(wire.len(), 2 * n + 11 + 200);
+            assert_eq!(decode_bytewise(&wire), vec![m], "csid {csid}");
+        }
+    }
+
+    #[test]
+    fn zero_length_messages() {
+        let msgs = [
+            msg(18, 1, 0, vec![]),
+            msg(18, 1, 10, vec![]),
+            msg(18, 1, 20, vec![]),
+        ];
+        let wire = encode_all(5, &msgs);
+        assert_eq!(wire.len(), 12 + 4 + 1);
+        assert_eq!(decode_bytewise(&wire), msgs);
+    }
+
+    /// Splits one message's encoding into its chunks.
+    fn chunks_of(header: &Header, wire: &[u8], chunk_size: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut rest = wire;
+        let mut left = header.length as usize;
+        let mut header_len = header.first_len();
+        loop {
+            let n = header_len + left.min(chunk_size);
+            out.push(rest[..n].to_vec());
+            rest = &rest[n..];
+            left -= left.min(chunk_size);
+            header_len = header.continuation_len();
+            if left == 0 {
+                break;
+            }
+        }
+        assert!(rest.is_empty());
+        out
+    }
+
+    fn encode_chunks(enc: &mut ChunkEncoder, csid: u32, m: &RtmpMessage) -> Vec<Vec<u8>> {
+        let header = enc.next_header(csid, m, m.payload.len() as u32);
+        let chunk_size = enc.chunk_size() as usize;
+        let mut wire = Vec::new();
+        header.write(&m.payload, chunk_size, &mut wire);
+        chunks_of(&header, &wire, chunk_size)
+    }
+
+    #[test]
+    fn set_chunk_size_applies_to_the_very_next_chunk() {
+        let mut enc = ChunkEncoder::new();
+        let big = msg(9, 1, 0, pattern(300, 1));
+        let first = encode_chunks(&mut enc, 5, &big).remove(0);
+        let mut wire = first;
+        // The peer raises its chunk size in the middle of the message on csid 5 ...
+        let mut control = BytesMut::new();
+        enc.encode(2, &set_chunk_size(300), &mut control);
+        wire.extend_from_slice(&control);
+        // ... so the rest of that message comes as one chunk.
+        wire.push(0xC5);
+        wire.extend_from_slice(&big.payload[128..]);
+
+        let mut dec = ChunkDecoder::new(DecoderLimits::default());
+        dec.feed(Bytes::from(wire));
+        assert_eq!(drain(&mut dec), vec![set_chunk_size(300), big]);
+        assert_eq!(dec.chunk_size(), 300);
+    }
+
+    #[test]
+    fn abort_discards_the_partial_message() {
+        let mut enc = ChunkEncoder::new();
+        let big = msg(9, 1, 0, pattern(300, 1));
+        let mut wire = encode_chunks(&mut enc, 5, &big).remove(0);
+        let abort = msg(2, 0, 0, 5u32.to_be_bytes().to_vec());
+        let mut rest = BytesMut::new();
+        enc.encode(2, &abort, &mut rest);
+        let next = msg(9, 1, 40, pattern(50, 2));
+        enc.encode(5, &next, &mut rest);
+        wire.extend_from_slice(&rest);
+
+        let mut dec = ChunkDecoder::new(DecoderLimits::default());
+        dec.feed(Bytes::copy_from_slice(&wire[..140]));
+        assert_eq!(drain(&mut dec), vec![]);
+        assert_eq!(dec.buffered_bytes(), 128);
+        dec.feed(Bytes::copy_from_slice(&wire[140..]));
+        assert_eq!(dec.next_message(), Ok(Some(abort)));
+        assert_eq!(dec.buffered_bytes(), 0);
+        assert_eq!(drain(&mut dec), vec![next]);
+    }
+
+    #[test]
+    fn interleaved_chunk_streams() {
+        let mut enc = ChunkEncoder::new();
+        let video = msg(9, 1, 0, pattern(300, 1));
+        let audio = msg(8, 1, 0, pattern(300, 2));
+        let v = encode_chunks(&mut enc, 7, &video);
+        let a = encode_chunks(&mut enc, 6, &audio);
+        let wire: Vec<u8> = [&v[0], &a[0], &v[1], &a[1], &a[2], &v[2]]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        assert_eq!(decode(&wire), vec![audio.clone(), video.clone()]);
+        assert_eq!(decode_bytewise(&wire), vec![audio, video]);
+    }
+
+    #[test]
+    fn header_mid_message_drops_the_partial_one() {
+        let mut enc = ChunkEncoder::new();
+        let big = msg(9, 1, 0, pattern(300, 1));
+        let mut wire = encode_chunks(&mut enc, 5, &big).remove(0);
+        wire.extend_from_slice(&header0(5, 7, 2, 8, 1));
+        wire.extend_from_slice(&[1, 2]);
+        let mut dec = ChunkDecoder::new(DecoderLimits::default());
+        dec.feed(Bytes::from(wire));
+        assert_eq!(drain(&mut dec), vec![msg(8, 1, 7, vec![1, 2])]);
+        assert_eq!(dec.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn error_no_previous_header() {
+        for fmt in 1..=3u8 {
+            let mut dec = ChunkDecoder::new(DecoderLimits::default());
+            dec.feed(Bytes::from(vec![fmt << 6 | 3]));
+            assert_eq!(
+                dec.next_message(),
+                Err(ChunkError::NoPreviousHeader { csid: 3 })
+            );
+        }
+    }
+
+    #[test]
+    fn error_message_too_long_before_its_payload() {
+        let mut dec = ChunkDecoder::new(limits(100, 64, 1 << 20));
+        dec.feed(Bytes::from(header0(3, 0, 101, 9, 1)));
+        assert_eq!(
+            dec.next_message(),
+            Err(ChunkError::MessageTooLong {
+                len: 101,
+                limit: 100
+            })
+        );
+
+        // Format 1 announces a length too.
+        let mut dec = ChunkDecoder::new(limits(100, 64, 1 << 20));
+        let mut wire = header0(3, 0, 100, 9, 1);
+        wire.extend_from_slice(&[0; 100]);
+        wire.extend_from_slice(&[0x43, 0, 0, 1, 0xFF, 0xFF, 0xFF, 9]);
+        dec.feed(Bytes::from(wire));
+        assert!(dec.next_message().unwrap().is_some());
+        assert_eq!(
+            dec.next_message(),
+            Err(ChunkError::MessageTooLong {
+                len: 0xFF_FFFF,
+                limit: 100
+            })
+        );
+    }
+
+    #[test]
+    fn error_too_many_chunk_streams() {
+        let mut dec = ChunkDecoder::new(limits(1000, 2, 1 << 20));
+        let mut wire = Vec::new();
+        for csid in [3, 4, 3, 5] {
+            wire.extend_from_slice(&header0(csid, 0, 1, 8, 1));
+            wire.push(0);
+        }
+        dec.feed(Bytes::from(wire));
+        for _ in 0..3 {
+            assert!(dec.next_message().unwrap().is_some());
+        }
+        assert_eq!(
+            dec.next_message(),
+            Err(ChunkError::TooManyChunkStreams { limit: 2 })
+        );
+    }
+
+    #[test]
+    fn error_buffered_too_much() {
+        let mut dec = ChunkDecoder::new(limits(1000, 64, 200));
+        let mut enc = ChunkEncoder::new();
+        let mut wire = encode_chunks(&mut enc, 3, &msg(9, 1, 0, vec![1; 300])).remove(0);
+        wire.extend_from_slice(&encode_chunks(&mut enc, 4, &msg(9, 1, 0, vec![2; 300])).remove(0));
+        dec.feed(Bytes::from(wire));
+        assert_eq!(
+            dec.next_message(),
+            Err(ChunkError::BufferedTooMuch { limit: 200 })
+        );
+    }
+
+    #[test]
+    fn error_invalid_chunk_size() {
+        for size in [0, 0x8000_0000, u32::MAX] {
+            let mut dec = ChunkDecoder::new(DecoderLimits::default());
+            dec.feed(Bytes::from(encode_all(2, &[set_chunk_size(size)])));
+            assert_eq!(
+                dec.next_message(),
+                Err(ChunkError::InvalidChunkSize { size })
+            );
+        }
+        let mut dec = ChunkDecoder::new(DecoderLimits::default());
+        dec.feed(Bytes::from(encode_all(
+            2,
+            &[set_chunk_size(MAX_CHUNK_SIZE)],
+        )));
+        assert!(dec.next_message().unwrap().is_some());
+        assert_eq!(dec.chunk_size(), MAX_CHUNK_SIZE);
+
+        let mut dec = ChunkDecoder::new(DecoderLimits::default());
+        assert_eq!(
+            dec.set_chunk_size(0),
+            Err(ChunkError::InvalidChunkSize { size: 0 })
+        );
+        assert_eq!(dec.set_chunk_size(4096), Ok(()));
+        assert_eq!(dec.chunk_size(), 4096);
+    }
+
+    #[test]
+    fn error_truncated_control() {
+        for type_id in [1, 2] {
+            let mut dec = ChunkDecoder::new(DecoderLimits::default());
+            dec.feed(Bytes::from(encode_all(
+                2,
+                &[msg(type_id, 0, 0, vec![0, 1])],
+            )));
+            assert_eq!(
+                dec.next_message(),
+                Err(ChunkError::TruncatedControl { type_id, len: 2 })
+            );
+        }
+    }
+
+    #[test]
+    fn errors_poison_the_decoder() {
+        let mut dec = ChunkDecoder::new(DecoderLimits::default());
+        dec.feed(Bytes::from_static(&[0x43]));
+        let err = dec.next_message().unwrap_err();
+        dec.feed(Bytes::from(encode_all(3, &[msg(8, 1, 0, vec![1])])));
+        assert_eq!(dec.next_message(), Err(err.clone()));
+        assert_eq!(dec.next_message(), Err(err));
+    }
+
+    #[test]
+    fn single_chunk_message_is_a_slice_of_the_input() {
+        let mut enc = ChunkEncoder::new();
+        let mut wire = BytesMut::new();
+        enc.encode(3, &set_chunk_size(4096), &mut wire);
+        enc.set_chunk_size(4096);
+        enc.encode(6, &msg(8, 1, 0, pattern(300, 1)), &mut wire);
+        enc.encode(7, &msg(9, 1, 0, pattern(4000, 2)), &mut wire);
+        let input = wire.freeze();
+        let range = input.as_ptr_range();
+
+        let mut dec = ChunkDecoder::new(DecoderLimits::default());
+        dec.feed(input.clone());
+        let got = drain(&mut dec);
+        assert_eq!(got.len(), 3);
+        for m in &got {
+            assert!(range.contains(&m.payload.as_ptr()), "payload was copied");
+            assert!(m.payload.as_ptr_range().end <= range.end);
+        }
+        assert_eq!(dec.bytes_received(), input.len() as u64);
+    }
+
+    #[test]
+    fn multi_chunk_message_is_assembled_in_one_exact_buffer() {
+        let m = msg(9, 1, 0, pattern(20_000, 1));
+        let wire = encode_all(7, std::slice::from_ref(&m));
+        let mut dec = ChunkDecoder::new(DecoderLimits::default());
+        dec.feed(Bytes::copy_from_slice(&wire[..5000]));
+        assert_eq!(dec.next_message(), Ok(None));
+        assert_eq!(dec.streams[0].partial.capacity(), 20_000);
+        dec.feed(Bytes::copy_from_slice(&wire[5000..]));
+        assert_eq!(drain(&mut dec), vec![m]);
+        assert_eq!(dec.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn large_announced_message_grows_with_what_arrives() {
+        let limits = limits(MAX_MESSAGE_LEN, 64, 1 << 24);
+        let mut dec = ChunkDecoder::new(limits);
+        let mut wire = header0(3, 0, 10_000_000, 9, 1);
+        wire.extend_from_slice(&[0; 100]);
+        dec.feed(Bytes::from(wire));
+        assert_eq!(dec.next_message(), Ok(None));
+        assert_eq!(dec.buffered_bytes(), 100);
+        assert!(dec.streams[0].partial.capacity() <= 128);
+    }
+
+    fn viewer_with_chunk_size(chunk_size: u32) -> (ChunkDecoder, ChunkEncoder) {
+        let mut enc = ChunkEncoder::new();
+        let mut wire = BytesMut::new();
+        enc.encode(
+            csid::PROTOCOL_CONTROL,
+            &set_chunk_size(chunk_size),
+            &mut wire,
+        );
+        enc.set_chunk_size(chunk_size);
+        let mut dec = ChunkDecoder::new(DecoderLimits::default());
+        dec.feed(wire.freeze());
+        assert_eq!(drain(&mut dec), vec![set_chunk_size(chunk_size)]);
+        (dec, enc)
+    }
+
+    #[test]
+    fn shared_encoding_header_bytes() {
+        let shared = encode_shared(9, 1000, &[7; 300], 128);
+        assert_eq!(
+            &shared[..12],
+            &[
+                0x07, 0x00, 0x03, 0xE8, 0x00, 0x01, 0x2C, 0x09, 0x01, 0x00, 0x00, 0x00
+            ]
+        );
+        assert_eq!(shared[12 + 128], 0xC7);
+        assert_eq!(shared.len(), 12 + 300 + 2);
+        assert_eq!(encode_shared(8, 0, &[], 128)[0], 0x06);
+        assert_eq!(encode_shared(18, 0, &[], 128)[0], 0x04);
+        assert_eq!(encode_shared(20, 0, &[], 128)[0], 0x04);
+    }
+
+    #[test]
+    fn shared_encoding_decodes_back() {
+        let frames = [
+            msg(18, SHARED_STREAM_ID, 0, pattern(100, 1)),
+            msg(9, SHARED_STREAM_ID, 1000, pattern(20_000, 2)),
+            msg(8, SHARED_STREAM_ID, 1001, pattern(300, 3)),
+            msg(9, SHARED_STREAM_ID, 0xFF_FFFF, pattern(5000, 4)),
+            msg(9, SHARED_STREAM_ID, 0x0123_4567, pattern(9000, 5)),
+            msg(8, SHARED_STREAM_ID, 0x0123_4567, vec![]),
+            msg(9, SHARED_STREAM_ID, 3, pattern(1, 6)),
+        ];
+        for chunk_size in [1, 128, 4096, 65_536] {
+            let mut dec = ChunkDecoder::new(DecoderLimits::default());
+            dec.set_chunk_size(chunk_size).unwrap();
+            for m in &frames {
+                let shared = encode_shared(m.type_id, m.timestamp, &m.payload, chunk_size);
+                assert_eq!(
+                    shared.len(),
+                    shared_encoded_len(m.payload.len(), chunk_size, m.timestamp)
+                );
+                dec.feed(shared);
+            }
+            assert_eq!(drain(&mut dec), frames, "chunk size {chunk_size}");
+        }
+    }
+
+    #[test]
+    fn shared_encoding_is_independent_of_what_a_viewer_saw_before() {
+        let chunk_size = 4096;
+        // Viewer A has been watching: shared media and per-connection traffic.
+        let (mut a, mut a_enc) = viewer_with_chunk_size(chunk_size);
+        let mut a_wire = BytesMut::new();
+        a_enc.encode(csid::COMMAND, &msg(20, 0, 0, pattern(200, 1)), &mut a_wire);
+        a_enc.encode(
+            csid::STREAM_COMMAND,
+            &msg(20, 1, 0, pattern(150, 2)),
+            &mut a_wire,
+        );
+        a.feed(a_wire.freeze());
+        a.feed(encode_shared(
+            9,
+            0x0100_0000,
+            &pattern(10_000, 3),
+            chunk_size,
+        ));
+        a.feed(encode_shared(8, 0x0100_0000, &pattern(10, 4), chunk_size));
+        a.feed(encode_shared(18, 5, &pattern(10, 5), chunk_size));
+        assert_eq!(drain(&mut a).len(), 5);
+        // Viewer B only just joined, with different traffic of its own.
+        let (mut b, mut b_enc) = viewer_with_chunk_size(chunk_size);
+        let mut b_wire = BytesMut::new();
+        b_enc.encode(
+            csid::STREAM_COMMAND,
+            &msg(18, 1, 77, pattern(40, 6)),
+            &mut b_wire,
+        );
+        b.feed(b_wire.freeze());
+        assert_eq!(drain(&mut b).len(), 1);
+
+        let shared = [
+            encode_shared(9, 40, &pattern(20_000, 7), chunk_size),
+            encode_shared(8, 41, &pattern(200, 8), chunk_size),
+            encode_shared(18, 42, &pattern(50, 9), chunk_size),
+        ];
+        for s in &shared {
+            a.feed(s.clone());
+            b.feed(s.clone());
+        }
+        let from_a = drain(&mut a);
+        assert_eq!(from_a.len(), 3);
+        assert_eq!(from_a, drain(&mut b));
+        assert_eq!(from_a[0], msg(9, 1, 40, pattern(20_000, 7)));
+    }
+
+    #[derive(Clone, Debug)]
+    enum Ts {
+        Delta(u32),
+        Absolute(u32),
+    }
+
+    #[derive(Clone, Debug)]
+    struct Spec {
+        lane: usize,
+        type_id: u8,
+        stream_id: u32,
+        ts: Ts,
+        len: usize,
+        seed: u8,
+    }
+
+    /// Chunk stream ids with 1-, 2- and 3-byte basic headers.
+    const LANES: [u32; 4] = [3, 8, 164, 65_599];
+
+    fn arb_spec() -> impl Strategy<Value = Spec> {
+        (
+            0..LANES.len(),
+            prop_oneof![Just(8u8), Just(9u8), 3u8..=255],
+            prop_oneof![Just(0u32), Just(1u32), any::<u32>()],
+            prop_oneof![
+                Just(Ts::Delta(0)),
+                Just(Ts::Delta(10)),
+                Just(Ts::Delta(0xFF_FFFF)),
+                Just(Ts::Delta(0x0100_0000)),
+                any::<u32>().prop_map(Ts::Delta),
+                any::<u32>().prop_map(Ts::Absolute),
+                (0u32..2000).prop_map(|d| Ts::Absolute(u32::MAX - d)),
+                (0xFF_FFF0u32..0x0100_0010).prop_map(Ts::Absolute),
+            ],
+            prop_oneof![Just(0usize), Just(32), Just(4096), 0usize..20_000],
+            any::<u8>(),
+        )
+            .prop_map(|(lane, type_id, stream_id, ts, len, seed)| Spec {
+                lane,
+                type_id,
+                stream_id,
+                ts,
+                len,
+                seed,
+            })
+    }
+
+    fn arb_chunk_size() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            1u32..=16,
+            17u32..=65_536,
+            Just(128u32),
+            Just(4096u32),
+            Just(65_536u32)
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(96))]
+
+        #[test]
+        fn round_trip_through_interleaving_and_splits(
+            specs in prop::collection::vec(arb_spec(), 1..10),
+            chunk_size in arb_chunk_size(),
+            picks in prop::collection::vec(any::<u8>(), 1..64),
+            splits in prop::collection::vec(1usize..3000, 1..40),
+        ) {
+            let mut enc = ChunkEncoder::new();
+            let mut wire = BytesMut::new();
+            enc.encode(2, &set_chunk_size(chunk_size), &mut wire);
+            enc.set_chunk_size(chunk_size);
+
+            let mut lanes: Vec<std::collections::VecDeque<(Vec<u8>, Option<usize>)>> =
+                vec![Default::default(); LANES.len()];
+            let mut last_ts = [0u32; LANES.len()];
+            let mut msgs = Vec::new();
+            for (i, spec) in specs.iter().enumerate() {
+                let ts = match spec.ts {
+                    Ts::Delta(d) => last_ts[spec.lane].wrapping_add(d),
+                    Ts::Absolute(t) => t,
+                };
+                last_ts[spec.lane] = ts;
+                let m = msg(spec.type_id, spec.stream_id, ts, pattern(spec.len, spec.seed));
+                let chunks = encode_chunks(&mut enc, LANES[spec.lane], &m);
+                let last = chunks.len() - 1;
+                for (k, c) in chunks.into_iter().enumerate() {
+                    lanes[spec.lane].push_back((c, (k == last).then_some(i)));
+                }
+                msgs.push(m);
+            }
+
+            let mut expected = vec![set_chunk_size(chunk_size)];
+            let mut pick = picks.iter().cycle();
+            loop {
+                let live: Vec<usize> = (0..lanes.len()).filter(|&l| !lanes[l].is_empty()).collect();
+                if live.is_empty() {
+                    break;
+                }
+                let lane = live[usize::from(*pick.next().unwrap()) % live.len()];
+                let (bytes, done) = lanes[lane].pop_front().unwrap();
+                wire.extend_from_slice(&bytes);
+                if let Some(i) = done {
+                    expected.push(msgs[i].clone());
+                }
+            }
+
+            let wire = wire.freeze();
+            let mut dec = ChunkDecoder::new(limits(MAX_MESSAGE_LEN, LANES.len() + 1, 1 << 26));
+            let mut got = Vec::new();
+            let mut at = 0;
+            for n in splits.iter().cycle() {
+                if at >= wire.len() {
+                    break;
+                }
+                let end = (at + n).min(wire.len());
+                dec.feed(wire.slice(at..end));
+                at = end;
+                got.extend(drain(&mut dec));
+                prop_assert!(dec.input.len <= MAX_HEADER_LEN);
+            }
+            prop_assert_eq!(dec.bytes_received(), wire.len() as u64);
+            prop_assert_eq!(dec.buffered_bytes(), 0);
+            prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn hostile_input_never_panics_nor_exceeds_limits(
+            data in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..4096),
+                arb_chunk_soup(),
+            ],
+            splits in prop::collection::vec(1usize..512, 1..16),
+        ) {
+            let limits = limits(1000, 3, 1500);
+            let mut dec = ChunkDecoder::new(limits);
+            let mut at = 0;
+            'feed: for n in splits.iter().cycle() {
+                if at >= data.len() {
+                    break;
+                }
+                let end = (at + n).min(data.len());
+                dec.feed(Bytes::copy_from_slice(&data[at..end]));
+                at = end;
+                loop {
+                    let step = dec.next_message();
+                    prop_assert!(dec.buffered_bytes() <= limits.max_buffered_bytes);
+                    prop_assert!(dec.streams.len() <= limits.max_chunk_streams);
+                    let held: usize = dec.streams.iter().map(|s| s.partial.len()).sum();
+                    prop_assert_eq!(held, dec.buffered_bytes());
+                    for s in &dec.streams {
+                        prop_assert!(s.partial.capacity() <= limits.max_message_len as usize);
+                    }
+                    match step {
+                        Ok(Some(m)) => prop_assert!(m.payload.len() <= 1000),
+                        Ok(None) => {
+                            prop_assert!(dec.input.len <= MAX_HEADER_LEN);
+                            break;
+                        }
+                        Err(err) => {
+                            prop_assert_eq!(dec.next_message(), Err(err));
+                            break 'feed;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Plausible-looking chunks with random fields, to get past the first header.
+    fn arb_chunk_soup() -> impl Strategy<Value = Vec<u8>> {
+        let chunk = (
+            0u8..4,
+            prop::sample::select(vec![2u32, 3, 4, 64, 400, 65_599]),
+            prop_oneof![any::<u32>(), Just(0xFF_FFFF), 0u32..100],
+            0u32..1200,
+            prop_oneof![Just(1u8), Just(2u8), any::<u8>()],
+            prop::collection::vec(any::<u8>(), 0..300),
+        )
+            .prop_map(|(fmt, csid, ts, len, type_id, payload)| {
+                let mut out = Vec::new();
+                put_basic_header(&mut out, fmt, csid);
+                if fmt <= 2 {
+                    out.extend_from_slice(&ts.min(0xFF_FFFF).to_be_bytes()[1..]);
+                }
+                if fmt <= 1 {
+                    out.extend_from_slice(&len.to_be_bytes()[1..]);
+                    out.push(type_id);
+                }
+                if fmt == 0 {
+                    out.extend_from_slice(&1u32.to_le_bytes());
+                }
+                if ts >= 0xFF_FFFF {
+                    out.extend_from_slice(&ts.to_be_bytes());
+                }
+                out.extend_from_slice(&payload);
+                out
+            });
+        prop::collection::vec(chunk, 1..24).prop_map(|chunks| chunks.concat())
+    }
+}

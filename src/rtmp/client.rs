@@ -1,0 +1,437 @@
+//! The client role: connect to an RTMP server and publish or play one stream.
+//!
+//! The mirror of `server.rs`, used by the bundled load generator and for relaying to other
+//! servers. It speaks the sequence ffmpeg and OBS use, which nginx-rtmp, SRS and shardcast
+//! all accept: handshake, `connect`, then `releaseStream` + `FCPublish` + `createStream` +
+//! `publish`, or `createStream` + `play`. Like the server role it has no sockets and no
+//! clock: feed it bytes, take events and bytes to write.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use super::SessionError;
+use super::amf0::Amf0Value;
+use super::chunk::{DecoderLimits, SHARED_STREAM_ID};
+use super::command::{Command, DataMessage, ON_METADATA, SET_DATA_FRAME, status};
+use super::connection::{Connection, Incoming};
+use super::control::{ControlMessage, UserControlEvent};
+use super::handshake::{ClientHandshake, ClientHandshakeMode};
+use super::message::{MessageType, RtmpMessage, csid};
+use super::server::MediaKind;
+
+/// Settings of one client session.
+#[derive(Clone, Debug)]
+pub struct ClientSessionConfig {
+    pub epoch: u32,
+    pub seed: u64,
+    pub handshake: ClientHandshakeMode,
+    /// The application, e.g. `live` for `rtmp://host/live/key`.
+    pub app: String,
+    /// The full URL of the application, e.g. `rtmp://127.0.0.1:1935/live`.
+    pub tc_url: String,
+    pub flash_ver: String,
+    /// Outgoing chunk size, announced after the handshake.
+    pub chunk_size: u32,
+    pub window_ack_size: u32,
+    pub limits: DecoderLimits,
+}
+
+impl ClientSessionConfig {
+    pub fn new(app: &str, tc_url: &str) -> ClientSessionConfig {
+        ClientSessionConfig {
+            epoch: 0,
+            seed: 0xc11e47,
+            handshake: ClientHandshakeMode::Plain,
+            app: app.to_owned(),
+            tc_url: tc_url.to_owned(),
+            flash_ver: "FMLE/3.0 (compatible; shardcast)".to_owned(),
+            chunk_size: 4096,
+            window_ack_size: 2_500_000,
+            limits: DecoderLimits::default(),
+        }
+    }
+}
+
+/// What a client session reports.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientEvent {
+    Connected,
+    /// `connect` was answered with `_error`, or a call failed.
+    ConnectFailed {
+        code: String,
+        description: String,
+    },
+    PublishStarted {
+        stream_id: u32,
+    },
+    PlayStarted {
+        stream_id: u32,
+    },
+    /// Any `onStatus` (including the ones that also produced the events above, and errors
+    /// such as `NetStream.Publish.BadName`).
+    Status {
+        stream_id: u32,
+        level: String,
+        code: String,
+        description: String,
+    },
+    Media {
+        kind: MediaKind,
+        timestamp: u32,
+        payload: Bytes,
+    },
+    /// A data message (AMF0 or AMF3 type id kept as received).
+    Data {
+        type_id: u8,
+        timestamp: u32,
+        payload: Bytes,
+    },
+    StreamBegin(u32),
+    StreamEof(u32),
+    StreamDry(u32),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Intent {
+    None,
+    Publish(String),
+    Play(String),
+}
+
+/// Transaction ids of the calls this client makes, one each.
+mod tid {
+    pub const CONNECT: f64 = 1.0;
+    pub const RELEASE_STREAM: f64 = 2.0;
+    pub const FC_PUBLISH: f64 = 3.0;
+    pub const CREATE_STREAM: f64 = 4.0;
+    pub const PUBLISH_OR_PLAY: f64 = 5.0;
+}
+
+pub struct ClientSession {
+    config: ClientSessionConfig,
+    handshake: Option<ClientHandshake>,
+    handshake_input: BytesMut,
+    conn: Connection,
+    connected: bool,
+    intent: Intent,
+    /// The NetStream id the server created for us.
+    stream_id: Option<u32>,
+    events: VecDeque<ClientEvent>,
+}
+
+impl ClientSession {
+    /// A new session; its C0 and C1 are ready in `poll_transmit` at once.
+    pub fn new(config: ClientSessionConfig) -> ClientSession {
+        let mut handshake = ClientHandshake::new(config.epoch, config.seed, config.handshake);
+        let mut conn = Connection::new(config.limits.clone());
+        if let Some(c0c1) = handshake.poll_transmit() {
+            conn.write_raw(&c0c1);
+        }
+        ClientSession {
+            handshake: Some(handshake),
+            handshake_input: BytesMut::new(),
+            conn,
+            connected: false,
+            intent: Intent::None,
+            stream_id: None,
+            events: VecDeque::new(),
+            config,
+        }
+    }
+
+    pub fn feed(&mut self, input: Bytes) -> Result<(), SessionError> {
+        let input = match self.handshake.as_mut() {
+            Some(hs) => {
+                self.handshake_input.extend_from_slice(&input);
+                loop {
+                    let used = hs.feed(&self.handshake_input)?;
+                    let _ = self.handshake_input.split_to(used);
+                    if let Some(out) = hs.poll_transmit() {
+                        self.conn.write_raw(&out);
+                    }
+                    if hs.is_complete() || used == 0 || self.handshake_input.is_empty() {
+                        break;
+                    }
+                }
+                if !hs.is_complete() {
+                    return Ok(());
+                }
+                self.handshake = None;
+                self.on_handshake_complete();
+                self.handshake_input.split().freeze()
+            }
+            None => input,
+        };
+        if !input.is_empty() {
+            self.conn.feed(input);
+        }
+        while let Some(incoming) = self.conn.next_incoming()? {
+            match incoming {
+                Incoming::Message(msg) => self.on_message(msg)?,
+                Incoming::UserControl(event) => match event {
+                    UserControlEvent::StreamBegin(id) => {
+                        self.events.push_back(ClientEvent::StreamBegin(id))
+                    }
+                    UserControlEvent::StreamEof(id) => {
+                        self.events.push_back(ClientEvent::StreamEof(id))
+                    }
+                    UserControlEvent::StreamDry(id) => {
+                        self.events.push_back(ClientEvent::StreamDry(id))
+                    }
+                    _ => {}
+                },
+            }
+        }
+        Ok(())
+    }
+
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+        self.conn.take_output()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected
+    }
+
+    pub fn stream_id(&self) -> Option<u32> {
+        self.stream_id
+    }
+
+    /// Publishes `stream_key` (which may carry `?query`), now or as soon as connected.
+    pub fn publish(&mut self, stream_key: &str) {
+        self.intent = Intent::Publish(stream_key.to_owned());
+        if self.connected {
+            self.start_intent();
+        }
+    }
+
+    /// Plays `stream_key`, now or as soon as connected.
+    pub fn play(&mut self, stream_key: &str) {
+        self.intent = Intent::Play(stream_key.to_owned());
+        if self.connected {
+            self.start_intent();
+        }
+    }
+
+    /// Sends an audio or video message on the published stream.
+    pub fn send_media(&mut self, kind: MediaKind, timestamp: u32, payload: Bytes) {
+        let stream_id = self.stream_id.unwrap_or(SHARED_STREAM_ID);
+        let chunk_stream = match kind {
+            MediaKind::Audio => csid::AUDIO,
+            MediaKind::Video => csid::VIDEO,
+        };
+        let msg = RtmpMessage::new(kind.type_id(), stream_id, timestamp, payload);
+        self.conn.send(chunk_stream, &msg);
+    }
+
+    /// Sends an AMF0 data message body on the published stream.
+    pub fn send_data(&mut self, timestamp: u32, payload: Bytes) {
+        let stream_id = self.stream_id.unwrap_or(SHARED_STREAM_ID);
+        let msg = RtmpMessage::new(MessageType::DataAmf0.id(), stream_id, timestamp, payload);
+        self.conn.send(csid::DATA, &msg);
+    }
+
+    /// Sends `@setDataFrame onMetaData <properties>`, the way encoders set stream metadata.
+    pub fn send_metadata(&mut self, properties: Vec<(String, Amf0Value)>) {
+        let msg = DataMessage {
+            name: SET_DATA_FRAME.to_owned(),
+            values: vec![
+                Amf0Value::String(ON_METADATA.to_owned()),
+                Amf0Value::EcmaArray(properties),
+            ],
+        };
+        self.send_data(0, msg.encode());
+    }
+
+    /// Ends the publish or play politely (`FCUnpublish`, `deleteStream`).
+    pub fn close_stream(&mut self) {
+        let Some(id) = self.stream_id.take() else {
+            return;
+        };
+        if let Intent::Publish(key) = &self.intent {
+            let cmd = Command::new("FCUnpublish", 0.0, Amf0Value::Null).arg(key.as_str());
+            self.send_command(0, &cmd);
+        }
+        let cmd = Command::new("deleteStream", 0.0, Amf0Value::Null).arg(f64::from(id));
+        self.send_command(0, &cmd);
+    }
+
+    /// Sends a Ping Request; `now_ms` is the caller's clock.
+    pub fn send_ping(&mut self, now_ms: u32) {
+        self.conn
+            .send_control(ControlMessage::UserControl(UserControlEvent::PingRequest(
+                now_ms,
+            )));
+    }
+
+    fn send_command(&mut self, stream_id: u32, cmd: &Command) {
+        let chunk_stream = if stream_id == 0 {
+            csid::COMMAND
+        } else {
+            csid::STREAM_COMMAND
+        };
+        self.conn.send(chunk_stream, &cmd.to_message(stream_id));
+    }
+
+    fn on_handshake_complete(&mut self) {
+        self.conn.set_outgoing_chunk_size(self.config.chunk_size);
+        let obj = Amf0Value::Object(vec![
+            ("app".into(), Amf0Value::String(self.config.app.clone())),
+            ("type".into(), Amf0Value::String("nonprivate".into())),
+            (
+                "flashVer".into(),
+                Amf0Value::String(self.config.flash_ver.clone()),
+            ),
+            (
+                "tcUrl".into(),
+                Amf0Value::String(self.config.tc_url.clone()),
+            ),
+            ("fpad".into(), Amf0Value::Boolean(false)),
+            ("capabilities".into(), Amf0Value::Number(15.0)),
+            ("audioCodecs".into(), Amf0Value::Number(4071.0)),
+            ("videoCodecs".into(), Amf0Value::Number(252.0)),
+            ("videoFunction".into(), Amf0Value::Number(1.0)),
+        ]);
+        self.send_command(0, &Command::new("connect", tid::CONNECT, obj));
+    }
+
+    fn start_intent(&mut self) {
+        match self.intent.clone() {
+            Intent::None => {}
+            Intent::Publish(key) => {
+                let release = Command::new("releaseStream", tid::RELEASE_STREAM, Amf0Value::Null)
+                    .arg(key.as_str());
+                self.send_command(0, &release);
+                let fc =
+                    Command::new("FCPublish", tid::FC_PUBLISH, Amf0Value::Null).arg(key.as_str());
+                self.send_command(0, &fc);
+                self.send_command(
+                    0,
+                    &Command::new("createStream", tid::CREATE_STREAM, Amf0Value::Null),
+                );
+            }
+            Intent::Play(_) => {
+                self.send_command(
+                    0,
+                    &Command::new("createStream", tid::CREATE_STREAM, Amf0Value::Null),
+                );
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: RtmpMessage) -> Result<(), SessionError> {
+        match msg.message_type() {
+            Some(MessageType::CommandAmf0 | MessageType::CommandAmf3) => {
+                let cmd = Command::parse(&msg)?;
+                self.on_command(msg.stream_id, cmd);
+            }
+            Some(MessageType::Audio) => self.events.push_back(ClientEvent::Media {
+                kind: MediaKind::Audio,
+                timestamp: msg.timestamp,
+                payload: msg.payload,
+            }),
+            Some(MessageType::Video) => self.events.push_back(ClientEvent::Media {
+                kind: MediaKind::Video,
+                timestamp: msg.timestamp,
+                payload: msg.payload,
+            }),
+            Some(MessageType::DataAmf0 | MessageType::DataAmf3) => {
+                self.events.push_back(ClientEvent::Data {
+                    type_id: msg.type_id,
+                    timestamp: msg.timestamp,
+                    payload: msg.payload,
+                })
+            }
+            Some(MessageType::Aggregate) => {
+                let parts = crate::media::aggregate::split_aggregate(&msg.payload, msg.timestamp)
+                    .map_err(|e| {
+                    SessionError::Protocol(format!("bad aggregate message: {e}"))
+                })?;
+                for part in parts {
+                    let sub =
+                        RtmpMessage::new(part.type_id, msg.stream_id, part.timestamp, part.payload);
+                    self.on_message(sub)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_command(&mut self, stream_id: u32, cmd: Command) {
+        let info = cmd.arg_at(0);
+        let text = |key: &str| {
+            info.and_then(|i| i.get(key))
+                .and_then(Amf0Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        match cmd.name.as_str() {
+            "_result" if cmd.transaction_id == tid::CONNECT => {
+                self.connected = true;
+                self.events.push_back(ClientEvent::Connected);
+                self.start_intent();
+            }
+            "_result" if cmd.transaction_id == tid::CREATE_STREAM => {
+                let Some(id) = info.and_then(Amf0Value::as_f64) else {
+                    return;
+                };
+                let id = id as u32;
+                self.stream_id = Some(id);
+                let call = match &self.intent {
+                    Intent::Publish(key) => {
+                        Command::new("publish", tid::PUBLISH_OR_PLAY, Amf0Value::Null)
+                            .arg(key.as_str())
+                            .arg("live")
+                    }
+                    Intent::Play(key) => {
+                        Command::new("play", tid::PUBLISH_OR_PLAY, Amf0Value::Null)
+                            .arg(key.as_str())
+                            .arg(-2.0)
+                    }
+                    Intent::None => return,
+                };
+                self.send_command(id, &call);
+                if matches!(self.intent, Intent::Play(_)) {
+                    // Players tell the server how much they buffer, as ffmpeg does.
+                    self.conn.send_control(ControlMessage::UserControl(
+                        UserControlEvent::SetBufferLength {
+                            stream_id: id,
+                            buffer_ms: 3000,
+                        },
+                    ));
+                }
+            }
+            "_error" => {
+                self.events.push_back(ClientEvent::ConnectFailed {
+                    code: text("code"),
+                    description: text("description"),
+                });
+            }
+            "onStatus" => {
+                let code = text("code");
+                match code.as_str() {
+                    status::PUBLISH_START => self
+                        .events
+                        .push_back(ClientEvent::PublishStarted { stream_id }),
+                    status::PLAY_START => self
+                        .events
+                        .push_back(ClientEvent::PlayStarted { stream_id }),
+                    _ => {}
+                }
+                self.events.push_back(ClientEvent::Status {
+                    stream_id,
+                    level: text("level"),
+                    code,
+                    description: text("description"),
+                });
+            }
+            _ => {}
+        }
+    }
+}

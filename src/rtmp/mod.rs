@@ -1,0 +1,50 @@
+//! The RTMP protocol as deterministic state machines: bytes in, events and bytes out.
+//!
+//! Nothing in here opens a socket or reads a clock (in the manner of quinn-proto and
+//! rustls); `src/net/` drives these machines with real sockets, and tests drive them with
+//! byte strings. The layers, bottom up:
+//!
+//! - `handshake.rs`: C0/C1/C2 and S0/S1/S2, plain and digest, both roles.
+//! - `message.rs`: the message unit and its type ids; `chunk.rs`: splitting messages into
+//!   chunks and joining them back, including the *shared encoding* every viewer of a stream
+//!   writes unchanged.
+//! - `control.rs`: protocol control and user control messages.
+//! - `amf0.rs`, `amf3.rs`: the value encodings commands and data messages use;
+//!   `command.rs`: commands (`connect`, `publish`, `play`, `onStatus`...) and data messages.
+//! - `connection.rs`: acknowledgements, pings and chunk sizes, shared by both roles.
+//! - `server.rs` and `client.rs`: the two roles as sessions with an event queue and an
+//!   output queue.
+
+pub mod amf0;
+pub mod amf3;
+pub mod chunk;
+pub mod client;
+pub mod command;
+mod connection;
+pub mod control;
+pub mod handshake;
+pub mod message;
+pub mod server;
+
+use thiserror::Error;
+
+pub use chunk::{ChunkDecoder, ChunkEncoder, DecoderLimits};
+pub use client::{ClientEvent, ClientSession, ClientSessionConfig};
+pub use message::{MessageType, RtmpMessage};
+pub use server::{MediaKind, ServerEvent, ServerSession, ServerSessionConfig};
+
+/// Why a session ended: the peer broke the protocol or one of our limits. The connection
+/// that produced it is closed; nothing else is affected.
+#[derive(Debug, Error)]
+pub enum SessionError {
+    #[error("handshake: {0}")]
+    Handshake(#[from] handshake::HandshakeError),
+    #[error("chunk stream: {0}")]
+    Chunk(#[from] chunk::ChunkError),
+    #[error("control message: {0}")]
+    Control(#[from] control::ControlError),
+    #[error("command: {0}")]
+    Command(#[from] command::CommandError),
+    #[error("protocol: {0}")]
+    Protocol(String),
+}

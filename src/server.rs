@@ -1,0 +1,199 @@
+//! Starting and stopping the relay: one pinned glommio executor per shard.
+//!
+//! Before any shard starts, the ingest port is checked with a plain bind (no
+//! SO_REUSEPORT): if another process serves it, the relay refuses to start rather than
+//! silently sharing the port with it. Then each shard's executor is created on its CPU with
+//! a small `io_memory` (the relay does no file DMA), binds the port itself, and reports back
+//! before the relay says it is listening. SIGINT and SIGTERM start a graceful shutdown:
+//! shards stop accepting, tell every client, and the process exits 0 within the configured
+//! bound.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use thiserror::Error;
+
+use crate::config::Config;
+use crate::net::listener::accept_loop;
+use crate::relay::directory::StreamDirectory;
+use crate::relay::mailbox::{Inbox, ShardSender, mailbox};
+use crate::relay::shard::{Shard, ShardMessage};
+
+/// Messages a shard's inbox holds before senders see it as full.
+const INBOX_CAPACITY: usize = 64 * 1024;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(
+        "{addr} is already in use by another process (stop it, or choose another address with --listen)"
+    )]
+    PortInUse { addr: SocketAddr },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Executor(String),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// The locked-memory limit, in bytes (io_uring needs some), or None if unlimited.
+fn memlock_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we own.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } == 0;
+    (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
+}
+
+fn executor_error(shard: usize, cpu: usize, e: impl std::fmt::Display) -> StartError {
+    let memlock = match memlock_limit() {
+        Some(bytes) => format!(
+            " RLIMIT_MEMLOCK is {} KiB; io_uring needs locked memory: raise it with `ulimit -l unlimited`, or LimitMEMLOCK=infinity in the systemd unit (deploy/shardcast.service).",
+            bytes / 1024
+        ),
+        None => String::new(),
+    };
+    StartError::Executor(format!(
+        "cannot start shard {shard} on CPU {cpu}: {e}.{memlock}"
+    ))
+}
+
+/// Runs the relay until SIGINT or SIGTERM. Returns once every shard has finished (or the
+/// shutdown bound has passed).
+pub fn run(config: Config) -> Result<(), StartError> {
+    let addr = config.server.listen;
+    match std::net::TcpListener::bind(addr) {
+        Ok(probe) => drop(probe),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(StartError::PortInUse { addr });
+        }
+        Err(source) => return Err(StartError::Bind { addr, source }),
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shard_count = config.server.shard_count(cpus);
+    let config = Arc::new(config);
+    let directory = Arc::new(StreamDirectory::new());
+    let started = Instant::now();
+    let (senders, inboxes): (Vec<ShardSender<ShardMessage>>, Vec<Inbox<ShardMessage>>) =
+        (0..shard_count).map(|_| mailbox(INBOX_CAPACITY)).unzip();
+
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(StartError::Signals)?;
+
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    let mut handles = Vec::new();
+    for (id, inbox) in inboxes.into_iter().enumerate() {
+        let cpu = config.server.cpu_for_shard(id);
+        let config = config.clone();
+        let senders = senders.clone();
+        let directory = directory.clone();
+        let ready = ready_tx.clone();
+        let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{id}"))
+            .io_memory(config.server.io_memory);
+        let handle = builder
+            .spawn(move || async move {
+                let shard = Rc::new(Shard::new(id, config, senders, directory, started));
+                shard_main(shard, inbox, ready).await;
+            })
+            .map_err(|e| executor_error(id, cpu, e))?;
+        handles.push(handle);
+    }
+    drop(ready_tx);
+    for _ in 0..shard_count {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => {
+                shutdown(&senders);
+                return Err(StartError::Executor(message));
+            }
+            Err(_) => {
+                return Err(StartError::Executor(
+                    "a shard stopped before it was ready (see the log above)".into(),
+                ));
+            }
+        }
+    }
+    tracing::info!(%addr, shards = shard_count, "shardcast listening");
+
+    if let Some(signal) = signals.forever().next() {
+        tracing::info!(signal, "shutting down");
+    }
+    shutdown(&senders);
+    let deadline = Instant::now() + config.server.shutdown_timeout() + Duration::from_millis(500);
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for h in handles {
+            let _ = h.join();
+        }
+        let _ = done_tx.send(());
+    });
+    if done_rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .is_err()
+    {
+        tracing::warn!("shards did not finish within the shutdown timeout; exiting anyway");
+    }
+    Ok(())
+}
+
+fn shutdown(senders: &[ShardSender<ShardMessage>]) {
+    for tx in senders {
+        let _ = tx.send(ShardMessage::Shutdown);
+    }
+}
+
+async fn shard_main(
+    shard: Rc<Shard>,
+    inbox: Inbox<ShardMessage>,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let addr = shard.config.server.listen;
+    let listener = match glommio::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "shard {} cannot listen on {addr}: {e}",
+                shard.id
+            )));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
+    let inbox_shard = shard.clone();
+    glommio::spawn_local(async move {
+        let mut batch = Vec::with_capacity(256);
+        loop {
+            batch.clear();
+            if !inbox.recv_batch(&mut batch, 256).await {
+                break;
+            }
+            for msg in batch.drain(..) {
+                inbox_shard.handle_message(msg);
+            }
+        }
+    })
+    .detach();
+    // Run until shutdown starts, then until the last connection has gone (or the bound).
+    while !shard.shutting_down.get() {
+        shard.stop_accepting.wait().await;
+    }
+    let deadline = Instant::now() + shard.config.server.shutdown_timeout();
+    while !shard.connections.borrow().is_empty() && Instant::now() < deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        futures_lite::future::or(shard.connection_closed.wait(), glommio::timer::sleep(left)).await;
+    }
+}
