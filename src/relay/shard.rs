@@ -355,13 +355,12 @@ impl Shard {
                 Claim::New => {}
                 _ => state.origin.continue_from(clock.last_timestamp()),
             }
-            if let Some(previous) = state.publisher.replace(conn_id) {
-                if previous != conn_id {
-                    if let Some(old) = self.connections.borrow().get(&previous) {
-                        old.borrow_mut()
-                            .close(format!("taken over by a new publisher from {addr}"));
-                    }
-                }
+            if let Some(previous) = state.publisher.replace(conn_id)
+                && previous != conn_id
+                && let Some(old) = self.connections.borrow().get(&previous)
+            {
+                old.borrow_mut()
+                    .close(format!("taken over by a new publisher from {addr}"));
             }
         }
         stream.borrow_mut().subscribed_to = None;
@@ -543,10 +542,10 @@ impl Shard {
         }
         let name: StreamName = format!("{app_name}/{key}").into();
         let stream = self.local_stream(&name);
-        if !self.origins.borrow().contains_key(&name) {
-            if let Some(origin) = self.directory.origin(&name) {
-                self.subscribe(&stream, origin);
-            }
+        if !self.origins.borrow().contains_key(&name)
+            && let Some(origin) = self.directory.origin(&name)
+        {
+            self.subscribe(&stream, origin);
         }
         let live = stream.borrow().live;
         {
@@ -601,10 +600,10 @@ impl Shard {
                     let Some(state) = origins.get_mut(&stream) else {
                         // No longer the origin: point the subscriber at the current one.
                         drop(origins);
-                        if let Some(origin) = self.directory.origin(&stream) {
-                            if origin != self.id {
-                                self.send(shard, ShardMessage::OriginMoved { stream, origin });
-                            }
+                        if let Some(origin) = self.directory.origin(&stream)
+                            && origin != self.id
+                        {
+                            self.send(shard, ShardMessage::OriginMoved { stream, origin });
                         }
                         return;
                     };
@@ -670,14 +669,13 @@ impl Shard {
             }
             ShardMessage::OriginMoved { stream, origin } => {
                 // If this shard was the origin, its publisher (if any) has been replaced.
-                if let Some(state) = self.origins.borrow_mut().remove(&stream) {
-                    if let Some(conn) = state.publisher {
-                        if let Some(p) = self.connections.borrow().get(&conn) {
-                            let mut p = p.borrow_mut();
-                            p.role = Role::Idle;
-                            p.close("taken over by a new publisher on another core");
-                        }
-                    }
+                let removed = self.origins.borrow_mut().remove(&stream);
+                if let Some(conn) = removed.and_then(|state| state.publisher)
+                    && let Some(p) = self.connections.borrow().get(&conn)
+                {
+                    let mut p = p.borrow_mut();
+                    p.role = Role::Idle;
+                    p.close("taken over by a new publisher on another core");
                 }
                 let local = self.streams.borrow().get(&stream).cloned();
                 if let Some(local) = local {

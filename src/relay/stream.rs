@@ -235,8 +235,8 @@ impl LocalStream {
         let mut p = peer.borrow_mut();
         p.session.accept_play(stream_id, true, false);
         p.queue_session_output();
-        // Codec headers and metadata are re-encoded at the time the viewer starts at, so
-        // its timestamps never go backwards even when a header was re-sent mid-stream.
+        // Codec headers are re-encoded at the time the viewer starts at, so its timestamps
+        // never go backwards even when a header was re-sent mid-stream.
         let start_ts = self
             .gop
             .as_ref()
@@ -245,15 +245,20 @@ impl LocalStream {
             .unwrap_or(0);
         let chunk_size = self.settings.chunk_size;
         let restamp =
-            |f: &Frame, type_id: u8| encode_shared(type_id, start_ts, &f.payload, chunk_size);
+            |f: &Frame, type_id: u8, ts: u32| encode_shared(type_id, ts, &f.payload, chunk_size);
+        // Metadata goes at time 0: players (ffmpeg's FLV reader among them) take an
+        // `onMetaData` stamped later for a text track.
         if let Some(m) = &self.metadata {
-            p.queue.push_pending(restamp(m, MessageType::DataAmf0.id()));
+            p.queue
+                .push_pending(restamp(m, MessageType::DataAmf0.id(), 0));
         }
         if let Some(h) = &self.video_header {
-            p.queue.push_pending(restamp(h, MessageType::Video.id()));
+            p.queue
+                .push_pending(restamp(h, MessageType::Video.id(), start_ts));
         }
         if let Some(h) = &self.audio_header {
-            p.queue.push_pending(restamp(h, MessageType::Audio.id()));
+            p.queue
+                .push_pending(restamp(h, MessageType::Audio.id(), start_ts));
         }
         if let Some(gop) = &self.gop {
             for c in gop.iter() {

@@ -299,15 +299,13 @@ impl ViewerQueue {
                         self.advance_skipped(seq);
                         return false;
                     }
+                    self.advance_skipped(seq);
                     if keyframe {
                         self.skip_video = false;
                     }
-                    self.advance_skipped(seq);
                     self.cursor = seq + 1;
-                    if !done {
-                        if let Some(RingEntry::Frame(f)) = ring.get(seq) {
-                            self.partial = Some(f.bytes.slice(took..));
-                        }
+                    if !done && let Some(RingEntry::Frame(f)) = ring.get(seq) {
+                        self.partial = Some(f.bytes.slice(took..));
                     }
                 }
             }

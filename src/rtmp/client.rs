@@ -124,7 +124,7 @@ impl ClientSession {
     /// A new session; its C0 and C1 are ready in `poll_transmit` at once.
     pub fn new(config: ClientSessionConfig) -> ClientSession {
         let mut handshake = ClientHandshake::new(config.epoch, config.seed, config.handshake);
-        let mut conn = Connection::new(config.limits.clone());
+        let mut conn = Connection::new(config.limits);
         if let Some(c0c1) = handshake.poll_transmit() {
             conn.write_raw(&c0c1);
         }

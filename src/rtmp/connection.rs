@@ -72,11 +72,12 @@ impl Connection {
                 Some(ControlMessage::SetChunkSize(_) | ControlMessage::Abort { .. }) => {}
                 Some(ControlMessage::Acknowledgement { .. }) => {}
                 Some(ControlMessage::WindowAckSize(size)) => self.peer_window = size,
-                Some(ControlMessage::SetPeerBandwidth { size, .. }) => {
-                    if size != self.announced_window {
-                        self.send_window_ack_size(size);
-                    }
+                Some(ControlMessage::SetPeerBandwidth { size, .. })
+                    if size != self.announced_window =>
+                {
+                    self.send_window_ack_size(size);
                 }
+                Some(ControlMessage::SetPeerBandwidth { .. }) => {}
                 Some(ControlMessage::UserControl(UserControlEvent::PingRequest(t))) => {
                     self.send_control(ControlMessage::UserControl(UserControlEvent::PingResponse(
                         t,

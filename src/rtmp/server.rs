@@ -202,7 +202,7 @@ impl ServerSession {
         ServerSession {
             handshake: Some(ServerHandshake::new(config.epoch, config.seed)),
             handshake_input: BytesMut::new(),
-            conn: Connection::new(config.limits.clone()),
+            conn: Connection::new(config.limits),
             connect: ConnectState::AwaitingConnect,
             app: String::new(),
             streams: Vec::new(),
@@ -748,8 +748,9 @@ impl ServerSession {
         self.send_command(stream_id, &on_status("error", code, description));
     }
 
-    /// Starts a requested play: Stream Begin, `Play.Reset` (when asked), `Play.Start`,
-    /// `|RtmpSampleAccess` and `NetStream.Data.Start`. The relay sends metadata, sequence
+    /// Starts a requested play: Stream Begin, `Play.Reset` (when asked), `Play.Start` and
+    /// `|RtmpSampleAccess`. (No `NetStream.Data.Start` data message: players such as
+    /// ffmpeg would open an empty data track for it.) The relay sends metadata, sequence
     /// headers and media after this. `recorded` marks a pre-recorded stream.
     pub fn accept_play(&mut self, stream_id: u32, reset: bool, recorded: bool) {
         let Some(stream) = self.stream_mut(stream_id) else {
@@ -784,14 +785,6 @@ impl ServerSession {
             super::amf0::encode(&v, &mut access);
         }
         self.send_data(stream_id, 0, Bytes::from(access));
-        let data_start = DataMessage {
-            name: "onStatus".into(),
-            values: vec![Amf0Value::Object(vec![(
-                "code".into(),
-                Amf0Value::String(status::DATA_START.into()),
-            )])],
-        };
-        self.send_data(stream_id, 0, data_start.encode());
     }
 
     /// Refuses a play (`code` is usually `NetStream.Play.StreamNotFound`).
