@@ -137,6 +137,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     std::thread::spawn(move || {
         for h in handles {
             let _ = h.join();
+            tracing::debug!("shard thread joined");
         }
         let _ = done_tx.send(());
     });
@@ -188,12 +189,11 @@ async fn shard_main(
     })
     .detach();
     // Run until shutdown starts, then until the last connection has gone (or the bound).
-    while !shard.shutting_down.get() {
-        shard.stop_accepting.wait().await;
-    }
+    shard.shutting_down.wait().await;
     let deadline = Instant::now() + shard.config.server.shutdown_timeout();
     while !shard.connections.borrow().is_empty() && Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
         futures_lite::future::or(shard.connection_closed.wait(), glommio::timer::sleep(left)).await;
     }
+    tracing::debug!(shard = shard.id, "shard finished");
 }

@@ -16,7 +16,7 @@ use crate::relay::shard::Shard;
 pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
-            shard.stop_accepting.wait().await;
+            shard.shutting_down.wait().await;
             None
         })
         .await;

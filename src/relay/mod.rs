@@ -9,6 +9,7 @@
 //! - `stream.rs`: a stream on one shard: its ring, GOP and headers, viewers, fan-out task.
 //! - `viewer.rs`: one viewer's write queue and cursor; the vectored flush.
 //! - `peer.rs`: one client connection as the relay sees it.
+//! - `signal.rs`: wake-ups between the tasks of one shard.
 
 pub mod directory;
 pub mod frame;
@@ -16,5 +17,6 @@ pub mod mailbox;
 pub mod origin;
 pub mod peer;
 pub mod shard;
+pub mod signal;
 pub mod stream;
 pub mod viewer;

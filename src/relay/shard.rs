@@ -30,7 +30,8 @@ use super::frame::{RingEntry, StreamEvent};
 use super::mailbox::{SendError, ShardId, ShardSender};
 use super::origin::Origin;
 use super::peer::{PeerRef, Role};
-use super::stream::{LocalStream, Signal, StreamSettings, StreamSnapshot, fan_out};
+use super::signal::{Latch, Signal};
+use super::stream::{LocalStream, StreamSettings, StreamSnapshot, fan_out};
 use crate::config::{AppConfig, Config};
 use crate::media::gop_cache::GopCacheLimits;
 use crate::rtmp::MediaKind;
@@ -87,9 +88,8 @@ pub struct Shard {
     origins: RefCell<HashMap<StreamName, OriginState>>,
     pub connections: RefCell<HashMap<ConnId, PeerRef>>,
     next_conn: Cell<u64>,
-    pub shutting_down: Cell<bool>,
-    /// Notified when shutdown starts: the accept loop stops.
-    pub stop_accepting: Rc<Signal>,
+    /// Set when shutdown starts: the accept loop stops, the shard winds down.
+    pub shutting_down: Latch,
     /// Notified when a connection ends: shutdown waits for the last one.
     pub connection_closed: Rc<Signal>,
 }
@@ -112,8 +112,7 @@ impl Shard {
             origins: RefCell::new(HashMap::new()),
             connections: RefCell::new(HashMap::new()),
             next_conn: Cell::new(1),
-            shutting_down: Cell::new(false),
-            stop_accepting: Rc::new(Signal::default()),
+            shutting_down: Latch::default(),
             connection_closed: Rc::new(Signal::default()),
         }
     }
@@ -688,10 +687,10 @@ impl Shard {
 
     /// Graceful shutdown: stop accepting, tell every client, close them.
     pub fn begin_shutdown(&self) {
-        if self.shutting_down.replace(true) {
+        if self.shutting_down.is_set() {
             return;
         }
-        self.stop_accepting.notify();
+        self.shutting_down.set();
         let peers: Vec<PeerRef> = self.connections.borrow().values().cloned().collect();
         for peer in peers {
             let mut p = peer.borrow_mut();

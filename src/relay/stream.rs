@@ -13,15 +13,14 @@
 //! drains; a viewer over its backlog limits skips video to the next keyframe; one that stays
 //! behind past `lag_disconnect_ms` is disconnected. None of this touches the publisher.
 
-use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
+use std::cell::RefCell;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::directory::StreamName;
 use super::frame::{Frame, FrameKind, FrameRing, RingEntry, StreamEvent};
 use super::peer::PeerRef;
+use super::signal::Signal;
 use super::viewer::{FlushOutcome, FlushScratch};
 use crate::media::gop_cache::{CachedMessage, GopCache, GopCacheLimits};
 use crate::rtmp::chunk::encode_shared;
@@ -35,34 +34,6 @@ thread_local! {
 /// Runs `f` with this thread's flush scratch.
 pub fn with_scratch<R>(f: impl FnOnce(&mut FlushScratch) -> R) -> R {
     SCRATCH.with(|s| f(&mut s.borrow_mut()))
-}
-
-/// A one-slot, single-thread wake-up: `notify` sets it, `wait` consumes it.
-#[derive(Default)]
-pub struct Signal {
-    set: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Signal {
-    pub fn notify(&self) {
-        self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-
-    pub async fn wait(&self) {
-        poll_fn(|cx| {
-            if self.set.replace(false) {
-                Poll::Ready(())
-            } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-        .await
-    }
 }
 
 /// Per-application settings a stream needs on every shard.
