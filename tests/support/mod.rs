@@ -77,7 +77,8 @@ pub fn ffmpeg_publish(url: &str, seconds: u32, realtime: bool) -> Command {
     cmd
 }
 
-/// ffmpeg playing `url` and writing one line per decoded frame (framecrc) to stdout.
+/// ffmpeg playing `url` and writing one line per decoded frame (framecrc) to stdout:
+/// stream 0 is the video, stream 1 the audio.
 pub fn ffmpeg_play(url: &str) -> Command {
     let mut cmd = tool("ffmpeg");
     cmd.args([
@@ -90,7 +91,9 @@ pub fn ffmpeg_play(url: &str) -> Command {
         "-i",
         url,
         "-map",
-        "0",
+        "0:v:0",
+        "-map",
+        "0:a:0",
         "-f",
         "framecrc",
         "-",
@@ -98,7 +101,7 @@ pub fn ffmpeg_play(url: &str) -> Command {
     cmd
 }
 
-/// Counts framecrc lines per stream index: (stream 0 frames, stream 1 frames).
+/// Counts framecrc lines per stream: (video frames, audio frames).
 pub fn framecrc_counts(stdout: &[u8]) -> (usize, usize) {
     let text = String::from_utf8_lossy(stdout);
     let mut counts = (0, 0);
