@@ -83,9 +83,12 @@ fn main() -> ExitCode {
             }
         },
     };
+    // Colours only on a terminal: log files and journald get plain lines.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(ansi)
         .init();
     match shardcast::server::run(config) {
         Ok(()) => ExitCode::SUCCESS,
