@@ -80,14 +80,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, addr: SocketAddr) {
     shard.connections.borrow_mut().insert(id, peer.clone());
     tracing::debug!(shard = shard.id, peer = %addr, "connection accepted");
     let reason = drive(&shard, &peer, stream).await;
-    let (role, name, sent, dropped) = {
+    let ((role, name), sent, dropped) = {
         let p = peer.borrow();
-        (
-            p.role_name(),
-            p.stream_name().map(|n| n.to_string()).unwrap_or_default(),
-            p.queue.bytes_sent,
-            p.queue.dropped_frames,
-        )
+        (p.describe(), p.queue.bytes_sent, p.queue.dropped_frames)
     };
     shard.leave(&peer);
     shard.connections.borrow_mut().remove(&id);

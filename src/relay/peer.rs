@@ -56,6 +56,8 @@ pub struct Peer {
     pub behind_since: Option<Instant>,
     /// The connection task's waker, for the fan-out and the shard to get its attention.
     pub waker: Option<Waker>,
+    /// What this peer last was ("publisher live/key"), for the log line when it closes.
+    pub last_role: Option<(&'static str, StreamName)>,
 }
 
 pub type PeerRef = Rc<RefCell<Peer>>;
@@ -73,7 +75,21 @@ impl Peer {
             close_reason: None,
             behind_since: None,
             waker: None,
+            last_role: None,
         }
+    }
+
+    /// Gives the peer its role, remembering it for the closing log line.
+    pub fn set_role(&mut self, role: Role) {
+        if let Role::Publisher { name, .. } | Role::Viewer { name, .. } = &role {
+            let what = if matches!(role, Role::Publisher { .. }) {
+                "publisher"
+            } else {
+                "viewer"
+            };
+            self.last_role = Some((what, name.clone()));
+        }
+        self.role = role;
     }
 
     /// Moves what the session wants to send into the write queue.
@@ -97,18 +113,11 @@ impl Peer {
         }
     }
 
-    pub fn stream_name(&self) -> Option<&StreamName> {
-        match &self.role {
-            Role::Idle => None,
-            Role::Publisher { name, .. } | Role::Viewer { name, .. } => Some(name),
-        }
-    }
-
-    pub fn role_name(&self) -> &'static str {
-        match self.role {
-            Role::Idle => "client",
-            Role::Publisher { .. } => "publisher",
-            Role::Viewer { .. } => "viewer",
+    /// The role and stream this peer had (or has), for logs.
+    pub fn describe(&self) -> (&'static str, String) {
+        match &self.last_role {
+            Some((what, name)) => (what, name.to_string()),
+            None => ("client", String::new()),
         }
     }
 }

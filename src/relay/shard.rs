@@ -405,11 +405,11 @@ impl Shard {
             let mut p = peer.borrow_mut();
             p.session.accept_publish(stream_id);
             p.queue_session_output();
-            p.role = Role::Publisher {
+            p.set_role(Role::Publisher {
                 name: name.clone(),
                 stream_id,
                 clock,
-            };
+            });
         }
         self.start_waiting(&stream);
     }
@@ -549,12 +549,12 @@ impl Shard {
         let live = stream.borrow().live;
         {
             let mut p = peer.borrow_mut();
-            p.role = Role::Viewer {
+            p.set_role(Role::Viewer {
                 name: name.clone(),
                 stream_id,
                 stream: stream.clone(),
                 waiting_since: (!live).then(Instant::now),
-            };
+            });
         }
         if live {
             stream.borrow_mut().start_viewer(peer, stream_id);
