@@ -2,19 +2,35 @@
 //!
 //! One media message's way from a publisher's socket to a viewer's:
 //!
-//! 1. `src/rtmp/handshake.rs` has completed the handshake; the publisher's bytes go into its
-//!    `ServerSession` (`src/rtmp/server.rs`), whose `ChunkDecoder` (`src/rtmp/chunk.rs`)
-//!    joins chunks into a message. A message that arrived in one chunk is a zero-copy slice
-//!    of the read buffer. Aggregates are split by `src/media/aggregate.rs`.
-//! 2. The session emits `ServerEvent::Media`. `src/media/codec.rs` tells whether it is a
-//!    keyframe or a sequence header.
-//! 3. `chunk::encode_shared` encodes it **once** into one `Bytes`: format-0 header, format-3
-//!    continuations, fixed chunk stream ids, message stream id 1, so every viewer can write
-//!    the same bytes. The GOP cache (`src/media/gop_cache.rs`) keeps that handle for viewers
-//!    who join later.
+//! 1. **Accept.** Every shard (one pinned glommio executor per core, started by
+//!    `src/server.rs`) listens on the ingest port with SO_REUSEPORT
+//!    (`src/net/listener.rs`); the kernel picked this shard for the encoder's connection.
+//! 2. **Read.** `src/net/connection.rs` reads the socket into a `Bytes` and feeds the
+//!    connection's `ServerSession` (`src/rtmp/server.rs`). The handshake
+//!    (`src/rtmp/handshake.rs`) is long done; the `ChunkDecoder` (`src/rtmp/chunk.rs`) joins
+//!    chunks into an `RtmpMessage` (`src/rtmp/message.rs`) — a message that arrived in one
+//!    chunk is a zero-copy slice of the read buffer — and `src/rtmp/connection.rs` answers
+//!    the control traffic (acknowledgements, pings) on the way. Aggregate messages are split
+//!    by `src/media/aggregate.rs`. The session emits `ServerEvent::Media`.
+//! 3. **Encode once.** The connection task hands the message to its shard
+//!    (`src/relay/shard.rs`), the stream's origin. `src/relay/origin.rs` fixes the timestamp
+//!    viewers see, asks `src/media/codec.rs` whether it is a keyframe or a sequence header,
+//!    and encodes it **once** with `chunk::encode_shared` into one `Bytes`: a `Frame`
+//!    (`src/relay/frame.rs`).
+//! 4. **Cross cores.** For each other shard that has viewers of the stream, the origin puts
+//!    the `Frame` (a handle on the same bytes) into that shard's bounded mailbox
+//!    (`src/relay/mailbox.rs`) and rings its doorbell once per batch; only the handle
+//!    travels, once per shard, never once per viewer.
+//! 5. **Fan out.** On every shard the frame joins the stream's ring and GOP cache
+//!    (`src/relay/stream.rs`, `src/media/gop_cache.rs`), and the stream's fan-out task walks
+//!    its viewers: each viewer's `ViewerQueue` (`src/relay/viewer.rs`) gathers what it is
+//!    owed — the same shared buffers — into one `iovec` array, and `src/net/vectored.rs`
+//!    hands it to the kernel with one `sendmsg`. A viewer whose socket is full is handed to
+//!    its own connection task (`src/relay/peer.rs`, `src/net/connection.rs`), which parks
+//!    on writability; nothing a viewer does slows the publisher or another viewer.
 //!
-//! The relay's shards, stream table and fan-out (`src/relay/`) and the glommio socket
-//! drivers (`src/net/`) complete the path; they are being built (see the README).
+//! `src/config.rs` is the configuration file's schema; `loadtest/` is the bundled load
+//! generator, built on the client role (`src/rtmp/client.rs`).
 
 pub mod config;
 pub mod media;
