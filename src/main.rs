@@ -83,9 +83,11 @@ fn main() -> ExitCode {
             }
         },
     };
-    // Colours only on a terminal: log files and journald get plain lines.
+    // Logs go to stderr (stdout is for `--check-config`'s verdict). Colours only on a
+    // terminal: log files and journald get plain lines.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi)
