@@ -1,0 +1,453 @@
+//! The command line, scenario files, and the settings of one run they resolve to.
+//!
+//! Every option can be given on the command line or in a scenario file
+//! (`loadtest/scenarios/*.toml`, keys spelled with underscores: `--verify-every` is
+//! `verify_every`). The command line wins over the scenario, and the scenario over the
+//! defaults shown in `--help`.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser};
+use serde::Deserialize;
+
+use crate::source::SyntheticSettings;
+
+/// Load generator for RTMP relays: publishes P streams and plays each with V viewers,
+/// then reports connect time, time to first keyframe, relay latency, loss and throughput.
+#[derive(Parser, Debug)]
+#[command(name = "shardcast-load", version, about)]
+pub struct Cli {
+    /// Scenario file (TOML) with defaults for any option below; options given here win.
+    #[arg(long, value_name = "FILE")]
+    pub scenario: Option<PathBuf>,
+    #[command(flatten)]
+    pub knobs: Knobs,
+}
+
+/// The options a run takes, each optional so a scenario file and the command line can be
+/// layered.
+#[derive(Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Knobs {
+    /// Publish URL template; `{n}` becomes the stream number (0..streams).
+    /// [default: rtmp://127.0.0.1:1935/live/load-{n}]
+    #[arg(long, value_name = "TEMPLATE")]
+    pub url: Option<String>,
+    /// Play URL template, when viewers play from elsewhere (an edge) than publishers push
+    /// to. [default: the publish URL]
+    #[arg(long, value_name = "TEMPLATE")]
+    pub play_url: Option<String>,
+    /// Number of streams, each with its own publisher. [default: 1]
+    #[arg(long, value_name = "P")]
+    pub streams: Option<u32>,
+    /// Viewers per stream. [default: 10]
+    #[arg(long, value_name = "V")]
+    pub viewers: Option<u32>,
+    /// Viewers started per second, over all streams. [default: 200]
+    #[arg(long, value_name = "R")]
+    pub ramp: Option<f64>,
+    /// How long the run lasts from the first publish, e.g. 10s, 2m. [default: 10s]
+    #[arg(long, value_name = "TIME")]
+    pub duration: Option<String>,
+    /// Executor threads. [default: all cores]
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// What publishers send: `synthetic`, or the path of an FLV file to loop.
+    /// [default: synthetic]
+    #[arg(long, value_name = "SOURCE")]
+    pub source: Option<String>,
+    /// Synthetic source: total bitrate, e.g. 2500k, 6M. [default: 2500k]
+    #[arg(long, value_name = "RATE")]
+    pub bitrate: Option<String>,
+    /// Synthetic source: frames per second. [default: 30]
+    #[arg(long, value_name = "FPS")]
+    pub fps: Option<u32>,
+    /// Synthetic source: keyframe interval, e.g. 2s, 500ms. [default: 2s]
+    #[arg(long, value_name = "TIME")]
+    pub gop: Option<String>,
+    /// Every K-th viewer verifies whole payloads (checksums) through the library's full
+    /// decoder; the others walk chunk headers only. 1 makes every viewer verify.
+    /// [default: 50]
+    #[arg(long, value_name = "K")]
+    pub verify_every: Option<u32>,
+    /// A viewer whose last media timestamp is this far behind its publisher's at the end
+    /// counts as lagging. [default: 2s]
+    #[arg(long, value_name = "TIME")]
+    pub lag_threshold: Option<String>,
+    /// Time allowed for TCP connect, handshake, connect and play to succeed. [default: 10s]
+    #[arg(long, value_name = "TIME")]
+    pub connect_timeout: Option<String>,
+    /// Write the whole report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Sample this server process's CPU time and memory from /proc (repeatable, e.g. one
+    /// per process when the relay runs several).
+    #[arg(long = "server-pid", value_name = "PID")]
+    #[serde(default)]
+    pub server_pid: Vec<u32>,
+    /// No progress line while running.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_progress: bool,
+}
+
+impl Knobs {
+    /// `self` with every option it lacks taken from `base`.
+    fn over(self, base: Knobs) -> Knobs {
+        Knobs {
+            url: self.url.or(base.url),
+            play_url: self.play_url.or(base.play_url),
+            streams: self.streams.or(base.streams),
+            viewers: self.viewers.or(base.viewers),
+            ramp: self.ramp.or(base.ramp),
+            duration: self.duration.or(base.duration),
+            threads: self.threads.or(base.threads),
+            source: self.source.or(base.source),
+            bitrate: self.bitrate.or(base.bitrate),
+            fps: self.fps.or(base.fps),
+            gop: self.gop.or(base.gop),
+            verify_every: self.verify_every.or(base.verify_every),
+            lag_threshold: self.lag_threshold.or(base.lag_threshold),
+            connect_timeout: self.connect_timeout.or(base.connect_timeout),
+            json: self.json.or(base.json),
+            server_pid: if self.server_pid.is_empty() {
+                base.server_pid
+            } else {
+                self.server_pid
+            },
+            no_progress: self.no_progress || base.no_progress,
+        }
+    }
+}
+
+/// A scenario file: the options, plus a description for the report.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(flatten)]
+    knobs: Knobs,
+}
+
+/// Where an RTMP URL points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtmpUrl {
+    /// `host:port` as written (with 1935 added when absent).
+    pub authority: String,
+    pub addr: SocketAddr,
+    pub app: String,
+    pub key: String,
+}
+
+impl RtmpUrl {
+    pub fn tc_url(&self) -> String {
+        format!("rtmp://{}/{}", self.authority, self.app)
+    }
+}
+
+impl std::fmt::Display for RtmpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rtmp://{}/{}/{}", self.authority, self.app, self.key)
+    }
+}
+
+/// Parses `rtmp://host[:port]/app/key` and resolves the host.
+pub fn parse_rtmp_url(url: &str) -> Result<RtmpUrl, String> {
+    let rest = url
+        .strip_prefix("rtmp://")
+        .ok_or_else(|| format!("{url}: only rtmp:// URLs are supported"))?;
+    let (authority, path) = rest
+        .split_once('/')
+        .ok_or_else(|| format!("{url}: expected rtmp://host[:port]/app/key"))?;
+    let (app, key) = path
+        .split_once('/')
+        .filter(|(app, key)| !app.is_empty() && !key.is_empty())
+        .ok_or_else(|| format!("{url}: expected rtmp://host[:port]/app/key"))?;
+    let has_port = authority.rsplit_once(':').is_some_and(|(host, port)| {
+        (!host.contains(':') || host.ends_with(']')) && port.parse::<u16>().is_ok()
+    });
+    let authority = if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:1935")
+    };
+    let addr = authority
+        .to_socket_addrs()
+        .map_err(|e| format!("{url}: cannot resolve {authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: {authority} resolves to no address"))?;
+    Ok(RtmpUrl {
+        authority,
+        addr,
+        app: app.to_owned(),
+        key: key.to_owned(),
+    })
+}
+
+/// "10s", "500ms", "2m", "1.5s", or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let (number, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration (try 10s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(format!("{text:?} is not a duration"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// "2500k", "6M", "800000": bits per second.
+pub fn parse_bitrate(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (number, scale) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1e9),
+        _ => (t, 1.0),
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a bitrate (try 2500k or 6M)"))?;
+    let bps = value * scale;
+    if !(bps.is_finite() && bps >= 1000.0) {
+        return Err(format!("bitrate {text:?} is below 1k"));
+    }
+    Ok(bps as u64)
+}
+
+#[derive(Clone, Debug)]
+pub enum SourceSpec {
+    Synthetic(SyntheticSettings),
+    File(PathBuf),
+}
+
+/// Everything a run needs, resolved and checked.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub scenario: Option<String>,
+    pub description: Option<String>,
+    pub publish_urls: Vec<RtmpUrl>,
+    pub play_urls: Vec<RtmpUrl>,
+    pub viewers_per_stream: u32,
+    pub ramp_per_second: f64,
+    pub duration: Duration,
+    pub threads: usize,
+    pub source: SourceSpec,
+    pub verify_every: u32,
+    pub lag_threshold: Duration,
+    pub connect_timeout: Duration,
+    pub json: Option<PathBuf>,
+    pub server_pids: Vec<u32>,
+    pub progress: bool,
+}
+
+impl Settings {
+    pub fn streams(&self) -> usize {
+        self.publish_urls.len()
+    }
+
+    pub fn total_viewers(&self) -> usize {
+        self.streams() * self.viewers_per_stream as usize
+    }
+
+    pub fn from_cli(cli: Cli) -> Result<Settings, String> {
+        let (description, knobs) = match &cli.scenario {
+            Some(path) => {
+                let file = load_scenario(path)?;
+                (file.description, cli.knobs.over(file.knobs))
+            }
+            None => (None, cli.knobs),
+        };
+        Settings::resolve(
+            cli.scenario.as_deref().map(|p| p.display().to_string()),
+            description,
+            knobs,
+        )
+    }
+
+    fn resolve(
+        scenario: Option<String>,
+        description: Option<String>,
+        k: Knobs,
+    ) -> Result<Settings, String> {
+        let url = k
+            .url
+            .unwrap_or_else(|| "rtmp://127.0.0.1:1935/live/load-{n}".to_owned());
+        let play_url = k.play_url.unwrap_or_else(|| url.clone());
+        let streams = k.streams.unwrap_or(1);
+        if streams == 0 {
+            return Err("--streams must be at least 1".into());
+        }
+        if streams > 1 && !url.contains("{n}") {
+            return Err(format!(
+                "--url {url:?} has no {{n}}: with {streams} streams every publisher would use the same key"
+            ));
+        }
+        let expand = |template: &str| -> Result<Vec<RtmpUrl>, String> {
+            (0..streams)
+                .map(|n| parse_rtmp_url(&template.replace("{n}", &n.to_string())))
+                .collect()
+        };
+        let publish_urls = expand(&url)?;
+        let play_urls = expand(&play_url)?;
+        let ramp = k.ramp.unwrap_or(200.0);
+        if !(ramp.is_finite() && ramp > 0.0) {
+            return Err(format!(
+                "--ramp must be a positive number of viewers per second, got {ramp}"
+            ));
+        }
+        let duration = parse_duration(k.duration.as_deref().unwrap_or("10s"))
+            .map_err(|e| format!("--duration: {e}"))?;
+        if duration < Duration::from_millis(500) {
+            return Err("--duration must be at least 500ms".into());
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = k.threads.unwrap_or(cores);
+        if threads == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        let source = match k.source.as_deref().unwrap_or("synthetic") {
+            "synthetic" => {
+                let bitrate = parse_bitrate(k.bitrate.as_deref().unwrap_or("2500k"))
+                    .map_err(|e| format!("--bitrate: {e}"))?;
+                let fps = k.fps.unwrap_or(30);
+                if !(1..=240).contains(&fps) {
+                    return Err(format!("--fps must be between 1 and 240, got {fps}"));
+                }
+                let gop = parse_duration(k.gop.as_deref().unwrap_or("2s"))
+                    .map_err(|e| format!("--gop: {e}"))?;
+                if gop.is_zero() {
+                    return Err("--gop must be above 0".into());
+                }
+                SourceSpec::Synthetic(SyntheticSettings {
+                    bitrate,
+                    fps,
+                    gop_ms: gop.as_millis().min(u128::from(u32::MAX)) as u32,
+                })
+            }
+            path => {
+                let path = PathBuf::from(path);
+                if !path.is_file() {
+                    return Err(format!(
+                        "--source {}: no such file (use `synthetic` or the path of an FLV file)",
+                        path.display()
+                    ));
+                }
+                SourceSpec::File(path)
+            }
+        };
+        let verify_every = k.verify_every.unwrap_or(50);
+        let lag_threshold = parse_duration(k.lag_threshold.as_deref().unwrap_or("2s"))
+            .map_err(|e| format!("--lag-threshold: {e}"))?;
+        let connect_timeout = parse_duration(k.connect_timeout.as_deref().unwrap_or("10s"))
+            .map_err(|e| format!("--connect-timeout: {e}"))?;
+        for pid in &k.server_pid {
+            if !Path::new(&format!("/proc/{pid}/stat")).exists() {
+                return Err(format!("--server-pid {pid}: no such process"));
+            }
+        }
+        Ok(Settings {
+            scenario,
+            description,
+            publish_urls,
+            play_urls,
+            viewers_per_stream: k.viewers.unwrap_or(10),
+            ramp_per_second: ramp,
+            duration,
+            threads,
+            source,
+            verify_every,
+            lag_threshold,
+            connect_timeout,
+            json: k.json,
+            server_pids: k.server_pid,
+            progress: !k.no_progress,
+        })
+    }
+}
+
+fn load_scenario(path: &Path) -> Result<ScenarioFile, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("scenario {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("scenario {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_bitrates() {
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
+        assert!(parse_duration("ten").is_err());
+        assert_eq!(parse_bitrate("2500k").unwrap(), 2_500_000);
+        assert_eq!(parse_bitrate("6M").unwrap(), 6_000_000);
+        assert!(parse_bitrate("fast").is_err());
+    }
+
+    #[test]
+    fn urls() {
+        let u = parse_rtmp_url("rtmp://127.0.0.1/live/a-1").unwrap();
+        assert_eq!(u.addr.port(), 1935);
+        assert_eq!(u.tc_url(), "rtmp://127.0.0.1:1935/live");
+        assert_eq!(u.key, "a-1");
+        let u = parse_rtmp_url("rtmp://localhost:1940/app/k?x=1").unwrap();
+        assert_eq!(u.addr.port(), 1940);
+        assert_eq!(u.key, "k?x=1");
+        assert!(parse_rtmp_url("http://x/y/z").is_err());
+        assert!(parse_rtmp_url("rtmp://127.0.0.1/live").is_err());
+    }
+
+    #[test]
+    fn command_line_wins_over_scenario() {
+        let file: ScenarioFile = toml::from_str(
+            "description = \"d\"\nstreams = 3\nviewers = 7\nurl = \"rtmp://127.0.0.1/live/s{n}\"",
+        )
+        .unwrap();
+        let cli = Knobs {
+            viewers: Some(2),
+            ..Knobs::default()
+        };
+        let s = Settings::resolve(None, file.description, cli.over(file.knobs)).unwrap();
+        assert_eq!(s.streams(), 3);
+        assert_eq!(s.viewers_per_stream, 2);
+        assert_eq!(s.publish_urls[2].key, "s2");
+    }
+
+    #[test]
+    fn shipped_scenarios_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let file = load_scenario(&path).unwrap();
+                Settings::resolve(None, file.description, file.knobs)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3);
+    }
+}

@@ -1,0 +1,266 @@
+//! What a run measures, and where: counters every thread shares (for the progress line),
+//! each executor thread's own histograms and counts (no locks on the hot path), and the
+//! per-viewer record the end of the run reads.
+//!
+//! Times are recorded in microseconds, bitrates in kbit/s, into `hdrhistogram`s with 3
+//! significant digits; each thread's histograms are added together at the end.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use hdrhistogram::Histogram;
+
+/// Histograms hold values up to an hour in microseconds (or 1 Tbit/s in kbit/s).
+const HIGHEST: u64 = 3_600_000_000;
+
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, HIGHEST, 3).expect("static histogram bounds are valid")
+}
+
+/// What one stream's publisher has sent so far, for its viewers to compare against.
+#[derive(Default)]
+pub struct StreamProgress {
+    /// Markers stamped so far: the next video message's sequence number.
+    pub markers_sent: AtomicU64,
+    /// Timestamp of the last media message sent.
+    pub last_timestamp: AtomicU32,
+    pub bytes_sent: AtomicU64,
+    pub messages_sent: AtomicU64,
+    /// The publisher got `NetStream.Publish.Start`.
+    pub publishing: AtomicBool,
+}
+
+/// Counters all threads update and the progress line reads.
+#[derive(Default)]
+pub struct LiveCounters {
+    pub viewers_started: AtomicU64,
+    pub viewers_playing: AtomicU64,
+    pub viewers_failed: AtomicU64,
+    pub viewers_disconnected: AtomicU64,
+    /// Bytes viewers received, everything included.
+    pub bytes_received: AtomicU64,
+}
+
+/// What the threads share.
+pub struct Shared {
+    pub stop: AtomicBool,
+    /// Set when the publishers are up and viewers may start.
+    pub viewers_released: AtomicBool,
+    pub streams: Vec<StreamProgress>,
+    pub live: LiveCounters,
+    /// Latency of the last progress interval, one histogram per thread; the progress line
+    /// takes and resets them.
+    pub recent_latency: Vec<Mutex<Histogram<u64>>>,
+    /// Publisher failures: the run cannot go on without its publishers.
+    pub publisher_errors: Mutex<Vec<String>>,
+}
+
+impl Shared {
+    pub fn new(streams: usize, threads: usize) -> Shared {
+        Shared {
+            stop: AtomicBool::new(false),
+            viewers_released: AtomicBool::new(false),
+            streams: (0..streams).map(|_| StreamProgress::default()).collect(),
+            live: LiveCounters::default(),
+            recent_latency: (0..threads).map(|_| Mutex::new(histogram())).collect(),
+            publisher_errors: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Where a viewer is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewerState {
+    Connecting,
+    Playing,
+    Failed,
+    Disconnected,
+}
+
+/// One viewer's own numbers, read when the run ends.
+pub struct ViewerRecord {
+    pub stream: usize,
+    pub state: ViewerState,
+    pub play_started: Option<Instant>,
+    pub ended: Option<Instant>,
+    /// Bytes received since play started.
+    pub bytes_playing: u64,
+    pub last_media_timestamp: Option<u32>,
+}
+
+impl ViewerRecord {
+    pub fn new(stream: usize) -> ViewerRecord {
+        ViewerRecord {
+            stream,
+            state: ViewerState::Connecting,
+            play_started: None,
+            ended: None,
+            bytes_playing: 0,
+            last_media_timestamp: None,
+        }
+    }
+}
+
+/// One thread's measurements.
+pub struct ThreadStats {
+    pub connect_us: Histogram<u64>,
+    pub play_start_us: Histogram<u64>,
+    pub first_keyframe_us: Histogram<u64>,
+    pub latency_us: Histogram<u64>,
+    pub bitrate_kbps: Histogram<u64>,
+    pub connected: u64,
+    pub failed: BTreeMap<String, u64>,
+    pub disconnected: BTreeMap<String, u64>,
+    pub video_messages: u64,
+    pub audio_messages: u64,
+    pub keyframes: u64,
+    pub markers: u64,
+    pub lost: u64,
+    pub reordered: u64,
+    pub corrupted: u64,
+    pub verified: u64,
+    pub viewers: Vec<Rc<RefCell<ViewerRecord>>>,
+}
+
+impl Default for ThreadStats {
+    fn default() -> Self {
+        ThreadStats {
+            connect_us: histogram(),
+            play_start_us: histogram(),
+            first_keyframe_us: histogram(),
+            latency_us: histogram(),
+            bitrate_kbps: histogram(),
+            connected: 0,
+            failed: BTreeMap::new(),
+            disconnected: BTreeMap::new(),
+            video_messages: 0,
+            audio_messages: 0,
+            keyframes: 0,
+            markers: 0,
+            lost: 0,
+            reordered: 0,
+            corrupted: 0,
+            verified: 0,
+            viewers: Vec::new(),
+        }
+    }
+}
+
+pub fn record(h: &mut Histogram<u64>, value: u64) {
+    h.saturating_record(value.max(1));
+}
+
+/// What a thread hands back when the run ends: its measurements, viewers summarized.
+pub struct ThreadReport {
+    pub connect_us: Histogram<u64>,
+    pub play_start_us: Histogram<u64>,
+    pub first_keyframe_us: Histogram<u64>,
+    pub latency_us: Histogram<u64>,
+    pub bitrate_kbps: Histogram<u64>,
+    pub connected: u64,
+    pub failed: BTreeMap<String, u64>,
+    pub disconnected: BTreeMap<String, u64>,
+    pub playing_at_end: u64,
+    pub lagging: u64,
+    pub video_messages: u64,
+    pub audio_messages: u64,
+    pub keyframes: u64,
+    pub markers: u64,
+    pub lost: u64,
+    pub reordered: u64,
+    pub corrupted: u64,
+    pub verified: u64,
+}
+
+impl ThreadStats {
+    /// Summarizes the thread's viewers as of `end`: who still plays, who lags, and each
+    /// one's received bitrate (viewers that played at least a second).
+    pub fn finish(mut self, shared: &Shared, end: Instant, lag_ms: u32) -> ThreadReport {
+        let mut playing_at_end = 0;
+        let mut lagging = 0;
+        for viewer in &self.viewers {
+            let v = viewer.borrow();
+            if let Some(started) = v.play_started {
+                let until = v.ended.unwrap_or(end);
+                let secs = until.saturating_duration_since(started).as_secs_f64();
+                if secs >= 1.0 {
+                    record(
+                        &mut self.bitrate_kbps,
+                        (v.bytes_playing as f64 * 8.0 / 1000.0 / secs) as u64,
+                    );
+                }
+            }
+            if v.state == ViewerState::Playing {
+                playing_at_end += 1;
+                let published = shared.streams[v.stream]
+                    .last_timestamp
+                    .load(Ordering::Relaxed);
+                let behind = match v.last_media_timestamp {
+                    Some(ts) => published.saturating_sub(ts),
+                    None => u32::MAX,
+                };
+                if behind > lag_ms {
+                    lagging += 1;
+                }
+            }
+        }
+        ThreadReport {
+            connect_us: self.connect_us,
+            play_start_us: self.play_start_us,
+            first_keyframe_us: self.first_keyframe_us,
+            latency_us: self.latency_us,
+            bitrate_kbps: self.bitrate_kbps,
+            connected: self.connected,
+            failed: self.failed,
+            disconnected: self.disconnected,
+            playing_at_end,
+            lagging,
+            video_messages: self.video_messages,
+            audio_messages: self.audio_messages,
+            keyframes: self.keyframes,
+            markers: self.markers,
+            lost: self.lost,
+            reordered: self.reordered,
+            corrupted: self.corrupted,
+            verified: self.verified,
+        }
+    }
+}
+
+impl ThreadReport {
+    pub fn merge(&mut self, other: ThreadReport) {
+        let add = |a: &mut Histogram<u64>, b: &Histogram<u64>| {
+            a.add(b).expect("histograms with the same bounds add");
+        };
+        add(&mut self.connect_us, &other.connect_us);
+        add(&mut self.play_start_us, &other.play_start_us);
+        add(&mut self.first_keyframe_us, &other.first_keyframe_us);
+        add(&mut self.latency_us, &other.latency_us);
+        add(&mut self.bitrate_kbps, &other.bitrate_kbps);
+        self.connected += other.connected;
+        for (k, v) in other.failed {
+            *self.failed.entry(k).or_default() += v;
+        }
+        for (k, v) in other.disconnected {
+            *self.disconnected.entry(k).or_default() += v;
+        }
+        self.playing_at_end += other.playing_at_end;
+        self.lagging += other.lagging;
+        self.video_messages += other.video_messages;
+        self.audio_messages += other.audio_messages;
+        self.keyframes += other.keyframes;
+        self.markers += other.markers;
+        self.lost += other.lost;
+        self.reordered += other.reordered;
+        self.corrupted += other.corrupted;
+        self.verified += other.verified;
+    }
+}

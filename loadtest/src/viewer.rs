@@ -1,0 +1,500 @@
+//! One viewer: a full RTMP player (handshake, `connect`, `createStream`, `play`, window
+//! acknowledgements, ping responses) that checks and times what it receives.
+//!
+//! Two kinds, chosen per viewer (`--verify-every`):
+//! - A *counting* viewer (the default) runs the library's `ClientSession` only until
+//!   `NetStream.Play.Start`. From the end of the handshake on, every byte also goes through
+//!   a [`ChunkScanner`], which walks the chunk headers and keeps the first bytes of each
+//!   message; once playing, only the scanner runs, and the viewer answers the server's
+//!   control traffic itself (acknowledgements, pings). It never copies or assembles a media
+//!   payload, so its cost is one `recv` into a reused buffer and a header walk.
+//! - A *verifying* viewer feeds everything to `ClientSession`, whose decoder assembles every
+//!   message, and checks each video payload's checksum against its marker: it is the
+//!   sample that proves the bytes arrive intact, and cross-checks the scanner.
+//!
+//! Both kinds count loss and reordering from the markers' sequence numbers, time relay
+//! latency from the markers' send times, and record connect time, time to first keyframe
+//! and bitrate. Latency is recorded only for messages the publisher sent after this viewer
+//! started playing: earlier ones come from the relay's GOP cache, late by design.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use shardcast::media::codec::inspect_video;
+use shardcast::rtmp::chunk::ChunkEncoder;
+use shardcast::rtmp::command::{Command, status};
+use shardcast::rtmp::control::{ControlMessage, UserControlEvent};
+use shardcast::rtmp::message::{RtmpMessage, csid};
+use shardcast::rtmp::{ClientEvent, ClientSession, ClientSessionConfig, MediaKind};
+
+use crate::clock;
+use crate::marker;
+use crate::run::ThreadContext;
+use crate::scanner::ChunkScanner;
+use crate::settings::RtmpUrl;
+use crate::stats::{ViewerRecord, ViewerState, record};
+
+/// Bytes asked of the kernel per read.
+const READ_SIZE: usize = 16 * 1024;
+/// What the server sends before its first chunk: S0, S1 and S2.
+const HANDSHAKE_LEN: u64 = 1 + 1536 + 1536;
+
+const TYPE_USER_CONTROL: u8 = 4;
+const TYPE_WINDOW_ACK_SIZE: u8 = 5;
+const TYPE_AUDIO: u8 = 8;
+const TYPE_VIDEO: u8 = 9;
+const TYPE_COMMAND_AMF0: u8 = 20;
+const USER_CONTROL_STREAM_EOF: u16 = 1;
+const USER_CONTROL_PING_REQUEST: u16 = 6;
+
+pub struct ViewerSpec {
+    pub index: usize,
+    pub stream: usize,
+    pub url: RtmpUrl,
+    pub verifying: bool,
+}
+
+/// How a viewer ended.
+enum End {
+    /// Never got to play.
+    Failed(String),
+    /// Played, then the server (or the network) ended it.
+    Disconnected(String),
+}
+
+/// Describes a connect error the way an operator wants to read it.
+pub fn connect_error(addr: SocketAddr, e: &io::Error, timeout: Duration) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => format!("connection refused to {addr}"),
+        io::ErrorKind::TimedOut => format!(
+            "connect to {addr} timed out after {:.1} s",
+            timeout.as_secs_f64()
+        ),
+        _ if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            format!("connection refused to {addr}")
+        }
+        _ => format!("connect to {addr}: {e}"),
+    }
+}
+
+/// Runs one viewer until it ends or the run drops it, recording as it goes.
+pub async fn run(ctx: Rc<ThreadContext>, spec: ViewerSpec) {
+    let record = Rc::new(RefCell::new(ViewerRecord::new(spec.stream)));
+    ctx.stats.borrow_mut().viewers.push(record.clone());
+    ctx.shared
+        .live
+        .viewers_started
+        .fetch_add(1, Ordering::Relaxed);
+    let mut viewer = Viewer {
+        ctx: ctx.clone(),
+        record: record.clone(),
+        started: Instant::now(),
+        join_seq: 0,
+        next_seq: None,
+        got_keyframe: false,
+        playing: false,
+        end_status: None,
+    };
+    let end = viewer.play(&spec).await;
+    let mut r = record.borrow_mut();
+    let mut stats = ctx.stats.borrow_mut();
+    let live = &ctx.shared.live;
+    match end {
+        End::Failed(reason) => {
+            r.state = ViewerState::Failed;
+            *stats.failed.entry(reason).or_default() += 1;
+            live.viewers_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        End::Disconnected(reason) => {
+            r.state = ViewerState::Disconnected;
+            r.ended = Some(Instant::now());
+            *stats.disconnected.entry(reason).or_default() += 1;
+            live.viewers_playing.fetch_sub(1, Ordering::Relaxed);
+            live.viewers_disconnected.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct Viewer {
+    ctx: Rc<ThreadContext>,
+    record: Rc<RefCell<ViewerRecord>>,
+    started: Instant,
+    /// Markers the publisher had sent when play started: lower sequence numbers came
+    /// from the GOP cache.
+    join_seq: u64,
+    next_seq: Option<u64>,
+    got_keyframe: bool,
+    playing: bool,
+    /// The last error or end-of-stream status the server sent while playing.
+    end_status: Option<String>,
+}
+
+impl Viewer {
+    async fn play(&mut self, spec: &ViewerSpec) -> End {
+        let timeout = self.ctx.settings.connect_timeout;
+        let addr = spec.url.addr;
+        let mut stream = match TcpStream::connect_timeout(addr, timeout).await {
+            Ok(s) => s,
+            Err(e) => return End::Failed(connect_error(addr, &e.into(), timeout)),
+        };
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(timeout));
+        let mut config = ClientSessionConfig::new(&spec.url.app, &spec.url.tc_url());
+        config.seed = 0x5EED_0000 ^ spec.index as u64;
+        let mut session = ClientSession::new(config);
+        session.play(&spec.url.key);
+        if let Err(e) = flush_session(&mut stream, &mut session).await {
+            return End::Failed(format!("write failed: {e}"));
+        }
+        let mut buf = vec![0u8; READ_SIZE];
+        let mut received: u64 = 0;
+        let mut scanner = ChunkScanner::default();
+        let mut control = ControlReplies::default();
+        // Counting viewers stop feeding the session once playing.
+        let mut session_fed = true;
+        loop {
+            let n = match stream.read(&mut buf).await {
+                Ok(0) => return self.closed("connection closed by server"),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    return if self.playing {
+                        End::Disconnected(format!(
+                            "no data from server for {:.0} s",
+                            timeout.as_secs_f64()
+                        ))
+                    } else {
+                        End::Failed(format!(
+                            "no answer from server within {:.1} s",
+                            timeout.as_secs_f64()
+                        ))
+                    };
+                }
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                    return self.closed("connection reset by server");
+                }
+                Err(e) => return self.closed(&format!("read failed: {e}")),
+            };
+            let now = Instant::now();
+            let data = &buf[..n];
+            let before = received;
+            received += n as u64;
+            self.ctx
+                .shared
+                .live
+                .bytes_received
+                .fetch_add(n as u64, Ordering::Relaxed);
+            if self.playing {
+                self.record.borrow_mut().bytes_playing += n as u64;
+            }
+            // The chunk stream starts after S0+S1+S2.
+            if before < HANDSHAKE_LEN && received >= HANDSHAKE_LEN {
+                let elapsed = now.duration_since(self.started);
+                record(
+                    &mut self.ctx.stats.borrow_mut().connect_us,
+                    elapsed.as_micros() as u64,
+                );
+            }
+            let skip = HANDSHAKE_LEN.saturating_sub(before).min(n as u64) as usize;
+            let chunk_data = &data[skip..];
+            if session_fed {
+                if let Err(e) = session.feed(Bytes::copy_from_slice(data)) {
+                    return self.closed(&format!("protocol error: {e}"));
+                }
+                while let Some(event) = session.poll_event() {
+                    if let Some(end) = self.on_session_event(event, spec, now) {
+                        return end;
+                    }
+                }
+                if let Err(e) = flush_session(&mut stream, &mut session).await {
+                    return self.closed(&format!("write failed: {e}"));
+                }
+                if self.playing && !spec.verifying {
+                    session_fed = false;
+                    control.acked = scanner.bytes() + chunk_data.len() as u64;
+                }
+            }
+            if spec.verifying {
+                if !self.playing && now.duration_since(self.started) > timeout {
+                    return self.play_timeout(timeout);
+                }
+                continue;
+            }
+            if !chunk_data.is_empty() {
+                let answering = !session_fed;
+                let mut failure = None;
+                let result = scanner.scan(chunk_data, |m| match m.type_id {
+                    TYPE_VIDEO if self.playing => {
+                        self.on_video(m.prefix, m.len, m.timestamp, None, now)
+                    }
+                    TYPE_AUDIO if self.playing => self.on_audio(m.timestamp),
+                    TYPE_WINDOW_ACK_SIZE => {
+                        if let Some(b) = m.whole.as_deref().and_then(|b| b.get(..4)) {
+                            control.peer_window = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                        }
+                    }
+                    TYPE_USER_CONTROL if answering => {
+                        let Some(body) = m.whole.as_deref() else {
+                            return;
+                        };
+                        let event = body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+                        let value = body
+                            .get(2..6)
+                            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                        match (event, value) {
+                            (Some(USER_CONTROL_PING_REQUEST), Some(t)) => {
+                                control.send(ControlMessage::UserControl(
+                                    UserControlEvent::PingResponse(t),
+                                ));
+                            }
+                            (Some(USER_CONTROL_STREAM_EOF), _) => {
+                                self.end_status
+                                    .get_or_insert_with(|| "StreamEOF".to_owned());
+                            }
+                            _ => {}
+                        }
+                    }
+                    TYPE_COMMAND_AMF0 if answering => {
+                        if let Some(body) = m.whole {
+                            let msg = RtmpMessage::new(m.type_id, m.stream_id, m.timestamp, body);
+                            match Command::parse(&msg) {
+                                Ok(cmd) => self.on_command_while_playing(&cmd),
+                                Err(e) => failure = Some(format!("protocol error: {e}")),
+                            }
+                        }
+                    }
+                    _ => {}
+                });
+                if let Err(e) = result {
+                    return self.closed(&format!("protocol error: {e}"));
+                }
+                if let Some(reason) = failure {
+                    return self.closed(&reason);
+                }
+                if answering {
+                    control.acknowledge(scanner.bytes());
+                    if let Some(out) = control.take()
+                        && let Err(e) = stream.write_all(&out).await
+                    {
+                        return self.closed(&format!("write failed: {e}"));
+                    }
+                }
+            }
+            if !self.playing && now.duration_since(self.started) > timeout {
+                return self.play_timeout(timeout);
+            }
+        }
+    }
+
+    fn play_timeout(&self, timeout: Duration) -> End {
+        End::Failed(format!(
+            "play did not start within {:.1} s",
+            timeout.as_secs_f64()
+        ))
+    }
+
+    /// The connection ended: a failure before play started, a disconnect after.
+    fn closed(&self, how: &str) -> End {
+        if !self.playing {
+            return End::Failed(format!("{how} before play started"));
+        }
+        match &self.end_status {
+            Some(status) => End::Disconnected(format!("{how} after {status}")),
+            None => End::Disconnected(how.to_owned()),
+        }
+    }
+
+    fn on_session_event(
+        &mut self,
+        event: ClientEvent,
+        spec: &ViewerSpec,
+        now: Instant,
+    ) -> Option<End> {
+        match event {
+            ClientEvent::ConnectFailed { code, description } if !self.playing => {
+                let detail = if description.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({description})")
+                };
+                Some(End::Failed(format!("connect refused: {code}{detail}")))
+            }
+            ClientEvent::Status { level, code, .. } if !self.playing && level == "error" => {
+                Some(End::Failed(format!("play refused: {code}")))
+            }
+            ClientEvent::Status { level, code, .. } if self.playing => {
+                if level == "error"
+                    || code == status::PLAY_UNPUBLISH_NOTIFY
+                    || code == status::PLAY_STOP
+                {
+                    self.end_status = Some(code);
+                }
+                None
+            }
+            ClientEvent::StreamEof(_) if self.playing => {
+                self.end_status
+                    .get_or_insert_with(|| "StreamEOF".to_owned());
+                None
+            }
+            ClientEvent::PlayStarted { .. } if !self.playing => {
+                self.playing = true;
+                self.join_seq = self.ctx.shared.streams[spec.stream]
+                    .markers_sent
+                    .load(Ordering::Relaxed);
+                let mut r = self.record.borrow_mut();
+                r.state = ViewerState::Playing;
+                r.play_started = Some(now);
+                let mut stats = self.ctx.stats.borrow_mut();
+                stats.connected += 1;
+                record(
+                    &mut stats.play_start_us,
+                    now.duration_since(self.started).as_micros() as u64,
+                );
+                self.ctx
+                    .shared
+                    .live
+                    .viewers_playing
+                    .fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            ClientEvent::Media {
+                kind,
+                timestamp,
+                payload,
+            } if spec.verifying && self.playing => {
+                match kind {
+                    MediaKind::Video => self.on_video(
+                        &payload,
+                        payload.len() as u32,
+                        timestamp,
+                        Some(&payload),
+                        now,
+                    ),
+                    MediaKind::Audio => self.on_audio(timestamp),
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+
+    fn on_command_while_playing(&mut self, cmd: &Command) {
+        if cmd.name != "onStatus" {
+            return;
+        }
+        let info = cmd.arg_at(0);
+        let text = |key: &str| {
+            info.and_then(|i| i.get(key))
+                .and_then(|v| v.as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let code = text("code");
+        if text("level") == "error"
+            || code == status::PLAY_UNPUBLISH_NOTIFY
+            || code == status::PLAY_STOP
+        {
+            self.end_status = Some(code);
+        }
+    }
+
+    fn on_audio(&mut self, timestamp: u32) {
+        self.ctx.stats.borrow_mut().audio_messages += 1;
+        self.record.borrow_mut().last_media_timestamp = Some(timestamp);
+    }
+
+    /// Checks and times one video message. `prefix` holds at least its first bytes;
+    /// `whole` is the entire payload when this viewer verifies.
+    fn on_video(
+        &mut self,
+        prefix: &[u8],
+        len: u32,
+        timestamp: u32,
+        whole: Option<&[u8]>,
+        now: Instant,
+    ) {
+        self.record.borrow_mut().last_media_timestamp = Some(timestamp);
+        let mut stats = self.ctx.stats.borrow_mut();
+        stats.video_messages += 1;
+        if inspect_video(prefix).is_some_and(|i| i.is_keyframe()) {
+            stats.keyframes += 1;
+            if !self.got_keyframe {
+                self.got_keyframe = true;
+                let elapsed = now.duration_since(self.started).as_micros() as u64;
+                record(&mut stats.first_keyframe_us, elapsed);
+            }
+        }
+        let Some(m) = marker::find(prefix) else {
+            return;
+        };
+        stats.markers += 1;
+        if m.payload_len != len {
+            stats.corrupted += 1;
+        } else if let Some(whole) = whole {
+            match marker::checked_part(whole) {
+                Some(part) if marker::checksum(part) == m.checksum => stats.verified += 1,
+                _ => stats.corrupted += 1,
+            }
+        }
+        match self.next_seq {
+            Some(next) if m.seq < next => stats.reordered += 1,
+            Some(next) => {
+                stats.lost += m.seq - next;
+                self.next_seq = Some(m.seq + 1);
+            }
+            None => self.next_seq = Some(m.seq + 1),
+        }
+        if m.seq >= self.join_seq {
+            let latency = clock::micros(now).saturating_sub(m.send_us);
+            record(&mut stats.latency_us, latency);
+            if let Ok(mut recent) = self.ctx.shared.recent_latency[self.ctx.index].lock() {
+                record(&mut recent, latency);
+            }
+        }
+    }
+}
+
+/// Writes whatever the session has queued.
+async fn flush_session(stream: &mut TcpStream, session: &mut ClientSession) -> io::Result<()> {
+    while let Some(out) = session.poll_transmit() {
+        stream.write_all(&out).await?;
+    }
+    Ok(())
+}
+
+/// The control messages a counting viewer sends itself once the session is out of the
+/// loop: acknowledgements of the server's window, and ping responses.
+#[derive(Default)]
+struct ControlReplies {
+    peer_window: u32,
+    /// Chunk-stream bytes received when the last acknowledgement went out.
+    acked: u64,
+    out: BytesMut,
+}
+
+impl ControlReplies {
+    fn send(&mut self, message: ControlMessage) {
+        // A fresh encoder writes a format-0 header, which depends on no earlier state the
+        // session's own encoder left on the control chunk stream.
+        ChunkEncoder::new().encode(csid::PROTOCOL_CONTROL, &message.to_message(), &mut self.out);
+    }
+
+    fn acknowledge(&mut self, received: u64) {
+        if self.peer_window > 0 && received - self.acked >= u64::from(self.peer_window) {
+            self.acked = received;
+            self.send(ControlMessage::Acknowledgement {
+                sequence: received as u32,
+            });
+        }
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        (!self.out.is_empty()).then(|| self.out.split().freeze())
+    }
+}
