@@ -104,8 +104,9 @@ pub const SHARED_STREAM_ID: u32 = 1;
 
 /// A 24-bit timestamp field holding this value means a 4-byte extended timestamp follows.
 const EXTENDED_TIMESTAMP: u32 = 0xFF_FFFF;
-/// Longest header: 3-byte basic header, 11-byte format-0 header, 4-byte extended timestamp.
-const MAX_HEADER_LEN: usize = 3 + 11 + 4;
+/// Longest chunk header: 3-byte basic header, 11-byte format-0 header, 4-byte extended
+/// timestamp.
+pub const MAX_HEADER_LEN: usize = 3 + 11 + 4;
 /// A partial message announcing at most this many bytes gets its whole buffer at once;
 /// larger ones grow as chunks arrive, so a peer announcing big messages and sending little
 /// cannot make us reserve more than this per chunk stream.
@@ -399,6 +400,12 @@ impl ChunkDecoder {
     /// Bytes held for partial messages across all chunk streams.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered
+    }
+
+    /// Fed bytes not parsed yet. Once [`next_message`](Self::next_message) has returned
+    /// `Ok(None)` this is one partial chunk header at most (under [`MAX_HEADER_LEN`]).
+    pub fn unparsed_bytes(&self) -> usize {
+        self.input.len
     }
 
     fn decode(&mut self) -> Result<Option<RtmpMessage>, ChunkError> {

@@ -144,4 +144,8 @@ impl Connection {
     pub(crate) fn bytes_received(&self) -> u64 {
         self.decoder.bytes_received()
     }
+
+    pub(crate) fn decoder(&self) -> &ChunkDecoder {
+        &self.decoder
+    }
 }

@@ -287,6 +287,23 @@ impl ServerSession {
         self.conn.outgoing_chunk_size()
     }
 
+    /// Bytes held for the peer's partial messages, which
+    /// [`DecoderLimits::max_buffered_bytes`] caps.
+    pub fn buffered_bytes(&self) -> usize {
+        self.conn.decoder().buffered_bytes()
+    }
+
+    /// Received chunk-stream bytes not parsed yet: after `feed` returns, at most one
+    /// partial chunk header ([`chunk::MAX_HEADER_LEN`](super::chunk::MAX_HEADER_LEN)).
+    pub fn unparsed_bytes(&self) -> usize {
+        self.handshake_input.len() + self.conn.decoder().unparsed_bytes()
+    }
+
+    /// How many NetStreams the client has created and not deleted.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
     fn on_message(&mut self, msg: RtmpMessage) -> Result<(), SessionError> {
         match msg.message_type() {
             Some(MessageType::CommandAmf0 | MessageType::CommandAmf3) => {

@@ -1,0 +1,127 @@
+//! Arbitrary bytes into `ServerSession::feed`, answered the way the relay answers.
+//!
+//! Input: one flags byte, then what `shardcast_fuzz::pieces` reads (a split byte and the
+//! stream). Flags bit 0 puts a valid plain handshake (C0, C1, C2) in front of the stream,
+//! so most inputs reach the chunk and command layers; without it the handshake itself is
+//! fuzzed. Every `ConnectRequested`, `PublishRequested` and `PlayRequested` is accepted
+//! (bits 1 to 3 reject them instead), so the paths after acceptance are reached; bit 4
+//! also sends media, data and notifications to players, as the relay would.
+//!
+//! Checks: no panic; buffered bytes within the limit and at most one partial header left
+//! unparsed after each feed; and everything the server writes is a valid handshake answer
+//! followed by a chunk stream a client's `ChunkDecoder` reads without error.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use shardcast::rtmp::chunk::{ChunkDecoder, DecoderLimits, MAX_HEADER_LEN};
+use shardcast::rtmp::handshake::PACKET_LEN;
+use shardcast::rtmp::{MediaKind, ServerEvent, ServerSession, ServerSessionConfig};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let config = ServerSessionConfig::default();
+    let limit = config.limits.max_buffered_bytes;
+    let mut session = ServerSession::new(config);
+    let mut output = Vec::new();
+    if flags & 1 != 0 {
+        let mut handshake = vec![3u8];
+        handshake.resize(1 + 2 * PACKET_LEN, 0);
+        if session.feed(Bytes::from(handshake)).is_err() {
+            panic!("a plain handshake is accepted");
+        }
+        drain(&mut session, flags, &mut output);
+    }
+    for piece in shardcast_fuzz::pieces(rest) {
+        if session.feed(Bytes::copy_from_slice(piece)).is_err() {
+            break;
+        }
+        assert!(session.buffered_bytes() <= limit);
+        assert!(session.unparsed_bytes() <= MAX_HEADER_LEN);
+        drain(&mut session, flags, &mut output);
+    }
+    check_output(&session, &output);
+});
+
+fn drain(session: &mut ServerSession, flags: u8, output: &mut Vec<u8>) {
+    while let Some(event) = session.poll_event() {
+        match event {
+            ServerEvent::ConnectRequested { .. } if flags & 2 != 0 => {
+                session.reject_connect("fuzz")
+            }
+            ServerEvent::ConnectRequested { .. } => session.accept_connect(),
+            ServerEvent::PublishRequested { stream_id, .. } if flags & 4 != 0 => {
+                session.reject_publish(stream_id, "NetStream.Publish.BadName", "fuzz")
+            }
+            ServerEvent::PublishRequested { stream_id, .. } => session.accept_publish(stream_id),
+            ServerEvent::PlayRequested { stream_id, .. } if flags & 8 != 0 => {
+                session.reject_play(stream_id, "NetStream.Play.StreamNotFound", "fuzz")
+            }
+            ServerEvent::PlayRequested {
+                stream_id, reset, ..
+            } => {
+                session.accept_play(stream_id, reset, flags & 32 != 0);
+                if flags & 16 != 0 {
+                    session.send_data(stream_id, 0, Bytes::from_static(b"\x02\x00\x01x"));
+                    session.send_media(
+                        stream_id,
+                        MediaKind::Video,
+                        40,
+                        Bytes::from_static(b"\x17\x01"),
+                    );
+                    session.notify_unpublished(stream_id);
+                    session.notify_republished(stream_id);
+                    session.send_ping(1);
+                }
+            }
+            ServerEvent::Media { .. }
+            | ServerEvent::Metadata { .. }
+            | ServerEvent::Data { .. }
+            | ServerEvent::HandshakeComplete { .. }
+            | ServerEvent::Pause { .. }
+            | ServerEvent::Seek { .. }
+            | ServerEvent::ReceiveAudio { .. }
+            | ServerEvent::ReceiveVideo { .. }
+            | ServerEvent::StreamClosed { .. } => {}
+        }
+    }
+    while let Some(out) = session.poll_transmit() {
+        output.extend_from_slice(&out);
+    }
+}
+
+/// The server's output must be S0+S1+S2 (once C0+C1 arrived), then well-formed chunks.
+fn check_output(session: &ServerSession, output: &[u8]) {
+    let handshake_len = 1 + 2 * PACKET_LEN;
+    if output.len() < handshake_len {
+        assert!(output.is_empty(), "a partial handshake answer");
+        return;
+    }
+    assert_eq!(output[0], 3);
+    let chunks = &output[handshake_len..];
+    if !session.is_handshake_complete() {
+        assert!(chunks.is_empty(), "chunks before the handshake completed");
+        return;
+    }
+    let mut dec = ChunkDecoder::new(DecoderLimits::default());
+    dec.feed(Bytes::copy_from_slice(chunks));
+    loop {
+        match dec.next_message() {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => panic!("the server wrote a chunk stream a client cannot read: {e}"),
+        }
+    }
+    assert_eq!(
+        dec.unparsed_bytes(),
+        0,
+        "the server's output ends mid-chunk"
+    );
+    assert_eq!(
+        dec.buffered_bytes(),
+        0,
+        "the server's output ends mid-message"
+    );
+}
