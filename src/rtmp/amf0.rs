@@ -221,10 +221,18 @@ pub fn decode(input: &mut &[u8]) -> Result<Amf0Value, AmfError> {
 
 /// Decodes values until `input` is used up, as for a command or data message body.
 pub fn decode_all(input: &[u8]) -> Result<Vec<Amf0Value>, AmfError> {
+    decode_up_to(input, usize::MAX)
+}
+
+/// Decodes values until `input` is used up or `max_values` top-level values have been
+/// read; the rest of the input is ignored. All values share one expansion budget, as in
+/// [`decode_all`]: decoding them one [`decode`] call at a time would give each its own, so
+/// a body of many small expanding values could multiply the cap.
+pub fn decode_up_to(input: &[u8], max_values: usize) -> Result<Vec<Amf0Value>, AmfError> {
     let mut cursor = input;
     let mut decoder = Amf0Decoder::new();
     let mut values = Vec::new();
-    while !cursor.is_empty() {
+    while !cursor.is_empty() && values.len() < max_values {
         values.push(decoder.value(&mut cursor, 0)?);
     }
     Ok(values)

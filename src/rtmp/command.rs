@@ -52,15 +52,15 @@ fn amf3_body<'a>(payload: &'a [u8], what: &'static str) -> Result<&'a [u8], Comm
     }
 }
 
+/// Most top-level values read from one command or data message; the rest of the body is
+/// ignored. No command or metadata message has more than a handful.
+pub const MAX_VALUES: usize = 256;
+
 /// Decodes AMF0 values until the body ends, with a cap on their number so a body made of
-/// one-byte nulls cannot make us build millions of values.
-fn decode_values(mut body: &[u8], what: &'static str) -> Result<Vec<Amf0Value>, CommandError> {
-    const MAX_VALUES: usize = 256;
-    let mut values = Vec::new();
-    while !body.is_empty() && values.len() < MAX_VALUES {
-        values.push(amf0::decode(&mut body).map_err(|source| CommandError::Amf { what, source })?);
-    }
-    Ok(values)
+/// one-byte nulls cannot make us build millions of values. One expansion budget covers the
+/// whole body.
+fn decode_values(body: &[u8], what: &'static str) -> Result<Vec<Amf0Value>, CommandError> {
+    amf0::decode_up_to(body, MAX_VALUES).map_err(|source| CommandError::Amf { what, source })
 }
 
 impl Command {
@@ -225,4 +225,89 @@ pub mod status {
     pub const UNPAUSE_NOTIFY: &str = "NetStream.Unpause.Notify";
     pub const SEEK_NOTIFY: &str = "NetStream.Seek.Notify";
     pub const DATA_START: &str = "NetStream.Data.Start";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtmp::amf0::marker;
+    use crate::rtmp::amf3;
+
+    fn data_message(payload: Vec<u8>) -> RtmpMessage {
+        RtmpMessage::new(MessageType::DataAmf0.id(), 1, 0, payload)
+    }
+
+    fn command_message(payload: Vec<u8>) -> RtmpMessage {
+        RtmpMessage::new(MessageType::CommandAmf0.id(), 0, 0, payload)
+    }
+
+    fn string(text: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        amf0::encode(&Amf0Value::String(text.into()), &mut out);
+        out
+    }
+
+    #[test]
+    fn value_count_is_capped_per_message() {
+        let mut body = string("onTextData");
+        body.resize(body.len() + 300, marker::NULL);
+        let data = DataMessage::parse(&data_message(body.clone())).unwrap();
+        // The name and 255 values; the rest of the body is not decoded.
+        assert_eq!(data.values.len(), MAX_VALUES - 1);
+
+        let mut body = string("call");
+        body.resize(body.len() + 300, marker::NULL);
+        let cmd = Command::parse(&command_message(body)).unwrap();
+        // Name, transaction id (a null, read as 0), command object, then 253 arguments.
+        assert_eq!(cmd.args.len(), MAX_VALUES - 3);
+    }
+
+    /// An AMF0 "switch to AMF3" value: a dense array of one `text_len`-byte string and
+    /// `copies - 1` references to it. A few hundred bytes that expand to `copies *
+    /// text_len` bytes once decoded.
+    fn expanding_value(text_len: usize, copies: usize) -> Vec<u8> {
+        let mut out = vec![marker::AVMPLUS, 0x09];
+        amf3::write_u29(((copies as u32) << 1) | 1, &mut out);
+        out.extend_from_slice(&[0x01, 0x06]);
+        amf3::write_u29(((text_len as u32) << 1) | 1, &mut out);
+        out.extend(std::iter::repeat_n(b'z', text_len));
+        for _ in 1..copies {
+            out.extend_from_slice(&[0x06, 0x00]);
+        }
+        out
+    }
+
+    /// Regression: each value of a message used to get a fresh expansion budget, so a
+    /// message of many small expanding values could make us build gigabytes (a 4 MiB data
+    /// message, 64 values of 64 MiB each). The budget now covers the whole message.
+    #[test]
+    fn expansion_budget_covers_the_whole_message() {
+        let text_len = 1000;
+        let copies = amf3::MAX_DECODED_BYTES / (3 * text_len);
+        let one = expanding_value(text_len, copies);
+
+        let mut fits = string("onTextData");
+        fits.extend_from_slice(&one);
+        assert!(DataMessage::parse(&data_message(fits)).is_ok());
+
+        let mut too_much = string("onTextData");
+        too_much.extend(one.repeat(3));
+        assert!(matches!(
+            DataMessage::parse(&data_message(too_much)),
+            Err(CommandError::Amf {
+                source: AmfError::TooLarge,
+                ..
+            })
+        ));
+
+        let mut command = string("call");
+        command.extend(one.repeat(3));
+        assert!(matches!(
+            Command::parse(&command_message(command)),
+            Err(CommandError::Amf {
+                source: AmfError::TooLarge,
+                ..
+            })
+        ));
+    }
 }
