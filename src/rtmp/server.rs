@@ -875,3 +875,774 @@ impl ServerSession {
             )));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::codec::{AudioCodec, VideoCodec, inspect_audio, inspect_video};
+    use crate::rtmp::amf0;
+    use crate::rtmp::chunk::{ChunkDecoder, ChunkEncoder, ChunkError, MAX_HEADER_LEN};
+    use crate::rtmp::client::{ClientEvent, ClientSession, ClientSessionConfig};
+    use crate::rtmp::handshake::{
+        FLASH_PLAYER_KEY_TEXT, MEDIA_SERVER_KEY, MEDIA_SERVER_KEY_TEXT, PACKET_LEN,
+        embedded_digest, find_digest, response_digest_is_valid,
+    };
+    use proptest::prelude::*;
+
+    /// ffmpeg 5.1 publishing to a default-config session; see tests/data/README.md.
+    const FFMPEG_PUBLISH: &[u8] = include_bytes!("../../tests/data/ffmpeg_publish.bin");
+    const HANDSHAKE_LEN: usize = 1 + 2 * PACKET_LEN;
+
+    /// Takes the session's events, answering them as the relay does: connect, publish and
+    /// play are accepted at once.
+    fn answer(session: &mut ServerSession, events: &mut Vec<ServerEvent>) {
+        while let Some(event) = session.poll_event() {
+            match &event {
+                ServerEvent::ConnectRequested { .. } => session.accept_connect(),
+                ServerEvent::PublishRequested { stream_id, .. } => {
+                    session.accept_publish(*stream_id)
+                }
+                ServerEvent::PlayRequested {
+                    stream_id, reset, ..
+                } => session.accept_play(*stream_id, *reset, false),
+                _ => {}
+            }
+            events.push(event);
+        }
+    }
+
+    fn take_output(session: &mut ServerSession) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(bytes) = session.poll_transmit() {
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
+    /// Feeds `input` in pieces of the given sizes (cycled), answering after each piece;
+    /// returns the events and everything the session wrote.
+    fn replay(
+        config: ServerSessionConfig,
+        input: &[u8],
+        piece_sizes: &[usize],
+    ) -> (Vec<ServerEvent>, Vec<u8>) {
+        let mut session = ServerSession::new(config);
+        let mut events = Vec::new();
+        let mut out = Vec::new();
+        let mut rest = input;
+        for &size in piece_sizes.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (piece, tail) = rest.split_at(size.clamp(1, rest.len()));
+            rest = tail;
+            session
+                .feed(Bytes::copy_from_slice(piece))
+                .expect("ffmpeg's bytes are valid");
+            answer(&mut session, &mut events);
+            out.extend(take_output(&mut session));
+        }
+        (events, out)
+    }
+
+    /// Decodes a whole chunk stream as the peer would.
+    fn decode_chunks(bytes: &[u8]) -> Vec<RtmpMessage> {
+        let mut dec = ChunkDecoder::new(DecoderLimits::default());
+        dec.feed(Bytes::copy_from_slice(bytes));
+        let mut messages = Vec::new();
+        while let Some(msg) = dec.next_message().expect("a valid chunk stream") {
+            messages.push(msg);
+        }
+        assert_eq!(
+            dec.unparsed_bytes(),
+            0,
+            "the stream ends on a chunk boundary"
+        );
+        messages
+    }
+
+    fn packet(bytes: &[u8]) -> &[u8; PACKET_LEN] {
+        bytes.try_into().unwrap()
+    }
+
+    #[test]
+    fn ffmpeg_publish_capture_gives_the_exact_event_sequence() {
+        let (events, _) = replay(ServerSessionConfig::default(), FFMPEG_PUBLISH, &[1]);
+        let (metadata, video_header, audio_header, audio_frame) = match events.as_slice() {
+            [
+                ServerEvent::HandshakeComplete { digest: true },
+                ServerEvent::ConnectRequested {
+                    app,
+                    query,
+                    tc_url,
+                    flash_ver,
+                },
+                ServerEvent::PublishRequested {
+                    stream_id: 1,
+                    stream_key,
+                    query: publish_query,
+                    mode: PublishMode::Live,
+                },
+                ServerEvent::Metadata {
+                    stream_id: 1,
+                    timestamp: 0,
+                    payload: metadata,
+                },
+                ServerEvent::Media {
+                    stream_id: 1,
+                    kind: MediaKind::Video,
+                    timestamp: 0,
+                    payload: video_header,
+                },
+                ServerEvent::Media {
+                    stream_id: 1,
+                    kind: MediaKind::Audio,
+                    timestamp: 0,
+                    payload: audio_header,
+                },
+                ServerEvent::Media {
+                    stream_id: 1,
+                    kind: MediaKind::Audio,
+                    timestamp: 0,
+                    payload: audio_frame,
+                },
+            ] => {
+                assert_eq!(app, "live");
+                assert_eq!(query, "");
+                assert_eq!(tc_url.as_deref(), Some("rtmp://127.0.0.1:36153/live"));
+                assert_eq!(
+                    flash_ver.as_deref(),
+                    Some("FMLE/3.0 (compatible; Lavf59.27.100)")
+                );
+                assert_eq!(stream_key, "test");
+                assert_eq!(publish_query, "");
+                (metadata, video_header, audio_header, audio_frame)
+            }
+            other => panic!("unexpected events: {other:#?}"),
+        };
+
+        // `@setDataFrame` is stripped: viewers get `onMetaData` and the array.
+        assert_eq!(metadata.len(), 293);
+        let values = amf0::decode_all(metadata).unwrap();
+        assert_eq!(values.len(), 2);
+        assert_eq!(values[0].as_str(), Some("onMetaData"));
+        let field = |k: &str| values[1].get(k).and_then(Amf0Value::as_f64);
+        assert_eq!(field("width"), Some(160.0));
+        assert_eq!(field("height"), Some(120.0));
+        assert_eq!(field("framerate"), Some(25.0));
+        assert_eq!(field("videocodecid"), Some(7.0));
+        assert_eq!(field("audiocodecid"), Some(10.0));
+        assert_eq!(field("audiosamplerate"), Some(44100.0));
+
+        assert_eq!(video_header.len(), 44);
+        let video = inspect_video(video_header).unwrap();
+        assert_eq!(video.codec, VideoCodec::Avc);
+        assert!(video.is_sequence_header);
+        assert_eq!(video.frame_type, crate::media::codec::VideoFrameType::Key);
+        assert_eq!(audio_header.len(), 7);
+        let audio = inspect_audio(audio_header).unwrap();
+        assert_eq!(audio.codec, AudioCodec::Aac);
+        assert!(audio.is_sequence_header);
+        assert_eq!(audio_frame.len(), 282);
+        assert!(!inspect_audio(audio_frame).unwrap().is_sequence_header);
+    }
+
+    #[test]
+    fn ffmpeg_publish_capture_gives_the_same_events_at_any_small_split() {
+        let (whole, out) = replay(ServerSessionConfig::default(), FFMPEG_PUBLISH, &[1]);
+        // ffmpeg waited for each answer, so a piece may finish one command but must not
+        // hold the whole next one: its smallest command after connect is 45 bytes.
+        for sizes in [&[32][..], &[7, 1, 13], &[3, 29, 2, 31], &[17, 5, 32, 32, 1]] {
+            let (events, again) = replay(ServerSessionConfig::default(), FFMPEG_PUBLISH, sizes);
+            assert_eq!(events, whole, "split {sizes:?}");
+            assert_eq!(again, out, "split {sizes:?}");
+        }
+    }
+
+    #[test]
+    fn ffmpeg_publish_capture_handshake_digests_verify() {
+        let (_, out) = replay(ServerSessionConfig::default(), FFMPEG_PUBLISH, &[1]);
+        let c1 = packet(&FFMPEG_PUBLISH[1..1 + PACKET_LEN]);
+        let c2 = packet(&FFMPEG_PUBLISH[1 + PACKET_LEN..HANDSHAKE_LEN]);
+        let (c1_schema, c1_offset) =
+            find_digest(c1, FLASH_PLAYER_KEY_TEXT).expect("ffmpeg signs its C1");
+        assert_eq!(c1_schema, 0);
+        let c1_digest = embedded_digest(c1, c1_offset).unwrap();
+
+        assert_eq!(out[0], 3, "S0");
+        let s1 = packet(&out[1..1 + PACKET_LEN]);
+        let s2 = packet(&out[1 + PACKET_LEN..HANDSHAKE_LEN]);
+        // What ffmpeg checks when it plays: S1 signed with the server key (in the schema of
+        // C1), S2 answering C1's digest.
+        let (s1_schema, _) =
+            find_digest(s1, MEDIA_SERVER_KEY_TEXT).expect("S1 carries a valid digest");
+        assert_eq!(s1_schema, 0);
+        assert!(response_digest_is_valid(s2, &MEDIA_SERVER_KEY, &c1_digest));
+        // A publishing ffmpeg echoes S1 as its C2 (it signs C2 only when playing). The seed
+        // and epoch are the capture's, so this S1 is the very one ffmpeg saw.
+        assert_eq!(c2, s1);
+        assert_eq!(
+            &s1[..8],
+            &[0, 0, 0, 0, 4, 5, 0, 1][..],
+            "epoch 0, version 4.5.0.1"
+        );
+    }
+
+    fn command_of(msg: &RtmpMessage) -> Command {
+        assert_eq!(msg.type_id, MessageType::CommandAmf0.id(), "{msg:?}");
+        Command::parse(msg).unwrap()
+    }
+
+    fn info_code(cmd: &Command) -> Option<&str> {
+        cmd.arg_at(0)?.get("code")?.as_str()
+    }
+
+    #[test]
+    fn ffmpeg_publish_capture_answers_are_what_ffmpeg_accepts() {
+        let (_, out) = replay(ServerSessionConfig::default(), FFMPEG_PUBLISH, &[1]);
+        let messages = decode_chunks(&out[HANDSHAKE_LEN..]);
+        let calls: Vec<_> = messages
+            .iter()
+            .filter(|m| m.type_id == MessageType::CommandAmf0.id())
+            .map(|m| {
+                let c = command_of(m);
+                let code = info_code(&c).map(str::to_owned);
+                (m.stream_id, c.name, c.transaction_id, code)
+            })
+            .collect();
+        let owned = |sid: u32, name: &str, tid: f64, code: Option<&str>| {
+            (sid, name.to_owned(), tid, code.map(str::to_owned))
+        };
+        // ffmpeg's calls: connect (1), releaseStream (2), FCPublish (3), createStream (4),
+        // `_checkbw` (5, its answer to onBWDone), publish (6, on stream 1).
+        assert_eq!(
+            calls,
+            [
+                owned(0, "_result", 1.0, Some(status::CONNECT_SUCCESS)),
+                owned(0, "onBWDone", 0.0, None),
+                owned(0, "_result", 2.0, None),
+                owned(0, "onFCPublish", 0.0, Some(status::PUBLISH_START)),
+                owned(0, "_result", 4.0, None),
+                owned(0, "_result", 5.0, None),
+                owned(1, "onStatus", 0.0, Some(status::PUBLISH_START)),
+            ]
+        );
+        let control: Vec<_> = messages
+            .iter()
+            .filter(|m| m.type_id != MessageType::CommandAmf0.id())
+            .map(|m| ControlMessage::parse(m).unwrap().unwrap())
+            .collect();
+        assert_eq!(
+            control,
+            [
+                ControlMessage::WindowAckSize(2_500_000),
+                ControlMessage::SetPeerBandwidth {
+                    size: 2_500_000,
+                    limit: BandwidthLimit::Dynamic
+                },
+                ControlMessage::SetChunkSize(4096),
+                ControlMessage::UserControl(UserControlEvent::StreamBegin(1)),
+            ]
+        );
+        // Window, bandwidth and chunk size come before the connect `_result`, and Stream
+        // Begin before `NetStream.Publish.Start`.
+        let types: Vec<u8> = messages.iter().map(|m| m.type_id).collect();
+        assert_eq!(types, [5, 6, 1, 20, 20, 20, 20, 20, 20, 4, 20]);
+
+        let connect = command_of(&messages[3]);
+        assert_eq!(
+            connect
+                .command_object
+                .get("fmsVer")
+                .and_then(Amf0Value::as_str),
+            Some("FMS/3,0,1,123")
+        );
+        // ffmpeg takes the stream id from the number after the null command object.
+        let create = command_of(&messages[7]);
+        assert_eq!(create.command_object, Amf0Value::Null);
+        assert_eq!(create.arg_at(0), Some(&Amf0Value::Number(1.0)));
+        // ffmpeg starts sending media on an `onStatus` with this code at level "status".
+        let publish = command_of(&messages[10]);
+        assert_eq!(
+            publish
+                .arg_at(0)
+                .and_then(|i| i.get("level"))
+                .and_then(Amf0Value::as_str),
+            Some("status")
+        );
+    }
+
+    /// A session past a plain handshake, its S0+S1+S2 taken.
+    fn handshaken(config: ServerSessionConfig) -> ServerSession {
+        let mut session = ServerSession::new(config);
+        let mut hello = vec![3u8];
+        hello.resize(HANDSHAKE_LEN, 0);
+        session.feed(Bytes::from(hello)).unwrap();
+        assert_eq!(
+            session.poll_event(),
+            Some(ServerEvent::HandshakeComplete { digest: false })
+        );
+        assert_eq!(take_output(&mut session).len(), HANDSHAKE_LEN);
+        session
+    }
+
+    fn command_msg(stream_id: u32, cmd: &Command) -> RtmpMessage {
+        cmd.to_message(stream_id)
+    }
+
+    /// Chunks messages as a client would, all on chunk stream 3.
+    fn client_chunks(messages: &[RtmpMessage]) -> Bytes {
+        let mut enc = ChunkEncoder::new();
+        let mut out = BytesMut::new();
+        for msg in messages {
+            enc.encode(3, msg, &mut out);
+        }
+        out.freeze()
+    }
+
+    /// A handshaken session whose connect has been accepted, and what it wrote after the
+    /// handshake.
+    fn connected(config: ServerSessionConfig) -> (ServerSession, Vec<u8>) {
+        let mut session = handshaken(config);
+        let app = Amf0Value::object([("app", Amf0Value::String("live".into()))]);
+        let connect = Command::new("connect", 1.0, app);
+        session
+            .feed(client_chunks(&[command_msg(0, &connect)]))
+            .unwrap();
+        let mut events = Vec::new();
+        answer(&mut session, &mut events);
+        assert!(matches!(
+            events.as_slice(),
+            [ServerEvent::ConnectRequested { .. }]
+        ));
+        let out = take_output(&mut session);
+        (session, out)
+    }
+
+    /// The commands in a server's chunk stream, decoded from its start after the handshake.
+    fn commands_in(out: &[u8]) -> Vec<Command> {
+        decode_chunks(out)
+            .iter()
+            .filter(|m| m.type_id == MessageType::CommandAmf0.id())
+            .map(command_of)
+            .collect()
+    }
+
+    #[test]
+    fn create_stream_is_capped_at_max_streams() {
+        let config = ServerSessionConfig {
+            max_streams: 3,
+            ..ServerSessionConfig::default()
+        };
+        let (mut session, mut out) = connected(config);
+        let create = |tid: f64| command_msg(0, &Command::new("createStream", tid, Amf0Value::Null));
+        let delete = Command::new("deleteStream", 0.0, Amf0Value::Null).arg(2.0);
+        let mut enc = ChunkEncoder::new();
+        let mut wire = BytesMut::new();
+        for msg in [create(2.0), create(3.0), create(4.0), create(5.0)] {
+            enc.encode(3, &msg, &mut wire);
+        }
+        session.feed(wire.split().freeze()).unwrap();
+        assert_eq!(session.stream_count(), 3);
+        // Deleting a stream frees its id for the next createStream.
+        for msg in [command_msg(0, &delete), create(6.0)] {
+            enc.encode(3, &msg, &mut wire);
+        }
+        session.feed(wire.freeze()).unwrap();
+        assert_eq!(session.stream_count(), 3);
+        out.extend(take_output(&mut session));
+
+        let replies: Vec<_> = commands_in(&out)
+            .into_iter()
+            .skip(2) // the connect `_result` and onBWDone
+            .map(|c| {
+                let code = info_code(&c).map(str::to_owned);
+                (
+                    c.name.clone(),
+                    c.transaction_id,
+                    c.arg_at(0).and_then(Amf0Value::as_f64),
+                    code,
+                )
+            })
+            .collect();
+        let reply = |name: &str, tid: f64, id: Option<f64>, code: Option<&str>| {
+            (name.to_owned(), tid, id, code.map(str::to_owned))
+        };
+        assert_eq!(
+            replies,
+            [
+                reply("_result", 2.0, Some(1.0), None),
+                reply("_result", 3.0, Some(2.0), None),
+                reply("_result", 4.0, Some(3.0), None),
+                reply("_error", 5.0, None, Some(status::CALL_FAILED)),
+                reply("_result", 6.0, Some(2.0), None),
+            ]
+        );
+    }
+
+    fn small_limits() -> DecoderLimits {
+        DecoderLimits {
+            max_message_len: 1000,
+            max_chunk_streams: 3,
+            max_buffered_bytes: 1500,
+        }
+    }
+
+    fn with_limits(limits: DecoderLimits) -> ServerSessionConfig {
+        ServerSessionConfig {
+            limits,
+            ..ServerSessionConfig::default()
+        }
+    }
+
+    /// A format-0 header on `csid` for a message of `len` bytes of type 9 on stream 1.
+    fn header0(csid: u8, len: u32) -> Vec<u8> {
+        let mut h = vec![csid, 0, 0, 0];
+        h.extend_from_slice(&len.to_be_bytes()[1..]);
+        h.push(9);
+        h.extend_from_slice(&1u32.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn session_enforces_the_message_length_limit() {
+        let mut at_limit = handshaken(with_limits(small_limits()));
+        at_limit.feed(Bytes::from(header0(4, 1000))).unwrap();
+        let mut session = handshaken(with_limits(small_limits()));
+        let err = session.feed(Bytes::from(header0(5, 1001))).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SessionError::Chunk(ChunkError::MessageTooLong {
+                    len: 1001,
+                    limit: 1000
+                })
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn session_enforces_the_chunk_stream_limit() {
+        let mut session = handshaken(with_limits(small_limits()));
+        for csid in 4..7 {
+            let mut chunk = header0(csid, 1);
+            chunk.push(0x17);
+            session.feed(Bytes::from(chunk)).unwrap();
+        }
+        let err = session.feed(Bytes::from(header0(7, 1))).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SessionError::Chunk(ChunkError::TooManyChunkStreams { limit: 3 })
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn session_enforces_the_buffered_bytes_limit() {
+        let mut session = handshaken(with_limits(small_limits()));
+        session.feed(Bytes::from(header0(4, 1000))).unwrap();
+        session.feed(Bytes::from(vec![0u8; 128])).unwrap();
+        let mut next = header0(5, 1000);
+        next.extend_from_slice(&[0u8; 128]);
+        session.feed(Bytes::from(next)).unwrap();
+        assert_eq!(session.buffered_bytes(), 256);
+        // Messages of 1000 bytes complete with their eighth chunk; six more chunks on each
+        // stream would hold 1792 bytes, past the 1500 limit.
+        let mut err = None;
+        for round in 0..6 {
+            for csid in [4u8, 5] {
+                let mut chunk = vec![0xC0 | csid];
+                chunk.extend_from_slice(&[round; 128]);
+                if let Err(e) = session.feed(Bytes::from(chunk)) {
+                    err = Some(e);
+                    break;
+                }
+                assert!(session.buffered_bytes() <= 1500);
+            }
+        }
+        let err = err.expect("the limit was hit");
+        assert!(
+            matches!(
+                err,
+                SessionError::Chunk(ChunkError::BufferedTooMuch { limit: 1500 })
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn session_errors_are_final() {
+        let mut session = handshaken(with_limits(small_limits()));
+        assert!(session.feed(Bytes::from(header0(5, 1001))).is_err());
+        assert!(session.feed(Bytes::from(header0(4, 10))).is_err());
+    }
+
+    /// Plausible client messages: the commands of publishers and players with random
+    /// arguments, media, data and control, on random chunk streams and message streams.
+    fn arb_client_message() -> impl Strategy<Value = (u32, RtmpMessage)> {
+        let name = prop_oneof![
+            Just("connect"),
+            Just("createStream"),
+            Just("releaseStream"),
+            Just("FCPublish"),
+            Just("FCUnpublish"),
+            Just("publish"),
+            Just("play"),
+            Just("play2"),
+            Just("pause"),
+            Just("seek"),
+            Just("receiveAudio"),
+            Just("closeStream"),
+            Just("deleteStream"),
+            Just("getStreamLength"),
+            Just("nonsense"),
+        ];
+        let arg = prop_oneof![
+            Just(Amf0Value::Null),
+            prop_oneof![Just("key"), Just("key?token=1"), Just(""), Just("live")]
+                .prop_map(|s| Amf0Value::String(s.into())),
+            (0u8..4).prop_map(|n| Amf0Value::Number(f64::from(n))),
+            any::<bool>().prop_map(Amf0Value::Boolean),
+            Just(Amf0Value::object([
+                ("app", Amf0Value::String("live/x?y".into())),
+                ("objectEncoding", Amf0Value::Number(3.0)),
+                ("streamName", Amf0Value::String("key".into())),
+            ])),
+        ];
+        let command = (
+            name,
+            0u8..6,
+            arg.clone(),
+            proptest::collection::vec(arg, 0..4),
+        )
+            .prop_map(|(name, tid, obj, args)| {
+                let mut cmd = Command::new(name, f64::from(tid), obj);
+                cmd.args = args;
+                (20u8, cmd.encode().to_vec())
+            });
+        let data = prop_oneof![
+            Just(
+                b"\x02\x00\x0d@setDataFrame\x02\x00\x0aonMetaData\x08\x00\x00\x00\x00\x00\x00\x09"
+                    .to_vec()
+            ),
+            Just(b"\x02\x00\x0aonTextData\x02\x00\x01x".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..20),
+        ]
+        .prop_map(|p| (18u8, p));
+        let other = (
+            prop_oneof![
+                Just(1u8),
+                Just(2),
+                Just(3),
+                Just(4),
+                Just(5),
+                Just(6),
+                Just(8),
+                Just(9),
+                Just(15),
+                Just(17),
+                Just(22),
+                any::<u8>()
+            ],
+            proptest::collection::vec(any::<u8>(), 0..300),
+        );
+        let body = prop_oneof![3 => command, 1 => data, 2 => other];
+        (
+            prop_oneof![Just(3u32), Just(4), Just(5), Just(8), 2u32..400],
+            body,
+            0u32..4,
+            prop_oneof![any::<u32>(), 0u32..100],
+        )
+            .prop_map(|(csid, (type_id, payload), stream_id, timestamp)| {
+                (
+                    csid,
+                    RtmpMessage::new(type_id, stream_id, timestamp, payload),
+                )
+            })
+    }
+
+    /// Pieces of `bytes` cut at `cuts` (positions taken modulo the length).
+    fn cut(bytes: &[u8], cuts: &[usize]) -> Vec<Bytes> {
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+        points.push(0);
+        points.push(bytes.len());
+        points.sort_unstable();
+        points.dedup();
+        points
+            .windows(2)
+            .map(|w| Bytes::copy_from_slice(&bytes[w[0]..w[1]]))
+            .collect()
+    }
+
+    /// Feeds pieces until an error, checking the limits after every feed.
+    fn feed_checked(
+        mut session: ServerSession,
+        pieces: Vec<Bytes>,
+        limits: DecoderLimits,
+    ) -> Result<(), TestCaseError> {
+        let mut events = Vec::new();
+        for piece in pieces {
+            let result = session.feed(piece);
+            prop_assert!(session.buffered_bytes() <= limits.max_buffered_bytes);
+            if result.is_err() {
+                break;
+            }
+            prop_assert!(session.unparsed_bytes() <= MAX_HEADER_LEN);
+            answer(&mut session, &mut events);
+            take_output(&mut session);
+        }
+        for event in &events {
+            if let ServerEvent::Media { payload, .. } | ServerEvent::Data { payload, .. } = event {
+                prop_assert!(payload.len() <= limits.max_message_len as usize);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn arbitrary_bytes_never_panic_nor_exceed_limits(
+            handshake_first in any::<bool>(),
+            bytes in proptest::collection::vec(any::<u8>(), 0..6000),
+            cuts in proptest::collection::vec(any::<usize>(), 0..40),
+        ) {
+            let limits = small_limits();
+            let session = if handshake_first {
+                handshaken(with_limits(limits))
+            } else {
+                ServerSession::new(with_limits(limits))
+            };
+            feed_checked(session, cut(&bytes, &cuts), limits)?;
+        }
+
+        #[test]
+        fn client_message_soup_never_panics_nor_exceeds_limits(
+            messages in proptest::collection::vec(arb_client_message(), 0..40),
+            chunk_size in prop_oneof![Just(128u32), 1u32..300],
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+            cuts in proptest::collection::vec(any::<usize>(), 0..40),
+        ) {
+            let limits = small_limits();
+            let mut enc = ChunkEncoder::new();
+            let mut wire = BytesMut::new();
+            let connect = Command::new(
+                "connect",
+                1.0,
+                Amf0Value::object([("app", Amf0Value::String("live".into()))]),
+            );
+            enc.encode(3, &connect.to_message(0), &mut wire);
+            enc.encode(2, &ControlMessage::SetChunkSize(chunk_size).to_message(), &mut wire);
+            enc.set_chunk_size(chunk_size);
+            for (csid, msg) in &messages {
+                // Keep each message within the limits, so the session gets past them.
+                if msg.payload.len() <= limits.max_message_len as usize {
+                    enc.encode(*csid, msg, &mut wire);
+                }
+            }
+            let mut wire = wire.to_vec();
+            if !wire.is_empty() {
+                for (at, xor) in flips {
+                    let n = wire.len();
+                    wire[at % n] ^= xor;
+                }
+            }
+            feed_checked(handshaken(with_limits(limits)), cut(&wire, &cuts), limits)?;
+        }
+    }
+
+    /// Moves bytes both ways until both sides are quiet, answering the server's events as
+    /// the relay does and cutting what the client sends at `cuts`.
+    fn pump(
+        client: &mut ClientSession,
+        server: &mut ServerSession,
+        server_events: &mut Vec<ServerEvent>,
+        client_events: &mut Vec<ClientEvent>,
+        cuts: &[usize],
+    ) {
+        loop {
+            let mut moved = false;
+            while let Some(bytes) = client.poll_transmit() {
+                for piece in cut(&bytes, cuts) {
+                    server.feed(piece).expect("the server accepts the client");
+                    answer(server, server_events);
+                }
+                moved = true;
+            }
+            while let Some(bytes) = server.poll_transmit() {
+                client.feed(bytes).expect("the client accepts the server");
+                client_events.extend(std::iter::from_fn(|| client.poll_event()));
+                moved = true;
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn arb_chunk_size() -> impl Strategy<Value = u32> {
+        prop_oneof![1u32..16, 16u32..600, Just(128), Just(4096), Just(65536)]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn published_media_arrives_unchanged_through_a_loopback(
+            media in proptest::collection::vec(
+                (
+                    any::<bool>(),
+                    prop_oneof![0u32..100_000, any::<u32>()],
+                    proptest::collection::vec(any::<u8>(), 0..700),
+                ),
+                0..30,
+            ),
+            client_chunk_size in arb_chunk_size(),
+            server_chunk_size in arb_chunk_size(),
+            digest in any::<bool>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let mut client_config = ClientSessionConfig::new("live", "rtmp://localhost/live");
+            client_config.chunk_size = client_chunk_size;
+            if digest {
+                client_config.handshake =
+                    crate::rtmp::handshake::ClientHandshakeMode::Digest { schema: 0 };
+            }
+            let mut client = ClientSession::new(client_config);
+            let mut server = ServerSession::new(ServerSessionConfig {
+                chunk_size: server_chunk_size,
+                ..ServerSessionConfig::default()
+            });
+            let mut server_events = Vec::new();
+            let mut client_events = Vec::new();
+            client.publish("key");
+            pump(&mut client, &mut server, &mut server_events, &mut client_events, &cuts);
+            let stream_id = client.stream_id().expect("createStream answered");
+            let started = ClientEvent::PublishStarted { stream_id };
+            prop_assert!(client_events.contains(&started), "no PublishStarted");
+            prop_assert_eq!(server.outgoing_chunk_size(), server_chunk_size);
+            server_events.clear();
+
+            let sent: Vec<ServerEvent> = media
+                .into_iter()
+                .map(|(audio, timestamp, payload)| ServerEvent::Media {
+                    stream_id,
+                    kind: if audio { MediaKind::Audio } else { MediaKind::Video },
+                    timestamp,
+                    payload: Bytes::from(payload),
+                })
+                .collect();
+            for event in &sent {
+                if let ServerEvent::Media { kind, timestamp, payload, .. } = event {
+                    client.send_media(*kind, *timestamp, payload.clone());
+                }
+            }
+            pump(&mut client, &mut server, &mut server_events, &mut client_events, &cuts);
+            prop_assert_eq!(server_events, sent);
+        }
+    }
+}
