@@ -950,6 +950,43 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn reference_tables_are_capped() {
+        // A dense array of `n` distinct strings: each one enters the string table.
+        let strings = |n: usize| {
+            let mut bytes = vec![0x09];
+            write_u29(((n as u32) << 1) | 1, &mut bytes);
+            bytes.push(0x01);
+            for i in 0..n {
+                let text = format!("{i:x}");
+                bytes.push(0x06);
+                write_u29(((text.len() as u32) << 1) | 1, &mut bytes);
+                bytes.extend_from_slice(text.as_bytes());
+            }
+            bytes
+        };
+        assert!(decode_one(&strings(MAX_REFERENCE_TABLE_LEN)).is_ok());
+        assert_eq!(
+            decode_one(&strings(MAX_REFERENCE_TABLE_LEN + 1)),
+            Err(AmfError::TooLarge)
+        );
+        // Empty byte arrays in an array: each, and the array itself, take a complex slot.
+        let byte_arrays = |n: usize| {
+            let mut bytes = vec![0x09];
+            write_u29(((n as u32) << 1) | 1, &mut bytes);
+            bytes.push(0x01);
+            for _ in 0..n {
+                bytes.extend_from_slice(&[0x0C, 0x01]);
+            }
+            bytes
+        };
+        assert!(decode_one(&byte_arrays(MAX_REFERENCE_TABLE_LEN - 1)).is_ok());
+        assert_eq!(
+            decode_one(&byte_arrays(MAX_REFERENCE_TABLE_LEN)),
+            Err(AmfError::TooLarge)
+        );
+    }
+
+    #[test]
     fn references_cannot_exceed_the_depth_cap() {
         let chain = |depth: usize, innermost: &[u8]| {
             let mut bytes = b"\x09\x03\x01".repeat(depth);
