@@ -407,63 +407,6 @@ mod tests {
         assert_eq!(AAC_SILENT_FRAME, [0x20, 0x64, 0x00, 0x01, 0x90, 0x00, 0x0E]);
     }
 
-    /// Writes 3 s of the synthetic stream to an FLV file for ffmpeg to look at.
-    #[test]
-    fn synthetic_stream_writes_flv() {
-        use shardcast::media::flv::{FlvHeader, FlvTag, FlvWriter};
-        let path = std::env::temp_dir().join(format!("synthetic-{}.flv", std::process::id()));
-        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        let mut w = FlvWriter::new(
-            file,
-            FlvHeader {
-                has_audio: true,
-                has_video: true,
-            },
-        )
-        .unwrap();
-        let mut source = SyntheticSource::new(SyntheticSettings {
-            bitrate: 500_000,
-            fps: 30,
-            gop_ms: 1000,
-        });
-        for (kind, payload) in SyntheticSource::sequence_headers() {
-            let tag_type = if kind == MediaKind::Video {
-                TAG_TYPE_VIDEO
-            } else {
-                TAG_TYPE_AUDIO
-            };
-            w.write_tag(&FlvTag {
-                tag_type,
-                timestamp: 0,
-                payload,
-            })
-            .unwrap();
-        }
-        let mut seq = 0;
-        loop {
-            let frame = source.next_frame();
-            if frame.timestamp >= 3000 {
-                break;
-            }
-            let (kind, timestamp) = (frame.kind, frame.timestamp);
-            let payload = frame.into_payload(seq, 77);
-            seq += 1;
-            let tag_type = if kind == MediaKind::Video {
-                TAG_TYPE_VIDEO
-            } else {
-                TAG_TYPE_AUDIO
-            };
-            w.write_tag(&FlvTag {
-                tag_type,
-                timestamp,
-                payload,
-            })
-            .unwrap();
-        }
-        w.flush().unwrap();
-        eprintln!("wrote {}", path.display());
-    }
-
     #[test]
     fn synthetic_stream_hits_its_bitrate() {
         let mut source = SyntheticSource::new(SyntheticSettings {

@@ -1,0 +1,111 @@
+//! shardcast-load against a real shardcast: 1 stream, 50 viewers, 5 s of the synthetic
+//! source. Every viewer plays, nothing is lost or reordered, latency is measured, and the
+//! JSON report says what the table says.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::*;
+
+fn json_u64(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_u64()
+        .unwrap_or_else(|| panic!("{} is not a number in the report", path.join(".")))
+}
+
+#[test]
+fn fifty_viewers_of_one_stream_all_play_and_lose_nothing() {
+    let _serial = serial();
+    let server = Shardcast::start("");
+    let json = temp_dir().join("fifty.json");
+    let url = server.url("load-{n}");
+    let pid = server.pid().to_string();
+    let mut cmd = load(&[
+        "--url",
+        &url,
+        "--streams",
+        "1",
+        "--viewers",
+        "50",
+        "--ramp",
+        "100",
+        "--duration",
+        "5s",
+        "--source",
+        "synthetic",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    cmd.arg(&json);
+    let out = run(cmd, Duration::from_secs(60));
+    let table = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "shardcast-load failed: {}\n{table}",
+        text(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
+        .expect("the JSON report parses");
+
+    let connected = json_u64(&report, &["viewers", "connected"]);
+    assert_eq!(connected, 50, "every viewer connects:\n{table}");
+    assert_eq!(json_u64(&report, &["viewers", "failed"]), 0, "{table}");
+    assert_eq!(
+        json_u64(&report, &["viewers", "disconnected"]),
+        0,
+        "{table}"
+    );
+    assert_eq!(
+        json_u64(&report, &["viewers", "playing_at_end"]),
+        50,
+        "{table}"
+    );
+    assert_eq!(json_u64(&report, &["messages", "lost"]), 0, "{table}");
+    assert_eq!(json_u64(&report, &["messages", "reordered"]), 0, "{table}");
+    assert_eq!(json_u64(&report, &["messages", "corrupted"]), 0, "{table}");
+    assert!(
+        json_u64(&report, &["messages", "verified"]) > 0,
+        "the verifying viewer checked payloads:\n{table}"
+    );
+    let latency_count = json_u64(&report, &["latency_ms", "count"]);
+    assert!(
+        latency_count > 1000,
+        "50 viewers x ~140 live frames: got {latency_count}\n{table}"
+    );
+    assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+    assert_eq!(json_u64(&report, &["connect_ms", "count"]), 50, "{table}");
+    assert_eq!(
+        json_u64(&report, &["first_keyframe_ms", "count"]),
+        50,
+        "{table}"
+    );
+    assert!(
+        report["server"]["cpu_seconds_per_gb"].as_f64().is_some(),
+        "{table}"
+    );
+
+    // The table shows the same numbers.
+    for (name, path) in [
+        ("connected", &["viewers", "connected"][..]),
+        ("failed", &["viewers", "failed"]),
+        ("lagging", &["viewers", "lagging"]),
+        ("lost", &["messages", "lost"]),
+        ("reordered", &["messages", "reordered"]),
+        ("video", &["messages", "video"]),
+        ("bytes", &["delivered", "bytes"]),
+        ("latency ms", &["latency_ms", "count"]),
+    ] {
+        assert_eq!(
+            table_value(&table, name),
+            Some(json_u64(&report, path) as f64),
+            "table line {name:?} vs JSON {}:\n{table}",
+            path.join(".")
+        );
+    }
+}
