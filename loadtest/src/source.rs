@@ -307,6 +307,8 @@ impl FileSource {
                     let info = inspect_video(&tag.payload);
                     if info.is_some_and(|i| i.is_sequence_header) {
                         video_header.get_or_insert(tag.payload);
+                    } else if info.is_some_and(|i| i.is_sequence_end) {
+                        // ffmpeg ends its files with one; looping on, the stream does not end.
                     } else {
                         tags.push((MediaKind::Video, tag.timestamp, tag.payload));
                     }

@@ -69,3 +69,72 @@ fn ffmpeg_plays_the_synthetic_stream_through_shardcast() {
     let out = wait_output(publisher, Duration::from_secs(60));
     assert!(out.status.success(), "publisher: {}", text(&out.stderr));
 }
+
+#[test]
+fn a_real_flv_file_loops_with_markers_and_nothing_lost() {
+    assert!(
+        tool_exists("ffmpeg"),
+        "ffmpeg is needed (apt-get install ffmpeg)"
+    );
+    let clip = temp_dir().join("clip.flv");
+    let made = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25:duration=2",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=2"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac", "-f", "flv"])
+        .arg(&clip)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "ffmpeg: {}", text(&made.stderr));
+
+    let _serial = serial();
+    let server = Shardcast::start("");
+    let json = temp_dir().join("file.json");
+    let mut cmd = load(&[
+        "--url",
+        &server.url("file"),
+        "--viewers",
+        "5",
+        "--duration",
+        "5s",
+    ]);
+    cmd.arg("--source").arg(&clip).arg("--json").arg(&json);
+    let out = run(cmd, Duration::from_secs(60));
+    let table = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{table}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["viewers"]["connected"], 5, "{table}");
+    assert_eq!(report["messages"]["lost"], 0, "{table}");
+    assert_eq!(report["messages"]["reordered"], 0, "{table}");
+    assert_eq!(report["messages"]["corrupted"], 0, "{table}");
+    // A 2 s clip over about 4.5 s of viewing: the loop carried on, every frame marked.
+    let video = report["messages"]["video"].as_u64().unwrap();
+    let marked = report["messages"]["with_marker"].as_u64().unwrap();
+    assert!(
+        marked >= 5 * 90,
+        "frames past the first loop arrive: {marked}\n{table}"
+    );
+    assert_eq!(
+        video - marked,
+        5,
+        "only the sequence headers are unmarked:\n{table}"
+    );
+    assert_eq!(report["viewers"]["lagging"], 0, "{table}");
+}
