@@ -34,7 +34,13 @@ fn main() -> io::Result<()> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--listen" => listen = args.next().expect("--listen ADDR").parse().expect("address"),
+            "--listen" => {
+                listen = args
+                    .next()
+                    .expect("--listen ADDR")
+                    .parse()
+                    .expect("address")
+            }
             "--nodelay" => nodelay = true,
             // cargo bench passes --bench; nothing to do with it.
             _ => {}
