@@ -153,12 +153,12 @@ impl Viewer {
         if let Err(e) = flush_session(&mut stream, &mut session).await {
             return End::Failed(format!("write failed: {e}"));
         }
+        // Counting viewers drop the session once playing.
+        let mut session = Some(session);
         let mut buf = vec![0u8; READ_SIZE];
         let mut received: u64 = 0;
         let mut scanner = ChunkScanner::default();
         let mut control = ControlReplies::default();
-        // Counting viewers stop feeding the session once playing.
-        let mut session_fed = true;
         loop {
             let n = match stream.read(&mut buf).await {
                 Ok(0) => return self.closed("connection closed by server"),
@@ -203,7 +203,8 @@ impl Viewer {
             }
             let skip = HANDSHAKE_LEN.saturating_sub(before).min(n as u64) as usize;
             let chunk_data = &data[skip..];
-            if session_fed {
+            let session_fed = session.is_some();
+            if let Some(session) = session.as_mut() {
                 if let Err(e) = session.feed(Bytes::copy_from_slice(data)) {
                     return self.closed(&format!("protocol error: {e}"));
                 }
@@ -212,13 +213,13 @@ impl Viewer {
                         return end;
                     }
                 }
-                if let Err(e) = flush_session(&mut stream, &mut session).await {
+                if let Err(e) = flush_session(&mut stream, session).await {
                     return self.closed(&format!("write failed: {e}"));
                 }
-                if self.playing && !spec.verifying {
-                    session_fed = false;
-                    control.acked = scanner.bytes() + chunk_data.len() as u64;
-                }
+            }
+            if session_fed && self.playing && !spec.verifying {
+                session = None;
+                control.acked = scanner.bytes() + chunk_data.len() as u64;
             }
             if spec.verifying {
                 if !self.playing && now.duration_since(self.started) > timeout {
@@ -227,7 +228,7 @@ impl Viewer {
                 continue;
             }
             if !chunk_data.is_empty() {
-                let answering = !session_fed;
+                let answering = session.is_none();
                 let mut failure = None;
                 let result = scanner.scan(chunk_data, |m| match m.type_id {
                     TYPE_VIDEO if self.playing => {
