@@ -14,8 +14,12 @@
 //!
 //! When a publisher comes back on a different shard than before (SO_REUSEPORT decides
 //! where each connection lands), that shard becomes the origin and tells every other shard;
-//! each `LocalStream` re-subscribes, gets a fresh snapshot, and its viewers continue at the
-//! next keyframe with timestamps that keep going forward.
+//! each `LocalStream` re-subscribes and gets a fresh snapshot. Its viewers lose nothing they
+//! were owed from the old origin, then get what the new one has that they lack, in order
+//! (`PublishNotify`, new codec headers, the new publisher's GOP; see
+//! `LocalStream::apply_snapshot`), with timestamps that keep going forward. Snapshots and
+//! entries carry the origin they come from, so what a former origin still had in flight is
+//! dropped rather than mistaken for the new origin's.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -52,11 +56,13 @@ pub enum ShardMessage {
     /// The origin's answer to `Subscribe`.
     Snapshot {
         stream: StreamName,
+        origin: ShardId,
         snapshot: Box<StreamSnapshot>,
     },
     /// One frame or stream event from the origin.
     Entry {
         stream: StreamName,
+        origin: ShardId,
         entry: RingEntry,
     },
     /// `origin` is now the stream's origin: re-subscribe there; an old origin drops its
@@ -270,6 +276,7 @@ impl Shard {
                     shard,
                     ShardMessage::Entry {
                         stream: name.clone(),
+                        origin: self.id,
                         entry: entry.clone(),
                     },
                 );
@@ -362,7 +369,7 @@ impl Shard {
                     .close(format!("taken over by a new publisher from {addr}"));
             }
         }
-        stream.borrow_mut().subscribed_to = None;
+        stream.borrow_mut().become_origin();
         let was_live = stream.borrow().live;
         match claim {
             Claim::New => {
@@ -619,6 +626,7 @@ impl Shard {
                     shard,
                     ShardMessage::Snapshot {
                         stream,
+                        origin: self.id,
                         snapshot: Box::new(snapshot),
                     },
                 );
@@ -628,29 +636,39 @@ impl Shard {
                     state.subscribers.retain(|&s| s != shard);
                 }
             }
-            ShardMessage::Snapshot { stream, snapshot } => {
+            ShardMessage::Snapshot {
+                stream,
+                origin,
+                snapshot,
+            } => {
                 let local = self.streams.borrow().get(&stream).cloned();
                 match local {
-                    Some(local) => {
+                    Some(local) if local.borrow().subscribed_to == Some(origin) => {
                         local.borrow_mut().apply_snapshot(*snapshot);
                         self.start_waiting(&local);
                     }
-                    None => {
-                        if let Some(origin) = self.directory.origin(&stream) {
-                            self.send(
-                                origin,
-                                ShardMessage::Unsubscribe {
-                                    stream,
-                                    shard: self.id,
-                                },
-                            );
-                        }
-                    }
+                    // Nobody here needs it any more, or it comes from an origin this shard
+                    // has since left for a newer one (whose snapshot is on its way).
+                    _ => self.send(
+                        origin,
+                        ShardMessage::Unsubscribe {
+                            stream,
+                            shard: self.id,
+                        },
+                    ),
                 }
             }
-            ShardMessage::Entry { stream, entry } => {
+            ShardMessage::Entry {
+                stream,
+                origin,
+                entry,
+            } => {
                 let local = self.streams.borrow().get(&stream).cloned();
-                if let Some(local) = local {
+                // Entries still in flight from a former origin are numbered in its
+                // sequence, not the current one's: they are dropped.
+                if let Some(local) = local
+                    && local.borrow().subscribed_to == Some(origin)
+                {
                     let ended = matches!(
                         entry,
                         RingEntry::Event {

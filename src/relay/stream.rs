@@ -76,6 +76,10 @@ pub struct LocalStream {
     /// The origin shard this stream receives frames from (None on the origin itself, or
     /// while no origin is known).
     pub subscribed_to: Option<usize>,
+    /// Added (wrapping) to the origin's entry numbers to number them in this ring: 0 on
+    /// the origin and after a first subscription; set when a new origin's snapshot is
+    /// appended after what viewers here still have to be sent.
+    origin_offset: u64,
 }
 
 impl LocalStream {
@@ -94,6 +98,7 @@ impl LocalStream {
             waiting: Vec::new(),
             signal: Rc::new(Signal::default()),
             subscribed_to: None,
+            origin_offset: 0,
         }
     }
 
@@ -116,29 +121,99 @@ impl LocalStream {
         }
     }
 
-    /// Takes over a snapshot from a (new) origin: numbering restarts at its `next_seq`, and
-    /// viewers already here continue from there at the next keyframe.
+    /// Takes over a snapshot from a (new) origin.
+    ///
+    /// With no viewers playing here yet (a first subscription), the ring simply continues
+    /// at the origin's numbering. With viewers already playing (the origin moved: a
+    /// publisher came back, or took over, on another shard), they must lose nothing they
+    /// were owed and miss nothing the new origin has: the ring keeps its own numbering, so
+    /// a viewer still behind finishes the old publication (its `UnpublishNotify`
+    /// included), and what the new origin has that these viewers have not seen is
+    /// appended after it, in order: the republish event (`PublishNotify`), changed
+    /// metadata and codec headers, and, for a stream that was waiting for its publisher,
+    /// the new publisher's GOP so far. From then on the origin's entries are renumbered
+    /// into this ring.
     pub fn apply_snapshot(&mut self, snap: StreamSnapshot) {
-        self.ring.restart_at(snap.next_seq);
-        self.metadata = snap.metadata;
-        self.video_header = snap.video_header;
-        self.audio_header = snap.audio_header;
-        if let Some(gop) = self.gop.as_mut() {
-            gop.clear();
-            for f in snap.gop {
-                gop.push(cached(f));
+        if self.viewers.is_empty() {
+            self.ring.restart_at(snap.next_seq);
+            self.origin_offset = 0;
+            self.metadata = snap.metadata;
+            self.video_header = snap.video_header;
+            self.audio_header = snap.audio_header;
+            if let Some(gop) = self.gop.as_mut() {
+                gop.clear();
+                for f in snap.gop {
+                    gop.push(cached(f));
+                }
+            }
+            self.live = snap.live;
+            self.signal.notify();
+            return;
+        }
+        let resumed = !self.live && snap.live;
+        if resumed {
+            // Clears the GOP cache, as on the origin: the new publisher's frames follow.
+            let seq = self.ring.next_seq();
+            self.append(RingEntry::Event {
+                seq,
+                event: StreamEvent::Republished,
+            });
+        }
+        let changed = |mine: &Option<Frame>, theirs: &Option<Frame>| match (mine, theirs) {
+            (_, None) => false,
+            (Some(a), Some(b)) => a.payload != b.payload,
+            (None, Some(_)) => true,
+        };
+        let mut news = Vec::new();
+        for (mine, theirs) in [
+            (&self.metadata, snap.metadata),
+            (&self.video_header, snap.video_header),
+            (&self.audio_header, snap.audio_header),
+        ] {
+            if changed(mine, &theirs) {
+                news.extend(theirs);
             }
         }
-        for v in &self.viewers {
-            v.borrow_mut().queue.jump_to(snap.next_seq);
+        if resumed {
+            // The origin's GOP holds only the new publisher's frames (its republish event
+            // cleared it), and it starts at a keyframe.
+            news.extend(snap.gop);
+        } else {
+            // A takeover while live: the new publisher's first frames may be gone already,
+            // and its GOP may still hold the old publisher's frames these viewers had.
+            for v in &self.viewers {
+                v.borrow_mut().queue.skip_to_keyframe();
+            }
         }
+        for mut f in news {
+            f.seq = self.ring.next_seq();
+            self.append(RingEntry::Frame(f));
+        }
+        self.origin_offset = self.ring.next_seq().wrapping_sub(snap.next_seq);
         self.live = snap.live;
         self.signal.notify();
     }
 
-    /// Appends an entry from the origin. A numbering gap means entries were lost on the way
-    /// (an inbox was full): every viewer resumes at the next keyframe.
-    pub fn apply(&mut self, entry: RingEntry) {
+    /// Appends an entry from the origin, numbered in the origin's sequence.
+    pub fn apply(&mut self, mut entry: RingEntry) {
+        if self.origin_offset != 0 {
+            match &mut entry {
+                RingEntry::Frame(f) => f.seq = f.seq.wrapping_add(self.origin_offset),
+                RingEntry::Event { seq, .. } => *seq = seq.wrapping_add(self.origin_offset),
+            }
+        }
+        self.append(entry);
+    }
+
+    /// This shard becomes the stream's origin: its own ring's numbering is the origin's.
+    pub fn become_origin(&mut self) {
+        self.subscribed_to = None;
+        self.origin_offset = 0;
+    }
+
+    /// Appends an entry numbered in this ring's sequence. A numbering gap means entries
+    /// were lost on the way (an inbox was full): every viewer resumes at the next keyframe.
+    fn append(&mut self, entry: RingEntry) {
         let seq = entry.seq();
         if seq < self.ring.next_seq() {
             return;
