@@ -31,8 +31,8 @@ pub struct Cli {
 #[derive(Args, Deserialize, Debug, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Knobs {
-    /// Publish URL template; `{n}` becomes the stream number (0..streams).
-    /// [default: rtmp://127.0.0.1:1935/live/load-{n}]
+    /// Publish URL template; {⁠n} becomes the stream number (0..streams).
+    /// [default: rtmp://127.0.0.1:1935/live/load-{⁠n}]
     #[arg(long, value_name = "TEMPLATE")]
     pub url: Option<String>,
     /// Play URL template, when viewers play from elsewhere (an edge) than publishers push
@@ -288,10 +288,14 @@ impl Settings {
         description: Option<String>,
         k: Knobs,
     ) -> Result<Settings, String> {
+        // clap turns `{n}` in help text into a line break, so `--help` writes it with a
+        // word joiner inside; a template copied from there still works.
+        let clean = |t: String| t.replace('\u{2060}', "");
         let url = k
             .url
+            .map(clean)
             .unwrap_or_else(|| "rtmp://127.0.0.1:1935/live/load-{n}".to_owned());
-        let play_url = k.play_url.unwrap_or_else(|| url.clone());
+        let play_url = k.play_url.map(clean).unwrap_or_else(|| url.clone());
         let streams = k.streams.unwrap_or(1);
         if streams == 0 {
             return Err("--streams must be at least 1".into());
