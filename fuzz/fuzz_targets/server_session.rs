@@ -5,7 +5,8 @@
 //! so most inputs reach the chunk and command layers; without it the handshake itself is
 //! fuzzed. Every `ConnectRequested`, `PublishRequested` and `PlayRequested` is accepted
 //! (bits 1 to 3 reject them instead), so the paths after acceptance are reached; bit 4
-//! also sends media, data and notifications to players, as the relay would.
+//! also sends media, data and notifications to players, as the relay would. Media the
+//! session delivers goes through `media::codec`'s inspection, as in the relay.
 //!
 //! Checks: no panic; buffered bytes within the limit and at most one partial header left
 //! unparsed after each feed; and everything the server writes is a valid handshake answer
@@ -14,6 +15,7 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
+use shardcast::media::codec::{inspect_audio, inspect_video};
 use shardcast::rtmp::chunk::{ChunkDecoder, DecoderLimits, MAX_HEADER_LEN};
 use shardcast::rtmp::handshake::PACKET_LEN;
 use shardcast::rtmp::{MediaKind, ServerEvent, ServerSession, ServerSessionConfig};
@@ -76,8 +78,22 @@ fn drain(session: &mut ServerSession, flags: u8, output: &mut Vec<u8>) {
                     session.send_ping(1);
                 }
             }
-            ServerEvent::Media { .. }
-            | ServerEvent::Metadata { .. }
+            // The relay inspects every media message for sequence headers and keyframes.
+            ServerEvent::Media {
+                kind: MediaKind::Video,
+                payload,
+                ..
+            } => {
+                let _ = inspect_video(&payload);
+            }
+            ServerEvent::Media {
+                kind: MediaKind::Audio,
+                payload,
+                ..
+            } => {
+                let _ = inspect_audio(&payload);
+            }
+            ServerEvent::Metadata { .. }
             | ServerEvent::Data { .. }
             | ServerEvent::HandshakeComplete { .. }
             | ServerEvent::Pause { .. }
