@@ -9,9 +9,11 @@
 //! backlog with one vectored write (`ViewerQueue::flush` + `net::vectored`). It yields to
 //! the executor every few dozen viewers, so one stream with thousands of viewers cannot
 //! starve the shard's other streams, its publishers or its accept loop. A viewer whose
-//! socket is full is handed to its own connection task (see `peer.rs`) and skipped until it
-//! drains; a viewer over its backlog limits skips video to the next keyframe; one that stays
-//! behind past `lag_disconnect_ms` is disconnected. None of this touches the publisher.
+//! socket is full is handed to its own connection task (see `peer.rs`), which writes once
+//! it drains; the fan-out no longer writes to it, but still checks it against its backlog
+//! limits on every pass: a viewer over them skips video to the next keyframe, and one that
+//! stays behind past `lag_disconnect_ms` (a viewer that stopped reading is always blocked)
+//! is disconnected. None of this touches the publisher.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -352,37 +354,55 @@ pub fn render_event(peer: &PeerRef, event: StreamEvent) {
     p.queue_session_output();
 }
 
-/// Writes what one viewer has pending, as far as its socket takes it, and applies the
-/// backlog rules. Called by the fan-out for viewers whose socket is not known to be full.
+/// Applies the backlog rules to one viewer: past its byte or duration limit its video
+/// skips to the next keyframe, and if it stays behind past `lag_disconnect` it is closed
+/// (returns false). They apply whether or not its socket is full: a viewer that stopped
+/// reading altogether is the one they are for.
+fn apply_backlog_rules(
+    ring: &FrameRing,
+    settings: &StreamSettings,
+    p: &mut super::peer::Peer,
+    now: Instant,
+) -> bool {
+    if p.queue.cursor() < ring.first_seq() {
+        // The ring dropped entries this viewer had not sent (it was capped).
+        p.queue.jump_to(ring.first_seq());
+    }
+    let backlog = ring.backlog(p.queue.cursor(), settings.backlog_max_bytes);
+    let behind_bytes = backlog.bytes + p.queue.pending_bytes();
+    if behind_bytes <= settings.backlog_max_bytes && backlog.millis <= settings.backlog_max_ms {
+        return true;
+    }
+    let since = *p.behind_since.get_or_insert(now);
+    if !p.queue.is_skipping_video() {
+        p.queue.skip_to_keyframe();
+        tracing::debug!(peer = %p.addr, behind_bytes, behind_ms = backlog.millis, "viewer fell behind; skipping video to the next keyframe");
+    }
+    if now.duration_since(since) > settings.lag_disconnect {
+        let reason = format!(
+            "viewer stayed behind for more than {} ms ({} bytes, {} ms of media unsent; {} video frames dropped)",
+            settings.lag_disconnect.as_millis(),
+            behind_bytes,
+            backlog.millis,
+            p.queue.dropped_frames
+        );
+        p.close(reason);
+        return false;
+    }
+    true
+}
+
+/// Applies the backlog rules to one viewer, then writes what it has pending as far as its
+/// socket takes it. Called by the fan-out for every viewer; one whose socket is full
+/// (`blocked`) is only checked, its connection task writes once the socket drains.
 pub fn serve_viewer(ring: &FrameRing, settings: &StreamSettings, peer: &PeerRef, now: Instant) {
     loop {
         let mut p = peer.borrow_mut();
-        if p.blocked || p.close_reason.is_some() {
+        if p.close_reason.is_some() || !apply_backlog_rules(ring, settings, &mut p, now) {
             return;
         }
-        if p.queue.cursor() < ring.first_seq() {
-            let first = ring.first_seq();
-            p.queue.jump_to(first);
-        }
-        let backlog = ring.backlog(p.queue.cursor(), settings.backlog_max_bytes);
-        let behind_bytes = backlog.bytes + p.queue.pending_bytes();
-        if behind_bytes > settings.backlog_max_bytes || backlog.millis > settings.backlog_max_ms {
-            let since = *p.behind_since.get_or_insert(now);
-            if !p.queue.is_skipping_video() {
-                p.queue.skip_to_keyframe();
-                tracing::debug!(peer = %p.addr, behind_bytes, behind_ms = backlog.millis, "viewer fell behind; skipping video to the next keyframe");
-            }
-            if now.duration_since(since) > settings.lag_disconnect {
-                let reason = format!(
-                    "viewer stayed behind for more than {} ms ({} bytes, {} ms of media unsent; {} video frames dropped)",
-                    settings.lag_disconnect.as_millis(),
-                    behind_bytes,
-                    backlog.millis,
-                    p.queue.dropped_frames
-                );
-                p.close(reason);
-                return;
-            }
+        if p.blocked {
+            return;
         }
         let fd = p.fd;
         let outcome = with_scratch(|scratch| {

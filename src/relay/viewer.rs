@@ -184,6 +184,11 @@ impl ViewerQueue {
         scratch: &mut FlushScratch,
         mut write: impl FnMut(&[libc::iovec]) -> io::Result<usize>,
     ) -> io::Result<FlushOutcome> {
+        if self.cursor < ring.first_seq() {
+            // The ring dropped entries this viewer had not sent: it resumes at the oldest
+            // one left (video at a keyframe), never reports itself caught up.
+            self.jump_to(ring.first_seq());
+        }
         loop {
             scratch.clear();
             if let Some(p) = &self.partial {
@@ -466,6 +471,29 @@ mod tests {
             FlushOutcome::Idle
         );
         assert_eq!(out, b"aaaaaaaaaaEOFbbbbbbbbbb".to_vec());
+    }
+
+    #[test]
+    fn a_cursor_the_ring_dropped_resumes_at_the_next_keyframe_left() {
+        let mut ring = FrameRing::new(0);
+        for seq in 0..6 {
+            ring.push(video(seq, seq == 4, b'v', 5));
+        }
+        // The ring was capped while this viewer was blocked: entries 0 to 2 are gone.
+        ring.trim_before(3);
+        let mut q = ViewerQueue::new(1);
+        let mut scratch = FlushScratch::default();
+        let mut out = Vec::new();
+        let outcome = q
+            .flush(&ring, &mut scratch, sink(&mut out, 1 << 20))
+            .unwrap();
+        assert_eq!(outcome, FlushOutcome::Idle);
+        assert_eq!(out, vec![b'v'; 10], "frames 4 (the keyframe) and 5");
+        assert_eq!(q.cursor(), 6);
+        assert_eq!(
+            q.dropped_frames, 3,
+            "1 and 2 fell off the ring, 3 was skipped"
+        );
     }
 
     #[test]

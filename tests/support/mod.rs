@@ -558,10 +558,20 @@ impl RtmpClient {
 
     /// One read of at most `timeout`; the events it produced.
     pub fn read_events(&mut self, timeout: Duration) -> Result<Vec<ClientEvent>, ReadEnd> {
+        self.read_at_most(usize::MAX, timeout)
+    }
+
+    /// One read of at most `max` bytes and at most `timeout`; the events it produced.
+    pub fn read_at_most(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Vec<ClientEvent>, ReadEnd> {
         self.socket
             .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
             .unwrap();
-        let n = match self.socket.read(&mut self.buf) {
+        let len = max.min(self.buf.len());
+        let n = match self.socket.read(&mut self.buf[..len]) {
             Ok(0) => return Err(ReadEnd::Closed),
             Ok(n) => n,
             Err(e)
