@@ -129,10 +129,11 @@ async fn drive(shard: &Rc<Shard>, peer: &PeerRef, mut stream: TcpStream) -> Stri
             Step::Eof => return "the peer closed the connection".into(),
             Step::Failed(e) => return format!("read failed: {e}"),
             Step::Close(reason) => {
-                // Best effort: whatever is queued (a goodbye onStatus) goes if the socket
-                // takes it now.
+                // Best effort: the peer's own queued bytes (the rest of a message begun, a
+                // goodbye onStatus) go if the socket takes them now. Not through the
+                // fan-out's path: that writes nothing to a peer being closed.
                 peer.borrow_mut().blocked = false;
-                write_now(peer, &empty_ring);
+                write_own_bytes(peer, &empty_ring);
                 return reason;
             }
             Step::Tick => {
@@ -245,6 +246,12 @@ fn write_now(peer: &PeerRef, empty_ring: &FrameRing) {
         serve_viewer(&s.ring, &s.settings, peer, Instant::now());
         return;
     }
+    write_own_bytes(peer, empty_ring);
+}
+
+/// Writes the peer's own queued bytes (session output; for a viewer, also the rest of a
+/// frame begun), without waiting and without any ring frame: `empty_ring` holds none.
+fn write_own_bytes(peer: &PeerRef, empty_ring: &FrameRing) {
     let mut p = peer.borrow_mut();
     if p.blocked {
         return;
