@@ -105,6 +105,7 @@ fn data_messages_reach_viewers_in_order_with_the_media() {
     let script = Script {
         text_every: Some(3),
         interval: Duration::from_millis(10),
+        audio_lag_ms: 20,
         ..Script::new(150)
     };
     // One viewer waiting on each shard before the publisher comes, and one joining each
@@ -156,5 +157,88 @@ fn data_messages_reach_viewers_in_order_with_the_media() {
                 "a late viewer starts at the current GOP, got {start}"
             );
         }
+    }
+}
+
+/// Checks a viewer that joined mid-stream without a GOP to start from: its first video
+/// frame is a keyframe, from there it got every video frame in order, and each kind's
+/// timestamps (codec headers included) never go back.
+fn check_joined_at_keyframe(events: &[ClientEvent], script: &Script) -> Result<u32, String> {
+    let tagged: Vec<(Tag, u32)> = events.iter().filter_map(classify).collect();
+    let first = tagged
+        .iter()
+        .find_map(|(t, _)| match t {
+            Tag::Video { seq, keyframe } => Some((*seq, *keyframe)),
+            _ => None,
+        })
+        .ok_or_else(|| format!("no video: {}", summarize(events)))?;
+    if !first.1 {
+        return Err(format!(
+            "the first video frame ({}) is not a keyframe",
+            first.0
+        ));
+    }
+    let video: Vec<u32> = tagged
+        .iter()
+        .filter_map(|(t, _)| match t {
+            Tag::Video { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<u32> = (first.0..=script.last()).collect();
+    if video != expected {
+        return Err(format!(
+            "video from {} not complete and in order: {video:?} {}",
+            first.0,
+            summarize(events)
+        ));
+    }
+    let mut last = BTreeMap::new();
+    for (tag, ts) in &tagged {
+        let kind = match tag {
+            Tag::Video { .. } | Tag::VideoHeader => "video",
+            Tag::Audio { .. } | Tag::AudioHeader => "audio",
+            _ => continue,
+        };
+        let prev = last.insert(kind, *ts).unwrap_or(0);
+        if *ts < prev {
+            return Err(format!("{kind} went back from {prev} to {ts} at {tag:?}"));
+        }
+    }
+    Ok(first.0)
+}
+
+#[test]
+fn without_a_gop_cache_a_joining_viewer_waits_for_a_keyframe() {
+    let config = format!("{NO_SKIPPING}gop_cache = false\n");
+    let relay = Relay::start("fanout-no-gop", &config, 2);
+    // Audio stamped a little behind the video, as encoders do.
+    let script = Script {
+        interval: Duration::from_millis(10),
+        audio_lag_ms: 20,
+        ..Script::new(120)
+    };
+    let mut publisher = RtmpClient::connect_on_shard(&relay, 0);
+    publisher.start_publish("nogop");
+    script.send_headers(&mut publisher);
+    script.send_frames(&mut publisher, 0..45, None);
+    // Mid-GOP (keyframes at 0, 30, 60, 90), one viewer on each shard.
+    let viewers: Vec<Recorder> = (0..2)
+        .map(|shard| {
+            let mut c = RtmpClient::connect_on_shard(&relay, shard);
+            c.start_play("nogop");
+            Recorder::start(c)
+        })
+        .collect();
+    script.send_frames(&mut publisher, 45..script.frames, None);
+    publisher.session.close_stream();
+    publisher.flush().unwrap();
+    for v in viewers {
+        assert!(v.wait_until(Duration::from_secs(10), saw_eof));
+        let local = v.local;
+        let (events, _) = v.finish();
+        let start = check_joined_at_keyframe(&plain(&events), &script)
+            .unwrap_or_else(|e| panic!("viewer {local}: {e}"));
+        assert!(start >= 60, "viewer {local} started at {start}");
     }
 }

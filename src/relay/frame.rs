@@ -174,8 +174,11 @@ impl FrameRing {
                 break;
             }
         }
+        // A signed distance: the newest entry may be audio stamped a little behind the
+        // video at the cursor, which is no backlog at all (as unsigned it would wrap to
+        // some 49 days).
         let millis = match (oldest, newest) {
-            (Some(o), Some(n)) => n.wrapping_sub(o).min(i32::MAX as u32),
+            (Some(o), Some(n)) => (n.wrapping_sub(o) as i32).max(0) as u32,
             _ => 0,
         };
         Backlog { bytes, millis }
@@ -239,5 +242,26 @@ mod tests {
         ring.restart_at(100);
         assert_eq!(ring.next_seq(), 100);
         assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn audio_stamped_behind_the_video_is_no_backlog() {
+        let mut ring = FrameRing::new(0);
+        let mut video = frame(0, 100);
+        let mut audio = frame(1, 10);
+        if let (RingEntry::Frame(v), RingEntry::Frame(a)) = (&mut video, &mut audio) {
+            v.timestamp = 1000;
+            a.kind = FrameKind::Audio;
+            a.timestamp = 980;
+        }
+        ring.push(video);
+        ring.push(audio);
+        assert_eq!(
+            ring.backlog(0, 1 << 20),
+            Backlog {
+                bytes: 110,
+                millis: 0
+            }
+        );
     }
 }

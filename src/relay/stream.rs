@@ -57,6 +57,16 @@ pub struct StreamSnapshot {
     pub video_header: Option<Frame>,
     pub audio_header: Option<Frame>,
     pub gop: Vec<Frame>,
+    /// The newest audio and video timestamps the stream has sent.
+    pub newest: NewestTimestamps,
+}
+
+/// The newest timestamp of each media kind in a stream: where a viewer that joins without
+/// a GOP to start from picks the stream up.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NewestTimestamps {
+    pub audio: Option<u32>,
+    pub video: Option<u32>,
 }
 
 pub struct LocalStream {
@@ -67,6 +77,7 @@ pub struct LocalStream {
     metadata: Option<Frame>,
     video_header: Option<Frame>,
     audio_header: Option<Frame>,
+    newest: NewestTimestamps,
     /// A publisher is sending.
     pub live: bool,
     /// The stream ended; viewers are being closed.
@@ -94,6 +105,7 @@ impl LocalStream {
             metadata: None,
             video_header: None,
             audio_header: None,
+            newest: NewestTimestamps::default(),
             live: false,
             ended: false,
             viewers: Vec::new(),
@@ -120,6 +132,7 @@ impl LocalStream {
                 .as_ref()
                 .map(|g| g.iter().map(|c| c.item.clone()).collect())
                 .unwrap_or_default(),
+            newest: self.newest,
         }
     }
 
@@ -142,6 +155,7 @@ impl LocalStream {
             self.metadata = snap.metadata;
             self.video_header = snap.video_header;
             self.audio_header = snap.audio_header;
+            self.newest = snap.newest;
             if let Some(gop) = self.gop.as_mut() {
                 gop.clear();
                 for f in snap.gop {
@@ -266,6 +280,11 @@ impl LocalStream {
 
     fn remember(&mut self, f: &Frame) {
         match f.kind {
+            FrameKind::Audio => self.newest.audio = Some(f.timestamp),
+            FrameKind::Video => self.newest.video = Some(f.timestamp),
+            FrameKind::Metadata | FrameKind::Data => {}
+        }
+        match f.kind {
             FrameKind::Video if f.sequence_header => self.video_header = Some(f.clone()),
             FrameKind::Audio if f.sequence_header => self.audio_header = Some(f.clone()),
             FrameKind::Metadata => self.metadata = Some(f.clone()),
@@ -278,18 +297,32 @@ impl LocalStream {
     }
 
     /// Starts a viewer whose play was accepted: `NetStream.Play.Start` and friends, then
-    /// metadata, sequence headers and the cached GOP, then live from the next entry.
+    /// metadata, sequence headers and the cached GOP, then live from the next entry. With
+    /// no GOP that starts at a keyframe to give it (the cache is off, or was abandoned),
+    /// its video starts at the next keyframe.
     pub fn start_viewer(&mut self, peer: &PeerRef, stream_id: u32) {
         let mut p = peer.borrow_mut();
         p.session.accept_play(stream_id, true, false);
         p.queue_session_output();
-        // Codec headers are re-encoded at the time the viewer starts at, so its timestamps
-        // never go backwards even when a header was re-sent mid-stream.
-        let start_ts = self
+        // Codec headers are re-encoded at the time this viewer's media of their kind
+        // starts at (its first GOP message of that kind, or else where the stream is now),
+        // so each kind's timestamps only go forward for it, even when a header was re-sent
+        // mid-stream or the audio is stamped a little behind the video.
+        let gop: Vec<&Frame> = self
             .gop
             .as_ref()
-            .and_then(|g| g.iter().next().map(|c| c.timestamp))
-            .or_else(|| self.ring.newest_timestamp())
+            .map(|g| g.iter().map(|c| &c.item).collect())
+            .unwrap_or_default();
+        let first_in_gop =
+            |kind: FrameKind| gop.iter().find(|f| f.kind == kind).map(|f| f.timestamp);
+        let any_start = gop.first().map(|f| f.timestamp);
+        let video_ts = first_in_gop(FrameKind::Video)
+            .or(self.newest.video)
+            .or(any_start)
+            .unwrap_or(0);
+        let audio_ts = first_in_gop(FrameKind::Audio)
+            .or(self.newest.audio)
+            .or(any_start)
             .unwrap_or(0);
         let chunk_size = self.settings.chunk_size;
         let restamp =
@@ -302,16 +335,18 @@ impl LocalStream {
         }
         if let Some(h) = &self.video_header {
             p.queue
-                .push_pending(restamp(h, MessageType::Video.id(), start_ts));
+                .push_pending(restamp(h, MessageType::Video.id(), video_ts));
         }
         if let Some(h) = &self.audio_header {
             p.queue
-                .push_pending(restamp(h, MessageType::Audio.id(), start_ts));
+                .push_pending(restamp(h, MessageType::Audio.id(), audio_ts));
         }
-        if let Some(gop) = &self.gop {
-            for c in gop.iter() {
-                p.queue.push_pending(c.item.bytes.clone());
-            }
+        for f in &gop {
+            p.queue.push_pending(f.bytes.clone());
+        }
+        if !self.gop.as_ref().is_some_and(|g| g.starts_with_keyframe()) {
+            // Inter frames before a first keyframe cannot be decoded.
+            p.queue.skip_to_keyframe();
         }
         p.queue.start_at(self.ring.next_seq());
         drop(p);
