@@ -1,14 +1,17 @@
 //! Arbitrary bytes, cut at arbitrary points, into a `ChunkDecoder` with default limits.
 //!
-//! Checks: no panic; the bytes held for partial messages never exceed the limit; after
-//! `Ok(None)` at most one partial header is left unparsed; no message is longer than the
+//! Checks: no panic; the bytes held for partial messages never exceed the limit, nor the
+//! chunk streams theirs, and the memory reserved stays within what `reserved_bytes`
+//! promises; after `Ok(None)` at most one partial header is left unparsed; no message is longer than the
 //! limit; an error poisons the decoder. Every decoded message is re-encoded with a
 //! `ChunkEncoder` (following Set Chunk Size as a peer would) and must decode back equal.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use shardcast::rtmp::chunk::{ChunkDecoder, ChunkEncoder, DecoderLimits, MAX_HEADER_LEN};
+use shardcast::rtmp::chunk::{
+    ChunkDecoder, ChunkEncoder, DecoderLimits, EXACT_ALLOC_LIMIT, MAX_HEADER_LEN,
+};
 use shardcast::rtmp::message::{MessageType, RtmpMessage};
 
 fuzz_target!(|data: &[u8]| {
@@ -27,6 +30,11 @@ fuzz_target!(|data: &[u8]| {
                 Ok(None) => {
                     assert!(dec.buffered_bytes() <= limits.max_buffered_bytes);
                     assert!(dec.unparsed_bytes() <= MAX_HEADER_LEN);
+                    assert!(dec.chunk_streams() <= limits.max_chunk_streams);
+                    assert!(
+                        dec.reserved_bytes()
+                            <= 2 * dec.buffered_bytes() + dec.chunk_streams() * EXACT_ALLOC_LIMIT
+                    );
                     break;
                 }
                 Err(err) => {

@@ -8,15 +8,15 @@
 //! also sends media, data and notifications to players, as the relay would. Media the
 //! session delivers goes through `media::codec`'s inspection, as in the relay.
 //!
-//! Checks: no panic; buffered bytes within the limit and at most one partial header left
-//! unparsed after each feed; and everything the server writes is a valid handshake answer
+//! Checks: no panic; buffered bytes, chunk streams and reserved memory within the limits
+//! and at most one partial header left unparsed after each feed; and everything the server writes is a valid handshake answer
 //! followed by a chunk stream a client's `ChunkDecoder` reads without error.
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use shardcast::media::codec::{inspect_audio, inspect_video};
-use shardcast::rtmp::chunk::{ChunkDecoder, DecoderLimits, MAX_HEADER_LEN};
+use shardcast::rtmp::chunk::{ChunkDecoder, DecoderLimits, EXACT_ALLOC_LIMIT, MAX_HEADER_LEN};
 use shardcast::rtmp::handshake::PACKET_LEN;
 use shardcast::rtmp::{MediaKind, ServerEvent, ServerSession, ServerSessionConfig};
 
@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let config = ServerSessionConfig::default();
-    let limit = config.limits.max_buffered_bytes;
+    let limits = config.limits;
     let mut session = ServerSession::new(config);
     let mut output = Vec::new();
     if flags & 1 != 0 {
@@ -40,7 +40,12 @@ fuzz_target!(|data: &[u8]| {
         if session.feed(Bytes::copy_from_slice(piece)).is_err() {
             break;
         }
-        assert!(session.buffered_bytes() <= limit);
+        assert!(session.buffered_bytes() <= limits.max_buffered_bytes);
+        assert!(session.chunk_streams() <= limits.max_chunk_streams);
+        assert!(
+            session.reserved_bytes()
+                <= 2 * session.buffered_bytes() + session.chunk_streams() * EXACT_ALLOC_LIMIT
+        );
         assert!(session.unparsed_bytes() <= MAX_HEADER_LEN);
         drain(&mut session, flags, &mut output);
     }

@@ -110,7 +110,7 @@ pub const MAX_HEADER_LEN: usize = 3 + 11 + 4;
 /// A partial message announcing at most this many bytes gets its whole buffer at once;
 /// larger ones grow as chunks arrive, so a peer announcing big messages and sending little
 /// cannot make us reserve more than this per chunk stream.
-const EXACT_ALLOC_LIMIT: usize = 64 * 1024;
+pub const EXACT_ALLOC_LIMIT: usize = 64 * 1024;
 
 /// Why the chunk stream from a peer cannot be decoded. The session closes on any of them.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -400,6 +400,20 @@ impl ChunkDecoder {
     /// Bytes held for partial messages across all chunk streams.
     pub fn buffered_bytes(&self) -> usize {
         self.buffered
+    }
+
+    /// Memory reserved for partial messages: at most twice [`buffered_bytes`] plus
+    /// [`EXACT_ALLOC_LIMIT`] per chunk stream, and never more than
+    /// [`DecoderLimits::max_message_len`] for one stream.
+    ///
+    /// [`buffered_bytes`]: Self::buffered_bytes
+    pub fn reserved_bytes(&self) -> usize {
+        self.streams.iter().map(|s| s.partial.capacity()).sum()
+    }
+
+    /// How many chunk streams the peer has used (each keeps its header state for good).
+    pub fn chunk_streams(&self) -> usize {
+        self.streams.len()
     }
 
     /// Fed bytes not parsed yet. Once [`next_message`](Self::next_message) has returned
@@ -1717,6 +1731,10 @@ mod tests {
                     for s in &dec.streams {
                         prop_assert!(s.partial.capacity() <= limits.max_message_len as usize);
                     }
+                    prop_assert!(
+                        dec.reserved_bytes()
+                            <= 2 * dec.buffered_bytes() + dec.chunk_streams() * EXACT_ALLOC_LIMIT
+                    );
                     match step {
                         Ok(Some(m)) => prop_assert!(m.payload.len() <= 1000),
                         Ok(None) => {

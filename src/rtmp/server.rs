@@ -293,6 +293,18 @@ impl ServerSession {
         self.conn.decoder().buffered_bytes()
     }
 
+    /// Memory reserved for the peer's partial messages; see
+    /// [`ChunkDecoder::reserved_bytes`](super::chunk::ChunkDecoder::reserved_bytes).
+    pub fn reserved_bytes(&self) -> usize {
+        self.conn.decoder().reserved_bytes()
+    }
+
+    /// How many chunk streams the peer has used, which
+    /// [`DecoderLimits::max_chunk_streams`] caps.
+    pub fn chunk_streams(&self) -> usize {
+        self.conn.decoder().chunk_streams()
+    }
+
     /// Received chunk-stream bytes not parsed yet: after `feed` returns, at most one
     /// partial chunk header ([`chunk::MAX_HEADER_LEN`](super::chunk::MAX_HEADER_LEN)).
     pub fn unparsed_bytes(&self) -> usize {
@@ -881,7 +893,9 @@ mod tests {
     use super::*;
     use crate::media::codec::{AudioCodec, VideoCodec, inspect_audio, inspect_video};
     use crate::rtmp::amf0;
-    use crate::rtmp::chunk::{ChunkDecoder, ChunkEncoder, ChunkError, MAX_HEADER_LEN};
+    use crate::rtmp::chunk::{
+        ChunkDecoder, ChunkEncoder, ChunkError, EXACT_ALLOC_LIMIT, MAX_HEADER_LEN,
+    };
     use crate::rtmp::client::{ClientEvent, ClientSession, ClientSessionConfig};
     use crate::rtmp::handshake::{
         FLASH_PLAYER_KEY_TEXT, MEDIA_SERVER_KEY, MEDIA_SERVER_KEY_TEXT, PACKET_LEN,
@@ -1487,6 +1501,11 @@ mod tests {
         for piece in pieces {
             let result = session.feed(piece);
             prop_assert!(session.buffered_bytes() <= limits.max_buffered_bytes);
+            prop_assert!(session.chunk_streams() <= limits.max_chunk_streams);
+            prop_assert!(
+                session.reserved_bytes()
+                    <= 2 * session.buffered_bytes() + session.chunk_streams() * EXACT_ALLOC_LIMIT
+            );
             if result.is_err() {
                 break;
             }
