@@ -144,9 +144,9 @@ impl LocalStream {
     /// were owed and miss nothing the new origin has: the ring keeps its own numbering, so
     /// a viewer still behind finishes the old publication (its `UnpublishNotify`
     /// included), and what the new origin has that these viewers have not seen is
-    /// appended after it, in order: the republish event (`PublishNotify`), changed
-    /// metadata and codec headers, and, for a stream that was waiting for its publisher,
-    /// the new publisher's GOP so far. From then on the origin's entries are renumbered
+    /// appended after it, in order: the republish event (`PublishNotify`), the metadata
+    /// and codec headers (after a republish; after a takeover, those that changed), and,
+    /// for a stream that was waiting for its publisher, the new publisher's GOP so far. From then on the origin's entries are renumbered
     /// into this ring.
     pub fn apply_snapshot(&mut self, snap: StreamSnapshot) {
         if self.viewers.is_empty() {
@@ -186,6 +186,8 @@ impl LocalStream {
             (&self.video_header, snap.video_header),
             (&self.audio_header, snap.audio_header),
         ] {
+            // After a republish this shard has none (the event cleared them): the new
+            // publisher's, when the origin has them already, all go.
             if changed(mine, &theirs) {
                 news.extend(theirs);
             }
@@ -250,7 +252,11 @@ impl LocalStream {
                 StreamEvent::Unpublished => self.live = false,
                 StreamEvent::Republished => {
                     self.live = true;
-                    // The new publisher starts with new codec headers and a keyframe.
+                    // The new publisher starts with its own metadata, codec headers and a
+                    // keyframe; the old publisher's are not served in their place.
+                    self.metadata = None;
+                    self.video_header = None;
+                    self.audio_header = None;
                     if let Some(gop) = self.gop.as_mut() {
                         gop.clear();
                     }
