@@ -359,3 +359,54 @@ fn a_second_publisher_on_a_live_key_is_refused() {
         "both refusals logged"
     );
 }
+
+#[test]
+fn a_stream_published_again_after_it_ended_serves_new_viewers() {
+    let config = r#"
+[app.live]
+unpublish_grace_ms = 500
+wait_for_publisher_ms = 20000
+"#;
+    let relay = Relay::start("publish-after-end", config, 1);
+    let first = Script::new(20);
+    let mut publisher = RtmpClient::publisher(relay.port, "again");
+    first.send_headers(&mut publisher);
+    first.send_frames(&mut publisher, 0..20, None);
+    drop(publisher);
+    // A viewer arrives while the stream is in its grace period, and waits through its end.
+    let waiting = Recorder::play_waiting(&relay, None, "again");
+    assert!(
+        relay
+            .wait_log(Duration::from_secs(5), |l| l
+                .contains("stream ended: no publisher within the grace period"))
+            .is_some()
+    );
+    // A new publication starts the waiting viewer, which then leaves.
+    let second = Script::new(90);
+    let mut publisher = RtmpClient::publisher(relay.port, "again");
+    second.send_headers(&mut publisher);
+    second.send_frames(&mut publisher, 0..10, None);
+    assert!(
+        waiting.wait_until(Duration::from_secs(5), |e| e
+            .iter()
+            .any(|r| matches!(r.event, ClientEvent::PlayStarted { .. }))),
+        "the waiting viewer started"
+    );
+    drop(waiting);
+    second.send_frames(&mut publisher, 10..20, None);
+    // Viewers arriving now get the whole stream as usual.
+    let viewer = Recorder::play(relay.port, "again");
+    second.send_frames(&mut publisher, 20..second.frames, None);
+    publisher.session.close_stream();
+    publisher.flush().unwrap();
+    assert!(
+        viewer.wait_until(Duration::from_secs(10), |e| e
+            .iter()
+            .any(|r| matches!(r.event, ClientEvent::StreamEof(_)))),
+        "the new viewer saw the end: {}",
+        summarize(&plain(&viewer.events()))
+    );
+    let (events, _) = viewer.finish();
+    check_stream(&plain(&events), &second, second.last())
+        .unwrap_or_else(|e| panic!("the new viewer: {e}"));
+}

@@ -156,6 +156,7 @@ impl LocalStream {
             self.video_header = snap.video_header;
             self.audio_header = snap.audio_header;
             self.newest = snap.newest;
+            self.ended &= !snap.live;
             if let Some(gop) = self.gop.as_mut() {
                 gop.clear();
                 for f in snap.gop {
@@ -252,6 +253,7 @@ impl LocalStream {
                 StreamEvent::Unpublished => self.live = false,
                 StreamEvent::Republished => {
                     self.live = true;
+                    self.ended = false;
                     // The new publisher starts with its own metadata, codec headers and a
                     // keyframe; the old publisher's are not served in their place.
                     self.metadata = None;
@@ -473,8 +475,8 @@ pub fn serve_viewer(ring: &FrameRing, settings: &StreamSettings, peer: &PeerRef,
     }
 }
 
-/// The fan-out task of one stream on one shard. Ends when the stream has ended and has no
-/// viewers left, or when the shard drops the stream.
+/// The fan-out task of one stream on one shard. Ends when the shard drops the stream (it
+/// has no viewers left, and is not published here).
 pub async fn fan_out(stream: Rc<RefCell<LocalStream>>) {
     const VIEWERS_PER_YIELD: usize = 64;
     let signal = stream.borrow().signal.clone();
@@ -508,7 +510,10 @@ pub async fn fan_out(stream: Rc<RefCell<LocalStream>>) {
             .min()
             .unwrap_or_else(|| s.ring.next_seq());
         s.ring.trim_before(slowest);
-        if Rc::strong_count(&stream) == 1 || (s.ended && !s.has_viewers()) {
+        // Only once the shard has dropped the stream: a stream that ended but is still
+        // in the shard's table (viewers waited through its end, and a new publisher came)
+        // has viewers to serve again.
+        if Rc::strong_count(&stream) == 1 {
             break;
         }
     }
