@@ -1,0 +1,466 @@
+#!/usr/bin/env bash
+# Side-by-side RTMP fan-out benchmark (issue 4): nginx-rtmp, shardcast (1 shard and all
+# shards) and the ideal sender (benches/ideal_sender.rs, with and without TCP_NODELAY), each
+# on its own 127.0.0.1 port, a fresh server per run, the same shardcast-load run against each
+# in turn; plus the loopback ceiling measured with iperf3.
+#
+#   benches/fanout.sh            full run: 100, 500, 1000, 2000 viewers (more while nginx and
+#                                1-shard shardcast both keep up), 3 rounds, 20 s runs
+#   benches/fanout.sh --quick    100 and 500 viewers, 1 round, 8 s runs
+#   benches/fanout.sh --help     every option
+#
+# Pinning: the load generator runs on CPU 0 (taskset), every server on CPU 1 (taskset; for
+# 1-shard shardcast also `server.cpus = [1]`), except "shardcast all shards", which is left
+# unpinned by this script: shardcast then pins shard N to CPU N itself, so its shard 0 shares
+# CPU 0 with the load generator. Only 127.0.0.1 is ever targeted. Every server this script
+# starts is stopped when it exits, however it exits.
+#
+# Needs root for apt-get (nginx, libnginx-mod-rtmp, iperf3 from Debian, installed when
+# missing) and to run nginx in the foreground with its own prefix (nothing in /etc is read or
+# written). `perf` (Debian's linux-perf), when present, counts the servers' socket sends in one
+# extra instrumented run per server; --no-perf skips that.
+
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$BENCH_DIR/.." && pwd)"
+
+# ---- options -------------------------------------------------------------------------------
+VIEWERS="100 500 1000 2000"
+EXTRA="3000 4000 5000 6000 8000"
+ROUNDS=3
+DURATION=20
+SERVERS="nginx shardcast-1 shardcast-all ideal ideal-nodelay"
+PERF_VIEWERS=1000
+PORT_BASE=19500
+OUT=""
+INSTALL=1
+USE_PERF=1
+IPERF=1
+VERIFY_EVERY=100
+
+usage() {
+    cat <<EOF
+usage: benches/fanout.sh [options]
+  --quick             100 and 500 viewers, 1 round, 8 s runs, no extra levels
+  --viewers "LIST"    viewer counts always run, ascending [${VIEWERS}]
+  --extra "LIST"      further counts, run only while nginx and shardcast-1 keep up [${EXTRA}]
+  --rounds N          interleaved rounds per viewer count; medians are reported [${ROUNDS}]
+  --duration S        seconds per run, ramp included [${DURATION}]
+  --servers "LIST"    subset/order of: nginx shardcast-1 shardcast-all ideal ideal-nodelay
+  --perf-viewers N    viewers for the instrumented (perf stat) run, 0 for none [${PERF_VIEWERS}]
+  --no-perf           no instrumented run
+  --no-iperf          no iperf3 loopback ceiling
+  --port-base P       first of the 127.0.0.1 ports used (one per run) [${PORT_BASE}]
+  --out DIR           where run reports go [a new /tmp/fanout.XXXXXX]
+  --no-install        do not apt-get install missing packages
+EOF
+}
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick)
+        VIEWERS="100 500"
+        EXTRA=""
+        ROUNDS=1
+        DURATION=8
+        PERF_VIEWERS=500
+        ;;
+    --viewers) VIEWERS="$2"; shift ;;
+    --extra) EXTRA="$2"; shift ;;
+    --rounds) ROUNDS="$2"; shift ;;
+    --duration) DURATION="$2"; shift ;;
+    --servers) SERVERS="$2"; shift ;;
+    --perf-viewers) PERF_VIEWERS="$2"; shift ;;
+    --no-perf) USE_PERF=0 ;;
+    --no-iperf) IPERF=0 ;;
+    --port-base) PORT_BASE="$2"; shift ;;
+    --out) OUT="$2"; shift ;;
+    --no-install) INSTALL=0 ;;
+    -h | --help) usage; exit 0 ;;
+    *) echo "fanout.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+    esac
+    shift
+done
+
+exec 3>&2 # log lines go to the original stderr, whatever a command's redirection says
+log() { echo "[fanout $(date +%H:%M:%S)] $*" >&3; }
+
+# ---- cleanup: every server we start is recorded here and stopped on exit -------------------
+STARTED_PIDS=()
+LOAD_PID=""
+PERF_PID=""
+cleanup() {
+    local pid
+    if [ -n "$LOAD_PID" ]; then
+        # The load generator (the subshell's child): stop it, it still writes its report.
+        pkill -TERM -P "$LOAD_PID" 2>/dev/null || true
+        wait "$LOAD_PID" 2>/dev/null || true
+        LOAD_PID=""
+    fi
+    if [ -n "$PERF_PID" ]; then
+        pkill -TERM -P "$PERF_PID" 2>/dev/null || true
+        kill -TERM "$PERF_PID" 2>/dev/null || true
+        wait "$PERF_PID" 2>/dev/null || true
+        PERF_PID=""
+    fi
+    for pid in "${STARTED_PIDS[@]:-}"; do
+        [ -n "$pid" ] || continue
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null || true
+        fi
+    done
+    for pid in "${STARTED_PIDS[@]:-}"; do
+        [ -n "$pid" ] || continue
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    STARTED_PIDS=()
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# ---- prerequisites -------------------------------------------------------------------------
+NGINX_MODULE=/usr/lib/nginx/modules/ngx_rtmp_module.so
+if ! command -v nginx >/dev/null || [ ! -f "$NGINX_MODULE" ] ||
+    { [ "$IPERF" = 1 ] && ! command -v iperf3 >/dev/null; }; then
+    if [ "$INSTALL" = 1 ]; then
+        log "installing nginx, libnginx-mod-rtmp and iperf3 (Debian packages)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-rtmp iperf3 >/dev/null
+    else
+        echo "fanout.sh: nginx, $NGINX_MODULE or iperf3 missing (and --no-install given)" >&2
+        exit 1
+    fi
+fi
+for tool in taskset ss pgrep python3 cargo; do
+    command -v "$tool" >/dev/null || { echo "fanout.sh: $tool is required" >&2; exit 1; }
+done
+if [ "$USE_PERF" = 1 ] && [ "$PERF_VIEWERS" != 0 ]; then
+    if ! command -v perf >/dev/null ||
+        ! perf stat -e sock:sock_send_length -x, true >/dev/null 2>&1; then
+        log "perf with the sock:sock_send_length tracepoint is not available: no instrumented run"
+        USE_PERF=0
+    fi
+fi
+if [ "$(nproc --all)" -lt 2 ]; then
+    echo "fanout.sh: needs at least 2 CPUs (load generator on CPU 0, server on CPU 1)" >&2
+    exit 1
+fi
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+
+log "building shardcast, shardcast-load and the ideal sender (release)"
+(cd "$REPO" && cargo build --release -q -p shardcast --bin shardcast && cargo build --release -q -p shardcast-load)
+IDEAL_BIN="$(cd "$REPO" && cargo build --release -q -p shardcast --bench ideal_sender --message-format=json |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "ideal_sender" and m.get("executable"):
+        print(m["executable"])')"
+TARGET_DIR="$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
+SHARDCAST_BIN="$TARGET_DIR/release/shardcast"
+LOAD_BIN="$TARGET_DIR/release/shardcast-load"
+for b in "$SHARDCAST_BIN" "$LOAD_BIN" "$IDEAL_BIN"; do
+    [ -x "$b" ] || { echo "fanout.sh: build did not produce $b" >&2; exit 1; }
+done
+
+if [ -z "$OUT" ]; then
+    OUT="$(mktemp -d /tmp/fanout.XXXXXX)"
+fi
+mkdir -p "$OUT"
+MANIFEST="$OUT/runs.tsv"
+: >"$MANIFEST"
+log "reports go to $OUT"
+
+# ---- what was run, for RESULTS.md ----------------------------------------------------------
+{
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)"
+    echo "dirty=$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null | wc -l)"
+    echo "nproc=$(nproc --all)"
+    echo "kernel=$(uname -r)"
+    echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
+    echo "nginx_rtmp=$(dpkg-query -W -f='${Version}' libnginx-mod-rtmp 2>/dev/null || echo unknown)"
+    echo "iperf3=$(dpkg-query -W -f='${Version}' iperf3 2>/dev/null || echo unknown)"
+    echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "viewers=$VIEWERS"
+    echo "extra=$EXTRA"
+    echo "rounds=$ROUNDS"
+    echo "duration=$DURATION"
+    echo "servers=$SERVERS"
+    echo "verify_every=$VERIFY_EVERY"
+} >"$OUT/meta.txt"
+
+# ---- servers -------------------------------------------------------------------------------
+PORT=$PORT_BASE
+SERVER_MAIN=""  # the pid to stop
+SERVER_PIDS=""  # comma-separated pids to measure (nginx: master and worker)
+
+wait_listening() { # port pid
+    local i
+    for i in $(seq 100); do
+        if ss -Htln "sport = :$1" | grep -q .; then return 0; fi
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+start_server() { # kind port
+    local kind=$1 port=$2 dir="$OUT/servers/$1-$2"
+    mkdir -p "$dir"
+    case "$kind" in
+    nginx)
+        mkdir -p "$dir/logs"
+        cat >"$dir/nginx.conf" <<EOF
+load_module $NGINX_MODULE;
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 20000; }
+rtmp {
+    server {
+        listen 127.0.0.1:$port;
+        chunk_size 4096;
+        application live { live on; }
+    }
+}
+EOF
+        taskset -c 1 nginx -p "$dir/" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
+            >"$dir/stdout.log" 2>&1 &
+        ;;
+    shardcast-1 | shardcast-all)
+        {
+            echo "[server]"
+            echo "listen = \"127.0.0.1:$port\""
+            if [ "$kind" = shardcast-1 ]; then
+                echo "shards = 1"
+                echo "cpus = [1]"
+            else
+                echo "shards = \"auto\""
+            fi
+            echo "shutdown_timeout_ms = 500"
+            echo "[log]"
+            echo "filter = \"warn\""
+        } >"$dir/shardcast.toml"
+        if [ "$kind" = shardcast-1 ]; then
+            taskset -c 1 "$SHARDCAST_BIN" --config "$dir/shardcast.toml" >"$dir/stdout.log" 2>&1 &
+        else
+            "$SHARDCAST_BIN" --config "$dir/shardcast.toml" >"$dir/stdout.log" 2>&1 &
+        fi
+        ;;
+    ideal)
+        taskset -c 1 "$IDEAL_BIN" --listen "127.0.0.1:$port" >"$dir/stdout.log" 2>&1 &
+        ;;
+    ideal-nodelay)
+        taskset -c 1 "$IDEAL_BIN" --listen "127.0.0.1:$port" --nodelay >"$dir/stdout.log" 2>&1 &
+        ;;
+    *)
+        echo "fanout.sh: unknown server $kind" >&2
+        exit 2
+        ;;
+    esac
+    SERVER_MAIN=$!
+    STARTED_PIDS+=("$SERVER_MAIN")
+    if ! wait_listening "$port" "$SERVER_MAIN"; then
+        log "$kind did not start listening on 127.0.0.1:$port; its output:"
+        cat "$dir"/stdout.log "$dir"/logs/error.log 2>/dev/null >&2 || true
+        return 1
+    fi
+    SERVER_PIDS=$SERVER_MAIN
+    if [ "$kind" = nginx ]; then
+        local worker
+        worker="$(pgrep -P "$SERVER_MAIN" | head -n1)"
+        [ -n "$worker" ] && SERVER_PIDS="$SERVER_MAIN,$worker"
+    fi
+}
+
+stop_server() {
+    local pid=$SERVER_MAIN
+    [ -n "$pid" ] || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    local keep=()
+    for p in "${STARTED_PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    STARTED_PIDS=("${keep[@]:-}")
+    SERVER_MAIN=""
+}
+
+# Syscalls counted one by one in the instrumented run (those that exist on this kernel).
+SYSCALL_EVENTS=()
+if [ "$USE_PERF" = 1 ]; then
+    for sc in write writev sendto sendmsg read readv recvfrom recvmsg epoll_wait epoll_pwait \
+        poll ppoll io_uring_enter nanosleep clock_nanosleep futex; do
+        if perf stat -e "syscalls:sys_enter_$sc" -x, true >/dev/null 2>&1; then
+            SYSCALL_EVENTS+=(-e "syscalls:sys_enter_$sc")
+        fi
+    done
+fi
+
+# CPU 0 and CPU 1 as a whole (/proc/stat: anything else running there, softirq, steal) and
+# the CPU time of ksoftirqd/0 and /1, which the servers' own /proc/PID/stat does not include.
+KSOFTIRQD="$(for c in 0 1; do pgrep -x "ksoftirqd/$c" | head -n1; done | tr '\n' ' ')"
+cpu_snapshot() {
+    grep -E '^cpu[01] ' /proc/stat
+    local p
+    for p in $KSOFTIRQD; do
+        [ -r "/proc/$p/stat" ] && echo "ksoftirqd $(cut -d')' -f2- "/proc/$p/stat" | awk '{print $12 + $13}')"
+    done
+    return 0
+}
+
+# ---- one run -------------------------------------------------------------------------------
+ramp_for() { # viewers -> viewers per second: the ramp takes about 2 s (at least 200/s)
+    local r=$(($1 / 2))
+    [ "$r" -lt 200 ] && r=200
+    echo "$r"
+}
+
+# run_one KIND VIEWERS ROUND [perf]: appends one line to the manifest; returns 0 when it ran.
+run_one() {
+    local kind=$1 viewers=$2 round=$3 perf=${4:-}
+    local port=$PORT
+    PORT=$((PORT + 1))
+    local tag="$kind-v$viewers-r$round${perf:+-perf}"
+    local json="$OUT/$tag.json"
+    if ! start_server "$kind" "$port"; then
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$viewers" "$round" "$json" 0 0 0 "start-failed" "$perf" >>"$MANIFEST"
+        stop_server
+        return 1
+    fi
+    local ramp
+    ramp=$(ramp_for "$viewers")
+    if [ -n "$perf" ]; then
+        # Counts over a window of the steady state: from 2 s after the ramp to 2 s before the end.
+        local ramp_s=$(((viewers + ramp - 1) / ramp))
+        local start=$((ramp_s + 2)) window=$((DURATION - ramp_s - 4))
+        [ "$window" -lt 2 ] && window=2
+        echo "window_s=$window" >"$OUT/$tag.perf.meta"
+        (
+            sleep "$start"
+            exec perf stat -x, -o "$OUT/$tag.perf.csv" \
+                -e task-clock -e context-switches -e raw_syscalls:sys_enter \
+                -e sock:sock_send_length -e sock:sock_send_length --filter 'ret < 0' \
+                -e sock:sock_recv_length -e io_uring:io_uring_submit_req \
+                "${SYSCALL_EVENTS[@]}" \
+                -p "$SERVER_PIDS" -- sleep "$window"
+        ) >/dev/null 2>&1 &
+        PERF_PID=$!
+    fi
+    log "$tag: $kind on 127.0.0.1:$port (pids $SERVER_PIDS), $viewers viewers, ${DURATION} s"
+    local rc=0 t0 t1 p pid_args=()
+    for p in ${SERVER_PIDS//,/ }; do pid_args+=(--server-pid "$p"); done
+    cpu_snapshot >"$OUT/$tag.stat0"
+    t0=$(date +%s.%N)
+    # bash's `time` gives the load generator's own CPU time: is the generator the bottleneck?
+    # In the background, so that a signal reaches the trap at once (which then stops it).
+    (TIMEFORMAT='%U %S'; time taskset -c 0 "$LOAD_BIN" \
+        --url "rtmp://127.0.0.1:$port/live/load-{n}" --streams 1 --viewers "$viewers" \
+        --ramp "$ramp" --duration "${DURATION}s" --source synthetic --bitrate 2500k --fps 30 \
+        --gop 2s --verify-every "$VERIFY_EVERY" --threads 1 --no-progress --json "$json" \
+        "${pid_args[@]}" \
+        >"$OUT/$tag.txt" 2>"$OUT/$tag.stderr") 2>"$OUT/$tag.time" &
+    LOAD_PID=$!
+    wait "$LOAD_PID" || rc=$?
+    LOAD_PID=""
+    t1=$(date +%s.%N)
+    cpu_snapshot >"$OUT/$tag.stat1"
+    if [ -n "$PERF_PID" ]; then
+        wait "$PERF_PID" 2>/dev/null || true
+        PERF_PID=""
+    fi
+    local status=ok
+    [ "$rc" = 0 ] || status="load-exit-$rc"
+    kill -0 "$SERVER_MAIN" 2>/dev/null || status="server-died"
+    local gen_user gen_sys
+    read -r gen_user gen_sys <"$OUT/$tag.time" || { gen_user=0; gen_sys=0; }
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$viewers" "$round" "$json" \
+        "$gen_user" "$gen_sys" "$(python3 -c "print(round($t1 - $t0, 3))")" "$status" "$perf" >>"$MANIFEST"
+    stop_server
+    sleep 1
+    [ "$status" = ok ]
+}
+
+# keeps_up KIND VIEWERS: every round of KIND at VIEWERS ran and had nobody lagging, failing,
+# disconnected, and nothing lost, reordered or corrupted.
+keeps_up() {
+    python3 "$BENCH_DIR/fanout_report.py" --manifest "$MANIFEST" --keeps-up "$1" "$2"
+}
+
+# ---- iperf3: the loopback ceiling ----------------------------------------------------------
+run_iperf() { # round
+    local round=$1 mode
+    for mode in fwd rev; do
+        local port=$PORT
+        PORT=$((PORT + 1))
+        taskset -c 1 iperf3 -s -1 -B 127.0.0.1 -p "$port" >"$OUT/iperf3-$mode-r$round.server.log" 2>&1 &
+        local spid=$!
+        STARTED_PIDS+=("$spid")
+        wait_listening "$port" "$spid" || { log "iperf3 -s did not start"; }
+        local flags=()
+        [ "$mode" = rev ] && flags=(-R)
+        log "iperf3 ($mode) round $round on 127.0.0.1:$port"
+        taskset -c 0 iperf3 -c 127.0.0.1 -p "$port" -t 5 -J "${flags[@]}" >"$OUT/iperf3-$mode-r$round.json" 2>&1 || true
+        SERVER_MAIN=$spid
+        stop_server
+    done
+}
+
+# ---- the benchmark -------------------------------------------------------------------------
+read -r -a SERVER_LIST <<<"$SERVERS"
+declare -A ACTIVE=()
+for s in "${SERVER_LIST[@]}"; do ACTIVE[$s]=1; done
+
+if [ "$IPERF" = 1 ]; then
+    for round in $(seq "$ROUNDS"); do run_iperf "$round"; done
+fi
+
+LEVELS="$VIEWERS $EXTRA"
+read -r -a BASE_LEVELS <<<"$VIEWERS"
+for v in $LEVELS; do
+    is_extra=1
+    for b in "${BASE_LEVELS[@]}"; do [ "$b" = "$v" ] && is_extra=0; done
+    if [ "$is_extra" = 1 ]; then
+        # Past the standard counts, only while nginx and 1-shard shardcast both keep up.
+        if [ -z "${ACTIVE[nginx]:-}" ] || [ -z "${ACTIVE[shardcast-1]:-}" ]; then
+            log "stopping before $v viewers: nginx or shardcast-1 no longer keeps up"
+            break
+        fi
+    fi
+    for round in $(seq "$ROUNDS"); do
+        for s in "${SERVER_LIST[@]}"; do
+            [ -n "${ACTIVE[$s]:-}" ] || continue
+            run_one "$s" "$v" "$round" || true
+        done
+    done
+    for s in "${SERVER_LIST[@]}"; do
+        [ -n "${ACTIVE[$s]:-}" ] || continue
+        if ! keeps_up "$s" "$v"; then
+            log "$s does not keep up at $v viewers: its series stops here"
+            unset "ACTIVE[$s]"
+        fi
+    done
+done
+
+if [ "$USE_PERF" = 1 ] && [ "$PERF_VIEWERS" != 0 ]; then
+    for s in "${SERVER_LIST[@]}"; do
+        run_one "$s" "$PERF_VIEWERS" 1 perf || true
+    done
+fi
+
+echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/meta.txt"
+python3 "$BENCH_DIR/fanout_report.py" --manifest "$MANIFEST" --out "$OUT" | tee "$OUT/table.txt"
+log "done: reports, table.txt, table.md and summary.json in $OUT"

@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""Tables for benches/fanout.sh: reads its runs.tsv (one line per run) and the JSON reports
+shardcast-load wrote (--json), the iperf3 JSON and the perf stat CSV, and prints medians
+over the rounds, the shardcast/nginx ratios, the loopback ceiling and the sends per viewer
+per message.
+
+    fanout_report.py --manifest OUT/runs.tsv --out OUT      # table.txt/.md, summary.json
+    fanout_report.py --manifest OUT/runs.tsv --keeps-up KIND VIEWERS   # exit 0 if it did
+"""
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import sys
+
+FIELDS = ["server", "viewers", "round", "json", "gen_user", "gen_sys", "wall", "status", "perf"]
+ORDER = ["nginx", "shardcast-1", "shardcast-all", "ideal", "ideal-nodelay"]
+LABEL = {
+    "nginx": "nginx-rtmp",
+    "shardcast-1": "shardcast 1 shard",
+    "shardcast-all": "shardcast all shards*",
+    "ideal": "ideal sender",
+    "ideal-nodelay": "ideal sender nodelay",
+}
+
+
+def load_manifest(path):
+    rows = []
+    with open(path) as f:
+        for line in f:
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) < len(FIELDS):
+                parts += [""] * (len(FIELDS) - len(parts))
+            row = dict(zip(FIELDS, parts))
+            row["viewers"] = int(row["viewers"])
+            row["report"] = None
+            if row["status"] != "start-failed" and os.path.exists(row["json"]):
+                try:
+                    with open(row["json"]) as j:
+                        row["report"] = json.load(j)
+                except (OSError, ValueError):
+                    pass
+            rows.append(row)
+    return rows
+
+
+def problems(row):
+    """Why this run does not count as keeping up ([] when it does)."""
+    out = []
+    if row["status"] != "ok":
+        out.append(row["status"])
+    r = row["report"]
+    if r is None:
+        return out + ["no report"]
+    v, m = r["viewers"], r["messages"]
+    if r.get("interrupted"):
+        out.append("interrupted")
+    for key in ("failed", "disconnected", "lagging"):
+        if v.get(key):
+            out.append(f"{v[key]} {key}")
+    for key in ("lost", "reordered", "corrupted"):
+        if m.get(key):
+            out.append(f"{m[key]} {key}")
+    if v.get("playing_at_end", 0) < v.get("target", 0):
+        out.append(f"{v['playing_at_end']}/{v['target']} playing")
+    return out
+
+
+def med(values):
+    values = [x for x in values if x is not None]
+    return statistics.median(values) if values else None
+
+
+def read_snapshot(path):
+    """cpu0/cpu1 lines of /proc/stat (in ticks) and ksoftirqd CPU ticks, as fanout.sh wrote."""
+    snap = {"ksoftirqd": []}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] in ("cpu0", "cpu1"):
+                snap[parts[0]] = [int(x) for x in parts[1:]]
+            elif parts and parts[0] == "ksoftirqd":
+                snap["ksoftirqd"].append(int(parts[1]))
+    return snap
+
+
+def cpu_usage(row):
+    """Per CPU over the whole run: busy, softirq and steal shares of the wall time, and the
+    busy seconds; ksoftirqd seconds per CPU."""
+    base = row["json"][: -len(".json")]
+    try:
+        a, b = read_snapshot(base + ".stat0"), read_snapshot(base + ".stat1")
+    except OSError:
+        return None
+    out = {}
+    for cpu in ("cpu0", "cpu1"):
+        if cpu not in a or cpu not in b:
+            continue
+        d = [y - x for x, y in zip(a[cpu], b[cpu])]
+        total = sum(d[:8]) or 1  # user nice system idle iowait irq softirq steal
+        # Busy leaves out idle, iowait, steal and nice time: niced background work (a
+        # fuzzer, say) yields to the benchmark and is not what this measures.
+        busy = total - d[3] - d[4] - d[7] - d[1]
+        out[cpu] = {
+            "busy": busy / total,
+            "nice": d[1] / total,
+            "softirq": d[6] / total,
+            "steal": d[7] / total,
+            "busy_s": busy / 100.0,
+        }
+    out["ksoftirqd_s"] = [(y - x) / 100.0 for x, y in zip(a["ksoftirqd"], b["ksoftirqd"])]
+    return out
+
+
+def run_metrics(row):
+    r = row["report"]
+    if r is None:
+        return None
+    cpu = cpu_usage(row) or {}
+    total_gb = r["delivered"].get("bytes", 0) / 1e9
+    s = r.get("server") or {}
+    gb = s.get("delivered_gb") or 0
+    lat = r.get("latency_ms") or {}
+    wall = float(row["wall"] or 0)
+    gen = float(row["gen_user"] or 0) + float(row["gen_sys"] or 0)
+    return {
+        "lagging": r["viewers"].get("lagging", 0),
+        "lost": r["messages"].get("lost", 0),
+        "failed": r["viewers"].get("failed", 0) + r["viewers"].get("disconnected", 0),
+        "gbps": r["delivered"].get("steady_gbit_per_s"),
+        "cpu_per_gb": s.get("cpu_seconds_per_gb"),
+        "user_per_gb": s["user_seconds"] / gb if gb else None,
+        "sys_per_gb": s["system_seconds"] / gb if gb else None,
+        "server_cores": s.get("cpu_cores"),
+        "gen_cores": gen / wall if wall else None,
+        "p50": lat.get("p50"),
+        "p99": lat.get("p99"),
+        "p999": lat.get("p999"),
+        "rss_kib": (s.get("rss_bytes_per_viewer") or 0) / 1024 if s else None,
+        "cpu0_busy": cpu.get("cpu0", {}).get("busy"),
+        "cpu1_busy": cpu.get("cpu1", {}).get("busy"),
+        "cpu1_softirq": cpu.get("cpu1", {}).get("softirq"),
+        "nice": max((cpu.get(c, {}).get("nice", 0) for c in ("cpu0", "cpu1")), default=None),
+        "steal": max((cpu.get(c, {}).get("steal", 0) for c in ("cpu0", "cpu1")), default=None),
+        "cpu1_s_per_gb": (cpu["cpu1"]["busy_s"] / total_gb) if "cpu1" in cpu and total_gb else None,
+        "ksoftirqd1_s": (cpu.get("ksoftirqd_s") or [None, None])[-1],
+    }
+
+
+def summarize(rows):
+    groups = {}
+    for row in rows:
+        if row["perf"]:
+            continue
+        groups.setdefault((row["server"], row["viewers"]), []).append(row)
+    out = []
+    for (server, viewers), runs in groups.items():
+        ms = [m for m in (run_metrics(r) for r in runs) if m]
+        entry = {"server": server, "viewers": viewers, "rounds": len(runs)}
+        entry["problems"] = sorted({p for r in runs for p in problems(r)})
+        for key in ("lagging", "lost", "failed"):
+            entry[key] = max((m[key] for m in ms), default=None)
+        for key in ("gbps", "cpu_per_gb", "user_per_gb", "sys_per_gb", "server_cores",
+                    "gen_cores", "p50", "p99", "p999", "rss_kib", "cpu0_busy", "cpu1_busy",
+                    "cpu1_softirq", "nice", "steal", "cpu1_s_per_gb", "ksoftirqd1_s"):
+            entry[key] = med([m[key] for m in ms])
+        entry["cpu_per_gb_all"] = [m["cpu_per_gb"] for m in ms]
+        out.append(entry)
+    out.sort(key=lambda e: (e["viewers"], ORDER.index(e["server"]) if e["server"] in ORDER else 99))
+    return out
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt(x, digits=2):
+    if x is None:
+        return "-"
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.{digits}f}"
+
+
+def iperf_summary(outdir):
+    res = {}
+    for mode in ("fwd", "rev"):
+        runs = []
+        for name in sorted(os.listdir(outdir)):
+            if not (name.startswith(f"iperf3-{mode}-r") and name.endswith(".json")):
+                continue
+            try:
+                with open(os.path.join(outdir, name)) as f:
+                    j = json.load(f)
+                end = j["end"]
+                secs = end["sum_received"]["seconds"]
+                gbytes = end["sum_received"]["bytes"] / 1e9
+                cpu = end["cpu_utilization_percent"]
+                # fwd: the client (CPU 0) sends, the server (CPU 1) receives; rev: the reverse.
+                send = ("host" if mode == "fwd" else "remote")
+                recv = ("remote" if mode == "fwd" else "host")
+                runs.append({
+                    "gbps": end["sum_received"]["bits_per_second"] / 1e9,
+                    "sender_cpu_per_gb": cpu[f"{send}_total"] / 100 * secs / gbytes,
+                    "sender_sys_share": cpu[f"{send}_system"] / max(cpu[f"{send}_total"], 1e-9),
+                    "receiver_cpu_per_gb": cpu[f"{recv}_total"] / 100 * secs / gbytes,
+                })
+            except (OSError, ValueError, KeyError, ZeroDivisionError):
+                continue
+        if runs:
+            res[mode] = {k: med([r[k] for r in runs]) for k in runs[0]}
+            res[mode]["runs"] = len(runs)
+    return res
+
+
+def perf_summary(rows, outdir):
+    out = []
+    for row in rows:
+        if not row["perf"] or row["report"] is None:
+            continue
+        base = row["json"][: -len(".json")]
+        try:
+            with open(base + ".perf.meta") as f:
+                window = float(f.read().split("=")[1])
+            counts = {}
+            with open(base + ".perf.csv") as f:
+                for rec in csv.reader(f):
+                    if len(rec) < 3 or rec[0].startswith("#") or not rec[0].strip():
+                        continue
+                    try:
+                        value = float(rec[0])
+                    except ValueError:
+                        continue
+                    event = rec[2]
+                    if event == "sock:sock_send_length" and "sock:sock_send_length" in counts:
+                        event = "send_errors"  # the second, filtered (ret < 0) copy
+                    counts[event] = value
+        except (OSError, ValueError, IndexError):
+            continue
+        r = row["report"]
+        msgs_per_s = r["publishers"]["messages_sent"] / max(r["elapsed_s"], 1e-9)
+        viewers = r["viewers"]["playing_at_end"]
+        denom = window * msgs_per_s * viewers
+        sends = counts.get("sock:sock_send_length", 0)
+        errors = counts.get("send_errors", 0)
+        s = r.get("server") or {}
+        bytes_in_window = (s.get("delivered_gb", 0) * 1e9 / s["window_s"] * window
+                           if s.get("window_s") else 0)
+        out.append({
+            "server": row["server"],
+            "viewers": viewers,
+            "window_s": window,
+            "msgs_per_s": msgs_per_s,
+            "sends_per_viewer_msg": sends / denom if denom else None,
+            "eagain_share": errors / sends if sends else None,
+            "syscalls_per_viewer_msg": counts.get("raw_syscalls:sys_enter", 0) / denom if denom else None,
+            "sqes_per_viewer_msg": counts.get("io_uring:io_uring_submit_req", 0) / denom if denom else None,
+            "bytes_per_send": bytes_in_window / (sends - errors) if sends > errors else None,
+            "cpu_us_per_send": counts.get("task-clock", 0) * 1000 / sends if sends else None,
+            "cpu_ms_per_s": counts.get("task-clock", 0) / window,
+            "ctx_switches_per_s": counts.get("context-switches", 0) / window,
+            "syscalls_per_viewer_msg_by_name": {
+                k.split("sys_enter_", 1)[1]: round(v / denom, 4)
+                for k, v in sorted(counts.items(), key=lambda kv: -kv[1])
+                if k.startswith("syscalls:sys_enter_") and v and denom
+            },
+        })
+    out.sort(key=lambda e: ORDER.index(e["server"]) if e["server"] in ORDER else 99)
+    return out
+
+
+def table(headers, rows, markdown):
+    if markdown:
+        lines = ["| " + " | ".join(headers) + " |",
+                 "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(headers))) + " |"]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    fmt_row = lambda r: "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i])
+                                  for i, c in enumerate(r))
+    return "\n".join([fmt_row(headers), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in rows])
+
+
+def render(summary, iperf, perf, meta, markdown):
+    out = []
+    nginx = {e["viewers"]: e for e in summary if e["server"] == "nginx"}
+    headers = ["server", "viewers", "lagging", "lost", "Gbit/s", "CPU-s/GB", "user", "sys",
+               "p50 ms", "p99 ms", "p99.9 ms", "RSS KiB/viewer", "srv cores", "gen cores",
+               "CPU1 busy", "CPU1-s/GB", "CPU/GB vs nginx", "user vs nginx", "p99 vs nginx",
+               "notes"]
+    rows = []
+    for e in summary:
+        n = nginx.get(e["viewers"])
+        notes = list(e["problems"])
+        if e["gen_cores"] is not None and e["gen_cores"] > 0.9:
+            notes.append("load generator saturated")
+        if e["steal"] is not None and e["steal"] > 0.05:
+            notes.append(f"steal {e['steal'] * 100:.0f}%")
+        if e["nice"] is not None and e["nice"] > 0.05:
+            notes.append(f"niced work {e['nice'] * 100:.0f}%")
+        if e["ksoftirqd1_s"]:
+            notes.append(f"ksoftirqd/1 {e['ksoftirqd1_s']:.2f} s")
+        rows.append([
+            LABEL.get(e["server"], e["server"]), str(e["viewers"]), fmt(e["lagging"]),
+            fmt(e["lost"]), fmt(e["gbps"], 3), fmt(e["cpu_per_gb"]), fmt(e["user_per_gb"]),
+            fmt(e["sys_per_gb"]), fmt(e["p50"]), fmt(e["p99"]), fmt(e["p999"]),
+            fmt(e["rss_kib"], 1), fmt(e["server_cores"]), fmt(e["gen_cores"]),
+            fmt(e["cpu1_busy"]), fmt(e["cpu1_s_per_gb"]),
+            "-" if e["server"] == "nginx" or not n else fmt(ratio(e["cpu_per_gb"], n["cpu_per_gb"])),
+            "-" if e["server"] == "nginx" or not n else fmt(ratio(e["user_per_gb"], n["user_per_gb"])),
+            "-" if e["server"] == "nginx" or not n else fmt(ratio(e["p99"], n["p99"])),
+            "; ".join(notes),
+        ])
+    rounds = max((e["rounds"] for e in summary), default=0)
+    out.append(f"Fan-out of 1 stream (synthetic 2500 kbit/s, 30 fps, 2 s GOP) over 127.0.0.1; "
+               f"medians of {rounds} interleaved round(s); lagging/lost: worst round. "
+               "CPU-s/GB = server CPU seconds (user+system, from /proc) per 10^9 bytes delivered "
+               "in the steady state; user/sys: the same split. Latency: publisher send to viewer "
+               "receive, video messages. srv/gen cores: server's / load generator's share of a core. "
+               "CPU1 busy: share of CPU 1 neither idle nor running niced work over the whole run, from /proc/stat (the "
+               "server, loopback softirq work wherever it ran, and anything else on CPU 1); "
+               "CPU1-s/GB: those busy seconds per GB delivered over the whole run.")
+    out.append("* shardcast all shards: not pinned by the script; shardcast pins shard N to CPU N "
+               "itself, so shard 0 shares CPU 0 with the load generator.")
+    out.append("")
+    out.append(table(headers, rows, markdown))
+    # ratio summary: shardcast/nginx at each viewer count
+    rrows = []
+    for e in summary:
+        n = nginx.get(e["viewers"])
+        if e["server"] == "nginx" or not n:
+            continue
+        rrows.append([LABEL.get(e["server"], e["server"]), str(e["viewers"]),
+                      fmt(ratio(e["cpu_per_gb"], n["cpu_per_gb"])),
+                      fmt(ratio(e["user_per_gb"], n["user_per_gb"])),
+                      fmt(ratio(e["sys_per_gb"], n["sys_per_gb"])),
+                      fmt(ratio(e["p50"], n["p50"])), fmt(ratio(e["p99"], n["p99"])),
+                      fmt(ratio(e["p999"], n["p999"])), fmt(ratio(e["rss_kib"], n["rss_kib"]))])
+    if rrows:
+        out.append("")
+        out.append("Ratios to nginx-rtmp at the same viewer count (below 1: less than nginx):")
+        out.append("")
+        out.append(table(["server", "viewers", "CPU-s/GB", "user", "sys", "p50", "p99", "p99.9",
+                          "RSS/viewer"], rrows, markdown))
+    if iperf:
+        out.append("")
+        out.append("Loopback ceiling, iperf3 (1 TCP stream, 5 s, server on CPU 1, client on CPU 0; "
+                   "CPU from iperf3's own getrusage):")
+        out.append("")
+        irows = []
+        for mode, label in (("fwd", "iperf3 -c (client on CPU 0 sends)"),
+                            ("rev", "iperf3 -c -R (server on CPU 1 sends)")):
+            if mode in iperf:
+                i = iperf[mode]
+                irows.append([label, fmt(i["gbps"], 1), fmt(i["sender_cpu_per_gb"], 3),
+                              fmt(i["sender_sys_share"] * 100, 0) + "%",
+                              fmt(i["receiver_cpu_per_gb"], 3), str(i["runs"])])
+        out.append(table(["run", "Gbit/s", "sender CPU-s/GB", "sender sys share",
+                          "receiver CPU-s/GB", "runs"], irows, markdown))
+    if perf:
+        out.append("")
+        out.append("Instrumented run (perf stat on the server over the steady state; one run each, "
+                   "not in the medians). A send is one socket sendmsg in the kernel "
+                   "(tracepoint sock:sock_send_length: write, writev, sendmsg or an io_uring send).")
+        out.append("")
+        prow = []
+        for p in perf:
+            prow.append([LABEL.get(p["server"], p["server"]), str(p["viewers"]),
+                         fmt(p["sends_per_viewer_msg"], 3),
+                         fmt(None if p["eagain_share"] is None else p["eagain_share"] * 100, 1) + "%",
+                         fmt(p["bytes_per_send"], 0), fmt(p["syscalls_per_viewer_msg"], 3),
+                         fmt(p["sqes_per_viewer_msg"], 3), fmt(p["cpu_us_per_send"], 2),
+                         fmt(p["cpu_ms_per_s"], 0), fmt(p["ctx_switches_per_s"], 0),
+                         ", ".join(f"{k} {v:.3f}" for k, v in
+                                   list(p["syscalls_per_viewer_msg_by_name"].items())[:3]
+                                   if v >= 0.001)])
+        out.append(table(["server", "viewers", "sends/viewer/msg", "EAGAIN", "bytes/send",
+                          "syscalls/viewer/msg", "io_uring SQEs/viewer/msg", "CPU us/send",
+                          "CPU ms/s", "ctx sw/s", "top syscalls per viewer per msg"],
+                         prow, markdown))
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--out")
+    ap.add_argument("--keeps-up", nargs=2, metavar=("SERVER", "VIEWERS"))
+    ap.add_argument("--markdown", action="store_true")
+    a = ap.parse_args()
+    rows = load_manifest(a.manifest)
+    if a.keeps_up:
+        server, viewers = a.keeps_up[0], int(a.keeps_up[1])
+        mine = [r for r in rows if r["server"] == server and r["viewers"] == viewers and not r["perf"]]
+        bad = sorted({p for r in mine for p in problems(r)})
+        if not mine or bad:
+            print(f"{server} at {viewers} viewers: {', '.join(bad) or 'no runs'}", file=sys.stderr)
+            sys.exit(1)
+        sys.exit(0)
+    outdir = a.out or os.path.dirname(os.path.abspath(a.manifest))
+    summary = summarize(rows)
+    iperf = iperf_summary(outdir)
+    perf = perf_summary(rows, outdir)
+    meta = {}
+    try:
+        with open(os.path.join(outdir, "meta.txt")) as f:
+            meta = dict(line.rstrip("\n").split("=", 1) for line in f if "=" in line)
+    except OSError:
+        pass
+    print(render(summary, iperf, perf, meta, a.markdown))
+    if a.out:
+        with open(os.path.join(a.out, "table.md"), "w") as f:
+            f.write(render(summary, iperf, perf, meta, True) + "\n")
+        with open(os.path.join(a.out, "summary.json"), "w") as f:
+            json.dump({"meta": meta, "runs": summary, "iperf3": iperf, "perf": perf}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
