@@ -244,7 +244,7 @@ impl Shard {
                 }
             };
             stream.borrow_mut().start_viewer(&peer, stream_id);
-            tracing::info!(shard = self.id, peer = %peer.borrow().addr, stream = %stream.borrow().name, "viewer started (publisher arrived)");
+            tracing::info!(shard = self.id, peer = %peer.borrow().addr, stream = %stream.borrow().name, "viewer started (stream now live here)");
         }
     }
 
@@ -566,6 +566,10 @@ impl Shard {
         if live {
             stream.borrow_mut().start_viewer(peer, stream_id);
             tracing::info!(shard = self.id, peer = %addr, stream = %name, "viewer started");
+        } else if self.directory.publisher_shard(&name).is_some() {
+            // Live on another shard: it starts when that shard's snapshot arrives.
+            stream.borrow_mut().waiting.push(peer.clone());
+            tracing::info!(shard = self.id, peer = %addr, stream = %name, "viewer waits for the stream from its origin shard");
         } else {
             stream.borrow_mut().waiting.push(peer.clone());
             tracing::info!(shard = self.id, peer = %addr, stream = %name, "viewer waits for the publisher");
