@@ -46,7 +46,8 @@ unpublish_grace_ms = 1000
     let mut stalled = RtmpClient::connect_with_rcvbuf(relay.port, Some(4096));
     stalled.start_play("slow");
     let stalled_peer = stalled.local.to_string();
-    // The slow one reads 1 KB every 50 ms: less than the keyframes and audio alone.
+    // The slow one reads at most 1 KB every 100 ms: less than half of what the keyframes
+    // and audio alone take.
     let mut slow = RtmpClient::connect_with_rcvbuf(relay.port, Some(4096));
     slow.start_play("slow");
     let slow_peer = slow.local.to_string();
@@ -58,7 +59,7 @@ unpublish_grace_ms = 1000
                 Err(ReadEnd::Closed) => return (slow.seen, true),
                 Err(ReadEnd::Timeout) => {}
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(100));
         }
         (slow.seen, false)
     });
