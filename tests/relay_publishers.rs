@@ -410,3 +410,102 @@ wait_for_publisher_ms = 20000
     check_stream(&plain(&events), &second, second.last())
         .unwrap_or_else(|e| panic!("the new viewer: {e}"));
 }
+
+#[test]
+fn an_immediate_takeover_on_another_shard_continues_for_every_viewer() {
+    let config = r#"
+[viewer]
+backlog_max_bytes = 67108864
+backlog_max_ms = 600000
+lag_disconnect_ms = 600000
+
+[app.live]
+takeover_immediate = true
+"#;
+    let relay = Relay::start("takeover", config, 2);
+    let first = Script::new(60);
+    let mut publisher = RtmpClient::connect_on_shard(&relay, 0);
+    publisher.start_publish("backup");
+    first.send_headers(&mut publisher);
+    first.send_frames(&mut publisher, 0..20, None);
+    let viewers: Vec<Recorder> = [0, 1]
+        .into_iter()
+        .map(|shard| {
+            let mut c = RtmpClient::connect_on_shard(&relay, shard);
+            c.start_play("backup");
+            Recorder::start(c)
+        })
+        .collect();
+    first.send_frames(&mut publisher, 20..40, None);
+
+    // The backup encoder, on the other shard, takes the key over at once; its clock
+    // starts at zero.
+    let second = Script {
+        first: 1000,
+        ..Script::new(90)
+    };
+    let mut backup = RtmpClient::connect_on_shard(&relay, 1);
+    backup.start_publish("backup");
+    assert!(
+        publisher.wait_closed(Duration::from_secs(5)),
+        "the first publisher was disconnected"
+    );
+    second.send_headers(&mut backup);
+    second.send_frames(&mut backup, second.first..second.last() + 1, None);
+    backup.session.close_stream();
+    backup.flush().unwrap();
+
+    for v in viewers {
+        assert!(v.wait_until(Duration::from_secs(10), |e| {
+            e.iter()
+                .any(|r| matches!(r.event, ClientEvent::StreamEof(_)))
+        }));
+        let local = v.local;
+        let (events, closed) = v.finish();
+        assert!(!closed);
+        let tagged: Vec<(Tag, u32)> = plain(&events).iter().filter_map(classify).collect();
+        let video: Vec<(u32, bool)> = tagged
+            .iter()
+            .filter_map(|(t, _)| match t {
+                Tag::Video { seq, keyframe } => Some((*seq, *keyframe)),
+                _ => None,
+            })
+            .collect();
+        // The first publisher's frames, then the backup's from a keyframe to its end, in
+        // order: nothing of either lost in between but the backup's frames before a
+        // keyframe.
+        let switch = video
+            .iter()
+            .position(|(seq, _)| *seq >= 1000)
+            .unwrap_or_else(|| panic!("viewer {local} got no frame of the backup"));
+        let (old, new) = video.split_at(switch);
+        assert!(
+            old.windows(2).all(|w| w[1].0 == w[0].0 + 1) && old.last().is_some_and(|f| f.0 >= 39),
+            "viewer {local}: the first publisher's frames in order to the end: {old:?}"
+        );
+        assert!(
+            new[0].1,
+            "viewer {local}: the backup's first frame is a keyframe"
+        );
+        let expected: Vec<u32> = (new[0].0..=second.last()).collect();
+        assert_eq!(
+            new.iter().map(|f| f.0).collect::<Vec<_>>(),
+            expected,
+            "viewer {local}: the backup's frames in order"
+        );
+        assert!(new[0].0 <= 1030, "viewer {local} resumed at {}", new[0].0);
+        let mut last = std::collections::HashMap::new();
+        for (tag, ts) in &tagged {
+            let kind = match tag {
+                Tag::Video { .. } | Tag::VideoHeader => "video",
+                Tag::Audio { .. } | Tag::AudioHeader => "audio",
+                _ => continue,
+            };
+            let prev = last.insert(kind, *ts).unwrap_or(0);
+            assert!(
+                *ts >= prev,
+                "viewer {local}: {kind} went back from {prev} to {ts}"
+            );
+        }
+    }
+}

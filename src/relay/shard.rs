@@ -381,7 +381,7 @@ impl Shard {
             Claim::TookOver {
                 previous_origin, ..
             } => {
-                tracing::info!(shard = self.id, peer = %addr, stream = %name, previous_origin, "publish took over from an idle publisher")
+                tracing::info!(shard = self.id, peer = %addr, stream = %name, previous_origin, "publish took the key over from the previous publisher (idle, or takeover_immediate)")
             }
             Claim::Busy => {}
         }
