@@ -80,8 +80,6 @@ pub struct LocalStream {
     newest: NewestTimestamps,
     /// A publisher is sending.
     pub live: bool,
-    /// The stream ended; viewers are being closed.
-    pub ended: bool,
     pub viewers: Vec<PeerRef>,
     /// Viewers that asked to play before the publisher arrived.
     pub waiting: Vec<PeerRef>,
@@ -107,7 +105,6 @@ impl LocalStream {
             audio_header: None,
             newest: NewestTimestamps::default(),
             live: false,
-            ended: false,
             viewers: Vec::new(),
             waiting: Vec::new(),
             signal: Rc::new(Signal::default()),
@@ -146,8 +143,8 @@ impl LocalStream {
     /// included), and what the new origin has that these viewers have not seen is
     /// appended after it, in order: the republish event (`PublishNotify`), the metadata
     /// and codec headers (after a republish; after a takeover, those that changed), and,
-    /// for a stream that was waiting for its publisher, the new publisher's GOP so far. From then on the origin's entries are renumbered
-    /// into this ring.
+    /// for a stream that was waiting for its publisher, the new publisher's GOP so far.
+    /// From then on the origin's entries are renumbered into this ring.
     pub fn apply_snapshot(&mut self, snap: StreamSnapshot) {
         if self.viewers.is_empty() {
             self.ring.restart_at(snap.next_seq);
@@ -156,7 +153,6 @@ impl LocalStream {
             self.video_header = snap.video_header;
             self.audio_header = snap.audio_header;
             self.newest = snap.newest;
-            self.ended &= !snap.live;
             if let Some(gop) = self.gop.as_mut() {
                 gop.clear();
                 for f in snap.gop {
@@ -253,7 +249,6 @@ impl LocalStream {
                 StreamEvent::Unpublished => self.live = false,
                 StreamEvent::Republished => {
                     self.live = true;
-                    self.ended = false;
                     // The new publisher starts with its own metadata, codec headers and a
                     // keyframe; the old publisher's are not served in their place.
                     self.metadata = None;
@@ -263,10 +258,8 @@ impl LocalStream {
                         gop.clear();
                     }
                 }
-                StreamEvent::Ended => {
-                    self.live = false;
-                    self.ended = true;
-                }
+                // Its viewers are closed as their cursors reach it (`render_event`).
+                StreamEvent::Ended => self.live = false,
             },
         }
         self.ring.push(entry);
