@@ -325,7 +325,8 @@ pub const TEST_LOG_FILTER: &str = "info,shardcast::net=debug,shardcast::relay=de
 
 /// One `shardcast` process started for a test, with its config in a temp file and its
 /// stderr (plain-text log lines) captured to another. Dropping it kills the process, so a
-/// failed test leaves nothing behind.
+/// failed test leaves no process behind; it removes the two files unless the test failed
+/// (then the log is printed, and both stay for a closer look).
 pub struct Relay {
     child: Option<Child>,
     pub port: u16,
@@ -467,11 +468,15 @@ impl Drop for Relay {
             let _ = child.wait();
         }
         if thread::panicking() {
+            // Kept on disk too, with the config, for a closer look.
             eprintln!(
                 "--- relay log ({}) ---\n{}",
                 self.log_path.display(),
                 self.log()
             );
+        } else {
+            let _ = std::fs::remove_file(&self.log_path);
+            let _ = std::fs::remove_file(&self.config_path);
         }
     }
 }
