@@ -175,6 +175,7 @@ fn a_bad_config_fails_at_start_naming_the_key() {
         let out = binary().arg("--check-config").arg(&path).output().unwrap();
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains(key));
+        let _ = std::fs::remove_file(&path);
     }
 }
 
