@@ -242,3 +242,40 @@ fn without_a_gop_cache_a_joining_viewer_waits_for_a_keyframe() {
         assert!(start >= 60, "viewer {local} started at {start}");
     }
 }
+
+#[test]
+fn with_write_coalescing_every_message_still_arrives_in_order() {
+    let config = NO_SKIPPING.replace("[viewer]\n", "[viewer]\nflush_interval_ms = 50\n");
+    let relay = Relay::start("fanout-coalesce", &config, 2);
+    let script = Script {
+        interval: Duration::from_millis(5),
+        ..Script::new(120)
+    };
+    let viewers: Vec<Recorder> = (0..2)
+        .map(|shard| {
+            let c = RtmpClient::connect_on_shard(&relay, shard);
+            Recorder::play_waiting(&relay, Some(c), "coalesce")
+        })
+        .collect();
+    let mut publisher = RtmpClient::connect_on_shard(&relay, 0);
+    publisher.start_publish("coalesce");
+    script.send_headers(&mut publisher);
+    script.send_frames(&mut publisher, 0..script.frames, None);
+    publisher.session.close_stream();
+    publisher.flush().unwrap();
+    for v in viewers {
+        assert!(
+            v.wait_until(Duration::from_secs(10), saw_eof),
+            "viewer {} was not told the publisher left",
+            v.local
+        );
+        let (events, _) = v.finish();
+        let events = plain(&events);
+        let start = check_stream(&events, &script, script.last())
+            .unwrap_or_else(|e| panic!("coalescing viewer: {e}"));
+        assert_eq!(
+            start, 0,
+            "a viewer waiting for the publisher starts at frame 0"
+        );
+    }
+}

@@ -46,6 +46,9 @@ pub struct StreamSettings {
     pub backlog_max_bytes: usize,
     pub backlog_max_ms: u32,
     pub lag_disconnect: Duration,
+    /// Write coalescing: the fan-out writes at most once per this interval, so each viewer
+    /// gets one larger write instead of one per message. None writes at once.
+    pub flush_interval: Option<Duration>,
 }
 
 /// What the origin sends a shard that subscribes: enough to serve joining viewers at once.
@@ -473,9 +476,19 @@ pub fn serve_viewer(ring: &FrameRing, settings: &StreamSettings, peer: &PeerRef,
 pub async fn fan_out(stream: Rc<RefCell<LocalStream>>) {
     const VIEWERS_PER_YIELD: usize = 64;
     let signal = stream.borrow().signal.clone();
+    let interval = stream.borrow().settings.flush_interval;
+    let mut last_pass = Instant::now();
     loop {
         signal.wait().await;
+        if let Some(interval) = interval {
+            // Let the window fill: entries arriving meanwhile go out in the same writes.
+            let since = last_pass.elapsed();
+            if since < interval {
+                glommio::timer::sleep(interval - since).await;
+            }
+        }
         let now = Instant::now();
+        last_pass = now;
         let mut i = 0;
         loop {
             let peer = {
