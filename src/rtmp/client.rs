@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::SessionError;
 use super::amf0::Amf0Value;
@@ -111,7 +111,6 @@ mod tid {
 pub struct ClientSession {
     config: ClientSessionConfig,
     handshake: Option<ClientHandshake>,
-    handshake_input: BytesMut,
     conn: Connection,
     connected: bool,
     intent: Intent,
@@ -130,7 +129,6 @@ impl ClientSession {
         }
         ClientSession {
             handshake: Some(handshake),
-            handshake_input: BytesMut::new(),
             conn,
             connected: false,
             intent: Intent::None,
@@ -142,25 +140,14 @@ impl ClientSession {
 
     pub fn feed(&mut self, input: Bytes) -> Result<(), SessionError> {
         let input = match self.handshake.as_mut() {
-            Some(hs) => {
-                self.handshake_input.extend_from_slice(&input);
-                loop {
-                    let used = hs.feed(&self.handshake_input)?;
-                    let _ = self.handshake_input.split_to(used);
-                    if let Some(out) = hs.poll_transmit() {
-                        self.conn.write_raw(&out);
-                    }
-                    if hs.is_complete() || used == 0 || self.handshake_input.is_empty() {
-                        break;
-                    }
+            Some(hs) => match self.conn.feed_handshake(hs, input)? {
+                None => return Ok(()),
+                Some(rest) => {
+                    self.handshake = None;
+                    self.on_handshake_complete();
+                    rest
                 }
-                if !hs.is_complete() {
-                    return Ok(());
-                }
-                self.handshake = None;
-                self.on_handshake_complete();
-                self.handshake_input.split().freeze()
-            }
+            },
             None => input,
         };
         if !input.is_empty() {

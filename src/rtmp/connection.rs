@@ -11,6 +11,7 @@ use bytes::{Bytes, BytesMut};
 use super::SessionError;
 use super::chunk::{ChunkDecoder, ChunkEncoder, DecoderLimits};
 use super::control::{ControlMessage, UserControlEvent};
+use super::handshake::{Handshake, HandshakeError};
 use super::message::{MessageType, RtmpMessage, csid};
 
 /// What the connection hands up to the role after filtering out control traffic.
@@ -127,6 +128,22 @@ impl Connection {
 
     pub(crate) fn send(&mut self, chunk_stream: u32, msg: &RtmpMessage) {
         self.encoder.encode(chunk_stream, msg, &mut self.out);
+    }
+
+    /// Drives the handshake with `input`. Returns the bytes that follow it once it is
+    /// complete (the first chunk-stream data), or None while it is still going.
+    pub(crate) fn feed_handshake(
+        &mut self,
+        handshake: &mut impl Handshake,
+        input: Bytes,
+    ) -> Result<Option<Bytes>, HandshakeError> {
+        let used = handshake.feed(&input)?;
+        while let Some(out) = handshake.poll_transmit() {
+            self.write_raw(&out);
+        }
+        Ok(handshake
+            .is_complete()
+            .then(|| input.slice(used.min(input.len())..)))
     }
 
     pub(crate) fn write_raw(&mut self, bytes: &[u8]) {

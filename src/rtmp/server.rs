@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::SessionError;
 use super::amf0::Amf0Value;
@@ -180,7 +180,6 @@ enum ConnectState {
 pub struct ServerSession {
     config: ServerSessionConfig,
     handshake: Option<ServerHandshake>,
-    handshake_input: BytesMut,
     conn: Connection,
     connect: ConnectState,
     app: String,
@@ -201,7 +200,6 @@ impl ServerSession {
     pub fn new(config: ServerSessionConfig) -> ServerSession {
         ServerSession {
             handshake: Some(ServerHandshake::new(config.epoch, config.seed)),
-            handshake_input: BytesMut::new(),
             conn: Connection::new(config.limits),
             connect: ConnectState::AwaitingConnect,
             app: String::new(),
@@ -216,30 +214,19 @@ impl ServerSession {
     /// the peer broke the protocol or a limit: log it and close the connection.
     pub fn feed(&mut self, input: Bytes) -> Result<(), SessionError> {
         let input = match self.handshake.as_mut() {
-            Some(hs) => {
-                self.handshake_input.extend_from_slice(&input);
-                loop {
-                    let used = hs.feed(&self.handshake_input)?;
-                    let _ = self.handshake_input.split_to(used);
-                    if let Some(out) = hs.poll_transmit() {
-                        self.conn.write_raw(&out);
-                    }
-                    if hs.is_complete() || used == 0 || self.handshake_input.is_empty() {
-                        break;
-                    }
+            Some(hs) => match self.conn.feed_handshake(hs, input)? {
+                None => return Ok(()),
+                Some(rest) => {
+                    let digest = matches!(
+                        hs.kind(),
+                        Some(super::handshake::HandshakeKind::Digest { .. })
+                    );
+                    self.handshake = None;
+                    self.events
+                        .push_back(ServerEvent::HandshakeComplete { digest });
+                    rest
                 }
-                if !hs.is_complete() {
-                    return Ok(());
-                }
-                let digest = matches!(
-                    hs.kind(),
-                    Some(super::handshake::HandshakeKind::Digest { .. })
-                );
-                self.handshake = None;
-                self.events
-                    .push_back(ServerEvent::HandshakeComplete { digest });
-                self.handshake_input.split().freeze()
-            }
+            },
             None => input,
         };
         if !input.is_empty() {
@@ -308,7 +295,7 @@ impl ServerSession {
     /// Received chunk-stream bytes not parsed yet: after `feed` returns, at most one
     /// partial chunk header ([`chunk::MAX_HEADER_LEN`](super::chunk::MAX_HEADER_LEN)).
     pub fn unparsed_bytes(&self) -> usize {
-        self.handshake_input.len() + self.conn.decoder().unparsed_bytes()
+        self.conn.decoder().unparsed_bytes()
     }
 
     /// How many NetStreams the client has created and not deleted.
@@ -901,6 +888,7 @@ mod tests {
         FLASH_PLAYER_KEY_TEXT, MEDIA_SERVER_KEY, MEDIA_SERVER_KEY_TEXT, PACKET_LEN,
         embedded_digest, find_digest, response_digest_is_valid,
     };
+    use bytes::BytesMut;
     use proptest::prelude::*;
 
     /// ffmpeg 5.1 publishing to a default-config session; see tests/data/README.md.
