@@ -584,6 +584,44 @@ impl ClientHandshake {
     }
 }
 
+/// What the sessions need of either role's handshake, so one driver serves both.
+pub trait Handshake {
+    /// Takes bytes from the peer; returns how many it used (all of them until the handshake
+    /// completes; what it did not use is the first chunk-stream data).
+    fn feed(&mut self, input: &[u8]) -> Result<usize, HandshakeError>;
+    /// Bytes to send to the peer, if any.
+    fn poll_transmit(&mut self) -> Option<Bytes>;
+    fn is_complete(&self) -> bool;
+}
+
+impl Handshake for ServerHandshake {
+    fn feed(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
+        ServerHandshake::feed(self, input)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Bytes> {
+        ServerHandshake::poll_transmit(self)
+    }
+
+    fn is_complete(&self) -> bool {
+        ServerHandshake::is_complete(self)
+    }
+}
+
+impl Handshake for ClientHandshake {
+    fn feed(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
+        ClientHandshake::feed(self, input)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Bytes> {
+        ClientHandshake::poll_transmit(self)
+    }
+
+    fn is_complete(&self) -> bool {
+        ClientHandshake::is_complete(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -926,43 +964,5 @@ mod tests {
             let consumed = client.feed(&input).unwrap();
             prop_assert!(consumed <= input.len());
         }
-    }
-}
-
-/// What the sessions need of either role's handshake, so one driver serves both.
-pub trait Handshake {
-    /// Takes bytes from the peer; returns how many it used (all of them until the handshake
-    /// completes; what it did not use is the first chunk-stream data).
-    fn feed(&mut self, input: &[u8]) -> Result<usize, HandshakeError>;
-    /// Bytes to send to the peer, if any.
-    fn poll_transmit(&mut self) -> Option<Bytes>;
-    fn is_complete(&self) -> bool;
-}
-
-impl Handshake for ServerHandshake {
-    fn feed(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
-        ServerHandshake::feed(self, input)
-    }
-
-    fn poll_transmit(&mut self) -> Option<Bytes> {
-        ServerHandshake::poll_transmit(self)
-    }
-
-    fn is_complete(&self) -> bool {
-        ServerHandshake::is_complete(self)
-    }
-}
-
-impl Handshake for ClientHandshake {
-    fn feed(&mut self, input: &[u8]) -> Result<usize, HandshakeError> {
-        ClientHandshake::feed(self, input)
-    }
-
-    fn poll_transmit(&mut self) -> Option<Bytes> {
-        ClientHandshake::poll_transmit(self)
-    }
-
-    fn is_complete(&self) -> bool {
-        ClientHandshake::is_complete(self)
     }
 }
