@@ -159,6 +159,7 @@ fn needs_tick(peer: &Peer) -> bool {
     match &peer.role {
         Role::Idle | Role::Publisher { .. } => true,
         Role::Viewer { waiting_since, .. } => waiting_since.is_some(),
+        Role::Recording { .. } => false,
     }
 }
 
@@ -236,7 +237,7 @@ fn poll_step(
 
 /// Writes what the peer has queued, now, without waiting (after its session produced
 /// output). A viewer goes through the same path as the fan-out, backlog rules included.
-fn write_now(peer: &PeerRef, empty_ring: &FrameRing) {
+pub(crate) fn write_now(peer: &PeerRef, empty_ring: &FrameRing) {
     let stream = match &peer.borrow().role {
         Role::Viewer { stream, .. } => Some(stream.clone()),
         _ => None,
@@ -372,7 +373,10 @@ fn handle_events(shard: &Rc<Shard>, peer: &PeerRef) {
                         .close("play on a connection that publishes");
                     continue;
                 }
-                if matches!(peer.borrow().role, Role::Viewer { .. }) {
+                if matches!(
+                    peer.borrow().role,
+                    Role::Viewer { .. } | Role::Recording { .. }
+                ) {
                     // play2 / a new play switches streams: leave the old one first.
                     shard.leave(peer);
                 }

@@ -31,6 +31,8 @@ pub enum Role {
         stream_id: u32,
         clock: Arc<StreamClock>,
     },
+    /// Plays a pre-recorded file (`src/net/recording.rs`), not a live stream.
+    Recording { name: StreamName, stream_id: u32 },
     Viewer {
         name: StreamName,
         stream_id: u32,
@@ -81,12 +83,13 @@ impl Peer {
 
     /// Gives the peer its role, remembering it for the closing log line.
     pub fn set_role(&mut self, role: Role) {
-        if let Role::Publisher { name, .. } | Role::Viewer { name, .. } = &role {
-            let what = if matches!(role, Role::Publisher { .. }) {
-                "publisher"
-            } else {
-                "viewer"
-            };
+        let label = match &role {
+            Role::Idle => None,
+            Role::Publisher { name, .. } => Some(("publisher", name)),
+            Role::Viewer { name, .. } => Some(("viewer", name)),
+            Role::Recording { name, .. } => Some(("recording viewer", name)),
+        };
+        if let Some((what, name)) = label {
             self.last_role = Some((what, name.clone()));
         }
         self.role = role;

@@ -548,6 +548,31 @@ impl Shard {
             );
         }
         let name: StreamName = format!("{app_name}/{key}").into();
+        // A live stream wins; otherwise a recording of that name, if the app has them.
+        if let Some(dir) = app.recordings_dir()
+            && self.directory.origin(&name).is_none()
+            && let Some(path) = crate::net::recording::recording_path(dir, key)
+            && path.is_file()
+        {
+            let limits = crate::net::recording::PlaybackLimits {
+                chunk_size: self.config.server.chunk_size,
+                max_pending_bytes: self.config.viewer.backlog_max_bytes,
+                lag_disconnect: self.config.viewer.lag_disconnect(),
+            };
+            {
+                let mut p = peer.borrow_mut();
+                p.set_role(Role::Recording {
+                    name: name.clone(),
+                    stream_id,
+                });
+                p.session.accept_play(stream_id, true, true);
+                p.queue_session_output();
+            }
+            tracing::info!(shard = self.id, peer = %addr, stream = %name, file = %path.display(), "playing a recording");
+            glommio::spawn_local(crate::net::recording::play_file(peer.clone(), path, limits))
+                .detach();
+            return;
+        }
         let stream = self.local_stream(&name);
         if !self.origins.borrow().contains_key(&name)
             && let Some(origin) = self.directory.origin(&name)
@@ -594,6 +619,7 @@ impl Shard {
                 };
                 self.unpublish(peer);
             }
+            Role::Recording { .. } => {}
             Role::Viewer { name, stream, .. } => {
                 let id = peer.borrow().id;
                 stream.borrow_mut().remove_viewer(id);
@@ -718,7 +744,7 @@ impl Shard {
         for peer in peers {
             let mut p = peer.borrow_mut();
             match &p.role {
-                Role::Viewer { stream_id, .. } => {
+                Role::Viewer { stream_id, .. } | Role::Recording { stream_id, .. } => {
                     let id = *stream_id;
                     p.session.notify_unpublished(id);
                 }

@@ -827,6 +827,19 @@ impl ServerSession {
             )));
     }
 
+    /// Tells a player a recorded stream has played to its end: Stream EOF and
+    /// `NetStream.Play.Stop` (on which ffmpeg and Flash players finish).
+    pub fn notify_play_stopped(&mut self, stream_id: u32) {
+        self.conn
+            .send_control(ControlMessage::UserControl(UserControlEvent::StreamEof(
+                stream_id,
+            )));
+        self.send_command(
+            stream_id,
+            &on_status("status", status::PLAY_STOP, "end of the recording"),
+        );
+    }
+
     /// Tells a waiting player its publisher came back: Stream Begin and
     /// `NetStream.Play.PublishNotify`.
     pub fn notify_republished(&mut self, stream_id: u32) {

@@ -1,0 +1,118 @@
+//! Pre-recorded streams: an application with `recordings_dir` plays `NAME.flv` to a viewer
+//! of `APP/NAME` when nobody publishes it live, paced in real time, and ends by itself.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use shardcast::rtmp::ClientEvent;
+use support::*;
+
+/// Writes a 3 s H.264 + AAC FLV (75 video frames) with real ffmpeg.
+fn make_recording(dir: &std::path::Path, name: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = tool("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25:duration=3",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=3"])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv"])
+        .arg(dir.join(format!("{name}.flv")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn ffmpeg_plays_a_recording_to_its_end_and_exits() {
+    let dir = temp_path("recordings-play");
+    make_recording(&dir, "clip");
+    let config = format!(
+        "[app.live]\nrecordings_dir = {:?}\n",
+        dir.display().to_string()
+    );
+    let relay = Relay::start("recordings-play", &config, 1);
+    let started = Instant::now();
+    let child = ffmpeg_play(&relay.url("clip"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "ffmpeg play failed: {stderr}");
+    let (video, audio) = framecrc_counts(&out.stdout);
+    assert_eq!(
+        video, 75,
+        "every frame of the recording decoded; stderr: {stderr}"
+    );
+    assert!(audio > 100, "audio decoded: {audio} frames");
+    // Paced in real time (with a second of preroll), not dumped at once.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "a 3 s recording took {:?}",
+        started.elapsed()
+    );
+    let closed = relay.wait_log(Duration::from_secs(5), |l| {
+        l.contains("connection closed") && l.contains("recording viewer") && l.contains("live/clip")
+    });
+    assert!(
+        closed.is_some(),
+        "the relay logs the recording viewer's end: {}",
+        relay.log()
+    );
+}
+
+#[test]
+fn a_name_with_a_path_is_never_read_from_disk() {
+    let dir = temp_path("recordings-path/inside");
+    make_recording(dir.parent().unwrap(), "secret");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = format!(
+        "[app.live]\nrecordings_dir = {:?}\nwait_for_publisher_ms = 1000\n",
+        dir.display().to_string()
+    );
+    let relay = Relay::start("recordings-path", &config, 1);
+    let mut viewer = RtmpClient::connect(relay.port);
+    viewer.session.play("../secret");
+    viewer.flush().unwrap();
+    let mut media = 0;
+    let mut not_found = false;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match viewer.read_events(Duration::from_millis(200)) {
+            Ok(events) => {
+                for e in events {
+                    match e {
+                        ClientEvent::Media { .. } => media += 1,
+                        ClientEvent::Status { code, .. } if code.ends_with("StreamNotFound") => {
+                            not_found = true
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(ReadEnd::Timeout) => {}
+            Err(ReadEnd::Closed) => break,
+        }
+    }
+    assert_eq!(media, 0, "nothing of ../secret.flv reached the viewer");
+    assert!(
+        not_found,
+        "the viewer waited for a live stream of that name, then was told"
+    );
+    assert!(
+        relay.log_lines(&["playing a recording"]).is_empty(),
+        "{}",
+        relay.log()
+    );
+}
