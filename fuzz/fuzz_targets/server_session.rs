@@ -154,6 +154,7 @@ fn drain(session: &mut ServerSession, flags: u8, output: &mut Vec<u8>) {
                     );
                     session.notify_unpublished(stream_id);
                     session.notify_republished(stream_id);
+                    session.notify_play_stopped(stream_id);
                     session.send_ping(1);
                 }
             }
