@@ -47,7 +47,9 @@ usage: benches/fanout.sh [options]
   --extra "LIST"      further counts, run only while nginx and shardcast-1 keep up [${EXTRA}]
   --rounds N          interleaved rounds per viewer count; medians are reported [${ROUNDS}]
   --duration S        seconds per run, ramp included [${DURATION}]
-  --servers "LIST"    subset/order of: nginx shardcast-1 shardcast-all ideal ideal-nodelay
+  --servers "LIST"    subset/order of: nginx shardcast-1 shardcast-all ideal ideal-nodelay,
+                      and shardcast-1-nagle (1 shard, viewer.tcp_nodelay = false; not run
+                      by default)
   --perf-viewers N    viewers for the instrumented (perf stat) run, 0 for none [${PERF_VIEWERS}]
   --no-perf           no instrumented run
   --no-iperf          no iperf3 loopback ceiling
@@ -152,6 +154,8 @@ if [ "$(nproc --all)" -lt 2 ]; then
     exit 1
 fi
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+NOFILE="$(ulimit -n)" # what every server and the load generator get
+[ "$NOFILE" = unlimited ] && NOFILE=65536
 
 log "building shardcast, shardcast-load and the ideal sender (release)"
 (cd "$REPO" && cargo build --release -q -p shardcast --bin shardcast && cargo build --release -q -p shardcast-load)
@@ -222,10 +226,10 @@ load_module $NGINX_MODULE;
 daemon off;
 master_process on;
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile $NOFILE;
 pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
-events { worker_connections 20000; }
+events { worker_connections $((NOFILE - 100)); }
 rtmp {
     server {
         listen 127.0.0.1:$port;
@@ -237,21 +241,25 @@ EOF
         taskset -c 1 nginx -p "$dir/" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
             >"$dir/stdout.log" 2>&1 &
         ;;
-    shardcast-1 | shardcast-all)
+    shardcast-1 | shardcast-all | shardcast-1-nagle)
         {
             echo "[server]"
             echo "listen = \"127.0.0.1:$port\""
-            if [ "$kind" = shardcast-1 ]; then
+            if [ "$kind" = shardcast-all ]; then
+                echo "shards = \"auto\""
+            else
                 echo "shards = 1"
                 echo "cpus = [1]"
-            else
-                echo "shards = \"auto\""
             fi
             echo "shutdown_timeout_ms = 500"
+            if [ "$kind" = shardcast-1-nagle ]; then
+                echo "[viewer]"
+                echo "tcp_nodelay = false"
+            fi
             echo "[log]"
             echo "filter = \"warn\""
         } >"$dir/shardcast.toml"
-        if [ "$kind" = shardcast-1 ]; then
+        if [ "$kind" != shardcast-all ]; then
             taskset -c 1 "$SHARDCAST_BIN" --config "$dir/shardcast.toml" >"$dir/stdout.log" 2>&1 &
         else
             "$SHARDCAST_BIN" --config "$dir/shardcast.toml" >"$dir/stdout.log" 2>&1 &
@@ -310,11 +318,14 @@ if [ "$USE_PERF" = 1 ]; then
     done
 fi
 
-# CPU 0 and CPU 1 as a whole (/proc/stat: anything else running there, softirq, steal) and
-# the CPU time of ksoftirqd/0 and /1, which the servers' own /proc/PID/stat does not include.
+# CPU 0 and CPU 1 as a whole (/proc/stat: anything else running there, softirq, steal), the
+# IPIs each received, and the CPU time of ksoftirqd/0 and /1, which the servers' own
+# /proc/PID/stat does not include.
 KSOFTIRQD="$(for c in 0 1; do pgrep -x "ksoftirqd/$c" | head -n1; done | tr '\n' ' ')"
 cpu_snapshot() {
     grep -E '^cpu[01] ' /proc/stat
+    # Rescheduling and function-call IPIs each CPU received: cross-CPU wakeups.
+    grep -E '^ *(RES|CAL):' /proc/interrupts | awk '{print "ipi", $1, $2, $3}'
     local p
     for p in $KSOFTIRQD; do
         [ -r "/proc/$p/stat" ] && echo "ksoftirqd $(cut -d')' -f2- "/proc/$p/stat" | awk '{print $12 + $13}')"

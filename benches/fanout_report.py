@@ -16,10 +16,11 @@ import statistics
 import sys
 
 FIELDS = ["server", "viewers", "round", "json", "gen_user", "gen_sys", "wall", "status", "perf"]
-ORDER = ["nginx", "shardcast-1", "shardcast-all", "ideal", "ideal-nodelay"]
+ORDER = ["nginx", "shardcast-1", "shardcast-1-nagle", "shardcast-all", "ideal", "ideal-nodelay"]
 LABEL = {
     "nginx": "nginx-rtmp",
     "shardcast-1": "shardcast 1 shard",
+    "shardcast-1-nagle": "shardcast 1 shard nagle",
     "shardcast-all": "shardcast all shards*",
     "ideal": "ideal sender",
     "ideal-nodelay": "ideal sender nodelay",
@@ -83,6 +84,8 @@ def read_snapshot(path):
                 snap[parts[0]] = [int(x) for x in parts[1:]]
             elif parts and parts[0] == "ksoftirqd":
                 snap["ksoftirqd"].append(int(parts[1]))
+            elif parts and parts[0] == "ipi" and len(parts) >= 4:
+                snap["ipi " + parts[1].rstrip(":")] = [int(parts[2]), int(parts[3])]
     return snap
 
 
@@ -111,6 +114,11 @@ def cpu_usage(row):
             "busy_s": busy / 100.0,
         }
     out["ksoftirqd_s"] = [(y - x) / 100.0 for x, y in zip(a["ksoftirqd"], b["ksoftirqd"])]
+    ipis = None
+    for key in ("ipi RES", "ipi CAL"):
+        if key in a and key in b:
+            ipis = [i + y - x for i, x, y in zip(ipis or [0, 0], a[key], b[key])]
+    out["ipis"] = ipis  # received by CPU 0, by CPU 1
     return out
 
 
@@ -120,6 +128,7 @@ def run_metrics(row):
         return None
     cpu = cpu_usage(row) or {}
     total_gb = r["delivered"].get("bytes", 0) / 1e9
+    received = r["messages"].get("video", 0) + r["messages"].get("audio", 0)
     s = r.get("server") or {}
     gb = s.get("delivered_gb") or 0
     lat = r.get("latency_ms") or {}
@@ -146,6 +155,8 @@ def run_metrics(row):
         "steal": max((cpu.get(c, {}).get("steal", 0) for c in ("cpu0", "cpu1")), default=None),
         "cpu1_s_per_gb": (cpu["cpu1"]["busy_s"] / total_gb) if "cpu1" in cpu and total_gb else None,
         "ksoftirqd1_s": (cpu.get("ksoftirqd_s") or [None, None])[-1],
+        # IPIs CPU 0 (the load generator's) received per message a viewer received.
+        "ipi0_per_msg": (cpu["ipis"][0] / received) if cpu.get("ipis") and received else None,
     }
 
 
@@ -159,12 +170,25 @@ def summarize(rows):
     for (server, viewers), runs in groups.items():
         ms = [m for m in (run_metrics(r) for r in runs) if m]
         entry = {"server": server, "viewers": viewers, "rounds": len(runs)}
-        entry["problems"] = sorted({p for r in runs for p in problems(r)})
+        worst = {}
+        for r in runs:
+            for p in problems(r):
+                num, _, kind = p.partition(" ")
+                if num.isdigit():
+                    worst[kind] = max(worst.get(kind, 0), int(num))
+                elif "/" in num and kind == "playing":
+                    continue  # the lagging/failed counts say it
+                else:
+                    worst[p] = None
+        bad = sum(1 for r in runs if problems(r))
+        entry["problems"] = ([f"{bad} of {len(runs)} rounds bad"] if bad else []) + [
+            f"{k} {v}" if v is not None else k for k, v in sorted(worst.items())]
         for key in ("lagging", "lost", "failed"):
             entry[key] = max((m[key] for m in ms), default=None)
         for key in ("gbps", "cpu_per_gb", "user_per_gb", "sys_per_gb", "server_cores",
                     "gen_cores", "p50", "p99", "p999", "rss_kib", "cpu0_busy", "cpu1_busy",
-                    "cpu1_softirq", "nice", "steal", "cpu1_s_per_gb", "ksoftirqd1_s"):
+                    "cpu1_softirq", "nice", "steal", "cpu1_s_per_gb", "ksoftirqd1_s",
+                    "ipi0_per_msg"):
             entry[key] = med([m[key] for m in ms])
         entry["cpu_per_gb_all"] = [m["cpu_per_gb"] for m in ms]
         out.append(entry)
@@ -273,27 +297,32 @@ def perf_summary(rows, outdir):
     return out
 
 
+LEFT = ("notes", "top syscalls per viewer per msg")
+
+
 def table(headers, rows, markdown):
     if markdown:
         lines = ["| " + " | ".join(headers) + " |",
-                 "| " + " | ".join("---" if i == 0 else "---:" for i in range(len(headers))) + " |"]
+                 "| " + " | ".join("---" if i == 0 or h in LEFT else "---:"
+                                   for i, h in enumerate(headers)) + " |"]
         lines += ["| " + " | ".join(r) + " |" for r in rows]
         return "\n".join(lines)
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
-    fmt_row = lambda r: "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i])
-                                  for i, c in enumerate(r))
+    fmt_row = lambda r: "  ".join(c.ljust(widths[i]) if i == 0 or headers[i] in LEFT
+                                  else c.rjust(widths[i]) for i, c in enumerate(r)).rstrip()
     return "\n".join([fmt_row(headers), fmt_row(["-" * w for w in widths])] + [fmt_row(r) for r in rows])
 
 
 def render(summary, iperf, perf, meta, markdown):
     out = []
     nginx = {e["viewers"]: e for e in summary if e["server"] == "nginx"}
-    headers = ["server", "viewers", "lagging", "lost", "Gbit/s", "CPU-s/GB", "user", "sys",
-               "p50 ms", "p99 ms", "p99.9 ms", "RSS KiB/viewer", "srv cores", "gen cores",
-               "CPU1 busy", "CPU1-s/GB", "CPU/GB vs nginx", "user vs nginx", "p99 vs nginx",
-               "notes"]
-    rows = []
+    headers = ["server", "viewers", "lagging", "lost", "Gbit/s", "CPU-s/GB (user / sys)",
+               "latency ms p50 / p99 / p99.9", "RSS KiB/viewer", "CPU/GB ÷ nginx",
+               "user ÷ nginx", "p99 ÷ nginx"]
+    dheaders = ["server", "viewers", "srv cores", "gen cores", "CPU1 busy", "CPU1-s/GB",
+                "IPI0/msg", "notes"]
+    rows, drows = [], []
     for e in summary:
         n = nginx.get(e["viewers"])
         notes = list(e["problems"])
@@ -305,15 +334,17 @@ def render(summary, iperf, perf, meta, markdown):
             notes.append(f"niced work {e['nice'] * 100:.0f}%")
         if e["ksoftirqd1_s"]:
             notes.append(f"ksoftirqd/1 {e['ksoftirqd1_s']:.2f} s")
+        vs = (lambda key: "-" if e["server"] == "nginx" or not n else fmt(ratio(e[key], n[key])))
+        label = LABEL.get(e["server"], e["server"])
         rows.append([
-            LABEL.get(e["server"], e["server"]), str(e["viewers"]), fmt(e["lagging"]),
-            fmt(e["lost"]), fmt(e["gbps"], 3), fmt(e["cpu_per_gb"]), fmt(e["user_per_gb"]),
-            fmt(e["sys_per_gb"]), fmt(e["p50"]), fmt(e["p99"]), fmt(e["p999"]),
-            fmt(e["rss_kib"], 1), fmt(e["server_cores"]), fmt(e["gen_cores"]),
-            fmt(e["cpu1_busy"]), fmt(e["cpu1_s_per_gb"]),
-            "-" if e["server"] == "nginx" or not n else fmt(ratio(e["cpu_per_gb"], n["cpu_per_gb"])),
-            "-" if e["server"] == "nginx" or not n else fmt(ratio(e["user_per_gb"], n["user_per_gb"])),
-            "-" if e["server"] == "nginx" or not n else fmt(ratio(e["p99"], n["p99"])),
+            label, str(e["viewers"]), fmt(e["lagging"]), fmt(e["lost"]), fmt(e["gbps"], 3),
+            f"{fmt(e['cpu_per_gb'])} ({fmt(e['user_per_gb'])} / {fmt(e['sys_per_gb'])})",
+            f"{fmt(e['p50'], 1)} / {fmt(e['p99'], 1)} / {fmt(e['p999'], 1)}",
+            fmt(e["rss_kib"], 1), vs("cpu_per_gb"), vs("user_per_gb"), vs("p99"),
+        ])
+        drows.append([
+            label, str(e["viewers"]), fmt(e["server_cores"]), fmt(e["gen_cores"]),
+            fmt(e["cpu1_busy"]), fmt(e["cpu1_s_per_gb"]), fmt(e["ipi0_per_msg"], 3),
             "; ".join(notes),
         ])
     rounds = max((e["rounds"] for e in summary), default=0)
@@ -321,14 +352,22 @@ def render(summary, iperf, perf, meta, markdown):
                f"medians of {rounds} interleaved round(s); lagging/lost: worst round. "
                "CPU-s/GB = server CPU seconds (user+system, from /proc) per 10^9 bytes delivered "
                "in the steady state; user/sys: the same split. Latency: publisher send to viewer "
-               "receive, video messages. srv/gen cores: server's / load generator's share of a core. "
+               "receive, video messages. ÷ nginx: ratio to nginx-rtmp at the same viewer count. "
                "CPU1 busy: share of CPU 1 neither idle nor running niced work over the whole run, from /proc/stat (the "
                "server, loopback softirq work wherever it ran, and anything else on CPU 1); "
-               "CPU1-s/GB: those busy seconds per GB delivered over the whole run.")
+               "CPU1-s/GB: those busy seconds per GB delivered over the whole run. IPI0/msg: "
+               "rescheduling and function-call interrupts CPU 0 received (/proc/interrupts), per "
+               "message the viewers received: how often the server's sends woke the load "
+               "generator.")
     out.append("* shardcast all shards: not pinned by the script; shardcast pins shard N to CPU N "
                "itself, so shard 0 shares CPU 0 with the load generator.")
     out.append("")
     out.append(table(headers, rows, markdown))
+    out.append("")
+    out.append("Where the time went, per run (medians): srv cores / gen cores = the server's / the "
+               "load generator's share of one core; CPU1 busy, CPU1-s/GB, IPI0/msg as above.")
+    out.append("")
+    out.append(table(dheaders, drows, markdown))
     # ratio summary: shardcast/nginx at each viewer count
     rrows = []
     for e in summary:
