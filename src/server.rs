@@ -92,6 +92,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
     ])
     .map_err(StartError::Signals)?;
 
+    let cpus: Vec<usize> = (0..shard_count)
+        .map(|id| config.server.cpu_for_shard(id))
+        .collect();
+    for (id, cpu) in cpus.iter().enumerate() {
+        if cpus[..id].contains(cpu) {
+            tracing::warn!(
+                shard = id,
+                cpu,
+                "CPU {cpu} runs more than one shard: they take turns instead of running in parallel"
+            );
+        }
+    }
+
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
     for (id, inbox) in inboxes.into_iter().enumerate() {
