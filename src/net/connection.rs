@@ -18,7 +18,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
@@ -33,6 +33,15 @@ use crate::rtmp::{ServerEvent, ServerSession, ServerSessionConfig};
 
 /// Bytes asked of the kernel per read.
 const READ_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    /// The one read buffer of a shard's connections. A read happens only while a connection
+    /// is polled, and what it got is copied out at once, so no connection holds a buffer
+    /// while it waits: thousands of viewers that almost never send cost no read memory.
+    /// The copy is of what peers send (a publisher's media, a viewer's acknowledgements),
+    /// not of what the fan-out writes.
+    static READ_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
+}
 /// How often a connection that has a deadline to watch looks at it.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -106,13 +115,10 @@ fn set_send_buffer(fd: i32, size: usize) {
 
 async fn drive(shard: &Rc<Shard>, peer: &PeerRef, mut stream: TcpStream) -> String {
     let accepted = Instant::now();
-    let mut read_buf = BytesMut::new();
     let mut tick: Option<Pin<Box<Timer>>> = None;
     let empty_ring = FrameRing::new(0);
     loop {
-        let step =
-            poll_fn(|cx| poll_step(cx, peer, &mut stream, &mut read_buf, &mut tick, &empty_ring))
-                .await;
+        let step = poll_fn(|cx| poll_step(cx, peer, &mut stream, &mut tick, &empty_ring)).await;
         match step {
             Step::Read(bytes) => {
                 let fed = peer.borrow_mut().session.feed(bytes);
@@ -193,7 +199,6 @@ fn poll_step(
     cx: &mut Context<'_>,
     peer: &PeerRef,
     stream: &mut TcpStream,
-    read_buf: &mut BytesMut,
     tick: &mut Option<Pin<Box<Timer>>>,
     empty_ring: &FrameRing,
 ) -> Poll<Step> {
@@ -214,16 +219,16 @@ fn poll_step(
             return Poll::Ready(Step::Close(reason));
         }
     }
-    read_buf.clear();
-    read_buf.resize(READ_SIZE, 0);
-    match Pin::new(&mut *stream).poll_read(cx, &mut read_buf[..]) {
-        Poll::Ready(Ok(0)) => return Poll::Ready(Step::Eof),
-        Poll::Ready(Ok(n)) => {
-            read_buf.truncate(n);
-            return Poll::Ready(Step::Read(read_buf.split().freeze()));
+    let read = READ_BUFFER.with_borrow_mut(|buf| {
+        match Pin::new(&mut *stream).poll_read(cx, &mut buf[..]) {
+            Poll::Ready(Ok(0)) => Some(Step::Eof),
+            Poll::Ready(Ok(n)) => Some(Step::Read(Bytes::copy_from_slice(&buf[..n]))),
+            Poll::Ready(Err(e)) => Some(Step::Failed(e)),
+            Poll::Pending => None,
         }
-        Poll::Ready(Err(e)) => return Poll::Ready(Step::Failed(e)),
-        Poll::Pending => {}
+    });
+    if let Some(step) = read {
+        return Poll::Ready(step);
     }
     if needs_tick(&peer.borrow()) {
         let timer = tick.get_or_insert_with(|| Box::pin(Timer::new(TICK)));
