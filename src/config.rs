@@ -139,6 +139,20 @@ pub enum Shards {
     Count(usize),
 }
 
+/// `viewer.flush_on`: which arriving messages make a stream's fan-out write to its viewers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlushOn {
+    /// Every message is written as soon as it arrives.
+    Message,
+    /// Video frames, codec headers, metadata and stream events are written as they arrive;
+    /// audio and data messages of a stream that carries video wait for the next of those
+    /// (at most [`crate::relay::stream::MAX_HOLD`]), so each viewer gets one write per
+    /// video frame instead of one per message.
+    #[default]
+    Video,
+}
+
 /// `[viewer]`: what the relay does for, and to, one playing connection.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -151,6 +165,8 @@ pub struct ViewerConfig {
     pub lag_disconnect_ms: u64,
     /// Write coalescing window; 0 writes as soon as data is ready.
     pub flush_interval_ms: u64,
+    /// Which arrivals make the fan-out write.
+    pub flush_on: FlushOn,
     pub tcp_nodelay: bool,
     /// SO_SNDBUF for viewer sockets; 0 keeps the kernel's default (and its autotuning).
     pub send_buffer_bytes: usize,
@@ -226,6 +242,7 @@ impl Default for ViewerConfig {
             backlog_max_ms: 3_000,
             lag_disconnect_ms: 10_000,
             flush_interval_ms: 0,
+            flush_on: FlushOn::Video,
             tcp_nodelay: true,
             send_buffer_bytes: 0,
         }

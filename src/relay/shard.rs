@@ -162,6 +162,7 @@ impl Shard {
             backlog_max_ms: v.backlog_max_ms.min(u64::from(u32::MAX)) as u32,
             lag_disconnect: v.lag_disconnect(),
             flush_interval: v.flush_interval(),
+            flush_on: v.flush_on,
         }
     }
 

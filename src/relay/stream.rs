@@ -24,6 +24,7 @@ use super::frame::{Frame, FrameKind, FrameRing, RingEntry, StreamEvent};
 use super::peer::PeerRef;
 use super::signal::Signal;
 use super::viewer::{FlushOutcome, FlushScratch};
+use crate::config::FlushOn;
 use crate::media::gop_cache::{CachedMessage, GopCache, GopCacheLimits};
 use crate::rtmp::chunk::encode_shared;
 use crate::rtmp::message::MessageType;
@@ -49,7 +50,16 @@ pub struct StreamSettings {
     /// Write coalescing: the fan-out writes at most once per this interval, so each viewer
     /// gets one larger write instead of one per message. None writes at once.
     pub flush_interval: Option<Duration>,
+    /// Whether audio and data wait for the next video frame before they are written.
+    pub flush_on: FlushOn,
 }
+
+/// The longest an audio or data message waits for a video frame to go out with
+/// (`viewer.flush_on = "video"`): one frame interval down to 20 frames per second.
+pub const MAX_HOLD: Duration = Duration::from_millis(50);
+/// A stream that has sent no video for this long is treated as audio-only: its audio is
+/// written as it arrives instead of waiting for video that is not coming.
+const VIDEO_GONE: Duration = Duration::from_secs(1);
 
 /// What the origin sends a shard that subscribes: enough to serve joining viewers at once.
 #[derive(Clone, Debug)]
@@ -94,6 +104,12 @@ pub struct LocalStream {
     /// the origin and after a first subscription; set when a new origin's snapshot is
     /// appended after what viewers here still have to be sent.
     origin_offset: u64,
+    /// Write batching (`flush_on = "video"`): when the oldest entry not yet written was
+    /// held back, whether an entry that must go out at once has arrived since the last
+    /// pass, and when this shard last saw a video frame.
+    held_since: Option<Instant>,
+    urgent: bool,
+    last_video: Option<Instant>,
 }
 
 impl LocalStream {
@@ -113,7 +129,44 @@ impl LocalStream {
             signal: Rc::new(Signal::default()),
             subscribed_to: None,
             origin_offset: 0,
+            held_since: None,
+            urgent: false,
+            last_video: None,
         }
+    }
+
+    /// How much longer the fan-out may wait before writing, when everything that arrived
+    /// since its last pass may wait for the next video frame. `None`: write now.
+    fn hold_for(&self, now: Instant) -> Option<Duration> {
+        if self.settings.flush_on != FlushOn::Video || self.urgent {
+            return None;
+        }
+        let waited = now.saturating_duration_since(self.held_since?);
+        MAX_HOLD.checked_sub(waited).filter(|left| !left.is_zero())
+    }
+
+    /// The fan-out starts a pass: it writes everything the ring holds, held or not.
+    fn begin_pass(&mut self) {
+        self.held_since = None;
+        self.urgent = false;
+    }
+
+    /// Whether `entry` may wait for the next video frame: audio and data (not codec
+    /// headers) of a stream whose video is still coming.
+    fn may_wait(&mut self, entry: &RingEntry, now: Instant) -> bool {
+        let RingEntry::Frame(f) = entry else {
+            return false;
+        };
+        if f.kind == FrameKind::Video {
+            self.last_video = Some(now);
+            return false;
+        }
+        self.settings.flush_on == FlushOn::Video
+            && matches!(f.kind, FrameKind::Audio | FrameKind::Data)
+            && !f.sequence_header
+            && self
+                .last_video
+                .is_some_and(|seen| now.saturating_duration_since(seen) < VIDEO_GONE)
     }
 
     pub fn has_viewers(&self) -> bool {
@@ -264,6 +317,14 @@ impl LocalStream {
                 // Its viewers are closed as their cursors reach it (`render_event`).
                 StreamEvent::Ended => self.live = false,
             },
+        }
+        if self.settings.flush_on == FlushOn::Video {
+            let now = Instant::now();
+            if self.may_wait(&entry, now) {
+                self.held_since.get_or_insert(now);
+            } else {
+                self.urgent = true;
+            }
         }
         self.ring.push(entry);
         // The ring only needs what the slowest viewer still has to send, capped so a
@@ -480,6 +541,27 @@ pub async fn fan_out(stream: Rc<RefCell<LocalStream>>) {
     let mut last_pass = Instant::now();
     loop {
         signal.wait().await;
+        // Held audio waits for the next video frame (or the end of its hold), so that
+        // each viewer gets one write per frame rather than one per message.
+        loop {
+            let Some(left) = stream.borrow().hold_for(Instant::now()) else {
+                break;
+            };
+            let more = futures_lite::future::or(
+                async {
+                    signal.wait().await;
+                    true
+                },
+                async {
+                    glommio::timer::sleep(left).await;
+                    false
+                },
+            )
+            .await;
+            if !more {
+                break;
+            }
+        }
         if let Some(interval) = interval {
             // Let the window fill: entries arriving meanwhile go out in the same writes.
             let since = last_pass.elapsed();
@@ -489,6 +571,7 @@ pub async fn fan_out(stream: Rc<RefCell<LocalStream>>) {
         }
         let now = Instant::now();
         last_pass = now;
+        stream.borrow_mut().begin_pass();
         let mut i = 0;
         loop {
             let peer = {
@@ -522,5 +605,79 @@ pub async fn fan_out(stream: Rc<RefCell<LocalStream>>) {
         if Rc::strong_count(&stream) == 1 {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn settings(flush_on: FlushOn) -> StreamSettings {
+        StreamSettings {
+            chunk_size: 4096,
+            gop_cache: None,
+            backlog_max_bytes: 1 << 20,
+            backlog_max_ms: 3000,
+            lag_disconnect: Duration::from_secs(10),
+            flush_interval: None,
+            flush_on,
+        }
+    }
+
+    fn frame(seq: u64, kind: FrameKind) -> RingEntry {
+        RingEntry::Frame(Frame {
+            seq,
+            kind,
+            timestamp: seq as u32 * 20,
+            keyframe: false,
+            sequence_header: false,
+            bytes: Bytes::from_static(b"x"),
+            payload: Bytes::from_static(b"x"),
+        })
+    }
+
+    #[test]
+    fn audio_waits_for_the_next_video_frame_at_most_max_hold() {
+        let mut s = LocalStream::new("live/a".into(), settings(FlushOn::Video));
+        s.apply(frame(0, FrameKind::Video));
+        let now = Instant::now();
+        assert_eq!(s.hold_for(now), None, "video goes out at once");
+        s.begin_pass();
+        s.apply(frame(1, FrameKind::Audio));
+        s.apply(frame(2, FrameKind::Data));
+        let left = s.hold_for(Instant::now()).expect("audio and data wait");
+        assert!(left <= MAX_HOLD);
+        assert_eq!(s.hold_for(Instant::now() + MAX_HOLD), None, "hold ran out");
+        s.apply(frame(3, FrameKind::Video));
+        assert_eq!(
+            s.hold_for(Instant::now()),
+            None,
+            "the next frame takes them"
+        );
+        assert_eq!(s.ring.next_seq(), 4, "nothing held is left out of the ring");
+    }
+
+    #[test]
+    fn audio_only_streams_and_flush_on_message_never_hold() {
+        let mut s = LocalStream::new("live/a".into(), settings(FlushOn::Video));
+        s.apply(frame(0, FrameKind::Audio));
+        assert_eq!(s.hold_for(Instant::now()), None, "no video yet: audio-only");
+
+        let mut s = LocalStream::new("live/b".into(), settings(FlushOn::Message));
+        s.apply(frame(0, FrameKind::Video));
+        s.begin_pass();
+        s.apply(frame(1, FrameKind::Audio));
+        assert_eq!(s.hold_for(Instant::now()), None);
+    }
+
+    #[test]
+    fn a_pass_with_nothing_new_is_not_held() {
+        let mut s = LocalStream::new("live/a".into(), settings(FlushOn::Video));
+        s.apply(frame(0, FrameKind::Video));
+        s.begin_pass();
+        // A joining viewer or a snapshot wakes the fan-out without a new entry.
+        assert_eq!(s.hold_for(Instant::now()), None);
     }
 }
