@@ -59,6 +59,10 @@ pub struct RunSettings {
     pub source: String,
     pub verify_every: u32,
     pub lag_threshold_ms: u64,
+    /// Batch readers' interval (`--read-interval`); 0: viewers read as data arrives.
+    pub read_interval_ms: f64,
+    /// SO_RCVBUF batch readers set, when the kernel default was too small for an interval.
+    pub receive_buffer_bytes: Option<usize>,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -123,6 +127,188 @@ pub struct Server {
     pub note: Option<String>,
 }
 
+/// One executor thread of the load generator.
+#[derive(Serialize, Debug, Clone)]
+pub struct GeneratorThread {
+    pub index: usize,
+    pub tid: i32,
+    pub user_seconds: f64,
+    pub system_seconds: f64,
+    /// Share of one core, over the window.
+    pub cpu_cores: f64,
+}
+
+/// The load generator's own CPU time over the same window as the server's.
+#[derive(Serialize, Debug, Clone)]
+pub struct LoadGenerator {
+    pub window_s: f64,
+    /// The whole process (getrusage), all threads.
+    pub user_seconds: f64,
+    pub system_seconds: f64,
+    pub cpu_seconds: f64,
+    pub cpu_cores: f64,
+    /// Each executor thread (/proc/self/task/TID/stat, clock ticks).
+    pub threads: Vec<GeneratorThread>,
+    /// The busiest executor thread's share of a core.
+    pub busiest_thread_cores: f64,
+    /// Some executor thread was above [`SATURATED`] of a core: latency and the server's
+    /// CPU per GB then measure the generator as much as the server.
+    pub saturated: bool,
+    pub note: Option<String>,
+}
+
+/// An executor thread busier than this share of a core counts as saturated.
+pub const SATURATED: f64 = 0.9;
+
+/// Latency of one trend window, ms.
+#[derive(Serialize, Debug, Clone)]
+pub struct TrendWindow {
+    /// Start of the window, seconds from the first viewer's start.
+    pub start_s: f64,
+    /// How much of the window the run covered (the last one may be short), seconds.
+    pub span_s: f64,
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Video latency over time, to see whether it creeps up during a long run.
+#[derive(Serialize, Debug, Clone)]
+pub struct LatencyTrend {
+    pub window_s: f64,
+    /// Every window from the first viewer's start, in order (empty windows included).
+    pub windows: Vec<TrendWindow>,
+    /// Where the steady state began, seconds from the first viewer's start; the summary
+    /// below uses only windows starting there or later (all windows when fewer than 2 do).
+    pub steady_from_s: Option<f64>,
+    /// What `first_p99_ms` and `last_p99_ms` cover: "minute" (the first and last minute's
+    /// windows merged) when the steady windows span at least 2 minutes, else "window".
+    pub compared: String,
+    pub first_p99_ms: Option<f64>,
+    pub last_p99_ms: Option<f64>,
+    /// last / first.
+    pub p99_ratio: Option<f64>,
+    /// Least-squares slope of the steady windows' p99 over time, ms per minute.
+    pub p99_slope_ms_per_min: Option<f64>,
+    /// Latencies after the last window were not recorded in the trend.
+    pub truncated: bool,
+}
+
+impl LatencyTrend {
+    /// The trend from per-window histograms (microseconds), windows of `window_s` seconds
+    /// from the first viewer's start; the run covered `covered_s` seconds from there.
+    pub fn of(
+        windows: &[Histogram<u64>],
+        window_s: f64,
+        covered_s: f64,
+        steady_from_s: Option<f64>,
+    ) -> LatencyTrend {
+        let count =
+            ((covered_s.max(0.0) / window_s).ceil() as usize).min(crate::stats::MAX_TREND_WINDOWS);
+        let truncated = covered_s > window_s * crate::stats::MAX_TREND_WINDOWS as f64;
+        let empty = crate::stats::trend_histogram();
+        let at = |i: usize| windows.get(i).unwrap_or(&empty);
+        let ms = |v: u64| round3(v as f64 / 1000.0);
+        let out: Vec<TrendWindow> = (0..count)
+            .map(|i| {
+                let h = at(i);
+                let start = i as f64 * window_s;
+                let q = |x: f64| {
+                    if h.is_empty() {
+                        0.0
+                    } else {
+                        ms(h.value_at_quantile(x))
+                    }
+                };
+                TrendWindow {
+                    start_s: round3(start),
+                    span_s: round3((covered_s - start).clamp(0.0, window_s)),
+                    count: h.len(),
+                    p50: q(0.5),
+                    p99: q(0.99),
+                    max: if h.is_empty() { 0.0 } else { ms(h.max()) },
+                }
+            })
+            .collect();
+        // The summary: windows with data, at least half covered, from the steady state on.
+        let usable = |w: &&TrendWindow| w.count > 0 && w.span_s >= window_s / 2.0;
+        let mut picked: Vec<usize> = (0..out.len())
+            .filter(|&i| usable(&&out[i]))
+            .filter(|&i| steady_from_s.is_none_or(|s| out[i].start_s + 1e-9 >= s))
+            .collect();
+        if picked.len() < 2 {
+            picked = (0..out.len()).filter(|&i| usable(&&out[i])).collect();
+        }
+        let per_minute = (60.0 / window_s).round().max(1.0) as usize;
+        let span: f64 = picked.iter().map(|&i| out[i].span_s).sum();
+        let minutes = span >= 120.0 && picked.len() >= 2 * per_minute;
+        let group = if minutes { per_minute } else { 1 };
+        let merged_p99 = |idx: &[usize]| -> Option<f64> {
+            let mut h = crate::stats::trend_histogram();
+            for &i in idx {
+                h.add(at(i)).ok()?;
+            }
+            (!h.is_empty()).then(|| ms(h.value_at_quantile(0.99)))
+        };
+        let (first, last) = if picked.len() >= 2 {
+            (
+                merged_p99(&picked[..group]),
+                merged_p99(&picked[picked.len() - group..]),
+            )
+        } else {
+            (None, None)
+        };
+        let slope = (picked.len() >= 2).then(|| {
+            let xs: Vec<f64> = picked
+                .iter()
+                .map(|&i| (out[i].start_s + out[i].span_s / 2.0) / 60.0)
+                .collect();
+            let ys: Vec<f64> = picked.iter().map(|&i| out[i].p99).collect();
+            let n = xs.len() as f64;
+            let mx = xs.iter().sum::<f64>() / n;
+            let my = ys.iter().sum::<f64>() / n;
+            let sxx: f64 = xs.iter().map(|x| (x - mx) * (x - mx)).sum();
+            let sxy: f64 = xs.iter().zip(&ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+            if sxx > 0.0 { round3(sxy / sxx) } else { 0.0 }
+        });
+        LatencyTrend {
+            window_s,
+            windows: out,
+            steady_from_s: steady_from_s.map(round3),
+            compared: if minutes { "minute" } else { "window" }.to_owned(),
+            first_p99_ms: first,
+            last_p99_ms: last,
+            p99_ratio: first
+                .zip(last)
+                .and_then(|(f, l)| (f > 0.0).then(|| round3(l / f))),
+            p99_slope_ms_per_min: slope,
+            truncated,
+        }
+    }
+
+    /// The one-line summary in the table.
+    pub fn line(&self) -> String {
+        let n = self.windows.len();
+        match (self.first_p99_ms, self.last_p99_ms) {
+            (Some(f), Some(l)) => format!(
+                "latency trend ({n} windows of {:.0} s): p99 first {} {f:.1} ms, last {} {l:.1} ms, ratio {}, slope {:+.2} ms/min{}",
+                self.window_s,
+                self.compared,
+                self.compared,
+                self.p99_ratio
+                    .map_or("n/a".to_owned(), |r| format!("{r:.2}")),
+                self.p99_slope_ms_per_min.unwrap_or(0.0),
+                if self.truncated { " (truncated)" } else { "" },
+            ),
+            _ => format!(
+                "latency trend ({n} windows of {:.0} s): too short to compare",
+                self.window_s
+            ),
+        }
+    }
+}
+
 #[derive(Serialize, Debug, Clone)]
 pub struct Report {
     pub settings: RunSettings,
@@ -136,13 +322,17 @@ pub struct Report {
     pub connect_ms: Summary,
     /// From TCP connect to `NetStream.Play.Start`, ms.
     pub play_start_ms: Summary,
-    /// From TCP connect to the first video keyframe, ms.
+    /// Time to first frame: from the start of the TCP connect to the first video keyframe
+    /// (the first decodable frame) received, ms.
     pub first_keyframe_ms: Summary,
-    /// Publisher send to viewer receive, per live video message, ms.
+    /// Publisher send to viewer receive, per live video message, ms. Batch readers'
+    /// latency includes the wait for their next read (up to `read_interval_ms`).
     pub latency_ms: Summary,
+    pub latency_trend: LatencyTrend,
     /// Each viewer's received bitrate over its playing time, kbit/s.
     pub viewer_bitrate_kbps: Summary,
     pub server: Option<Server>,
+    pub load_generator: LoadGenerator,
 }
 
 fn reasons(map: &BTreeMap<String, u64>, out: &mut String) {
@@ -171,6 +361,23 @@ impl Report {
         );
         if let Some(d) = &s.description {
             let _ = writeln!(out, "scenario: {d}");
+        }
+        if s.read_interval_ms > 0.0 {
+            let _ = writeln!(
+                out,
+                "read mode: batch readers, every {} ms (latency includes up to {} ms waiting for the read){}",
+                s.read_interval_ms,
+                s.read_interval_ms,
+                match s.receive_buffer_bytes {
+                    Some(b) => format!(", SO_RCVBUF {b}"),
+                    None => String::new(),
+                }
+            );
+        } else {
+            let _ = writeln!(out, "read mode: as data arrives");
+        }
+        if let Some(w) = self.saturation_warning() {
+            let _ = writeln!(out, "{w}");
         }
         let _ = writeln!(out);
         let v = &self.viewers;
@@ -241,6 +448,7 @@ impl Report {
                 h.count, h.min, h.mean, h.p50, h.p90, h.p99, h.p999, h.max
             );
         }
+        let _ = writeln!(out, "{}", self.latency_trend.line());
         if let Some(server) = &self.server {
             let _ = writeln!(out);
             let pids: Vec<String> = server.pids.iter().map(u32::to_string).collect();
@@ -277,6 +485,100 @@ impl Report {
                 }
             }
         }
+        let g = &self.load_generator;
+        let _ = writeln!(out);
+        let _ = writeln!(out, "load generator (this process)");
+        if let Some(note) = &g.note {
+            let _ = writeln!(out, "  note: {note}");
+        }
+        let _ = writeln!(out, "  {:<22}{:>12.3}", "window s", g.window_s);
+        let _ = writeln!(out, "  {:<22}{:>12.3}", "cpu s", g.cpu_seconds);
+        let _ = writeln!(out, "  {:<22}{:>12.3}", "  user s", g.user_seconds);
+        let _ = writeln!(out, "  {:<22}{:>12.3}", "  system s", g.system_seconds);
+        let _ = writeln!(out, "  {:<22}{:>12.3}", "cores busy", g.cpu_cores);
+        for t in &g.threads {
+            let _ = writeln!(
+                out,
+                "  {:<22}{:>12.3}",
+                format!("  thread {} cores", t.index),
+                t.cpu_cores
+            );
+        }
+        if let Some(w) = self.saturation_warning() {
+            let _ = writeln!(out, "{w}");
+        }
         out
+    }
+
+    /// A warning line when an executor thread of the load generator was saturated.
+    pub fn saturation_warning(&self) -> Option<String> {
+        let g = &self.load_generator;
+        g.saturated.then(|| {
+            format!(
+                "WARNING: load generator saturated: a thread used {:.2} of a core (over {SATURATED}); \
+                 latency and server CPU per GB measure the generator, not the server \
+                 (use more --threads, or fewer viewers)",
+                g.busiest_thread_cores
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{record, trend_histogram};
+
+    fn near(x: Option<f64>, want: f64) -> bool {
+        // Trend histograms keep 2 significant digits.
+        x.is_some_and(|x| (x - want).abs() <= want * 0.01)
+    }
+
+    fn windows(p99s_ms: &[u64]) -> Vec<Histogram<u64>> {
+        p99s_ms
+            .iter()
+            .map(|&ms| {
+                let mut h = trend_histogram();
+                for _ in 0..100 {
+                    record(&mut h, ms * 1000);
+                }
+                h
+            })
+            .collect()
+    }
+
+    #[test]
+    fn short_trend_compares_first_and_last_steady_window() {
+        // Window 0 is the ramp, left out of the comparison.
+        let t = LatencyTrend::of(&windows(&[50, 10, 12, 20]), 1.0, 3.9, Some(1.0));
+        assert_eq!(t.windows.len(), 4);
+        assert_eq!(t.compared, "window");
+        assert!(near(t.first_p99_ms, 10.0), "{t:?}");
+        assert!(near(t.last_p99_ms, 20.0), "{t:?}");
+        assert!(near(t.p99_ratio, 2.0), "{t:?}");
+        assert!(t.p99_slope_ms_per_min.unwrap() > 0.0);
+        assert!(t.line().contains("ratio 2.0"), "{}", t.line());
+    }
+
+    #[test]
+    fn long_trend_compares_minutes() {
+        // 10 minutes of 10 s windows, flat at 10 ms but the last minute at 30 ms.
+        let mut p99s = vec![10; 54];
+        p99s.extend([30; 6]);
+        let t = LatencyTrend::of(&windows(&p99s), 10.0, 600.0, Some(5.0));
+        assert_eq!(t.compared, "minute");
+        // Window 0 starts before the steady state: the first minute is windows 1..=6.
+        assert!(near(t.first_p99_ms, 10.0), "{t:?}");
+        assert!(near(t.last_p99_ms, 30.0), "{t:?}");
+        assert_eq!(t.windows.len(), 60);
+        assert!(!t.truncated);
+    }
+
+    #[test]
+    fn empty_trend() {
+        let t = LatencyTrend::of(&[], 10.0, 0.0, None);
+        assert!(t.windows.is_empty());
+        assert_eq!(t.first_p99_ms, None);
+        assert!(t.line().contains("too short"));
     }
 }

@@ -24,12 +24,13 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::report::{
-    Delivered, Messages, Publishers, Report, RunSettings, Server, Summary, Viewers, round3,
+    Delivered, GeneratorThread, LatencyTrend, LoadGenerator, Messages, Publishers, Report,
+    RunSettings, SATURATED, Server, Summary, Viewers, round3,
 };
 use crate::server_usage::{self, ProcSample};
 use crate::settings::{Settings, SourceSpec};
 use crate::source::{FileSource, Source, SyntheticSource};
-use crate::stats::{Shared, ThreadReport, ThreadStats, histogram};
+use crate::stats::{Shared, ThreadReport, ThreadStats, histogram, trend_window};
 use crate::{clock, publisher, viewer};
 
 /// Locked memory each executor reserves for io_uring buffers: the load generator does no
@@ -81,7 +82,11 @@ pub fn run(settings: Settings) -> Result<Report, RunError> {
     clock::epoch();
     let settings = Arc::new(settings);
     let threads = settings.threads;
-    let shared = Arc::new(Shared::new(settings.streams(), threads));
+    let shared = Arc::new(Shared::new(
+        settings.streams(),
+        threads,
+        trend_window(settings.duration),
+    ));
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, interrupted.clone())
@@ -146,6 +151,10 @@ async fn thread_main(
         settings: settings.clone(),
         stats: RefCell::new(ThreadStats::default()),
     });
+    if let Ok(mut ids) = shared.thread_ids.lock() {
+        // SAFETY: gettid has no preconditions.
+        ids.push((index, unsafe { libc::gettid() }));
+    }
     for (stream, source) in publishers {
         let url = settings.publish_urls[stream].clone();
         glommio::spawn_local(publisher::run(ctx.clone(), stream, url, source)).detach();
@@ -187,6 +196,32 @@ async fn thread_main(
     stats.finish(&shared, end, lag_ms)
 }
 
+/// The load generator's CPU time at one moment: the process, and each executor thread
+/// (index, thread id, its time if readable).
+#[derive(Clone, Debug)]
+struct GeneratorSample {
+    process: ProcSample,
+    threads: Vec<(usize, i32, Option<ProcSample>)>,
+}
+
+impl GeneratorSample {
+    fn take(shared: &Shared) -> GeneratorSample {
+        let mut ids = shared
+            .thread_ids
+            .lock()
+            .map(|i| i.clone())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        GeneratorSample {
+            process: server_usage::sample_self(),
+            threads: ids
+                .into_iter()
+                .map(|(index, tid)| (index, tid, server_usage::sample_thread(tid).ok()))
+                .collect(),
+        }
+    }
+}
+
 /// The main thread's view of the run.
 struct Watch<'a> {
     settings: &'a Settings,
@@ -199,6 +234,9 @@ struct Watch<'a> {
     server_before_viewers: Option<ProcSample>,
     server_steady_start: Option<ProcSample>,
     server_end: Option<ProcSample>,
+    generator_before_viewers: Option<GeneratorSample>,
+    generator_steady_start: Option<GeneratorSample>,
+    generator_end: Option<GeneratorSample>,
     bytes_at_steady_start: u64,
     server_error: Option<String>,
     progress: ProgressBar,
@@ -230,6 +268,9 @@ impl<'a> Watch<'a> {
             server_before_viewers: None,
             server_steady_start: None,
             server_end: None,
+            generator_before_viewers: None,
+            generator_steady_start: None,
+            generator_end: None,
             bytes_at_steady_start: 0,
             server_error: None,
             progress,
@@ -279,7 +320,11 @@ impl<'a> Watch<'a> {
                     .count();
                 if up == self.settings.streams() {
                     self.server_before_viewers = self.sample_server();
+                    self.generator_before_viewers = Some(GeneratorSample::take(self.shared));
                     self.viewers_start = Some(now);
+                    self.shared
+                        .viewers_start_us
+                        .store(clock::micros(now), Ordering::Release);
                     self.shared.viewers_released.store(true, Ordering::Relaxed);
                 } else if now > publish_deadline {
                     return Err(RunError(format!(
@@ -297,6 +342,7 @@ impl<'a> Watch<'a> {
             {
                 self.steady_start = Some(now);
                 self.server_steady_start = self.sample_server();
+                self.generator_steady_start = Some(GeneratorSample::take(self.shared));
                 self.bytes_at_steady_start = live.bytes_received.load(Ordering::Relaxed);
             }
             self.draw(now);
@@ -307,6 +353,7 @@ impl<'a> Watch<'a> {
         let now = Instant::now();
         self.end = Some(now);
         self.server_end = self.sample_server();
+        self.generator_end = Some(GeneratorSample::take(self.shared));
         if self.steady_start.is_none() {
             // Keep the bytes counter consistent with the (absent) window.
             self.bytes_at_steady_start = self.shared.live.bytes_received.load(Ordering::Relaxed);
@@ -403,6 +450,8 @@ impl<'a> Watch<'a> {
                 source,
                 verify_every: s.verify_every,
                 lag_threshold_ms: s.lag_threshold.as_millis() as u64,
+                read_interval_ms: round3(s.read_interval.as_secs_f64() * 1000.0),
+                receive_buffer_bytes: s.receive_buffer,
             },
             elapsed_s: round3(end.duration_since(self.run_start).as_secs_f64()),
             interrupted: self.interrupted,
@@ -447,8 +496,83 @@ impl<'a> Watch<'a> {
             play_start_ms: Summary::of(&r.play_start_us, 1000.0),
             first_keyframe_ms: Summary::of(&r.first_keyframe_us, 1000.0),
             latency_ms: Summary::of(&r.latency_us, 1000.0),
+            latency_trend: LatencyTrend::of(
+                &r.latency_trend_us,
+                self.shared.trend_window_us as f64 / 1e6,
+                viewers_secs,
+                self.viewers_start
+                    .zip(self.steady_start)
+                    .map(|(v, st)| st.duration_since(v).as_secs_f64()),
+            ),
             viewer_bitrate_kbps: Summary::of(&r.bitrate_kbps, 1.0),
             server,
+            load_generator: self.generator_report(),
+        }
+    }
+
+    /// The generator's CPU over the server's window: the steady state, or from the first
+    /// viewer's start when the ramp did not finish.
+    fn generator_report(&self) -> LoadGenerator {
+        let end_at = self.end.unwrap_or_else(Instant::now);
+        let (start, start_at, note) = match (&self.generator_steady_start, self.steady_start) {
+            (Some(s), Some(at)) => (Some(s), Some(at), None),
+            _ => (
+                self.generator_before_viewers.as_ref(),
+                self.viewers_start,
+                Some("the ramp did not finish: measured from the first viewer's start".to_owned()),
+            ),
+        };
+        let window = start_at.map_or(0.0, |s| end_at.duration_since(s).as_secs_f64());
+        let cores = |secs: f64| {
+            if window > 0.0 {
+                round3(secs / window)
+            } else {
+                0.0
+            }
+        };
+        let (Some(start), Some(end)) = (start, self.generator_end.as_ref()) else {
+            return LoadGenerator {
+                window_s: 0.0,
+                user_seconds: 0.0,
+                system_seconds: 0.0,
+                cpu_seconds: 0.0,
+                cpu_cores: 0.0,
+                threads: Vec::new(),
+                busiest_thread_cores: 0.0,
+                saturated: false,
+                note: Some("no viewers started: nothing measured".to_owned()),
+            };
+        };
+        let user = (end.process.user_seconds - start.process.user_seconds).max(0.0);
+        let system = (end.process.system_seconds - start.process.system_seconds).max(0.0);
+        let threads: Vec<GeneratorThread> = end
+            .threads
+            .iter()
+            .filter_map(|&(index, tid, at_end)| {
+                let at_end = at_end?;
+                let at_start = start.threads.iter().find(|t| t.1 == tid)?.2?;
+                let u = (at_end.user_seconds - at_start.user_seconds).max(0.0);
+                let s = (at_end.system_seconds - at_start.system_seconds).max(0.0);
+                Some(GeneratorThread {
+                    index,
+                    tid,
+                    user_seconds: round3(u),
+                    system_seconds: round3(s),
+                    cpu_cores: cores(u + s),
+                })
+            })
+            .collect();
+        let busiest = threads.iter().map(|t| t.cpu_cores).fold(0.0, f64::max);
+        LoadGenerator {
+            window_s: round3(window),
+            user_seconds: round3(user),
+            system_seconds: round3(system),
+            cpu_seconds: round3(user + system),
+            cpu_cores: cores(user + system),
+            threads,
+            busiest_thread_cores: busiest,
+            saturated: busiest > SATURATED,
+            note,
         }
     }
 

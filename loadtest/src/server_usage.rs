@@ -1,6 +1,11 @@
 //! The server's CPU time and memory, read from `/proc/PID/stat` for the processes named
 //! with `--server-pid`: user and system CPU time (fields 14 and 15, in clock ticks) and the
 //! resident set (field 24, in pages), summed over the processes.
+//!
+//! And the load generator's own CPU time, over the same window: the whole process from
+//! `getrusage(RUSAGE_SELF)` (microseconds), each executor thread from
+//! `/proc/self/task/TID/stat` (clock ticks). If a thread is busy all the time, what the run
+//! measures is the generator, not the server.
 
 /// One reading of the server processes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -28,6 +33,29 @@ pub fn sample(pids: &[u32]) -> Result<ProcSample, String> {
         total.rss_bytes += one.rss_bytes;
     }
     Ok(total)
+}
+
+/// This process's user and system CPU time so far, all threads.
+pub fn sample_self() -> ProcSample {
+    // SAFETY: an all-zero rusage is valid, and getrusage only writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer cannot fail.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    ProcSample {
+        user_seconds: secs(usage.ru_utime),
+        system_seconds: secs(usage.ru_stime),
+        rss_bytes: 0,
+    }
+}
+
+/// One thread of this process (by kernel thread id): its user and system CPU time so far.
+pub fn sample_thread(tid: i32) -> Result<ProcSample, String> {
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let path = format!("/proc/self/task/{tid}/stat");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    parse_stat(&text, ticks, 1).ok_or_else(|| format!("cannot parse {path}"))
 }
 
 fn parse_stat(text: &str, ticks_per_second: f64, page_size: u64) -> Option<ProcSample> {
@@ -61,5 +89,14 @@ mod tests {
     fn reads_our_own_process() {
         let s = sample(&[std::process::id()]).unwrap();
         assert!(s.rss_bytes > 0);
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(sample_self().user_seconds + sample_self().system_seconds > 0.0);
+        assert!(sample_thread(tid).is_ok());
     }
 }

@@ -76,6 +76,12 @@ pub struct Knobs {
     /// counts as lagging. [default: 2s]
     #[arg(long, value_name = "TIME")]
     pub lag_threshold: Option<String>,
+    /// Batch readers: once playing, each viewer sleeps this long, then drains its socket
+    /// with non-blocking reads, and sleeps again (wake-ups staggered over the viewers).
+    /// 0 reads as data arrives. Latency then includes up to this wait. E.g. 100ms.
+    /// [default: 0]
+    #[arg(long, value_name = "TIME")]
+    pub read_interval: Option<String>,
     /// Time allowed for TCP connect, handshake, connect and play to succeed. [default: 10s]
     #[arg(long, value_name = "TIME")]
     pub connect_timeout: Option<String>,
@@ -110,6 +116,7 @@ impl Knobs {
             gop: self.gop.or(base.gop),
             verify_every: self.verify_every.or(base.verify_every),
             lag_threshold: self.lag_threshold.or(base.lag_threshold),
+            read_interval: self.read_interval.or(base.read_interval),
             connect_timeout: self.connect_timeout.or(base.connect_timeout),
             json: self.json.or(base.json),
             server_pid: if self.server_pid.is_empty() {
@@ -253,6 +260,11 @@ pub struct Settings {
     pub source: SourceSpec,
     pub verify_every: u32,
     pub lag_threshold: Duration,
+    /// Batch readers' sleep between drains; zero reads as data arrives.
+    pub read_interval: Duration,
+    /// SO_RCVBUF batch readers set, when the kernel's default receive buffer would not
+    /// hold one interval of the stream (see [`batch_receive_buffer`]).
+    pub receive_buffer: Option<usize>,
     pub connect_timeout: Duration,
     pub json: Option<PathBuf>,
     pub server_pids: Vec<u32>,
@@ -361,6 +373,17 @@ impl Settings {
         let verify_every = k.verify_every.unwrap_or(50);
         let lag_threshold = parse_duration(k.lag_threshold.as_deref().unwrap_or("2s"))
             .map_err(|e| format!("--lag-threshold: {e}"))?;
+        let read_interval = parse_duration(k.read_interval.as_deref().unwrap_or("0"))
+            .map_err(|e| format!("--read-interval: {e}"))?;
+        if read_interval > Duration::from_secs(10) {
+            return Err("--read-interval must be at most 10s".into());
+        }
+        let receive_buffer = match &source {
+            SourceSpec::Synthetic(x) if !read_interval.is_zero() => {
+                batch_receive_buffer(x, read_interval, default_receive_buffer())
+            }
+            _ => None,
+        };
         let connect_timeout = parse_duration(k.connect_timeout.as_deref().unwrap_or("10s"))
             .map_err(|e| format!("--connect-timeout: {e}"))?;
         for pid in &k.server_pid {
@@ -380,11 +403,43 @@ impl Settings {
             source,
             verify_every,
             lag_threshold,
+            read_interval,
+            receive_buffer,
             connect_timeout,
             json: k.json,
             server_pids: k.server_pid,
             progress: !k.no_progress,
         })
+    }
+}
+
+/// The kernel's default TCP receive buffer (the middle of `net.ipv4.tcp_rmem`), if readable.
+fn default_receive_buffer() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem").ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The SO_RCVBUF a batch reader needs, or `None` when the default will do.
+///
+/// One interval of the synthetic stream, plus one keyframe (3x an average picture) in case
+/// the interval holds one, must fit in the receive window, or the relay sees a full window
+/// because of the load generator rather than because it is slow. The kernel's usable
+/// window is about half the buffer (less its bookkeeping), so the default must be at
+/// least twice the need. At 2.5 Mbit/s and 100 ms the need is about 62 KB and Linux's
+/// default of 128 KiB is just enough, so nothing is set; setting SO_RCVBUF would also turn
+/// the kernel's receive-buffer autotuning off. When the default is too small, twice the need
+/// is asked for (the kernel doubles the value again for its bookkeeping).
+pub fn batch_receive_buffer(
+    source: &SyntheticSettings,
+    interval: Duration,
+    default: Option<usize>,
+) -> Option<usize> {
+    let bytes_per_s = source.bitrate as f64 / 8.0;
+    let need = bytes_per_s * interval.as_secs_f64() + 3.0 * bytes_per_s / f64::from(source.fps);
+    let need = need.ceil() as usize;
+    match default {
+        Some(d) if d >= 2 * need => None,
+        _ => Some(2 * need),
     }
 }
 
@@ -408,6 +463,22 @@ mod tests {
         assert_eq!(parse_bitrate("2500k").unwrap(), 2_500_000);
         assert_eq!(parse_bitrate("6M").unwrap(), 6_000_000);
         assert!(parse_bitrate("fast").is_err());
+    }
+
+    #[test]
+    fn batch_receive_buffer_only_when_the_default_is_short() {
+        let s = SyntheticSettings {
+            bitrate: 2_500_000,
+            fps: 30,
+            gop_ms: 2000,
+        };
+        let ms100 = Duration::from_millis(100);
+        assert_eq!(batch_receive_buffer(&s, ms100, Some(131_072)), None);
+        assert_eq!(batch_receive_buffer(&s, ms100, Some(65_536)), Some(125_000));
+        assert_eq!(
+            batch_receive_buffer(&s, Duration::from_secs(1), Some(131_072)),
+            Some(687_500)
+        );
     }
 
     #[test]

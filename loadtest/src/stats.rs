@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
@@ -19,6 +19,26 @@ const HIGHEST: u64 = 3_600_000_000;
 
 pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, HIGHEST, 3).expect("static histogram bounds are valid")
+}
+
+/// Latency trend windows hold up to a minute in microseconds at 2 significant digits: a
+/// few KiB each, so a long run's series stays small.
+const TREND_HIGHEST: u64 = 60_000_000;
+/// At most this many trend windows (see [`trend_window`]).
+pub const MAX_TREND_WINDOWS: usize = 360;
+
+/// One latency trend window's histogram.
+pub fn trend_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, TREND_HIGHEST, 2).expect("static histogram bounds are valid")
+}
+
+/// The latency trend's window: a twentieth of the run, in whole seconds, between 1 s and
+/// 10 s (10 s from 200 s runs up), and longer when the run would need more than
+/// [`MAX_TREND_WINDOWS`] of them (past an hour).
+pub fn trend_window(duration: Duration) -> Duration {
+    let secs = (duration.as_secs() / 20).clamp(1, 10);
+    let needed = duration.as_secs().div_ceil(MAX_TREND_WINDOWS as u64);
+    Duration::from_secs(secs.max(needed))
 }
 
 /// What one stream's publisher has sent so far, for its viewers to compare against.
@@ -57,10 +77,17 @@ pub struct Shared {
     pub recent_latency: Vec<Mutex<Histogram<u64>>>,
     /// Publisher failures: the run cannot go on without its publishers.
     pub publisher_errors: Mutex<Vec<String>>,
+    /// The first viewer's start, in [`crate::clock`] microseconds: the latency trend's
+    /// windows count from here. Stored before `viewers_released` is set.
+    pub viewers_start_us: AtomicU64,
+    /// Length of one latency trend window, microseconds.
+    pub trend_window_us: u64,
+    /// Each executor thread's kernel thread id, by thread index, for its CPU time.
+    pub thread_ids: Mutex<Vec<(usize, i32)>>,
 }
 
 impl Shared {
-    pub fn new(streams: usize, threads: usize) -> Shared {
+    pub fn new(streams: usize, threads: usize, trend_window: Duration) -> Shared {
         Shared {
             stop: AtomicBool::new(false),
             viewers_released: AtomicBool::new(false),
@@ -68,6 +95,9 @@ impl Shared {
             live: LiveCounters::default(),
             recent_latency: (0..threads).map(|_| Mutex::new(histogram())).collect(),
             publisher_errors: Mutex::new(Vec::new()),
+            viewers_start_us: AtomicU64::new(0),
+            trend_window_us: trend_window.as_micros().max(1) as u64,
+            thread_ids: Mutex::new(Vec::new()),
         }
     }
 
@@ -115,6 +145,8 @@ pub struct ThreadStats {
     pub play_start_us: Histogram<u64>,
     pub first_keyframe_us: Histogram<u64>,
     pub latency_us: Histogram<u64>,
+    /// Latency per trend window (`Shared::trend_window_us`), from the first viewer's start.
+    pub latency_trend_us: Vec<Histogram<u64>>,
     pub bitrate_kbps: Histogram<u64>,
     pub connected: u64,
     pub failed: BTreeMap<String, u64>,
@@ -137,6 +169,7 @@ impl Default for ThreadStats {
             play_start_us: histogram(),
             first_keyframe_us: histogram(),
             latency_us: histogram(),
+            latency_trend_us: Vec::new(),
             bitrate_kbps: histogram(),
             connected: 0,
             failed: BTreeMap::new(),
@@ -158,12 +191,30 @@ pub fn record(h: &mut Histogram<u64>, value: u64) {
     h.saturating_record(value.max(1));
 }
 
+impl ThreadStats {
+    /// Records one latency, `at_us` being the receive time in [`crate::clock`]
+    /// microseconds, into the whole-run histogram and its trend window.
+    pub fn record_latency(&mut self, shared: &Shared, at_us: u64, latency_us: u64) {
+        record(&mut self.latency_us, latency_us);
+        let since = at_us.saturating_sub(shared.viewers_start_us.load(Ordering::Acquire));
+        let window = (since / shared.trend_window_us) as usize;
+        if window < MAX_TREND_WINDOWS {
+            if self.latency_trend_us.len() <= window {
+                self.latency_trend_us
+                    .resize_with(window + 1, trend_histogram);
+            }
+            record(&mut self.latency_trend_us[window], latency_us);
+        }
+    }
+}
+
 /// What a thread hands back when the run ends: its measurements, viewers summarized.
 pub struct ThreadReport {
     pub connect_us: Histogram<u64>,
     pub play_start_us: Histogram<u64>,
     pub first_keyframe_us: Histogram<u64>,
     pub latency_us: Histogram<u64>,
+    pub latency_trend_us: Vec<Histogram<u64>>,
     pub bitrate_kbps: Histogram<u64>,
     pub connected: u64,
     pub failed: BTreeMap<String, u64>,
@@ -217,6 +268,7 @@ impl ThreadStats {
             play_start_us: self.play_start_us,
             first_keyframe_us: self.first_keyframe_us,
             latency_us: self.latency_us,
+            latency_trend_us: self.latency_trend_us,
             bitrate_kbps: self.bitrate_kbps,
             connected: self.connected,
             failed: self.failed,
@@ -245,6 +297,17 @@ impl ThreadReport {
         add(&mut self.first_keyframe_us, &other.first_keyframe_us);
         add(&mut self.latency_us, &other.latency_us);
         add(&mut self.bitrate_kbps, &other.bitrate_kbps);
+        if self.latency_trend_us.len() < other.latency_trend_us.len() {
+            self.latency_trend_us
+                .resize_with(other.latency_trend_us.len(), trend_histogram);
+        }
+        for (a, b) in self
+            .latency_trend_us
+            .iter_mut()
+            .zip(&other.latency_trend_us)
+        {
+            add(a, b);
+        }
         self.connected += other.connected;
         for (k, v) in other.failed {
             *self.failed.entry(k).or_default() += v;

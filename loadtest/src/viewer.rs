@@ -16,10 +16,25 @@
 //! latency from the markers' send times, and record connect time, time to first keyframe
 //! and bitrate. Latency is recorded only for messages the publisher sent after this viewer
 //! started playing: earlier ones come from the relay's GOP cache, late by design.
+//!
+//! Time to first keyframe runs from the start of the TCP connect to the arrival of the first
+//! video keyframe (the first decodable frame; not a codec sequence header), whether it came
+//! from the relay's GOP cache or live.
+//!
+//! How a viewer reads (`--read-interval`): by default it reads as data arrives, one
+//! `recv` per wake-up, like a player that decodes every frame. With an interval, a *batch
+//! reader* reads that way only until it plays; from then on it sleeps the interval, drains
+//! its socket with non-blocking `recv`s (`MSG_DONTWAIT` on the raw descriptor) until
+//! `EAGAIN`, processes those bytes exactly as above (acknowledgements and ping responses go
+//! out late, which is allowed), and sleeps again. Viewers wake on a common grid of the
+//! interval, each shifted by `index / viewers` of an interval, so their wake-ups spread
+//! evenly instead of arriving together. Latency then includes the time a message waited
+//! for its reader: up to one interval.
 
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -27,6 +42,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+use glommio::timer::sleep;
 use shardcast::media::codec::inspect_video;
 use shardcast::rtmp::chunk::ChunkEncoder;
 use shardcast::rtmp::command::{Command, status};
@@ -43,6 +59,9 @@ use crate::stats::{ViewerRecord, ViewerState, record};
 
 /// Bytes asked of the kernel per read.
 const READ_SIZE: usize = 16 * 1024;
+/// Bytes asked of the kernel per read by batch readers, which find a whole interval
+/// waiting.
+const BATCH_READ_SIZE: usize = 64 * 1024;
 /// What the server sends before its first chunk: S0, S1 and S2.
 const HANDSHAKE_LEN: u64 = 1 + 1536 + 1536;
 
@@ -146,6 +165,20 @@ impl Viewer {
         };
         let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(Some(timeout));
+        let settings = &self.ctx.settings;
+        let mut batch = (!settings.read_interval.is_zero()).then(|| {
+            if let Some(size) = settings.receive_buffer {
+                set_receive_buffer(stream.as_raw_fd(), size);
+            }
+            BatchReader {
+                interval: settings.read_interval,
+                phase: settings
+                    .read_interval
+                    .mul_f64(spec.index as f64 / settings.total_viewers().max(1) as f64),
+                draining: false,
+                last_data: Instant::now(),
+            }
+        });
         let mut config = ClientSessionConfig::new(&spec.url.app, &spec.url.tc_url());
         config.seed = 0x5EED_0000 ^ spec.index as u64;
         let mut session = ClientSession::new(config);
@@ -155,12 +188,23 @@ impl Viewer {
         }
         // Counting viewers drop the session once playing.
         let mut session = Some(session);
-        let mut buf = vec![0u8; READ_SIZE];
+        let mut buf = vec![
+            0u8;
+            if batch.is_some() {
+                BATCH_READ_SIZE
+            } else {
+                READ_SIZE
+            }
+        ];
         let mut received: u64 = 0;
         let mut scanner = ChunkScanner::default();
         let mut control = ControlReplies::default();
         loop {
-            let n = match stream.read(&mut buf).await {
+            let read = match batch.as_mut() {
+                Some(b) if self.playing => b.read(stream.as_raw_fd(), &mut buf, timeout).await,
+                _ => stream.read(&mut buf).await,
+            };
+            let n = match read {
                 Ok(0) => return self.closed("connection closed by server"),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::TimedOut => {
@@ -452,12 +496,85 @@ impl Viewer {
             None => self.next_seq = Some(m.seq + 1),
         }
         if m.seq >= self.join_seq {
-            let latency = clock::micros(now).saturating_sub(m.send_us);
-            record(&mut stats.latency_us, latency);
+            let at = clock::micros(now);
+            let latency = at.saturating_sub(m.send_us);
+            stats.record_latency(&self.ctx.shared, at, latency);
             if let Ok(mut recent) = self.ctx.shared.recent_latency[self.ctx.index].lock() {
                 record(&mut recent, latency);
             }
         }
+    }
+}
+
+/// A batch reader's schedule (`--read-interval`): when it next drains its socket.
+struct BatchReader {
+    interval: Duration,
+    /// This viewer's offset on the common grid of wake-ups.
+    phase: Duration,
+    /// Between a wake-up and the `EAGAIN` that ends the drain.
+    draining: bool,
+    /// When the last byte arrived, for the read timeout.
+    last_data: Instant,
+}
+
+impl BatchReader {
+    /// The next read: sleeps until the next wake-up unless a drain is under way, then one
+    /// non-blocking `recv`. `Ok(0)` is the end of the stream; no data for `timeout` is
+    /// `TimedOut`.
+    async fn read(&mut self, fd: RawFd, buf: &mut [u8], timeout: Duration) -> io::Result<usize> {
+        loop {
+            if !self.draining {
+                let now = Instant::now();
+                sleep(self.next_wake(now).saturating_duration_since(now)).await;
+                self.draining = true;
+            }
+            // SAFETY: `fd` is the socket the viewer's `TcpStream` owns and keeps open, no
+            // glommio read is pending on it, and `buf` is writable for `buf.len()` bytes.
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n >= 0 {
+                if n > 0 {
+                    self.last_data = Instant::now();
+                }
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => {
+                    self.draining = false;
+                    if self.last_data.elapsed() > timeout {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// The first wake-up after `now`: the grid `epoch + phase + k * interval`.
+    fn next_wake(&self, now: Instant) -> Instant {
+        let interval = self.interval.as_micros().max(1) as u64;
+        let phase = self.phase.as_micros() as u64 % interval;
+        let since = clock::micros(now);
+        let k = since.saturating_sub(phase) / interval + 1;
+        clock::epoch() + Duration::from_micros(phase + k * interval)
+    }
+}
+
+/// Asks for a receive buffer of `bytes` (the kernel doubles it for its bookkeeping). A
+/// failure only means the default stays, so it is ignored.
+fn set_receive_buffer(fd: RawFd, bytes: usize) {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `fd` is an open socket, and the option value is a c_int of the given size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 

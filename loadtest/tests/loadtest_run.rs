@@ -109,3 +109,62 @@ fn fifty_viewers_of_one_stream_all_play_and_lose_nothing() {
         );
     }
 }
+
+#[test]
+fn batch_readers_lose_nothing_and_report_generator_cpu_and_trend() {
+    let _serial = serial();
+    let server = Shardcast::start("");
+    let json = temp_dir().join("batch.json");
+    let url = server.url("load-{n}");
+    let pid = server.pid().to_string();
+    let mut cmd = load(&[
+        "--url",
+        &url,
+        "--viewers",
+        "20",
+        "--duration",
+        "4s",
+        "--read-interval",
+        "100ms",
+        "--server-pid",
+        &pid,
+        "--json",
+    ]);
+    cmd.arg(&json);
+    let out = run(cmd, Duration::from_secs(60));
+    let table = text(&out.stdout);
+    assert!(out.status.success(), "{}\n{table}", text(&out.stderr));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(
+        table.contains("read mode: batch readers, every 100 ms"),
+        "{table}"
+    );
+    assert_eq!(
+        json_u64(&report, &["viewers", "playing_at_end"]),
+        20,
+        "{table}"
+    );
+    assert_eq!(json_u64(&report, &["viewers", "lagging"]), 0, "{table}");
+    assert_eq!(json_u64(&report, &["messages", "lost"]), 0, "{table}");
+    assert_eq!(json_u64(&report, &["messages", "corrupted"]), 0, "{table}");
+    assert_eq!(report["settings"]["read_interval_ms"].as_f64(), Some(100.0));
+    // Messages wait for their reader: up to an interval, about half of one on average.
+    let mean = report["latency_ms"]["mean"].as_f64().unwrap();
+    assert!(
+        (20.0..120.0).contains(&mean),
+        "mean latency {mean}:\n{table}"
+    );
+    let trend = &report["latency_trend"]["windows"];
+    assert!(trend.as_array().is_some_and(|w| w.len() >= 3), "{table}");
+    let generator = &report["load_generator"];
+    assert!(generator["cpu_seconds"].as_f64().unwrap() > 0.0, "{table}");
+    assert!(
+        !generator["threads"].as_array().unwrap().is_empty(),
+        "{table}"
+    );
+    assert_eq!(
+        json_u64(&report, &["first_keyframe_ms", "count"]),
+        20,
+        "{table}"
+    );
+}
