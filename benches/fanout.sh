@@ -9,6 +9,12 @@
 #   benches/fanout.sh --quick    100 and 500 viewers, 1 round, 8 s runs
 #   benches/fanout.sh --help     every option
 #
+# The sweep runs once per read mode (--read-interval "0 100ms": viewers that read every frame
+# as it arrives, then viewers that read in 100 ms batches), with --streams P streams of
+# --viewers V viewers each. Server names may carry shardcast config overrides:
+# shardcast-1+viewer.tcp_nodelay=false+viewer.flush_interval_ms=33 writes those keys into the
+# generated TOML under [viewer] (the text after the last dot is the key, before it the table).
+#
 # Pinning: the load generator runs on CPU 0 (taskset), every server on CPU 1 (taskset; for
 # 1-shard shardcast also `server.cpus = [1]`), except "shardcast all shards", which is left
 # unpinned by this script: shardcast then pins shard N to CPU N itself, so its shard 0 shares
@@ -38,6 +44,8 @@ INSTALL=1
 USE_PERF=1
 IPERF=1
 VERIFY_EVERY=100
+READ_INTERVALS="0"
+STREAMS=1
 
 usage() {
     cat <<EOF
@@ -48,8 +56,16 @@ usage: benches/fanout.sh [options]
   --rounds N          interleaved rounds per viewer count; medians are reported [${ROUNDS}]
   --duration S        seconds per run, ramp included [${DURATION}]
   --servers "LIST"    subset/order of: nginx shardcast-1 shardcast-all ideal ideal-nodelay,
-                      and shardcast-1-nagle (1 shard, viewer.tcp_nodelay = false; not run
-                      by default)
+                      and, not run by default: shardcast-2on1 (2 shards both pinned to
+                      CPU 1), shardcast-1-nagle (= shardcast-1+viewer.tcp_nodelay=false).
+                      A shardcast server may add config overrides, +TABLE.KEY=VALUE each,
+                      VALUE in TOML: shardcast-1+viewer.flush_interval_ms=33
+  --read-interval "LIST"  read modes, each a whole sweep: 0 = viewers read every frame as it
+                      arrives, 100ms = batches every 100 ms (shardcast-load --read-interval)
+                      [${READ_INTERVALS}]
+  --streams P         streams, each with --viewers viewers (viewers per stream, as
+                      shardcast-load counts them); the ideal sender serves 1 stream only and
+                      is skipped when P > 1 [${STREAMS}]
   --perf-viewers N    viewers for the instrumented (perf stat) run, 0 for none [${PERF_VIEWERS}]
   --no-perf           no instrumented run
   --no-iperf          no iperf3 loopback ceiling
@@ -73,6 +89,8 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS="$2"; shift ;;
     --duration) DURATION="$2"; shift ;;
     --servers) SERVERS="$2"; shift ;;
+    --read-interval) READ_INTERVALS="$2"; shift ;;
+    --streams) STREAMS="$2"; shift ;;
     --perf-viewers) PERF_VIEWERS="$2"; shift ;;
     --no-perf) USE_PERF=0 ;;
     --no-iperf) IPERF=0 ;;
@@ -198,6 +216,8 @@ log "reports go to $OUT"
     echo "duration=$DURATION"
     echo "servers=$SERVERS"
     echo "verify_every=$VERIFY_EVERY"
+    echo "read_intervals=$READ_INTERVALS"
+    echo "streams=$STREAMS"
 } >"$OUT/meta.txt"
 
 # ---- servers -------------------------------------------------------------------------------
@@ -215,8 +235,32 @@ wait_listening() { # port pid
     return 1
 }
 
-start_server() { # kind port
-    local kind=$1 port=$2 dir="$OUT/servers/$1-$2"
+# canonical NAME: the name with aliases spelled out (shardcast-1-nagle is
+# shardcast-1+viewer.tcp_nodelay=false); server_base NAME: the kind without its overrides.
+canonical() {
+    case "$1" in
+    shardcast-1-nagle) echo "shardcast-1+viewer.tcp_nodelay=false" ;;
+    shardcast-1-nagle+*) echo "shardcast-1+viewer.tcp_nodelay=false+${1#shardcast-1-nagle+}" ;;
+    *) echo "$1" ;;
+    esac
+}
+server_base() { local c; c="$(canonical "$1")"; echo "${c%%+*}"; }
+# A name usable in file names.
+file_tag() { printf '%s' "$1" | tr -c 'A-Za-z0-9._+=,-' '_'; }
+
+start_server() { # name port
+    local name=$1 port=$2 dir
+    dir="$OUT/servers/$(file_tag "$1")-$2"
+    local full kind overrides=()
+    full="$(canonical "$name")"
+    kind="${full%%+*}"
+    if [ "$full" != "$kind" ]; then
+        IFS=+ read -r -a overrides <<<"${full#*+}"
+        case "$kind" in
+        shardcast-*) ;;
+        *) echo "fanout.sh: $name: only shardcast servers take config overrides" >&2; exit 2 ;;
+        esac
+    fi
     mkdir -p "$dir"
     case "$kind" in
     nginx)
@@ -241,24 +285,32 @@ EOF
         taskset -c 1 nginx -p "$dir/" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
             >"$dir/stdout.log" 2>&1 &
         ;;
-    shardcast-1 | shardcast-all | shardcast-1-nagle)
-        {
-            echo "[server]"
-            echo "listen = \"127.0.0.1:$port\""
-            if [ "$kind" = shardcast-all ]; then
-                echo "shards = \"auto\""
-            else
-                echo "shards = 1"
-                echo "cpus = [1]"
-            fi
-            echo "shutdown_timeout_ms = 500"
-            if [ "$kind" = shardcast-1-nagle ]; then
-                echo "[viewer]"
-                echo "tcp_nodelay = false"
-            fi
-            echo "[log]"
-            echo "filter = \"warn\""
-        } >"$dir/shardcast.toml"
+    shardcast-1 | shardcast-all | shardcast-2on1)
+        # The base configuration, then the overrides (TABLE.KEY=VALUE), one TOML table each.
+        local base=(server.listen="\"127.0.0.1:$port\"" server.shutdown_timeout_ms=500
+            log.filter='"warn"')
+        case "$kind" in
+        shardcast-all) base+=(server.shards='"auto"') ;;
+        shardcast-2on1) base+=(server.shards=2 "server.cpus=[1, 1]") ;;
+        *) base+=(server.shards=1 "server.cpus=[1]") ;;
+        esac
+        if ! python3 - "${base[@]}" "${overrides[@]}" >"$dir/shardcast.toml" <<'PY'
+import sys
+tables = {}
+for item in sys.argv[1:]:
+    path, sep, value = item.partition("=")
+    table, dot, key = path.rpartition(".")
+    if not sep or not dot or not table or not key:
+        sys.exit(f"fanout.sh: override {item!r} is not TABLE.KEY=VALUE")
+    tables.setdefault(table, {})[key] = value  # a later one (an override) wins
+for table, keys in tables.items():
+    print(f"[{table}]")
+    for key, value in keys.items():
+        print(f"{key} = {value}")
+PY
+        then
+            return 1
+        fi
         if [ "$kind" != shardcast-all ]; then
             taskset -c 1 "$SHARDCAST_BIN" --config "$dir/shardcast.toml" >"$dir/stdout.log" 2>&1 &
         else
@@ -340,23 +392,31 @@ ramp_for() { # viewers -> viewers per second: the ramp takes about 2 s (at least
     echo "$r"
 }
 
+# manifest_line KIND VIEWERS ROUND JSON GEN_USER GEN_SYS WALL STATUS PERF: one run, with the
+# read mode and stream count it ran with. VIEWERS is per stream.
+manifest_line() {
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" "$READ" "$STREAMS" >>"$MANIFEST"
+}
+
 # run_one KIND VIEWERS ROUND [perf]: appends one line to the manifest; returns 0 when it ran.
+# VIEWERS is per stream; the read mode is $READ.
 run_one() {
     local kind=$1 viewers=$2 round=$3 perf=${4:-}
     local port=$PORT
     PORT=$((PORT + 1))
-    local tag="$kind-v$viewers-r$round${perf:+-perf}"
+    local tag
+    tag="$(file_tag "$kind")-s$STREAMS-v$viewers-read$READ-r$round${perf:+-perf}"
     local json="$OUT/$tag.json"
     if ! start_server "$kind" "$port"; then
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$viewers" "$round" "$json" 0 0 0 "start-failed" "$perf" >>"$MANIFEST"
+        manifest_line "$kind" "$viewers" "$round" "$json" 0 0 0 "start-failed" "$perf"
         stop_server
         return 1
     fi
-    local ramp
-    ramp=$(ramp_for "$viewers")
+    local ramp total=$((viewers * STREAMS))
+    ramp=$(ramp_for "$total")
     if [ -n "$perf" ]; then
         # Counts over a window of the steady state: from 2 s after the ramp to 2 s before the end.
-        local ramp_s=$(((viewers + ramp - 1) / ramp))
+        local ramp_s=$(((total + ramp - 1) / ramp))
         local start=$((ramp_s + 2)) window=$((DURATION - ramp_s - 4))
         [ "$window" -lt 2 ] && window=2
         echo "window_s=$window" >"$OUT/$tag.perf.meta"
@@ -371,15 +431,17 @@ run_one() {
         ) >/dev/null 2>&1 &
         PERF_PID=$!
     fi
-    log "$tag: $kind on 127.0.0.1:$port (pids $SERVER_PIDS), $viewers viewers, ${DURATION} s"
+    log "$tag: $kind on 127.0.0.1:$port (pids $SERVER_PIDS), $STREAMS x $viewers viewers, read interval $READ, ${DURATION} s"
     local rc=0 t0 t1 p pid_args=()
     for p in ${SERVER_PIDS//,/ }; do pid_args+=(--server-pid "$p"); done
     cpu_snapshot >"$OUT/$tag.stat0"
     t0=$(date +%s.%N)
-    # bash's `time` gives the load generator's own CPU time: is the generator the bottleneck?
+    # bash's `time` gives the load generator's CPU time over the whole run, as a fallback: its
+    # report has its own over the steady state (load_generator), which the tables prefer.
     # In the background, so that a signal reaches the trap at once (which then stops it).
     (TIMEFORMAT='%U %S'; time taskset -c 0 "$LOAD_BIN" \
-        --url "rtmp://127.0.0.1:$port/live/load-{n}" --streams 1 --viewers "$viewers" \
+        --url "rtmp://127.0.0.1:$port/live/load-{n}" --streams "$STREAMS" --viewers "$viewers" \
+        --read-interval "$READ" \
         --ramp "$ramp" --duration "${DURATION}s" --source synthetic --bitrate 2500k --fps 30 \
         --gop 2s --verify-every "$VERIFY_EVERY" --threads 1 --no-progress --json "$json" \
         "${pid_args[@]}" \
@@ -398,8 +460,8 @@ run_one() {
     kill -0 "$SERVER_MAIN" 2>/dev/null || status="server-died"
     local gen_user gen_sys
     read -r gen_user gen_sys <"$OUT/$tag.time" || { gen_user=0; gen_sys=0; }
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$viewers" "$round" "$json" \
-        "$gen_user" "$gen_sys" "$(python3 -c "print(round($t1 - $t0, 3))")" "$status" "$perf" >>"$MANIFEST"
+    manifest_line "$kind" "$viewers" "$round" "$json" \
+        "$gen_user" "$gen_sys" "$(python3 -c "print(round($t1 - $t0, 3))")" "$status" "$perf"
     stop_server
     sleep 1
     [ "$status" = ok ]
@@ -408,7 +470,8 @@ run_one() {
 # keeps_up KIND VIEWERS: every round of KIND at VIEWERS ran and had nobody lagging, failing,
 # disconnected, and nothing lost, reordered or corrupted.
 keeps_up() {
-    python3 "$BENCH_DIR/fanout_report.py" --manifest "$MANIFEST" --keeps-up "$1" "$2"
+    python3 "$BENCH_DIR/fanout_report.py" --manifest "$MANIFEST" --keeps-up "$1" "$2" \
+        --read "$READ" --streams "$STREAMS"
 }
 
 # ---- iperf3: the loopback ceiling ----------------------------------------------------------
@@ -430,10 +493,24 @@ run_iperf() { # round
     done
 }
 
-# ---- the benchmark -------------------------------------------------------------------------
+# ---- the benchmark ----------------------------------------------------------------------
 read -r -a SERVER_LIST <<<"$SERVERS"
-declare -A ACTIVE=()
-for s in "${SERVER_LIST[@]}"; do ACTIVE[$s]=1; done
+if [ "$STREAMS" -gt 1 ]; then
+    KEEP=()
+    for s in "${SERVER_LIST[@]}"; do
+        case "$(server_base "$s")" in
+        ideal | ideal-nodelay) log "skipping $s: the ideal sender serves one stream only" ;;
+        *) KEEP+=("$s") ;;
+        esac
+    done
+    SERVER_LIST=("${KEEP[@]}")
+fi
+for s in "${SERVER_LIST[@]}"; do
+    case "$(server_base "$s")" in
+    nginx | shardcast-1 | shardcast-all | shardcast-2on1 | ideal | ideal-nodelay) ;;
+    *) echo "fanout.sh: unknown server $s" >&2; exit 2 ;;
+    esac
+done
 
 if [ "$IPERF" = 1 ]; then
     for round in $(seq "$ROUNDS"); do run_iperf "$round"; done
@@ -441,36 +518,42 @@ fi
 
 LEVELS="$VIEWERS $EXTRA"
 read -r -a BASE_LEVELS <<<"$VIEWERS"
-for v in $LEVELS; do
-    is_extra=1
-    for b in "${BASE_LEVELS[@]}"; do [ "$b" = "$v" ] && is_extra=0; done
-    if [ "$is_extra" = 1 ]; then
-        # Past the standard counts, only while nginx and 1-shard shardcast both keep up.
-        if [ -z "${ACTIVE[nginx]:-}" ] || [ -z "${ACTIVE[shardcast-1]:-}" ]; then
-            log "stopping before $v viewers: nginx or shardcast-1 no longer keeps up"
-            break
+for READ in $READ_INTERVALS; do
+    # Each read mode is a sweep of its own: every server starts active again.
+    declare -A ACTIVE=()
+    for s in "${SERVER_LIST[@]}"; do ACTIVE[$s]=1; done
+    for v in $LEVELS; do
+        is_extra=1
+        for b in "${BASE_LEVELS[@]}"; do [ "$b" = "$v" ] && is_extra=0; done
+        if [ "$is_extra" = 1 ]; then
+            # Past the standard counts, only while nginx and 1-shard shardcast both keep up.
+            if [ -z "${ACTIVE[nginx]:-}" ] || [ -z "${ACTIVE[shardcast-1]:-}" ]; then
+                log "read interval $READ: stopping before $v viewers: nginx or shardcast-1 no longer keeps up"
+                break
+            fi
         fi
-    fi
-    for round in $(seq "$ROUNDS"); do
+        for round in $(seq "$ROUNDS"); do
+            for s in "${SERVER_LIST[@]}"; do
+                [ -n "${ACTIVE[$s]:-}" ] || continue
+                run_one "$s" "$v" "$round" || true
+            done
+        done
         for s in "${SERVER_LIST[@]}"; do
             [ -n "${ACTIVE[$s]:-}" ] || continue
-            run_one "$s" "$v" "$round" || true
+            if ! keeps_up "$s" "$v"; then
+                log "$s does not keep up at $STREAMS x $v viewers, read interval $READ: its series stops here"
+                unset "ACTIVE[$s]"
+            fi
         done
     done
-    for s in "${SERVER_LIST[@]}"; do
-        [ -n "${ACTIVE[$s]:-}" ] || continue
-        if ! keeps_up "$s" "$v"; then
-            log "$s does not keep up at $v viewers: its series stops here"
-            unset "ACTIVE[$s]"
-        fi
-    done
-done
+    unset ACTIVE
 
-if [ "$USE_PERF" = 1 ] && [ "$PERF_VIEWERS" != 0 ]; then
-    for s in "${SERVER_LIST[@]}"; do
-        run_one "$s" "$PERF_VIEWERS" 1 perf || true
-    done
-fi
+    if [ "$USE_PERF" = 1 ] && [ "$PERF_VIEWERS" != 0 ]; then
+        for s in "${SERVER_LIST[@]}"; do
+            run_one "$s" "$PERF_VIEWERS" 1 perf || true
+        done
+    fi
+done
 
 echo "loadavg_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/meta.txt"
 python3 "$BENCH_DIR/fanout_report.py" --manifest "$MANIFEST" --out "$OUT" | tee "$OUT/table.txt"

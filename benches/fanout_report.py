@@ -5,7 +5,13 @@ over the rounds, the shardcast/nginx ratios, the loopback ceiling and the sends 
 per message.
 
     fanout_report.py --manifest OUT/runs.tsv --out OUT      # table.txt/.md, summary.json
-    fanout_report.py --manifest OUT/runs.tsv --keeps-up KIND VIEWERS   # exit 0 if it did
+    fanout_report.py --manifest OUT/runs.tsv --keeps-up KIND VIEWERS [--read 100ms --streams P]
+                                                             # exit 0 if it did
+
+Runs are grouped by read mode (shardcast-load --read-interval; 0 = every frame as it
+arrives), stream count, viewers per stream and server. A server name is a kind with optional
+shardcast config overrides, KIND+TABLE.KEY=VALUE+...; shardcast-1-nagle is
+shardcast-1+viewer.tcp_nodelay=false.
 """
 
 import argparse
@@ -15,16 +21,49 @@ import os
 import statistics
 import sys
 
-FIELDS = ["server", "viewers", "round", "json", "gen_user", "gen_sys", "wall", "status", "perf"]
-ORDER = ["nginx", "shardcast-1", "shardcast-1-nagle", "shardcast-all", "ideal", "ideal-nodelay"]
+FIELDS = ["server", "viewers", "round", "json", "gen_user", "gen_sys", "wall", "status", "perf",
+          "read", "streams"]
+ORDER = ["nginx", "shardcast-1", "shardcast-1-nagle", "shardcast-2on1", "shardcast-all", "ideal",
+         "ideal-nodelay"]
 LABEL = {
     "nginx": "nginx-rtmp",
     "shardcast-1": "shardcast 1 shard",
     "shardcast-1-nagle": "shardcast 1 shard nagle",
+    "shardcast-2on1": "shardcast 2 shards on CPU 1",
     "shardcast-all": "shardcast all shards*",
     "ideal": "ideal sender",
     "ideal-nodelay": "ideal sender nodelay",
 }
+
+
+def label(server):
+    """shardcast-1+viewer.x=1 -> 'shardcast 1 shard +viewer.x=1'."""
+    base, plus, overrides = server.partition("+")
+    return LABEL.get(base, base) + (" +" + overrides if plus else "")
+
+
+def order(server):
+    base = server.partition("+")[0]
+    return (ORDER.index(base) if base in ORDER else 99, server)
+
+
+def read_ms(mode):
+    """'0', '100ms', '0.1s' -> milliseconds, for sorting."""
+    m = mode.strip()
+    for unit, scale in (("ms", 1), ("min", 60000), ("s", 1000), ("m", 60000), ("h", 3600000)):
+        if m.endswith(unit):
+            try:
+                return float(m[: -len(unit)]) * scale
+            except ValueError:
+                return 0.0
+    try:
+        return float(m) * 1000
+    except ValueError:
+        return 0.0
+
+
+def read_label(mode):
+    return "every frame" if read_ms(mode) == 0 else f"{mode} batches"
 
 
 def load_manifest(path):
@@ -36,6 +75,8 @@ def load_manifest(path):
                 parts += [""] * (len(FIELDS) - len(parts))
             row = dict(zip(FIELDS, parts))
             row["viewers"] = int(row["viewers"])
+            row["read"] = row["read"] or "0"  # manifests from before read modes and streams
+            row["streams"] = int(row["streams"] or 1)
             row["report"] = None
             if row["status"] != "start-failed" and os.path.exists(row["json"]):
                 try:
@@ -134,6 +175,18 @@ def run_metrics(row):
     lat = r.get("latency_ms") or {}
     wall = float(row["wall"] or 0)
     gen = float(row["gen_user"] or 0) + float(row["gen_sys"] or 0)
+    g = r.get("load_generator")
+    if g and g.get("window_s"):
+        # The generator's own report, over the steady state: the process, and its busiest
+        # executor thread (what saturates first).
+        gen_cores, gen_thread, saturated = (g["cpu_cores"], g.get("busiest_thread_cores"),
+                                            bool(g.get("saturated")))
+    else:
+        # Older reports: bash `time` over the whole run (ramp and start-up included).
+        gen_cores = gen / wall if wall else None
+        gen_thread, saturated = gen_cores, gen_cores is not None and gen_cores > 0.9
+    trend = r.get("latency_trend") or {}
+    ttff = r.get("first_keyframe_ms") or {}
     return {
         "lagging": r["viewers"].get("lagging", 0),
         "lost": r["messages"].get("lost", 0),
@@ -143,7 +196,13 @@ def run_metrics(row):
         "user_per_gb": s["user_seconds"] / gb if gb else None,
         "sys_per_gb": s["system_seconds"] / gb if gb else None,
         "server_cores": s.get("cpu_cores"),
-        "gen_cores": gen / wall if wall else None,
+        "gen_cores": gen_cores,
+        "gen_thread_cores": gen_thread,
+        "gen_saturated": saturated,
+        "trend_ratio": trend.get("p99_ratio"),
+        "trend_slope": trend.get("p99_slope_ms_per_min"),
+        "ttff_p50": ttff.get("p50") if ttff.get("count") else None,
+        "ttff_p99": ttff.get("p99") if ttff.get("count") else None,
         "p50": lat.get("p50"),
         "p99": lat.get("p99"),
         "p999": lat.get("p999"),
@@ -165,11 +224,13 @@ def summarize(rows):
     for row in rows:
         if row["perf"]:
             continue
-        groups.setdefault((row["server"], row["viewers"]), []).append(row)
+        key = (row["read"], row["streams"], row["server"], row["viewers"])
+        groups.setdefault(key, []).append(row)
     out = []
-    for (server, viewers), runs in groups.items():
+    for (read, streams, server, viewers), runs in groups.items():
         ms = [m for m in (run_metrics(r) for r in runs) if m]
-        entry = {"server": server, "viewers": viewers, "rounds": len(runs)}
+        entry = {"read": read, "streams": streams, "server": server, "viewers": viewers,
+                 "rounds": len(runs)}
         worst = {}
         for r in runs:
             for p in problems(r):
@@ -186,13 +247,15 @@ def summarize(rows):
         for key in ("lagging", "lost", "failed"):
             entry[key] = max((m[key] for m in ms), default=None)
         for key in ("gbps", "cpu_per_gb", "user_per_gb", "sys_per_gb", "server_cores",
-                    "gen_cores", "p50", "p99", "p999", "rss_kib", "cpu0_busy", "cpu1_busy",
-                    "cpu1_softirq", "nice", "steal", "cpu1_s_per_gb", "ksoftirqd1_s",
-                    "ipi0_per_msg"):
+                    "gen_cores", "gen_thread_cores", "p50", "p99", "p999", "rss_kib",
+                    "cpu0_busy", "cpu1_busy", "cpu1_softirq", "nice", "steal", "cpu1_s_per_gb",
+                    "ksoftirqd1_s", "ipi0_per_msg", "trend_ratio", "trend_slope", "ttff_p50",
+                    "ttff_p99"):
             entry[key] = med([m[key] for m in ms])
+        entry["gen_saturated_rounds"] = sum(1 for m in ms if m["gen_saturated"])
         entry["cpu_per_gb_all"] = [m["cpu_per_gb"] for m in ms]
         out.append(entry)
-    out.sort(key=lambda e: (e["viewers"], ORDER.index(e["server"]) if e["server"] in ORDER else 99))
+    out.sort(key=lambda e: (read_ms(e["read"]), e["streams"], e["viewers"], order(e["server"])))
     return out
 
 
@@ -266,7 +329,9 @@ def perf_summary(rows, outdir):
         except (OSError, ValueError, IndexError):
             continue
         r = row["report"]
-        msgs_per_s = r["publishers"]["messages_sent"] / max(r["elapsed_s"], 1e-9)
+        # Per stream: each viewer receives its own stream's messages only.
+        streams = max(r["publishers"].get("streams", 1), 1)
+        msgs_per_s = r["publishers"]["messages_sent"] / streams / max(r["elapsed_s"], 1e-9)
         viewers = r["viewers"]["playing_at_end"]
         denom = window * msgs_per_s * viewers
         sends = counts.get("sock:sock_send_length", 0)
@@ -275,6 +340,8 @@ def perf_summary(rows, outdir):
         bytes_in_window = (s.get("delivered_gb", 0) * 1e9 / s["window_s"] * window
                            if s.get("window_s") else 0)
         out.append({
+            "read": row["read"],
+            "streams": row["streams"],
             "server": row["server"],
             "viewers": viewers,
             "window_s": window,
@@ -293,11 +360,11 @@ def perf_summary(rows, outdir):
                 if k.startswith("syscalls:sys_enter_") and v and denom
             },
         })
-    out.sort(key=lambda e: ORDER.index(e["server"]) if e["server"] in ORDER else 99)
+    out.sort(key=lambda e: (read_ms(e["read"]), e["streams"], order(e["server"])))
     return out
 
 
-LEFT = ("notes", "top syscalls per viewer per msg")
+LEFT = ("notes", "top syscalls per viewer per msg", "read")
 
 
 def table(headers, rows, markdown):
@@ -316,18 +383,20 @@ def table(headers, rows, markdown):
 
 def render(summary, iperf, perf, meta, markdown):
     out = []
-    nginx = {e["viewers"]: e for e in summary if e["server"] == "nginx"}
-    headers = ["server", "viewers", "lagging", "lost", "Gbit/s", "CPU-s/GB (user / sys)",
-               "latency ms p50 / p99 / p99.9", "RSS KiB/viewer", "CPU/GB ÷ nginx",
-               "user ÷ nginx", "p99 ÷ nginx"]
-    dheaders = ["server", "viewers", "srv cores", "gen cores", "CPU1 busy", "CPU1-s/GB",
-                "IPI0/msg", "notes"]
+    nginx = {(e["read"], e["streams"], e["viewers"]): e for e in summary if e["server"] == "nginx"}
+    headers = ["server", "read", "streams x viewers", "lagging", "lost", "Gbit/s",
+               "CPU-s/GB (user / sys)", "latency ms p50 / p99 / p99.9", "1st frame ms p50 / p99",
+               "RSS KiB/viewer", "CPU/GB ÷ nginx", "user ÷ nginx", "p99 ÷ nginx"]
+    dheaders = ["server", "read", "streams x viewers", "srv cores", "gen cores",
+                "gen busiest thread", "CPU1 busy", "CPU1-s/GB", "IPI0/msg", "p99 last÷first",
+                "notes"]
     rows, drows = [], []
     for e in summary:
-        n = nginx.get(e["viewers"])
+        n = nginx.get((e["read"], e["streams"], e["viewers"]))
         notes = list(e["problems"])
-        if e["gen_cores"] is not None and e["gen_cores"] > 0.9:
-            notes.append("load generator saturated")
+        if e["gen_saturated_rounds"]:
+            notes.insert(0, f"LOAD GENERATOR SATURATED ({e['gen_saturated_rounds']} of "
+                            f"{e['rounds']} rounds): numbers measure the generator")
         if e["steal"] is not None and e["steal"] > 0.05:
             notes.append(f"steal {e['steal'] * 100:.0f}%")
         if e["nice"] is not None and e["nice"] > 0.05:
@@ -335,24 +404,30 @@ def render(summary, iperf, perf, meta, markdown):
         if e["ksoftirqd1_s"]:
             notes.append(f"ksoftirqd/1 {e['ksoftirqd1_s']:.2f} s")
         vs = (lambda key: "-" if e["server"] == "nginx" or not n else fmt(ratio(e[key], n[key])))
-        label = LABEL.get(e["server"], e["server"])
+        name = label(e["server"])
+        size = f"{e['streams']} x {e['viewers']}"
+        mode = read_label(e["read"])
         rows.append([
-            label, str(e["viewers"]), fmt(e["lagging"]), fmt(e["lost"]), fmt(e["gbps"], 3),
+            name, mode, size, fmt(e["lagging"]), fmt(e["lost"]), fmt(e["gbps"], 3),
             f"{fmt(e['cpu_per_gb'])} ({fmt(e['user_per_gb'])} / {fmt(e['sys_per_gb'])})",
             f"{fmt(e['p50'], 1)} / {fmt(e['p99'], 1)} / {fmt(e['p999'], 1)}",
+            f"{fmt(e['ttff_p50'], 1)} / {fmt(e['ttff_p99'], 1)}",
             fmt(e["rss_kib"], 1), vs("cpu_per_gb"), vs("user_per_gb"), vs("p99"),
         ])
         drows.append([
-            label, str(e["viewers"]), fmt(e["server_cores"]), fmt(e["gen_cores"]),
-            fmt(e["cpu1_busy"]), fmt(e["cpu1_s_per_gb"]), fmt(e["ipi0_per_msg"], 3),
-            "; ".join(notes),
+            name, mode, size, fmt(e["server_cores"]), fmt(e["gen_cores"]),
+            fmt(e["gen_thread_cores"]), fmt(e["cpu1_busy"]), fmt(e["cpu1_s_per_gb"]),
+            fmt(e["ipi0_per_msg"], 3), fmt(e["trend_ratio"]), "; ".join(notes),
         ])
     rounds = max((e["rounds"] for e in summary), default=0)
-    out.append(f"Fan-out of 1 stream (synthetic 2500 kbit/s, 30 fps, 2 s GOP) over 127.0.0.1; "
+    out.append("Fan-out of synthetic streams (2500 kbit/s, 30 fps, 2 s GOP) over 127.0.0.1; "
                f"medians of {rounds} interleaved round(s); lagging/lost: worst round. "
+               "read: how viewers read (every frame: as data arrives; N batches: every N, so "
+               "latency includes up to N of waiting). streams x viewers: viewers per stream. "
                "CPU-s/GB = server CPU seconds (user+system, from /proc) per 10^9 bytes delivered "
                "in the steady state; user/sys: the same split. Latency: publisher send to viewer "
-               "receive, video messages. ÷ nginx: ratio to nginx-rtmp at the same viewer count. "
+               "receive, video messages. 1st frame: TCP connect to the first keyframe. "
+               "÷ nginx: ratio to nginx-rtmp in the same read mode at the same size. "
                "CPU1 busy: share of CPU 1 neither idle nor running niced work over the whole run, from /proc/stat (the "
                "server, loopback softirq work wherever it ran, and anything else on CPU 1); "
                "CPU1-s/GB: those busy seconds per GB delivered over the whole run. IPI0/msg: "
@@ -360,21 +435,28 @@ def render(summary, iperf, perf, meta, markdown):
                "message the viewers received: how often the server's sends woke the load "
                "generator.")
     out.append("* shardcast all shards: not pinned by the script; shardcast pins shard N to CPU N "
-               "itself, so shard 0 shares CPU 0 with the load generator.")
+               "itself, so shard 0 shares CPU 0 with the load generator. shardcast 2 shards on "
+               "CPU 1: server.cpus = [1, 1] under taskset -c 1; the publisher lands on one shard, "
+               "viewers on both (SO_REUSEPORT).")
     out.append("")
     out.append(table(headers, rows, markdown))
     out.append("")
-    out.append("Where the time went, per run (medians): srv cores / gen cores = the server's / the "
-               "load generator's share of one core; CPU1 busy, CPU1-s/GB, IPI0/msg as above.")
+    out.append("Where the time went, per run (medians): srv cores = the server's share of one core; "
+               "gen cores / gen busiest thread = the load generator's, from its own report over "
+               "the same steady-state window (whole process, and its busiest executor thread; "
+               "a thread above 0.9 means the generator, not the server, set the pace); CPU1 busy, "
+               "CPU1-s/GB, IPI0/msg as above; p99 last÷first: the latency trend, last steady "
+               "minute (or window, in short runs) over the first.")
     out.append("")
     out.append(table(dheaders, drows, markdown))
-    # ratio summary: shardcast/nginx at each viewer count
+    # ratio summary: shardcast/nginx at each size and read mode
     rrows = []
     for e in summary:
-        n = nginx.get(e["viewers"])
+        n = nginx.get((e["read"], e["streams"], e["viewers"]))
         if e["server"] == "nginx" or not n:
             continue
-        rrows.append([LABEL.get(e["server"], e["server"]), str(e["viewers"]),
+        rrows.append([label(e["server"]), read_label(e["read"]),
+                      f"{e['streams']} x {e['viewers']}",
                       fmt(ratio(e["cpu_per_gb"], n["cpu_per_gb"])),
                       fmt(ratio(e["user_per_gb"], n["user_per_gb"])),
                       fmt(ratio(e["sys_per_gb"], n["sys_per_gb"])),
@@ -382,21 +464,22 @@ def render(summary, iperf, perf, meta, markdown):
                       fmt(ratio(e["p999"], n["p999"])), fmt(ratio(e["rss_kib"], n["rss_kib"]))])
     if rrows:
         out.append("")
-        out.append("Ratios to nginx-rtmp at the same viewer count (below 1: less than nginx):")
+        out.append("Ratios to nginx-rtmp in the same read mode at the same size (below 1: less "
+                   "than nginx):")
         out.append("")
-        out.append(table(["server", "viewers", "CPU-s/GB", "user", "sys", "p50", "p99", "p99.9",
-                          "RSS/viewer"], rrows, markdown))
+        out.append(table(["server", "read", "streams x viewers", "CPU-s/GB", "user", "sys", "p50",
+                          "p99", "p99.9", "RSS/viewer"], rrows, markdown))
     if iperf:
         out.append("")
         out.append("Loopback ceiling, iperf3 (1 TCP stream, 5 s, server on CPU 1, client on CPU 0; "
                    "CPU from iperf3's own getrusage):")
         out.append("")
         irows = []
-        for mode, label in (("fwd", "iperf3 -c (client on CPU 0 sends)"),
+        for mode, run_label in (("fwd", "iperf3 -c (client on CPU 0 sends)"),
                             ("rev", "iperf3 -c -R (server on CPU 1 sends)")):
             if mode in iperf:
                 i = iperf[mode]
-                irows.append([label, fmt(i["gbps"], 1), fmt(i["sender_cpu_per_gb"], 3),
+                irows.append([run_label, fmt(i["gbps"], 1), fmt(i["sender_cpu_per_gb"], 3),
                               fmt(i["sender_sys_share"] * 100, 0) + "%",
                               fmt(i["receiver_cpu_per_gb"], 3), str(i["runs"])])
         out.append(table(["run", "Gbit/s", "sender CPU-s/GB", "sender sys share",
@@ -409,7 +492,8 @@ def render(summary, iperf, perf, meta, markdown):
         out.append("")
         prow = []
         for p in perf:
-            prow.append([LABEL.get(p["server"], p["server"]), str(p["viewers"]),
+            prow.append([label(p["server"]), read_label(p["read"]), str(p["streams"]),
+                         str(p["viewers"]),
                          fmt(p["sends_per_viewer_msg"], 3),
                          fmt(None if p["eagain_share"] is None else p["eagain_share"] * 100, 1) + "%",
                          fmt(p["bytes_per_send"], 0), fmt(p["syscalls_per_viewer_msg"], 3),
@@ -418,7 +502,7 @@ def render(summary, iperf, perf, meta, markdown):
                          ", ".join(f"{k} {v:.3f}" for k, v in
                                    list(p["syscalls_per_viewer_msg_by_name"].items())[:3]
                                    if v >= 0.001)])
-        out.append(table(["server", "viewers", "sends/viewer/msg", "EAGAIN", "bytes/send",
+        out.append(table(["server", "read", "streams", "viewers", "sends/viewer/msg", "EAGAIN", "bytes/send",
                           "syscalls/viewer/msg", "io_uring SQEs/viewer/msg", "CPU us/send",
                           "CPU ms/s", "ctx sw/s", "top syscalls per viewer per msg"],
                          prow, markdown))
@@ -430,15 +514,19 @@ def main():
     ap.add_argument("--manifest", required=True)
     ap.add_argument("--out")
     ap.add_argument("--keeps-up", nargs=2, metavar=("SERVER", "VIEWERS"))
+    ap.add_argument("--read", default="0", help="with --keeps-up: the read mode [0]")
+    ap.add_argument("--streams", type=int, default=1, help="with --keeps-up: streams [1]")
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
     rows = load_manifest(a.manifest)
     if a.keeps_up:
         server, viewers = a.keeps_up[0], int(a.keeps_up[1])
-        mine = [r for r in rows if r["server"] == server and r["viewers"] == viewers and not r["perf"]]
+        mine = [r for r in rows if r["server"] == server and r["viewers"] == viewers
+                and r["read"] == a.read and r["streams"] == a.streams and not r["perf"]]
         bad = sorted({p for r in mine for p in problems(r)})
         if not mine or bad:
-            print(f"{server} at {viewers} viewers: {', '.join(bad) or 'no runs'}", file=sys.stderr)
+            print(f"{server} at {a.streams} x {viewers} viewers, read {a.read}: "
+                  f"{', '.join(bad) or 'no runs'}", file=sys.stderr)
             sys.exit(1)
         sys.exit(0)
     outdir = a.out or os.path.dirname(os.path.abspath(a.manifest))
