@@ -1018,7 +1018,7 @@ mod tests {
         let document = SHIPPED_CONFIG.parse::<toml::Table>().unwrap();
         let section = |name: &str| document[name].as_table().unwrap().len();
         assert_eq!(section("server"), 11);
-        assert_eq!(section("viewer"), 6);
+        assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 1);
         assert_eq!(document["app"]["live"].as_table().unwrap().len(), 11);
     }
