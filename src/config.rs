@@ -243,7 +243,7 @@ impl Default for ViewerConfig {
             lag_disconnect_ms: 10_000,
             flush_interval_ms: 0,
             flush_on: FlushOn::Video,
-            tcp_nodelay: true,
+            tcp_nodelay: false,
             send_buffer_bytes: 0,
         }
     }

@@ -51,7 +51,9 @@ pub struct Frame {
     /// The message's shared chunk encoding.
     pub bytes: Bytes,
     /// The message body itself (a second handle on the publisher's bytes, not a copy), kept
-    /// so sequence headers and metadata can be re-sent to a joining viewer at its start time.
+    /// only for sequence headers and metadata, which are re-encoded for a joining viewer at
+    /// its start time; empty otherwise, so the GOP cache and ring do not hold every frame
+    /// twice (the encoding above is all a viewer is sent).
     pub payload: Bytes,
 }
 

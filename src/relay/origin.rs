@@ -124,7 +124,11 @@ impl Origin {
             keyframe,
             sequence_header,
             bytes,
-            payload,
+            payload: if sequence_header {
+                payload
+            } else {
+                Bytes::new()
+            },
         }
     }
 
@@ -149,7 +153,7 @@ impl Origin {
             keyframe: false,
             sequence_header: false,
             bytes,
-            payload,
+            payload: if metadata { payload } else { Bytes::new() },
         }
     }
 
