@@ -318,9 +318,13 @@ impl LocalStream {
                 StreamEvent::Ended => self.live = false,
             },
         }
+        // A held entry after the first changes nothing the fan-out is waiting on (the hold's
+        // deadline is the first one's), so it need not be woken for it.
+        let mut wake = true;
         if self.settings.flush_on == FlushOn::Video {
             let now = Instant::now();
             if self.may_wait(&entry, now) {
+                wake = self.held_since.is_none();
                 self.held_since.get_or_insert(now);
             } else {
                 self.urgent = true;
@@ -340,7 +344,9 @@ impl LocalStream {
         if self.viewers.is_empty() {
             self.ring.trim_before(self.ring.next_seq());
         }
-        self.signal.notify();
+        if wake {
+            self.signal.notify();
+        }
     }
 
     fn remember(&mut self, f: &Frame) {
@@ -670,6 +676,25 @@ mod tests {
         s.begin_pass();
         s.apply(frame(1, FrameKind::Audio));
         assert_eq!(s.hold_for(Instant::now()), None);
+    }
+
+    #[test]
+    fn only_the_first_held_entry_wakes_the_fan_out() {
+        use futures_lite::future::{block_on, poll_once};
+        let mut s = LocalStream::new("live/a".into(), settings(FlushOn::Video));
+        let woken = |s: &LocalStream| block_on(poll_once(s.signal.wait())).is_some();
+        s.apply(frame(0, FrameKind::Video));
+        assert!(woken(&s));
+        s.begin_pass();
+        s.apply(frame(1, FrameKind::Audio));
+        assert!(woken(&s), "the first held entry starts the hold");
+        s.apply(frame(2, FrameKind::Audio));
+        assert!(
+            !woken(&s),
+            "a second one changes nothing the fan-out waits on"
+        );
+        s.apply(frame(3, FrameKind::Video));
+        assert!(woken(&s));
     }
 
     #[test]
