@@ -110,6 +110,17 @@ log() { echo "[fanout $(date +%H:%M:%S)] $*" >&3; }
 STARTED_PIDS=()
 LOAD_PID=""
 PERF_PID=""
+# reap PID: gives a process told to stop 5 s to exit, then kills it, and collects it.
+reap() {
+    local pid=$1
+    for _ in $(seq 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
 cleanup() {
     local pid
     if [ -n "$LOAD_PID" ]; then
@@ -131,13 +142,7 @@ cleanup() {
         fi
     done
     for pid in "${STARTED_PIDS[@]:-}"; do
-        [ -n "$pid" ] || continue
-        for _ in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
+        if [ -n "$pid" ]; then reap "$pid"; fi
     done
     STARTED_PIDS=()
 }
@@ -347,12 +352,7 @@ stop_server() {
     local pid=$SERVER_MAIN
     [ -n "$pid" ] || return 0
     kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    reap "$pid"
     local keep=()
     for p in "${STARTED_PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
     STARTED_PIDS=("${keep[@]:-}")

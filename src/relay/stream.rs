@@ -153,16 +153,11 @@ impl LocalStream {
 
     /// Whether `entry` may wait for the next video frame: audio and data (not codec
     /// headers) of a stream whose video is still coming.
-    fn may_wait(&mut self, entry: &RingEntry, now: Instant) -> bool {
+    fn may_wait(&self, entry: &RingEntry, now: Instant) -> bool {
         let RingEntry::Frame(f) = entry else {
             return false;
         };
-        if f.kind == FrameKind::Video {
-            self.last_video = Some(now);
-            return false;
-        }
-        self.settings.flush_on == FlushOn::Video
-            && matches!(f.kind, FrameKind::Audio | FrameKind::Data)
+        matches!(f.kind, FrameKind::Audio | FrameKind::Data)
             && !f.sequence_header
             && self
                 .last_video
@@ -323,6 +318,9 @@ impl LocalStream {
         let mut wake = true;
         if self.settings.flush_on == FlushOn::Video {
             let now = Instant::now();
+            if matches!(&entry, RingEntry::Frame(f) if f.kind == FrameKind::Video) {
+                self.last_video = Some(now);
+            }
             if self.may_wait(&entry, now) {
                 wake = self.held_since.is_none();
                 self.held_since.get_or_insert(now);
