@@ -7,12 +7,12 @@
 //!    (`src/net/listener.rs`); the kernel picked this shard for the encoder's connection.
 //! 2. **Read.** `src/net/connection.rs` reads the socket into its shard's one read buffer,
 //!    copies what came into a `Bytes` (so no idle connection holds a buffer), and feeds the
-//!    connection's `ServerSession` (`src/rtmp/server.rs`). The handshake
+//!    connection's `ServerSession` (`src/rtmp/server_session.rs`). The handshake
 //!    (`src/rtmp/handshake.rs`) is long done; the `ChunkDecoder` (`src/rtmp/chunk.rs`) joins
 //!    chunks into an `RtmpMessage` (`src/rtmp/message.rs`) — a message that arrived in one
-//!    chunk is a zero-copy slice of that `Bytes` — and `src/rtmp/connection.rs` answers
+//!    chunk is a zero-copy slice of that `Bytes` — and `src/rtmp/session.rs` answers
 //!    the control traffic (acknowledgements, pings) on the way. Aggregate messages are split
-//!    by `src/media/aggregate.rs`. The session emits `ServerEvent::Media`.
+//!    by `src/rtmp/aggregate.rs`. The session emits `ServerEvent::Media`.
 //! 3. **Encode once.** The connection task hands the message to its shard
 //!    (`src/relay/shard.rs`), the stream's origin. `src/relay/origin.rs` fixes the timestamp
 //!    viewers see, asks `src/media/codec.rs` whether it is a keyframe or a sequence header,
@@ -33,7 +33,7 @@
 //!    on writability; nothing a viewer does slows the publisher or another viewer.
 //!
 //! `src/config.rs` is the configuration file's schema; `loadtest/` is the bundled load
-//! generator, built on the client role (`src/rtmp/client.rs`).
+//! generator, built on the client role (`src/rtmp/client_session.rs`).
 
 pub mod config;
 pub mod media;

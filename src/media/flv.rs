@@ -7,7 +7,7 @@
 //! timestamp plus an 8-bit extension holding the timestamp's top bits, 24-bit stream id that
 //! is always zero) and then the data, which is exactly an RTMP audio/video/data message
 //! payload. That shared tag layout is also how aggregate messages pack their sub-messages,
-//! so `aggregate` reuses [`FlvTagHeader`].
+//! so `rtmp::aggregate` reuses [`FlvTagHeader`].
 //!
 //! [`FlvReader`] works on a whole file held in a `Bytes`; [`FlvStreamDecoder`] takes the
 //! same bytes as they arrive, for files too big to load or FLV received over a socket.

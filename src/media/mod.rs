@@ -1,5 +1,5 @@
 //! The relay's view into media payloads: FLV tag bodies as carried by RTMP audio (8),
-//! video (9) and aggregate (22) messages, and FLV files for recorded streams.
+//! and video (9) messages, and FLV files for recorded streams.
 //!
 //! An edge relay forwards media, it never transcodes it. What it must still know is read
 //! from a few header bytes: which codec, whether a message is a sequence header (kept for
@@ -8,11 +8,9 @@
 //! every viewer without copying its payload, and every parser treats its input as hostile.
 //!
 //! - [`codec`]: codec, frame type and sequence-header detection, legacy and Enhanced RTMP.
-//! - [`aggregate`]: unpacking aggregate messages into their audio/video/data parts.
 //! - [`flv`]: reading and writing FLV files (header, tags, back pointers).
 //! - [`gop_cache`]: the latest group of pictures, replayed to viewers who join mid-stream.
 
-pub mod aggregate;
 pub mod codec;
 pub mod flv;
 pub mod gop_cache;

@@ -11,27 +11,29 @@
 //! - `control.rs`: protocol control and user control messages.
 //! - `amf0.rs`, `amf3.rs`: the value encodings commands and data messages use;
 //!   `command.rs`: commands (`connect`, `publish`, `play`, `onStatus`...) and data messages.
-//! - `connection.rs`: acknowledgements, pings and chunk sizes, shared by both roles.
-//! - `server.rs` and `client.rs`: the two roles as sessions with an event queue and an
-//!   output queue.
+//! - `aggregate.rs`: aggregate messages (type 22) split into the messages they carry.
+//! - `session.rs`: acknowledgements, pings and chunk sizes, shared by both roles.
+//! - `server_session.rs` and `client_session.rs`: the two roles as sessions with an event
+//!   queue and an output queue.
 
+pub mod aggregate;
 pub mod amf0;
 pub mod amf3;
 pub mod chunk;
-pub mod client;
+pub mod client_session;
 pub mod command;
-mod connection;
 pub mod control;
 pub mod handshake;
 pub mod message;
-pub mod server;
+pub mod server_session;
+mod session;
 
 use thiserror::Error;
 
 pub use chunk::{ChunkDecoder, ChunkEncoder, DecoderLimits};
-pub use client::{ClientEvent, ClientSession, ClientSessionConfig};
+pub use client_session::{ClientEvent, ClientSession, ClientSessionConfig};
 pub use message::{MessageType, RtmpMessage};
-pub use server::{MediaKind, ServerEvent, ServerSession, ServerSessionConfig};
+pub use server_session::{MediaKind, ServerEvent, ServerSession, ServerSessionConfig};
 
 /// Why a session ended: the peer broke the protocol or one of our limits. The connection
 /// that produced it is closed; nothing else is affected.

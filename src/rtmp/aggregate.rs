@@ -4,7 +4,7 @@
 //! Some publishers and origin servers batch several media messages into one aggregate
 //! message to save chunk overhead. Viewers and the GOP cache deal in individual messages,
 //! so the relay unpacks aggregates on arrival. The payload is a run of FLV tags (see
-//! `flv`): an 11-byte tag header, the sub-message's data, and a 4-byte back pointer.
+//! `media::flv`): an 11-byte tag header, the sub-message's data, and a 4-byte back pointer.
 //!
 //! Timestamps: the sub-messages carry their own timestamps, but in the publisher's clock
 //! rather than the stream's. The first sub-message is defined to sit at the aggregate's own
@@ -18,7 +18,7 @@
 
 use bytes::Bytes;
 
-use super::flv::{BACK_POINTER_LEN, FlvTagHeader, TAG_HEADER_LEN};
+use crate::media::flv::{BACK_POINTER_LEN, FlvTagHeader, TAG_HEADER_LEN};
 
 /// One message unpacked from an aggregate.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -21,11 +21,11 @@ use super::SessionError;
 use super::amf0::Amf0Value;
 use super::chunk::DecoderLimits;
 use super::command::{Command, DataMessage, SET_DATA_FRAME, on_status, status, status_info};
-use super::connection::{Connection, Incoming};
+use super::session::{Connection, Incoming};
 use super::control::{BandwidthLimit, ControlMessage, UserControlEvent};
 use super::handshake::ServerHandshake;
 use super::message::{MessageType, RtmpMessage, csid};
-use crate::media::aggregate::split_aggregate;
+use crate::rtmp::aggregate::split_aggregate;
 
 /// Settings of one server session.
 #[derive(Clone, Debug)]

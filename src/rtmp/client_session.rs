@@ -14,11 +14,11 @@ use super::SessionError;
 use super::amf0::Amf0Value;
 use super::chunk::{DecoderLimits, SHARED_STREAM_ID};
 use super::command::{Command, DataMessage, ON_METADATA, SET_DATA_FRAME, status};
-use super::connection::{Connection, Incoming};
+use super::session::{Connection, Incoming};
 use super::control::{ControlMessage, UserControlEvent};
 use super::handshake::{ClientHandshake, ClientHandshakeMode};
 use super::message::{MessageType, RtmpMessage, csid};
-use super::server::MediaKind;
+use super::server_session::MediaKind;
 
 /// Settings of one client session.
 #[derive(Clone, Debug)]
@@ -335,7 +335,7 @@ impl ClientSession {
                 })
             }
             Some(MessageType::Aggregate) => {
-                let parts = crate::media::aggregate::split_aggregate(&msg.payload, msg.timestamp)
+                let parts = crate::rtmp::aggregate::split_aggregate(&msg.payload, msg.timestamp)
                     .map_err(|e| {
                     SessionError::Protocol(format!("bad aggregate message: {e}"))
                 })?;
