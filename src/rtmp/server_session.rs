@@ -896,7 +896,7 @@ mod tests {
     use crate::rtmp::chunk::{
         ChunkDecoder, ChunkEncoder, ChunkError, EXACT_ALLOC_LIMIT, MAX_HEADER_LEN,
     };
-    use crate::rtmp::client::{ClientEvent, ClientSession, ClientSessionConfig};
+    use crate::rtmp::client_session::{ClientEvent, ClientSession, ClientSessionConfig};
     use crate::rtmp::handshake::{
         FLASH_PLAYER_KEY_TEXT, MEDIA_SERVER_KEY, MEDIA_SERVER_KEY_TEXT, PACKET_LEN,
         embedded_digest, find_digest, response_digest_is_valid,
