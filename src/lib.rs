@@ -38,6 +38,6 @@
 pub mod config;
 pub mod media;
 pub mod net;
+pub mod performance;
 pub mod relay;
 pub mod rtmp;
-pub mod server;

@@ -92,7 +92,7 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(ansi)
         .init();
-    match shardcast::server::run(config) {
+    match shardcast::net::runtime::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");

@@ -5,18 +5,19 @@
 //! another, and a connection lives its whole life on the core that accepted it.
 
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures_lite::future;
 use glommio::net::TcpListener;
 
-use super::connection::serve;
-use crate::relay::shard::Shard;
+use super::client_task::serve;
+use super::shard_driver::ShardDriver;
 
 /// Accepts until the shard starts shutting down.
-pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+pub async fn accept_loop(driver: Rc<ShardDriver>, listener: TcpListener) {
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
-            shard.shutting_down.wait().await;
+            driver.shutting_down.wait().await;
             None
         })
         .await;
@@ -24,21 +25,21 @@ pub async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
             None => break,
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
-                tracing::warn!(shard = shard.id, "accept failed: {e}");
+                tracing::warn!(shard = driver.id, "accept failed: {e}");
                 glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             }
         };
-        let addr = match stream.peer_addr() {
-            Ok(a) => a,
-            Err(_) => continue,
-        };
-        let limit = shard.config.server.max_connections_per_shard;
-        if shard.connections.borrow().len() >= limit {
-            tracing::warn!(shard = shard.id, peer = %addr, limit, "connection refused: shard is at max_connections_per_shard");
+        let Ok(addr) = stream.peer_addr() else {
             continue;
-        }
-        glommio::spawn_local(serve(shard.clone(), stream, addr)).detach();
+        };
+        // Refused (shard full, or shutting down): dropping the stream closes it.
+        let Some(id) = driver.relay.borrow_mut().accept(addr, Instant::now()) else {
+            continue;
+        };
+        driver.sockets.borrow_mut().insert(id, stream);
+        glommio::spawn_local(serve(driver.clone(), id)).detach();
+        driver.process();
     }
-    tracing::debug!(shard = shard.id, "stopped accepting");
+    tracing::debug!(shard = driver.id, "stopped accepting");
 }

@@ -1,12 +1,24 @@
-//! glommio sockets driving the protocol state machines.
+//! Everything that touches the operating system: sockets, files, timers, tasks, threads.
+//! The only code that does; it drives the deterministic relay (`src/relay/`) and protocol
+//! (`src/rtmp/`) state machines.
 //!
-//! `listener.rs` accepts connections on each shard (every shard binds the ingest port with
-//! SO_REUSEPORT, so the kernel spreads connections over the cores); `connection.rs` drives
-//! one connection's `ServerSession`; `recording.rs` plays a pre-recorded FLV file to one
-//! viewer; `vectored.rs` is the one vectored write every byte to
-//! a viewer goes through.
+//! - `runtime.rs`: starting the shards (one pinned glommio executor per core), signals,
+//!   shutdown, and asking every shard for its snapshot.
+//! - `shard_driver.rs`: one shard's driver: carries out the relay's outputs, runs its
+//!   inbox, fan-out and timer tasks, reads stored files.
+//! - `listener.rs`: the accept loop (every shard binds the ingest port with SO_REUSEPORT,
+//!   so the kernel spreads connections over the cores).
+//! - `client_task.rs`: one client connection's task: reads, and waits for a full socket.
+//! - `sockets.rs`: the shard's sockets by client id, and the writes through them.
+//! - `vectored.rs`: the one vectored write every byte to a client goes through.
+//! - `mailbox.rs`: the bounded cross-core channels between shards, and their doorbell.
+//! - `wakeup.rs`: wake-ups between the tasks of one shard.
 
-pub mod connection;
+pub mod client_task;
 pub mod listener;
-pub mod recording;
+pub mod mailbox;
+pub mod runtime;
+pub mod shard_driver;
+pub mod sockets;
 pub mod vectored;
+pub mod wakeup;

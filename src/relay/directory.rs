@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::mailbox::ShardId;
+use super::message::ShardId;
 
 /// `app/key`, shared cheaply between shards.
 pub type StreamName = Arc<str>;

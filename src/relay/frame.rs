@@ -36,6 +36,9 @@ pub enum StreamEvent {
     Republished,
     /// The grace period ran out, or the server is shutting down: close the viewers.
     Ended,
+    /// A stored file's source reached the end of the file: `NetStream.Play.Stop`, then the
+    /// viewer is closed once it has read it.
+    PlayStopped,
 }
 
 /// One relayed message, encoded once for every viewer.
@@ -72,11 +75,22 @@ impl RingEntry {
         }
     }
 
+    /// Bytes a viewer is sent for this entry.
     fn len(&self) -> usize {
         match self {
             RingEntry::Frame(f) => f.bytes.len(),
             RingEntry::Event { .. } => 0,
         }
+    }
+
+    /// Memory this entry holds: its own record plus every buffer it keeps alive, so a flood
+    /// of tiny messages is bounded like a flood of large ones.
+    pub fn memory(&self) -> usize {
+        std::mem::size_of::<RingEntry>()
+            + match self {
+                RingEntry::Frame(f) => f.bytes.len() + f.payload.len(),
+                RingEntry::Event { .. } => 0,
+            }
     }
 }
 
@@ -85,7 +99,10 @@ impl RingEntry {
 pub struct FrameRing {
     entries: VecDeque<RingEntry>,
     first_seq: u64,
+    /// What viewers are sent for the entries held (for backlogs).
     bytes: usize,
+    /// What the entries hold in memory (for the cap).
+    memory: usize,
 }
 
 /// How far behind the newest entry a cursor is.
@@ -101,6 +118,7 @@ impl FrameRing {
             entries: VecDeque::new(),
             first_seq,
             bytes: 0,
+            memory: 0,
         }
     }
 
@@ -118,6 +136,15 @@ impl FrameRing {
         self.bytes
     }
 
+    /// Memory held by the entries, their records included.
+    pub fn memory(&self) -> usize {
+        self.memory
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -127,6 +154,7 @@ impl FrameRing {
     pub fn push(&mut self, entry: RingEntry) {
         debug_assert_eq!(entry.seq(), self.next_seq());
         self.bytes += entry.len();
+        self.memory += entry.memory();
         self.entries.push_back(entry);
     }
 
@@ -135,6 +163,7 @@ impl FrameRing {
     pub fn restart_at(&mut self, seq: u64) {
         self.entries.clear();
         self.bytes = 0;
+        self.memory = 0;
         self.first_seq = seq;
     }
 
@@ -186,27 +215,25 @@ impl FrameRing {
         Backlog { bytes, millis }
     }
 
-    /// Drops entries before `seq` (every viewer is past them).
-    pub fn trim_before(&mut self, seq: u64) {
-        while self.first_seq < seq {
-            let Some(entry) = self.entries.pop_front() else {
-                break;
-            };
-            self.bytes -= entry.len();
-            self.first_seq += 1;
-        }
+    fn pop_front(&mut self) -> bool {
+        let Some(entry) = self.entries.pop_front() else {
+            return false;
+        };
+        self.bytes -= entry.len();
+        self.memory -= entry.memory();
+        self.first_seq += 1;
+        true
     }
 
-    /// Drops the oldest entries until the ring holds at most `max_bytes`. Viewers whose
-    /// cursor falls off the front have fallen too far behind and skip ahead.
-    pub fn trim_to_bytes(&mut self, max_bytes: usize) {
-        while self.bytes > max_bytes {
-            let Some(entry) = self.entries.pop_front() else {
-                break;
-            };
-            self.bytes -= entry.len();
-            self.first_seq += 1;
-        }
+    /// Drops entries before `seq` (every viewer is past them).
+    pub fn trim_before(&mut self, seq: u64) {
+        while self.first_seq < seq && self.pop_front() {}
+    }
+
+    /// Drops the oldest entries until the ring holds at most `max_memory` bytes of memory.
+    /// Viewers whose cursor falls off the front have fallen too far behind and skip ahead.
+    pub fn trim_to_memory(&mut self, max_memory: usize) {
+        while self.memory > max_memory && self.pop_front() {}
     }
 }
 
@@ -238,9 +265,12 @@ mod tests {
         assert_eq!(ring.first_seq(), 15);
         assert!(ring.get(14).is_none());
         assert_eq!(ring.get(15).map(RingEntry::seq), Some(15));
-        ring.trim_to_bytes(250);
+        let per_entry = std::mem::size_of::<RingEntry>() + 100;
+        assert_eq!(ring.memory(), 5 * per_entry);
+        ring.trim_to_memory(2 * per_entry + 50);
         assert_eq!(ring.first_seq(), 18);
         assert_eq!(ring.bytes(), 200);
+        assert_eq!(ring.memory(), 2 * per_entry);
         ring.restart_at(100);
         assert_eq!(ring.next_seq(), 100);
         assert!(ring.is_empty());

@@ -1,22 +1,37 @@
-//! The relay: shards, the stream table, and fan-out.
+//! The relay: shards, the stream table, sources and viewers, and fan-out, as deterministic
+//! state machines like the protocol core. Nothing in here opens a socket, reads a clock,
+//! spawns a task or arms a timer: `src/net/` does, and drives these.
 //!
-//! - `shard.rs`: what one core owns, and the messages between shards.
-//! - `mailbox.rs`: the bounded cross-core channels those messages travel in, and how a
-//!   sleeping core is woken.
-//! - `directory.rs`: which shard is the origin of each stream (read on arrivals only).
-//! - `origin.rs`: a publisher's messages made into frames, each encoded once.
+//! - `shard.rs`: what one core owns ([`Shard`](shard::Shard)), its inputs (bytes from a
+//!   client, a message from another shard, a timeout, a file read) and its outputs.
+//! - `client.rs`: one connection as the relay sees it; `write_queue.rs`: what it is owed
+//!   and the vectored flush every write goes through.
+//! - `stream.rs`: a stream on one shard: its ring, GOP and headers, viewers.
 //! - `frame.rs`: frames, stream events, and the per-stream ring of recent ones.
-//! - `stream.rs`: a stream on one shard: its ring, GOP and headers, viewers, fan-out task.
-//! - `viewer.rs`: one viewer's write queue and cursor; the vectored flush.
-//! - `peer.rs`: one client connection as the relay sees it.
-//! - `signal.rs`: wake-ups between the tasks of one shard.
+//! - `origin.rs`: a source's messages made into frames, each encoded once.
+//! - `file_source.rs`: a stored FLV file as a stream's source.
+//! - `directory.rs`: which shard is the origin of each stream (read on arrivals only).
+//! - `message.rs`: what shards send each other; `snapshot.rs`: what a shard tells about
+//!   itself.
+//! - `slab.rs`: the handle-addressed tables clients and streams live in.
+//!
+//! Sources and viewers are the two extension points. A stream is fed by a source: a live
+//! publisher (`Shard::publish`, `ingest_*`) or a stored file (`FileSource`); the next ones
+//! (an upstream pull) append frames the same way. A viewer is a client with a write queue
+//! on a stream's ring; a new output format adds its own encoding of each frame, made once
+//! per shard, next to the RTMP chunk encoding `Frame::bytes`, and its viewers write those
+//! same bytes.
 
+#![forbid(unsafe_code)]
+
+pub mod client;
 pub mod directory;
+pub mod file_source;
 pub mod frame;
-pub mod mailbox;
+pub mod message;
 pub mod origin;
-pub mod peer;
 pub mod shard;
-pub mod signal;
+pub mod slab;
+pub mod snapshot;
 pub mod stream;
-pub mod viewer;
+pub mod write_queue;

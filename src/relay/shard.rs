@@ -1,10 +1,14 @@
-//! A shard: everything one core owns, and the messages shards exchange.
+//! A shard: everything one core owns, as a deterministic state machine.
 //!
-//! Each shard runs on its own pinned glommio executor and owns its connections (`Peer`s), a
-//! [`LocalStream`] per stream it has viewers for, and an [`Origin`] per stream whose
-//! publisher it accepted. Shards never share mutable state; they send [`ShardMessage`]s
-//! through their mailboxes (`mailbox.rs`). The one shared structure is the stream directory
-//! (`directory.rs`), consulted when a publisher or viewer arrives.
+//! In the manner of quinn-proto's `Endpoint`, a [`Shard`] owns its clients and streams in
+//! slabs addressed by handle ([`ClientId`], [`StreamId`]), takes the time as an argument,
+//! and says what must happen as [`Output`] values: send this to shard N, wait until this
+//! client's socket drains, close this client, read this piece of a file, run the fan-out.
+//! It arms no timer itself: [`Shard::poll_timeout`] says when it next needs
+//! [`Shard::handle_timeout`]. The driver (`src/net/shard_driver.rs`) owns the sockets, the
+//! tasks and the clock, and carries all of that out. Writes are the one exception to
+//! "outputs as values", because they must not copy: the relay gathers each client's bytes
+//! (shared `Bytes`, in place) and hands them to a [`Transmit`], the driver's sockets.
 //!
 //! A viewer of a stream whose origin is another shard makes its shard subscribe to the
 //! origin **once** (a second viewer on the same shard finds the `LocalStream` already
@@ -21,134 +25,717 @@
 //! entries carry the origin they come from, so what a former origin still had in flight is
 //! dropped rather than mistaken for the new origin's.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
-use std::rc::Rc;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::client::{Client, ClientId, Role, RoleKind};
 use super::directory::{Claim, ConnId, StreamClock, StreamDirectory, StreamName, TakeoverPolicy};
-use super::frame::{RingEntry, StreamEvent};
-use super::mailbox::{SendError, ShardId, ShardSender};
+use super::file_source::{FileSource, FileStep, recording_path};
+use super::frame::{FrameRing, RingEntry, StreamEvent};
+use super::message::{ShardId, ShardMessage};
 use super::origin::Origin;
-use super::peer::{PeerRef, Role};
-use super::signal::{Latch, Signal};
-use super::stream::{LocalStream, StreamSettings, StreamSnapshot, fan_out};
+use super::slab::Slab;
+use super::snapshot::{ClientInfo, PublisherInfo, ShardSnapshot, StreamInfo};
+use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
+use super::write_queue::{FlushOutcome, FlushScratch, Transmit};
 use crate::config::{AppConfig, Config};
+use crate::media::codec::{inspect_audio, inspect_video};
 use crate::media::gop_cache::GopCacheLimits;
-use crate::rtmp::MediaKind;
-use crate::rtmp::chunk::SHARED_STREAM_ID;
+use crate::rtmp::chunk::{DecoderLimits, SHARED_STREAM_ID};
 use crate::rtmp::command::status;
+use crate::rtmp::{MediaKind, ServerEvent, ServerSession, ServerSessionConfig};
 
-/// What shards send each other. Media travels as `Bytes` handles inside `RingEntry`.
-pub enum ShardMessage {
-    /// A shard with viewers of `stream` wants its frames.
-    Subscribe {
-        stream: StreamName,
-        shard: ShardId,
+/// What the driver must do for the shard.
+#[derive(Debug)]
+pub enum Output {
+    /// Put `message` in shard `to`'s inbox.
+    Send { to: ShardId, message: ShardMessage },
+    /// Fan-out work is queued: call [`Shard::fan_out`] until it says it is done.
+    FanOut,
+    /// The client's socket is full: wait until it can take more, then call
+    /// [`Shard::write_blocked`].
+    WaitWritable(ClientId),
+    /// Close the client: call [`Shard::write_goodbye`] (its last queued bytes, if the socket
+    /// takes them now), then [`Shard::remove_client`], then close the socket.
+    Close(ClientId),
+    /// Read `len` bytes at `offset` of `path` for the file source of `stream`, and hand them
+    /// to [`Shard::handle_file_read`].
+    ReadFile {
+        stream: StreamId,
+        path: Arc<Path>,
+        offset: u64,
+        len: usize,
     },
-    Unsubscribe {
-        stream: StreamName,
-        shard: ShardId,
-    },
-    /// The origin's answer to `Subscribe`.
-    Snapshot {
-        stream: StreamName,
-        origin: ShardId,
-        snapshot: Box<StreamSnapshot>,
-    },
-    /// One frame or stream event from the origin.
-    Entry {
-        stream: StreamName,
-        origin: ShardId,
-        entry: RingEntry,
-    },
-    /// `origin` is now the stream's origin: re-subscribe there; an old origin drops its
-    /// publisher.
-    OriginMoved {
-        stream: StreamName,
-        origin: ShardId,
-    },
-    /// Stop accepting, tell every client, and finish.
-    Shutdown,
+    /// The file of `stream` is no longer read: drop its handle.
+    CloseFile(StreamId),
+    /// The client became a viewer: give its socket the viewer socket options.
+    Playing(ClientId),
+}
+
+impl std::fmt::Debug for ShardMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            ShardMessage::Subscribe { .. } => "Subscribe",
+            ShardMessage::Unsubscribe { .. } => "Unsubscribe",
+            ShardMessage::Subscribed { .. } => "Subscribed",
+            ShardMessage::Entry { .. } => "Entry",
+            ShardMessage::OriginMoved { .. } => "OriginMoved",
+            ShardMessage::Inspect { .. } => "Inspect",
+            ShardMessage::Shutdown => "Shutdown",
+        };
+        f.write_str(name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// Look at the client's deadlines (handshake, idle, publisher silence, waiting).
+    Client(ClientId),
+    /// The stream's held entries have waited long enough.
+    Hold(StreamId),
+    /// The stream's coalescing window ended.
+    Pass(StreamId),
+    /// The stream's file source is due again.
+    File(StreamId),
+    /// A stored file ended for this viewer: close it once it has read the end.
+    FileEnd(ClientId),
+    /// The grace period after an unpublish ran out.
+    Grace { name: StreamName, epoch: u64 },
+}
+
+/// The shard's timers: a min-heap by time. Entries are checked when they fire, never
+/// removed early.
+#[derive(Default)]
+struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+    serial: u64,
+}
+
+impl Timers {
+    fn arm(&mut self, at: Instant, timer: Timer) {
+        self.serial += 1;
+        self.heap.push(Reverse((at, self.serial, timer)));
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    fn pop_due(&mut self, now: Instant) -> Option<(Instant, Timer)> {
+        if self.next()? > now {
+            return None;
+        }
+        self.heap.pop().map(|Reverse((at, _, timer))| (at, timer))
+    }
 }
 
 struct OriginState {
     origin: Origin,
     subscribers: Vec<ShardId>,
-    publisher: Option<ConnId>,
+    publisher: Option<(ClientId, ConnId)>,
     clock: Arc<StreamClock>,
     /// Bumped at each unpublish, so a grace timer from an earlier unpublish does nothing.
     grace_epoch: u64,
+    since: Instant,
 }
 
 pub struct Shard {
     pub id: ShardId,
     pub config: Arc<Config>,
-    peers: Vec<ShardSender<ShardMessage>>,
+    shard_count: usize,
     directory: Arc<StreamDirectory>,
-    started: Instant,
-    streams: RefCell<HashMap<StreamName, Rc<RefCell<LocalStream>>>>,
-    origins: RefCell<HashMap<StreamName, OriginState>>,
-    pub connections: RefCell<HashMap<ConnId, PeerRef>>,
-    next_conn: Cell<u64>,
-    /// Set when shutdown starts: the accept loop stops, the shard winds down.
-    pub shutting_down: Latch,
-    /// Notified when a connection ends: shutdown waits for the last one.
-    pub connection_closed: Rc<Signal>,
+    /// The time base the shards share (for the directory's publisher clocks).
+    epoch: Instant,
+    clients: Slab<Client>,
+    streams: Slab<LocalStream>,
+    stream_ids: HashMap<StreamName, StreamId>,
+    origins: HashMap<StreamName, OriginState>,
+    outputs: VecDeque<Output>,
+    timers: Timers,
+    /// When each client's armed deadline check fires (one chain per client).
+    client_timer: HashMap<ClientId, Instant>,
+    fan_out_queue: VecDeque<StreamId>,
+    fan_out_signalled: bool,
+    scratch: FlushScratch,
+    empty_ring: FrameRing,
+    next_conn: u64,
+    shutting_down: bool,
 }
 
 impl Shard {
     pub fn new(
         id: ShardId,
+        shard_count: usize,
         config: Arc<Config>,
-        peers: Vec<ShardSender<ShardMessage>>,
         directory: Arc<StreamDirectory>,
-        started: Instant,
+        epoch: Instant,
     ) -> Shard {
         Shard {
             id,
             config,
-            peers,
+            shard_count,
             directory,
-            started,
-            streams: RefCell::new(HashMap::new()),
-            origins: RefCell::new(HashMap::new()),
-            connections: RefCell::new(HashMap::new()),
-            next_conn: Cell::new(1),
-            shutting_down: Latch::default(),
-            connection_closed: Rc::new(Signal::default()),
+            epoch,
+            clients: Slab::default(),
+            streams: Slab::default(),
+            stream_ids: HashMap::new(),
+            origins: HashMap::new(),
+            outputs: VecDeque::new(),
+            timers: Timers::default(),
+            client_timer: HashMap::new(),
+            fan_out_queue: VecDeque::new(),
+            fan_out_signalled: false,
+            scratch: FlushScratch::default(),
+            empty_ring: FrameRing::new(0),
+            next_conn: 1,
+            shutting_down: false,
         }
     }
 
-    pub fn now_ms(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    // ---- what the driver asks ------------------------------------------------------------
+
+    /// The next thing the driver must do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        let out = self.outputs.pop_front();
+        if matches!(out, Some(Output::FanOut)) {
+            self.fan_out_signalled = false;
+        }
+        out
     }
 
-    pub fn next_conn_id(&self) -> ConnId {
-        let n = self.next_conn.get();
-        self.next_conn.set(n + 1);
-        ((self.id as u64) << 48) | n
+    /// When [`Shard::handle_timeout`] is next needed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
     }
 
-    fn send(&self, shard: ShardId, msg: ShardMessage) {
-        let Some(tx) = self.peers.get(shard) else {
+    pub fn client_count(&self) -> usize {
+        self.clients.len()
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    pub fn has_stream(&self, id: StreamId) -> bool {
+        self.streams.contains(id.0)
+    }
+
+    pub fn client(&self, id: ClientId) -> Option<&Client> {
+        self.clients.get(id.0)
+    }
+
+    fn now_ms(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
+    fn arm(&mut self, at: Instant, timer: Timer) {
+        self.timers.arm(at, timer);
+    }
+
+    fn send(&mut self, to: ShardId, message: ShardMessage) {
+        if to < self.shard_count && to != self.id {
+            self.outputs.push_back(Output::Send { to, message });
+        }
+    }
+
+    /// Asks the driver to close `id` (the first reason wins).
+    fn close(&mut self, id: ClientId, reason: impl Into<String>) {
+        let Some(c) = self.clients.get_mut(id.0) else {
             return;
         };
-        match tx.send(msg) {
-            Ok(()) => {}
-            Err(SendError::Full) => {
-                tracing::warn!(
-                    shard = self.id,
-                    to = shard,
-                    "shard inbox full; message dropped"
-                )
-            }
-            Err(SendError::Closed) => {}
+        if c.close_reason.is_none() {
+            c.close_reason = Some(reason.into());
+            self.outputs.push_back(Output::Close(id));
         }
     }
+
+    // ---- clients -------------------------------------------------------------------------
+
+    /// A connection was accepted from `addr`. Refused (None) when the shard is full or
+    /// shutting down.
+    pub fn accept(&mut self, addr: SocketAddr, now: Instant) -> Option<ClientId> {
+        if self.shutting_down {
+            return None;
+        }
+        let limit = self.config.server.max_connections_per_shard;
+        if self.clients.len() >= limit {
+            tracing::warn!(shard = self.id, peer = %addr, limit, "connection refused: shard is at max_connections_per_shard");
+            return None;
+        }
+        let conn = ((self.id as u64) << 48) | self.next_conn;
+        self.next_conn += 1;
+        let server = &self.config.server;
+        let max_message = server.max_message_size;
+        let now_ms = self.now_ms(now);
+        let session = ServerSession::new(ServerSessionConfig {
+            epoch: now_ms as u32,
+            seed: conn ^ (now_ms << 20) ^ 0x9E37_79B9_7F4A_7C15,
+            chunk_size: server.chunk_size,
+            limits: DecoderLimits {
+                max_message_len: max_message,
+                max_chunk_streams: server.max_chunk_streams as usize,
+                max_buffered_bytes: (max_message as usize).saturating_mul(2),
+            },
+            ..ServerSessionConfig::default()
+        });
+        let id = ClientId(self.clients.insert(Client::new(conn, addr, now, session)));
+        tracing::debug!(shard = self.id, peer = %addr, "connection accepted");
+        self.arm_client_deadline(id, now);
+        Some(id)
+    }
+
+    /// Bytes arrived from `id`: the session takes them, the relay acts on what they mean,
+    /// and what the client is owed is written.
+    pub fn handle_input(
+        &mut self,
+        id: ClientId,
+        bytes: Bytes,
+        now: Instant,
+        transmit: &mut impl Transmit,
+    ) {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        if c.close_reason.is_some() {
+            return;
+        }
+        let fed = c.session.feed(bytes);
+        // Events the session produced before the error still count (a publisher's last
+        // frames), then the error closes the connection.
+        self.handle_events(id, now);
+        if let Err(e) = fed {
+            self.close(id, format!("protocol error: {e}"));
+            return;
+        }
+        self.write(id, now, transmit);
+    }
+
+    /// The peer closed its side, or reading failed: the client goes.
+    pub fn handle_read_end(&mut self, id: ClientId, reason: String) {
+        self.close(id, reason);
+    }
+
+    /// The socket of `id` can take more (after [`Output::WaitWritable`]). `transmit` is
+    /// the driver's write that waits for writability when the socket is full.
+    pub fn write_blocked(&mut self, id: ClientId, now: Instant, transmit: &mut impl Transmit) {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        c.blocked = false;
+        self.write(id, now, transmit);
+    }
+
+    /// Whether the driver still has to wait for `id`'s socket to drain.
+    pub fn is_blocked(&self, id: ClientId) -> bool {
+        self.clients.get(id.0).is_some_and(|c| c.blocked)
+    }
+
+    /// Best effort before a close: the client's own queued bytes (the rest of a message
+    /// begun, a goodbye `onStatus`) go if the socket takes them now; no ring frame.
+    pub fn write_goodbye(&mut self, id: ClientId, transmit: &mut impl Transmit) {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        let ring = FrameRing::new(c.queue.cursor());
+        let _ = c
+            .queue
+            .flush(&ring, &mut self.scratch, |iov| transmit.send(id, iov));
+    }
+
+    /// The client is gone: it leaves its stream (a publisher unpublishes), and the closing
+    /// line says who, where, and why.
+    pub fn remove_client(&mut self, id: ClientId, now: Instant) {
+        self.leave(id, now);
+        self.client_timer.remove(&id);
+        let Some(c) = self.clients.remove(id.0) else {
+            return;
+        };
+        let reason = c
+            .close_reason
+            .unwrap_or_else(|| "connection ended".to_owned());
+        let (role, name) = &c.last_role;
+        let name = name.as_deref().unwrap_or("");
+        tracing::info!(shard = self.id, peer = %c.addr, role = role.as_str(), stream = %name, bytes_sent = c.queue.bytes_sent, dropped_frames = c.queue.dropped_frames, "connection closed: {reason}");
+    }
+
+    // ---- the one write path --------------------------------------------------------------
+
+    /// Writes what `id` is owed, as far as its socket takes it: its own bytes, and for a
+    /// viewer its stream's frames, with the backlog rules applied. The fan-out and the
+    /// driver both write through here.
+    fn write(&mut self, id: ClientId, now: Instant, transmit: &mut impl Transmit) {
+        let stream = self.clients.get(id.0).and_then(Client::playing);
+        match stream {
+            Some(sid) => {
+                let Some(s) = self.streams.get_mut(sid.0) else {
+                    return;
+                };
+                let Some(c) = self.clients.get_mut(id.0) else {
+                    return;
+                };
+                let written = serve(
+                    id,
+                    c,
+                    &s.ring,
+                    &s.settings,
+                    now,
+                    transmit,
+                    &mut self.scratch,
+                    &mut self.outputs,
+                );
+                s.bytes_out += written;
+                arm_file_end(id, c, now, &mut self.timers);
+            }
+            None => {
+                let Some(c) = self.clients.get_mut(id.0) else {
+                    return;
+                };
+                let ring = &self.empty_ring;
+                serve(
+                    id,
+                    c,
+                    ring,
+                    &NO_BACKLOG_RULES,
+                    now,
+                    transmit,
+                    &mut self.scratch,
+                    &mut self.outputs,
+                );
+            }
+        }
+    }
+
+    /// Runs the fan-out: every queued stream's viewers are written, `budget` viewers at a
+    /// time. Returns true if more is left (the driver lets other tasks run, then calls
+    /// again).
+    pub fn fan_out(&mut self, now: Instant, transmit: &mut impl Transmit, budget: usize) -> bool {
+        let mut served = 0;
+        while let Some(&sid) = self.fan_out_queue.front() {
+            let Some(s) = self.streams.get_mut(sid.0) else {
+                self.fan_out_queue.pop_front();
+                continue;
+            };
+            if s.next_viewer == 0 {
+                s.begin_pass(now);
+                s.again = false;
+            }
+            while let Some(&vid) = s.viewers.get(s.next_viewer) {
+                if served == budget {
+                    return true;
+                }
+                s.next_viewer += 1;
+                served += 1;
+                let Some(c) = self.clients.get_mut(vid.0) else {
+                    continue;
+                };
+                s.bytes_out += serve(
+                    vid,
+                    c,
+                    &s.ring,
+                    &s.settings,
+                    now,
+                    transmit,
+                    &mut self.scratch,
+                    &mut self.outputs,
+                );
+                arm_file_end(vid, c, now, &mut self.timers);
+            }
+            s.next_viewer = 0;
+            s.queued = false;
+            s.end_pass(&self.clients);
+            let again = s.again;
+            self.fan_out_queue.pop_front();
+            if again {
+                self.queue_pass(sid, now);
+            }
+        }
+        false
+    }
+
+    fn schedule(&mut self, sid: StreamId, wake: Wake, now: Instant) {
+        match wake {
+            Wake::Nothing => {}
+            Wake::HoldUntil(at) => self.arm(at, Timer::Hold(sid)),
+            Wake::Pass => self.queue_pass(sid, now),
+        }
+    }
+
+    /// Queues a fan-out pass for the stream, once, respecting its coalescing window.
+    fn queue_pass(&mut self, sid: StreamId, now: Instant) {
+        let Some(s) = self.streams.get_mut(sid.0) else {
+            return;
+        };
+        if s.viewers.is_empty() {
+            return;
+        }
+        if s.queued {
+            // A pass under way may have passed viewers that this news is for.
+            if s.next_viewer > 0 {
+                s.again = true;
+            }
+            return;
+        }
+        if let (Some(interval), Some(last)) = (s.settings.flush_interval, s.last_pass)
+            && now < last + interval
+        {
+            // Let the window fill: entries arriving meanwhile go out in the same writes.
+            if !s.pass_timer {
+                s.pass_timer = true;
+                self.arm(last + interval, Timer::Pass(sid));
+            }
+            return;
+        }
+        s.queued = true;
+        self.fan_out_queue.push_back(sid);
+        if !self.fan_out_signalled {
+            self.fan_out_signalled = true;
+            self.outputs.push_back(Output::FanOut);
+        }
+    }
+
+    // ---- timers --------------------------------------------------------------------------
+
+    /// Does what was due by `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((at, timer)) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Client(id) => {
+                    if self.client_timer.get(&id) == Some(&at) {
+                        self.client_timer.remove(&id);
+                        self.check_client(id, now);
+                    }
+                }
+                Timer::Hold(sid) => {
+                    if self
+                        .streams
+                        .get(sid.0)
+                        .is_some_and(|s| !s.holding(now) && !s.queued)
+                    {
+                        self.queue_pass(sid, now);
+                    }
+                }
+                Timer::Pass(sid) => {
+                    if let Some(s) = self.streams.get_mut(sid.0) {
+                        s.pass_timer = false;
+                        self.queue_pass(sid, now);
+                    }
+                }
+                Timer::File(sid) => self.pump_file(sid, now),
+                Timer::FileEnd(id) => self.end_file_viewer(id, now),
+                Timer::Grace { name, epoch } => self.end_grace(&name, epoch, now),
+            }
+        }
+    }
+
+    /// The next time one of the client's deadlines needs a look, if any.
+    fn client_deadline(&self, c: &Client) -> Option<Instant> {
+        let server = &self.config.server;
+        let mut at = None::<Instant>;
+        let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        if !c.session.is_handshake_complete() {
+            consider(c.accepted + server.handshake_timeout());
+        }
+        match &c.role {
+            Role::Idle => consider(c.accepted + server.idle_connection_timeout()),
+            Role::Publisher { name, clock, .. } => {
+                if let Some(app) = self.config.app(app_of(name)) {
+                    consider(
+                        self.epoch
+                            + Duration::from_millis(clock.last_media_ms())
+                            + app.publisher_idle_timeout(),
+                    );
+                }
+            }
+            Role::Viewer {
+                name,
+                waiting_since: Some(since),
+                ..
+            } => {
+                if let Some(app) = self.config.app(app_of(name)) {
+                    consider(*since + app.wait_for_publisher());
+                }
+            }
+            Role::Viewer { .. } => {}
+        }
+        at
+    }
+
+    fn arm_client_deadline(&mut self, id: ClientId, now: Instant) {
+        let Some(c) = self.clients.get(id.0) else {
+            return;
+        };
+        let Some(at) = self.client_deadline(c) else {
+            return;
+        };
+        let at = at.max(now);
+        if self.client_timer.get(&id).is_some_and(|&armed| armed <= at) {
+            return;
+        }
+        self.client_timer.insert(id, at);
+        self.arm(at, Timer::Client(id));
+    }
+
+    /// A client's deadline came: close it if one has passed, or look again later.
+    fn check_client(&mut self, id: ClientId, now: Instant) {
+        let Some(c) = self.clients.get(id.0) else {
+            return;
+        };
+        let server = &self.config.server;
+        let since_accept = now.saturating_duration_since(c.accepted);
+        let reason = if !c.session.is_handshake_complete()
+            && since_accept > server.handshake_timeout()
+        {
+            Some(format!(
+                "handshake not completed within {} ms",
+                server.handshake_timeout_ms
+            ))
+        } else {
+            match &c.role {
+                Role::Idle if since_accept > server.idle_connection_timeout() => Some(format!(
+                    "neither published nor played within {} ms",
+                    server.idle_connection_timeout_ms
+                )),
+                Role::Publisher { name, clock, .. } => {
+                    self.config.app(app_of(name)).and_then(|app| {
+                        let idle = self.now_ms(now).saturating_sub(clock.last_media_ms());
+                        (idle > app.publisher_idle_timeout_ms).then(|| {
+                            format!(
+                                "publisher sent no media for {idle} ms (limit {} ms)",
+                                app.publisher_idle_timeout_ms
+                            )
+                        })
+                    })
+                }
+                Role::Viewer {
+                    name,
+                    waiting_since: Some(since),
+                    ..
+                } => self.config.app(app_of(name)).and_then(|app| {
+                    let limit = app.wait_for_publisher();
+                    (now.saturating_duration_since(*since) > limit)
+                        .then(|| format!("no publisher for {name} within {} ms", limit.as_millis()))
+                }),
+                _ => None,
+            }
+        };
+        match reason {
+            Some(reason) => {
+                let c = self.clients.get_mut(id.0).expect("looked up above");
+                if let Role::Viewer { stream_id, .. } = c.role {
+                    c.session
+                        .reject_play(stream_id, status::PLAY_STREAM_NOT_FOUND, &reason);
+                    c.queue_session_output();
+                }
+                self.close(id, reason);
+            }
+            None => self.arm_client_deadline(id, now + Duration::from_millis(1)),
+        }
+    }
+
+    // ---- sessions' events ----------------------------------------------------------------
+
+    fn handle_events(&mut self, id: ClientId, now: Instant) {
+        loop {
+            let Some(c) = self.clients.get_mut(id.0) else {
+                return;
+            };
+            let Some(event) = c.session.poll_event() else {
+                break;
+            };
+            match event {
+                ServerEvent::HandshakeComplete { digest } => {
+                    tracing::debug!(shard = self.id, peer = %c.addr, digest, "handshake complete");
+                }
+                ServerEvent::ConnectRequested { app, tc_url, .. } => {
+                    if self.config.app(&app).is_some() {
+                        c.session.accept_connect();
+                        tracing::debug!(shard = self.id, peer = %c.addr, app, tc_url = tc_url.as_deref().unwrap_or(""), "connected");
+                    } else {
+                        c.session
+                            .reject_connect(&format!("no application named {app:?}"));
+                        c.queue_session_output();
+                        tracing::info!(shard = self.id, peer = %c.addr, app, "connect refused: unknown application");
+                        self.close(id, format!("connect refused: no application named {app:?}"));
+                    }
+                }
+                ServerEvent::PublishRequested {
+                    stream_id,
+                    stream_key,
+                    ..
+                } => {
+                    if !matches!(c.role, Role::Idle) {
+                        self.close(
+                            id,
+                            "publish on a connection that already publishes or plays",
+                        );
+                        continue;
+                    }
+                    self.publish(id, stream_id, &stream_key, now);
+                }
+                ServerEvent::PlayRequested {
+                    stream_id,
+                    stream_key,
+                    ..
+                } => {
+                    match c.role {
+                        Role::Publisher { .. } => {
+                            self.close(id, "play on a connection that publishes");
+                            continue;
+                        }
+                        // play2 / a new play switches streams: leave the old one first.
+                        Role::Viewer { .. } => self.leave(id, now),
+                        Role::Idle => {}
+                    }
+                    self.play(id, stream_id, &stream_key, now);
+                }
+                ServerEvent::Media {
+                    kind,
+                    timestamp,
+                    payload,
+                    ..
+                } => {
+                    if let Some(name) = c.publishing().cloned() {
+                        self.ingest_media(&name, kind, timestamp, payload, now);
+                    }
+                }
+                ServerEvent::Metadata {
+                    timestamp, payload, ..
+                } => {
+                    if let Some(name) = c.publishing().cloned() {
+                        self.ingest_data(&name, timestamp, payload, true, now);
+                    }
+                }
+                ServerEvent::Data {
+                    timestamp, payload, ..
+                } => {
+                    if let Some(name) = c.publishing().cloned() {
+                        self.ingest_data(&name, timestamp, payload, false, now);
+                    }
+                }
+                ServerEvent::ReceiveAudio { enabled, .. } => c.queue.set_audio(enabled),
+                ServerEvent::ReceiveVideo { enabled, .. } => c.queue.set_video(enabled),
+                ServerEvent::Pause { paused, .. } => {
+                    // A paused live viewer stops receiving video; on resume it continues
+                    // live from the next keyframe. Audio and data are small and keep it in
+                    // sync.
+                    c.queue.set_video(!paused);
+                }
+                ServerEvent::Seek { .. } => {}
+                ServerEvent::StreamClosed { .. } => self.leave(id, now),
+            }
+        }
+        if let Some(c) = self.clients.get_mut(id.0) {
+            c.queue_session_output();
+        }
+    }
+
+    // ---- streams -------------------------------------------------------------------------
 
     fn stream_settings(&self, app: &AppConfig) -> StreamSettings {
         let v = &self.config.viewer;
@@ -166,51 +753,41 @@ impl Shard {
         }
     }
 
-    fn app_of(name: &str) -> &str {
-        name.split_once('/').map_or(name, |(app, _)| app)
-    }
-
-    fn settings_for(&self, name: &StreamName) -> StreamSettings {
-        let app = self
-            .config
-            .app(Self::app_of(name))
-            .cloned()
-            .unwrap_or_default();
+    fn settings_for(&self, name: &str) -> StreamSettings {
+        let app = self.config.app(app_of(name)).cloned().unwrap_or_default();
         self.stream_settings(&app)
     }
 
-    /// The stream's `LocalStream` on this shard, created (with its fan-out task) if needed.
-    fn local_stream(&self, name: &StreamName) -> Rc<RefCell<LocalStream>> {
-        if let Some(s) = self.streams.borrow().get(name) {
-            return s.clone();
+    /// The stream's `LocalStream` on this shard, created if needed.
+    fn local_stream(&mut self, name: &StreamName) -> StreamId {
+        if let Some(&sid) = self.stream_ids.get(name) {
+            return sid;
         }
-        let stream = Rc::new(RefCell::new(LocalStream::new(
-            name.clone(),
-            self.settings_for(name),
-        )));
-        self.streams
-            .borrow_mut()
-            .insert(name.clone(), stream.clone());
-        glommio::spawn_local(fan_out(stream.clone())).detach();
-        stream
+        let stream = LocalStream::new(name.clone(), self.settings_for(name));
+        let sid = StreamId(self.streams.insert(stream));
+        self.stream_ids.insert(name.clone(), sid);
+        sid
     }
 
     /// Drops a `LocalStream` nobody needs any more (no viewers, not an origin here).
-    fn release_stream_if_unused(&self, name: &StreamName) {
-        if self.origins.borrow().contains_key(name) {
+    fn release_stream_if_unused(&mut self, name: &StreamName) {
+        if self.origins.contains_key(name) {
             return;
         }
-        let stream = {
-            let streams = self.streams.borrow();
-            match streams.get(name) {
-                Some(s) if !s.borrow().has_viewers() => s.clone(),
-                _ => return,
-            }
+        let Some(&sid) = self.stream_ids.get(name) else {
+            return;
         };
-        self.streams.borrow_mut().remove(name);
-        let origin = stream.borrow_mut().subscribed_to.take();
-        stream.borrow().signal.notify();
-        if let Some(origin) = origin {
+        if self
+            .streams
+            .get(sid.0)
+            .is_some_and(LocalStream::has_viewers)
+        {
+            return;
+        }
+        self.stream_ids.remove(name);
+        if let Some(stream) = self.streams.remove(sid.0)
+            && let Some(origin) = stream.subscribed_to
+        {
             self.send(
                 origin,
                 ShardMessage::Unsubscribe {
@@ -222,44 +799,44 @@ impl Shard {
     }
 
     /// Starts the viewers that waited for a publisher, once the stream is live.
-    fn start_waiting(&self, stream: &Rc<RefCell<LocalStream>>) {
-        let waiting = {
-            let mut s = stream.borrow_mut();
-            if !s.live || s.waiting.is_empty() {
-                return;
-            }
-            std::mem::take(&mut s.waiting)
+    fn start_waiting(&mut self, sid: StreamId, now: Instant) {
+        let Some(s) = self.streams.get_mut(sid.0) else {
+            return;
         };
-        for peer in waiting {
-            let stream_id = {
-                let mut p = peer.borrow_mut();
-                match &mut p.role {
-                    Role::Viewer {
-                        stream_id,
-                        waiting_since,
-                        ..
-                    } => {
-                        *waiting_since = None;
-                        *stream_id
-                    }
-                    _ => continue,
-                }
-            };
-            stream.borrow_mut().start_viewer(&peer, stream_id);
-            tracing::info!(shard = self.id, peer = %peer.borrow().addr, stream = %stream.borrow().name, "viewer started (stream now live here)");
+        if !s.live || s.waiting.is_empty() {
+            return;
         }
+        let waiting = std::mem::take(&mut s.waiting);
+        for vid in waiting {
+            let Some(c) = self.clients.get_mut(vid.0) else {
+                continue;
+            };
+            let Role::Viewer {
+                stream_id,
+                waiting_since,
+                ..
+            } = &mut c.role
+            else {
+                continue;
+            };
+            *waiting_since = None;
+            let stream_id = *stream_id;
+            s.start_viewer(vid, c, stream_id);
+            tracing::info!(shard = self.id, peer = %c.addr, stream = %s.name, "viewer started (stream now live here)");
+        }
+        self.queue_pass(sid, now);
     }
 
     /// Subscribes this shard's `LocalStream` to `origin`, unless it already is.
-    fn subscribe(&self, stream: &Rc<RefCell<LocalStream>>, origin: ShardId) {
-        let name = {
-            let mut s = stream.borrow_mut();
-            if s.subscribed_to == Some(origin) || origin == self.id {
-                return;
-            }
-            s.subscribed_to = Some(origin);
-            s.name.clone()
+    fn subscribe(&mut self, sid: StreamId, origin: ShardId) {
+        let Some(s) = self.streams.get_mut(sid.0) else {
+            return;
         };
+        if s.subscribed_to == Some(origin) || origin == self.id {
+            return;
+        }
+        s.subscribed_to = Some(origin);
+        let name = s.name.clone();
         self.send(
             origin,
             ShardMessage::Subscribe {
@@ -271,55 +848,61 @@ impl Shard {
 
     /// Appends an entry to a stream this shard is the origin of: once to each subscribed
     /// shard (a handle, not a copy) and once to the local ring.
-    fn push_entry(&self, name: &StreamName, entry: RingEntry) {
-        if let Some(state) = self.origins.borrow().get(name) {
+    fn push_entry(&mut self, name: &StreamName, entry: RingEntry, now: Instant) {
+        if let Some(state) = self.origins.get(name) {
             for &shard in &state.subscribers {
-                self.send(
-                    shard,
-                    ShardMessage::Entry {
+                self.outputs.push_back(Output::Send {
+                    to: shard,
+                    message: ShardMessage::Entry {
                         stream: name.clone(),
                         origin: self.id,
                         entry: entry.clone(),
                     },
-                );
+                });
             }
         }
-        let stream = self.streams.borrow().get(name).cloned();
-        if let Some(stream) = stream {
-            stream.borrow_mut().apply(entry);
+        if let Some(&sid) = self.stream_ids.get(name)
+            && let Some(s) = self.streams.get_mut(sid.0)
+        {
+            let wake = s.append(entry, now, &mut self.clients);
+            self.schedule(sid, wake, now);
         }
     }
 
     /// Tells every other shard that this one is now the origin of `name`.
-    fn announce_origin(&self, name: &StreamName) {
-        for shard in 0..self.peers.len() {
-            if shard != self.id {
-                self.send(
-                    shard,
-                    ShardMessage::OriginMoved {
-                        stream: name.clone(),
-                        origin: self.id,
-                    },
-                );
-            }
+    fn announce_origin(&mut self, name: &StreamName) {
+        for shard in 0..self.shard_count {
+            self.send(
+                shard,
+                ShardMessage::OriginMoved {
+                    stream: name.clone(),
+                    origin: self.id,
+                },
+            );
+        }
+    }
+
+    fn reject_publish(&mut self, id: ClientId, stream_id: u32, code: &str, why: &str) {
+        if let Some(c) = self.clients.get_mut(id.0) {
+            c.session.reject_publish(stream_id, code, why);
+            c.queue_session_output();
         }
     }
 
     /// A client asked to publish `app/key` on `stream_id`.
-    pub fn publish(&self, peer: &PeerRef, stream_id: u32, key: &str) {
-        let (app_name, conn_id, addr) = {
-            let p = peer.borrow();
-            (p.session.app().to_owned(), p.id, p.addr)
+    fn publish(&mut self, id: ClientId, stream_id: u32, key: &str, now: Instant) {
+        let Some(c) = self.clients.get(id.0) else {
+            return;
         };
+        let (app_name, conn, addr) = (c.session.app().to_owned(), c.conn, c.addr);
         let app = self.config.app(&app_name).cloned().unwrap_or_default();
         if !app.allow_publish {
-            let mut p = peer.borrow_mut();
-            p.session.reject_publish(
+            self.reject_publish(
+                id,
                 stream_id,
                 status::PUBLISH_DENIED,
                 "publishing is not allowed in this application",
             );
-            p.queue_session_output();
             tracing::info!(shard = self.id, peer = %addr, app = %app_name, key, "publish refused: not allowed in this application");
             return;
         }
@@ -330,49 +913,52 @@ impl Shard {
         };
         let (claim, clock) = self
             .directory
-            .claim(&name, self.id, conn_id, self.now_ms(), policy);
+            .claim(&name, self.id, conn, self.now_ms(now), policy);
         let Some(clock) = clock else {
-            let mut p = peer.borrow_mut();
-            p.session.reject_publish(
+            self.reject_publish(
+                id,
                 stream_id,
                 status::PUBLISH_BAD_NAME,
                 "this stream is already being published",
             );
-            p.queue_session_output();
             tracing::info!(shard = self.id, peer = %addr, stream = %name, "publish refused: the key is being published by an active publisher");
             return;
         };
-        let stream = self.local_stream(&name);
-        {
-            let mut origins = self.origins.borrow_mut();
-            let first_seq = stream.borrow().ring.next_seq();
-            let state = origins.entry(name.clone()).or_insert_with(|| OriginState {
-                origin: Origin::new(first_seq, self.config.server.chunk_size),
+        let sid = self.local_stream(&name);
+        let first_seq = self.streams.get(sid.0).map_or(0, |s| s.ring.next_seq());
+        let chunk_size = self.config.server.chunk_size;
+        let state = self
+            .origins
+            .entry(name.clone())
+            .or_insert_with(|| OriginState {
+                origin: Origin::new(first_seq, chunk_size),
                 subscribers: Vec::new(),
                 publisher: None,
                 clock: clock.clone(),
                 grace_epoch: 0,
+                since: now,
             });
-            state.clock = clock.clone();
-            state.grace_epoch += 1;
-            if state.origin.next_seq() != first_seq {
-                // This shard was a subscriber until now: continue its local numbering.
-                state.origin = Origin::new(first_seq, self.config.server.chunk_size);
-            }
-            match claim {
-                Claim::New => {}
-                _ => state.origin.continue_from(clock.last_timestamp()),
-            }
-            if let Some(previous) = state.publisher.replace(conn_id)
-                && previous != conn_id
-                && let Some(old) = self.connections.borrow().get(&previous)
-            {
-                old.borrow_mut()
-                    .close(format!("taken over by a new publisher from {addr}"));
-            }
+        state.clock = clock.clone();
+        state.grace_epoch += 1;
+        state.since = now;
+        if state.origin.next_seq() != first_seq {
+            // This shard was a subscriber until now: continue its local numbering.
+            state.origin = Origin::new(first_seq, chunk_size);
         }
-        stream.borrow_mut().become_origin();
-        let was_live = stream.borrow().live;
+        if claim != Claim::New {
+            state.origin.continue_from(clock.last_timestamp());
+        }
+        let previous = state.publisher.replace((id, conn));
+        if let Some((old, _)) = previous
+            && old != id
+        {
+            self.close(old, format!("taken over by a new publisher from {addr}"));
+            self.leave_role(old);
+        }
+        if let Some(s) = self.streams.get_mut(sid.0) {
+            s.become_origin();
+        }
+        let was_live = self.streams.get(sid.0).is_some_and(|s| s.live);
         match claim {
             Claim::New => {
                 tracing::info!(shard = self.id, peer = %addr, stream = %name, "publish started")
@@ -383,7 +969,7 @@ impl Shard {
             Claim::TookOver {
                 previous_origin, ..
             } => {
-                tracing::info!(shard = self.id, peer = %addr, stream = %name, previous_origin, "publish took the key over from the previous publisher (idle, or takeover_immediate)")
+                tracing::info!(shard = self.id, peer = %addr, stream = %name, previous_origin, "publisher took over the stream")
             }
             Claim::Busy => {}
         }
@@ -395,14 +981,14 @@ impl Shard {
             _ => false,
         };
         if !was_live {
-            let event = {
-                let mut origins = self.origins.borrow_mut();
-                origins
-                    .get_mut(&name)
-                    .map(|s| s.origin.event(StreamEvent::Republished))
-            };
+            // A republish on the same shard: viewers here get PublishNotify and the new
+            // publisher's frames; other shards get the event through their subscription.
+            let event = self
+                .origins
+                .get_mut(&name)
+                .map(|s| s.origin.event(StreamEvent::Republished));
             if let Some(event) = event {
-                self.push_entry(&name, event);
+                self.push_entry(&name, event, now);
             }
         }
         // Every other shard learns of the new origin: shards with waiting or continuing
@@ -410,274 +996,432 @@ impl Shard {
         if matches!(claim, Claim::New) || moved {
             self.announce_origin(&name);
         }
-        {
-            let mut p = peer.borrow_mut();
-            p.session.accept_publish(stream_id);
-            p.queue_session_output();
-            p.set_role(Role::Publisher {
-                name: name.clone(),
-                stream_id,
-                clock,
-            });
+        if let Some(c) = self.clients.get_mut(id.0) {
+            c.session.accept_publish(stream_id);
+            c.queue_session_output();
+            c.set_role(
+                Role::Publisher {
+                    name: name.clone(),
+                    stream_id,
+                    clock,
+                },
+                RoleKind::Publisher,
+            );
         }
-        self.start_waiting(&stream);
+        self.arm_client_deadline(id, now);
+        self.start_waiting(sid, now);
     }
 
-    /// A media message from the publisher `peer`.
-    pub fn ingest_media(&self, name: &StreamName, kind: MediaKind, timestamp: u32, payload: Bytes) {
-        let now = self.now_ms();
-        let frame = {
-            let mut origins = self.origins.borrow_mut();
-            let Some(state) = origins.get_mut(name) else {
-                return;
-            };
-            let frame = state.origin.media(kind, timestamp, payload);
-            state.clock.touch(now, frame.timestamp);
-            frame
+    /// A media message from a publisher.
+    fn ingest_media(
+        &mut self,
+        name: &StreamName,
+        kind: MediaKind,
+        timestamp: u32,
+        payload: Bytes,
+        now: Instant,
+    ) {
+        let now_ms = self.now_ms(now);
+        let Some(state) = self.origins.get_mut(name) else {
+            return;
         };
-        self.push_entry(name, RingEntry::Frame(frame));
+        let len = payload.len() as u64;
+        let frame = state.origin.media(kind, timestamp, payload);
+        state.clock.touch(now_ms, frame.timestamp);
+        self.count_in(name, len);
+        self.push_entry(name, RingEntry::Frame(frame), now);
     }
 
     /// A data message from the publisher (`metadata` for `onMetaData`).
-    pub fn ingest_data(&self, name: &StreamName, timestamp: u32, payload: Bytes, metadata: bool) {
-        let frame = {
-            let mut origins = self.origins.borrow_mut();
-            let Some(state) = origins.get_mut(name) else {
-                return;
-            };
-            state.origin.data(timestamp, payload, metadata)
+    fn ingest_data(
+        &mut self,
+        name: &StreamName,
+        timestamp: u32,
+        payload: Bytes,
+        metadata: bool,
+        now: Instant,
+    ) {
+        let Some(state) = self.origins.get_mut(name) else {
+            return;
         };
-        self.push_entry(name, RingEntry::Frame(frame));
+        let len = payload.len() as u64;
+        let frame = state.origin.data(timestamp, payload, metadata);
+        self.count_in(name, len);
+        self.push_entry(name, RingEntry::Frame(frame), now);
     }
 
-    /// The publisher `peer` stopped (closeStream, deleteStream, FCUnpublish, or it
+    fn count_in(&mut self, name: &StreamName, len: u64) {
+        if let Some(&sid) = self.stream_ids.get(name)
+            && let Some(s) = self.streams.get_mut(sid.0)
+        {
+            s.bytes_in += len;
+        }
+    }
+
+    /// Takes a client's role away without the consequences of leaving (it was taken over).
+    fn leave_role(&mut self, id: ClientId) {
+        if let Some(c) = self.clients.get_mut(id.0) {
+            c.role = Role::Idle;
+        }
+    }
+
+    /// The publisher `id` stopped (closeStream, deleteStream, FCUnpublish, or it
     /// disconnected). Viewers are told at once and kept for the grace period.
-    pub fn unpublish(self: &Rc<Self>, peer: &PeerRef) {
-        let (conn_id, name) = {
-            let mut p = peer.borrow_mut();
-            let name = match &p.role {
-                Role::Publisher { name, .. } => name.clone(),
-                _ => return,
-            };
-            p.role = Role::Idle;
-            (p.id, name)
+    fn unpublish(&mut self, id: ClientId, name: StreamName, now: Instant) {
+        let Some(conn) = self.clients.get(id.0).map(|c| c.conn) else {
+            return;
         };
-        if !self.directory.release(&name, conn_id) {
+        if !self.directory.release(&name, conn) {
             return; // taken over: the stream lives on elsewhere
         }
-        let (event, epoch) = {
-            let mut origins = self.origins.borrow_mut();
-            let Some(state) = origins.get_mut(&name) else {
-                return;
-            };
-            if state.publisher != Some(conn_id) {
-                return;
-            }
-            state.publisher = None;
-            state.grace_epoch += 1;
-            (
-                state.origin.event(StreamEvent::Unpublished),
-                state.grace_epoch,
-            )
+        let Some(state) = self.origins.get_mut(&name) else {
+            return;
         };
+        if state.publisher.map(|(p, _)| p) != Some(id) {
+            return;
+        }
+        state.publisher = None;
+        state.grace_epoch += 1;
+        let epoch = state.grace_epoch;
+        let event = state.origin.event(StreamEvent::Unpublished);
         tracing::info!(shard = self.id, stream = %name, "publisher left; viewers wait for the grace period");
-        self.push_entry(&name, event);
+        self.push_entry(&name, event, now);
         let grace = self
             .config
-            .app(Self::app_of(&name))
+            .app(app_of(&name))
             .map(AppConfig::unpublish_grace)
             .unwrap_or(Duration::from_secs(5));
-        let shard = self.clone();
-        glommio::spawn_local(async move {
-            glommio::timer::sleep(grace).await;
-            shard.end_grace(&name, epoch);
-        })
-        .detach();
+        self.arm(now + grace, Timer::Grace { name, epoch });
     }
 
     /// The grace period after an unpublish ran out: end the stream unless it came back.
-    fn end_grace(&self, name: &StreamName, epoch: u64) {
+    fn end_grace(&mut self, name: &StreamName, epoch: u64, now: Instant) {
         let current = self
             .origins
-            .borrow()
             .get(name)
             .is_some_and(|s| s.grace_epoch == epoch && s.publisher.is_none());
         if !current || !self.directory.remove_if_unpublished(name, self.id) {
             return;
         }
         tracing::info!(shard = self.id, stream = %name, "stream ended: no publisher within the grace period");
-        self.end_stream(name);
+        self.end_stream(name, now);
     }
 
-    fn end_stream(&self, name: &StreamName) {
+    fn end_stream(&mut self, name: &StreamName, now: Instant) {
         let event = self
             .origins
-            .borrow_mut()
             .get_mut(name)
             .map(|s| s.origin.event(StreamEvent::Ended));
         if let Some(event) = event {
-            self.push_entry(name, event);
+            self.push_entry(name, event, now);
         }
-        self.origins.borrow_mut().remove(name);
+        self.origins.remove(name);
         self.release_stream_if_unused(name);
     }
 
+    fn reject_play(&mut self, id: ClientId, stream_id: u32, code: &str, why: &str, key: &str) {
+        if let Some(c) = self.clients.get_mut(id.0) {
+            c.session.reject_play(stream_id, code, why);
+            c.queue_session_output();
+            tracing::info!(shard = self.id, peer = %c.addr, app = %c.session.app(), key, "play refused: {why}");
+        }
+    }
+
     /// A client asked to play `app/key` on `stream_id`.
-    pub fn play(&self, peer: &PeerRef, stream_id: u32, key: &str) {
-        let (app_name, addr) = {
-            let p = peer.borrow();
-            (p.session.app().to_owned(), p.addr)
+    fn play(&mut self, id: ClientId, stream_id: u32, key: &str, now: Instant) {
+        let Some(c) = self.clients.get(id.0) else {
+            return;
         };
+        let (app_name, addr) = (c.session.app().to_owned(), c.addr);
         let app = self.config.app(&app_name).cloned().unwrap_or_default();
-        let refuse = |code: &str, why: &str| {
-            let mut p = peer.borrow_mut();
-            p.session.reject_play(stream_id, code, why);
-            p.queue_session_output();
-            tracing::info!(shard = self.id, peer = %addr, app = %app_name, key, "play refused: {why}");
-        };
         if !app.allow_play {
-            return refuse(
+            return self.reject_play(
+                id,
+                stream_id,
                 status::PLAY_FAILED,
                 "playing is not allowed in this application",
+                key,
             );
         }
         if stream_id != SHARED_STREAM_ID {
             // Every viewer shares one encoding of each frame, made for message stream 1.
-            return refuse(
+            return self.reject_play(
+                id,
+                stream_id,
                 status::PLAY_FAILED,
                 "shardcast serves play on the connection's first stream only",
+                key,
             );
         }
         let name: StreamName = format!("{app_name}/{key}").into();
         // A live stream wins; otherwise a recording of that name, if the app has them.
         if let Some(dir) = app.recordings_dir()
             && self.directory.origin(&name).is_none()
-            && let Some(path) = crate::net::recording::recording_path(dir, key)
+            && let Some(path) = recording_path(dir, key)
             && path.is_file()
         {
-            let limits = crate::net::recording::PlaybackLimits {
-                chunk_size: self.config.server.chunk_size,
-                max_pending_bytes: self.config.viewer.backlog_max_bytes,
-                lag_disconnect: self.config.viewer.lag_disconnect(),
-            };
-            {
-                let mut p = peer.borrow_mut();
-                p.set_role(Role::Recording {
-                    name: name.clone(),
-                    stream_id,
-                });
-                p.session.accept_play(stream_id, true, true);
-                p.queue_session_output();
-            }
-            tracing::info!(shard = self.id, peer = %addr, stream = %name, file = %path.display(), "playing a recording");
-            glommio::spawn_local(crate::net::recording::play_file(peer.clone(), path, limits))
-                .detach();
-            return;
+            return self.play_file(id, stream_id, name, path, now);
         }
-        let stream = self.local_stream(&name);
-        if !self.origins.borrow().contains_key(&name)
+        let sid = self.local_stream(&name);
+        if !self.origins.contains_key(&name)
             && let Some(origin) = self.directory.origin(&name)
         {
-            self.subscribe(&stream, origin);
+            self.subscribe(sid, origin);
         }
-        let live = stream.borrow().live;
-        {
-            let mut p = peer.borrow_mut();
-            p.set_role(Role::Viewer {
+        let Some(s) = self.streams.get_mut(sid.0) else {
+            return;
+        };
+        let live = s.live;
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        c.set_role(
+            Role::Viewer {
                 name: name.clone(),
                 stream_id,
-                stream: stream.clone(),
-                waiting_since: (!live).then(Instant::now),
-            });
-        }
+                stream: sid,
+                waiting_since: (!live).then_some(now),
+            },
+            RoleKind::Viewer,
+        );
+        self.outputs.push_back(Output::Playing(id));
         if live {
-            stream.borrow_mut().start_viewer(peer, stream_id);
+            let wake = s.start_viewer(id, c, stream_id);
             tracing::info!(shard = self.id, peer = %addr, stream = %name, "viewer started");
-        } else if self.directory.publisher_shard(&name).is_some() {
-            // Live on another shard: it starts when that shard's snapshot arrives.
-            stream.borrow_mut().waiting.push(peer.clone());
-            tracing::info!(shard = self.id, peer = %addr, stream = %name, "viewer waits for the stream from its origin shard");
+            self.schedule(sid, wake, now);
         } else {
-            stream.borrow_mut().waiting.push(peer.clone());
-            tracing::info!(shard = self.id, peer = %addr, stream = %name, "viewer waits for the publisher");
+            s.waiting.push(id);
+            if self.directory.publisher_shard(&name).is_some() {
+                // Live on another shard: it starts when that shard's snapshot arrives.
+                tracing::info!(shard = self.id, peer = %addr, stream = %name, "viewer waits for the stream from its origin shard");
+            } else {
+                tracing::info!(shard = self.id, peer = %addr, stream = %name, "viewer waits for the publisher");
+            }
+            self.arm_client_deadline(id, now);
         }
     }
 
-    /// The connection of `peer` ended (or its play/publish did): clean up its role.
-    pub fn leave(self: &Rc<Self>, peer: &PeerRef) {
-        let role = std::mem::replace(&mut peer.borrow_mut().role, Role::Idle);
-        match role {
-            Role::Idle => {}
-            Role::Publisher {
+    /// Plays a stored file to `id`: a stream of its own, fed by a file source.
+    fn play_file(
+        &mut self,
+        id: ClientId,
+        stream_id: u32,
+        name: StreamName,
+        path: std::path::PathBuf,
+        now: Instant,
+    ) {
+        let mut settings = self.settings_for(&name);
+        settings.gop_cache = None;
+        let mut stream = LocalStream::new(name.clone(), settings);
+        stream.live = true;
+        stream.live_since = Some(now);
+        tracing::info!(shard = self.id, peer = %self.clients.get(id.0).map(|c| c.addr.to_string()).unwrap_or_default(), stream = %name, file = %path.display(), "playing a recording");
+        stream.file = Some(FileSource::new(path, now, self.config.server.chunk_size));
+        stream.viewers.push(id);
+        let sid = StreamId(self.streams.insert(stream));
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        c.set_role(
+            Role::Viewer {
                 name,
                 stream_id,
-                clock,
-            } => {
-                peer.borrow_mut().role = Role::Publisher {
-                    name,
-                    stream_id,
-                    clock,
-                };
-                self.unpublish(peer);
-            }
-            Role::Recording { .. } => {}
-            Role::Viewer { name, stream, .. } => {
-                let id = peer.borrow().id;
-                stream.borrow_mut().remove_viewer(id);
-                self.release_stream_if_unused(&name);
+                stream: sid,
+                waiting_since: None,
+            },
+            RoleKind::FileViewer,
+        );
+        self.outputs.push_back(Output::Playing(id));
+        c.session.accept_play(stream_id, true, true);
+        c.queue_session_output();
+        c.queue.start_at(0);
+        self.pump_file(sid, now);
+    }
+
+    /// Moves a file source along: frames that are due go into its stream, and it says what
+    /// it needs next (a read, a later look).
+    fn pump_file(&mut self, sid: StreamId, now: Instant) {
+        loop {
+            let Some(s) = self.streams.get_mut(sid.0) else {
+                return;
+            };
+            let Some(&viewer) = s.viewers.first() else {
+                return;
+            };
+            let behind = self.clients.get(viewer.0).is_some_and(|c| {
+                let backlog = s
+                    .ring
+                    .backlog(c.queue.cursor(), s.settings.backlog_max_bytes);
+                backlog.bytes + c.queue.pending_bytes() > s.settings.backlog_max_bytes / 2
+                    || backlog.millis > s.settings.backlog_max_ms / 2
+            });
+            let lag = s.settings.lag_disconnect;
+            let Some(file) = s.file.as_mut() else {
+                return;
+            };
+            match file.next(now, behind, lag) {
+                FileStep::Frame(entry) => {
+                    let wake = s.append(entry, now, &mut self.clients);
+                    self.schedule(sid, wake, now);
+                }
+                FileStep::Read { offset, len } => {
+                    let path = file.path.clone();
+                    self.outputs.push_back(Output::ReadFile {
+                        stream: sid,
+                        path,
+                        offset,
+                        len,
+                    });
+                    return;
+                }
+                FileStep::Reading => return,
+                FileStep::WaitUntil(at) => {
+                    self.arm(at, Timer::File(sid));
+                    return;
+                }
+                FileStep::End => {
+                    let event = file.event(StreamEvent::PlayStopped);
+                    let wake = s.append(event, now, &mut self.clients);
+                    self.schedule(sid, wake, now);
+                    return;
+                }
+                FileStep::Failed(reason) => {
+                    self.close(viewer, reason);
+                    return;
+                }
             }
         }
     }
 
+    /// A read of a file source came back.
+    pub fn handle_file_read(
+        &mut self,
+        sid: StreamId,
+        offset: u64,
+        result: std::io::Result<Bytes>,
+        now: Instant,
+    ) {
+        let Some(s) = self.streams.get_mut(sid.0) else {
+            return;
+        };
+        let Some(file) = s.file.as_mut() else {
+            return;
+        };
+        let viewer = s.viewers.first().copied();
+        match result {
+            Ok(data) => {
+                file.feed(offset, data);
+                self.pump_file(sid, now);
+            }
+            Err(e) => {
+                let reason = format!("recording {}: {e}", file.path.display());
+                if let Some(v) = viewer {
+                    if offset == 0
+                        && let Some(c) = self.clients.get_mut(v.0)
+                        && let Role::Viewer { stream_id, .. } = c.role
+                    {
+                        c.session.reject_play(
+                            stream_id,
+                            status::PLAY_STREAM_NOT_FOUND,
+                            "recording cannot be opened",
+                        );
+                        c.queue_session_output();
+                    }
+                    self.close(v, reason);
+                }
+            }
+        }
+    }
+
+    /// A stored file ended for this viewer: close it once the socket has taken the end
+    /// (or after a few seconds of trying).
+    fn end_file_viewer(&mut self, id: ClientId, now: Instant) {
+        let Some(c) = self.clients.get(id.0) else {
+            return;
+        };
+        if c.queue.has_pending() && c.ends_at.is_some_and(|limit| now < limit) {
+            self.arm(now + FILE_END_CHECK, Timer::FileEnd(id));
+            return;
+        }
+        self.close(id, "the recording ended");
+    }
+
+    /// The client leaves whatever it published or played.
+    fn leave(&mut self, id: ClientId, now: Instant) {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        let role = std::mem::replace(&mut c.role, Role::Idle);
+        match role {
+            Role::Idle => {}
+            Role::Publisher { name, .. } => self.unpublish(id, name, now),
+            Role::Viewer { name, stream, .. } => {
+                let Some(s) = self.streams.get_mut(stream.0) else {
+                    return;
+                };
+                s.remove_viewer(id);
+                if s.file.is_some() {
+                    // A file's stream is its one viewer's own.
+                    self.streams.remove(stream.0);
+                    self.outputs.push_back(Output::CloseFile(stream));
+                } else {
+                    self.release_stream_if_unused(&name);
+                }
+            }
+        }
+    }
+
+    // ---- other shards --------------------------------------------------------------------
+
     /// Handles a message from another shard.
-    pub fn handle_message(self: &Rc<Self>, msg: ShardMessage) {
+    pub fn handle_message(&mut self, msg: ShardMessage, now: Instant) {
         match msg {
             ShardMessage::Subscribe { stream, shard } => {
-                let snapshot = {
-                    let mut origins = self.origins.borrow_mut();
-                    let Some(state) = origins.get_mut(&stream) else {
-                        // No longer the origin: point the subscriber at the current one.
-                        drop(origins);
-                        if let Some(origin) = self.directory.origin(&stream)
-                            && origin != self.id
-                        {
-                            self.send(shard, ShardMessage::OriginMoved { stream, origin });
-                        }
-                        return;
-                    };
-                    if !state.subscribers.contains(&shard) {
-                        state.subscribers.push(shard);
+                let Some(state) = self.origins.get_mut(&stream) else {
+                    // No longer the origin: point the subscriber at the current one.
+                    if let Some(origin) = self.directory.origin(&stream)
+                        && origin != self.id
+                    {
+                        self.send(shard, ShardMessage::OriginMoved { stream, origin });
                     }
-                    let local = self.streams.borrow().get(&stream).cloned();
-                    match local {
-                        Some(l) => l.borrow().snapshot(),
-                        None => return,
-                    }
+                    return;
+                };
+                if !state.subscribers.contains(&shard) {
+                    state.subscribers.push(shard);
+                }
+                let Some(snapshot) = self
+                    .stream_ids
+                    .get(&stream)
+                    .and_then(|sid| self.streams.get(sid.0))
+                    .map(LocalStream::snapshot)
+                else {
+                    return;
                 };
                 self.send(
                     shard,
-                    ShardMessage::Snapshot {
+                    ShardMessage::Subscribed {
                         stream,
                         origin: self.id,
-                        snapshot: Box::new(snapshot),
+                        state: Box::new(snapshot),
                     },
                 );
             }
             ShardMessage::Unsubscribe { stream, shard } => {
-                if let Some(state) = self.origins.borrow_mut().get_mut(&stream) {
+                if let Some(state) = self.origins.get_mut(&stream) {
                     state.subscribers.retain(|&s| s != shard);
                 }
             }
-            ShardMessage::Snapshot {
+            ShardMessage::Subscribed {
                 stream,
                 origin,
-                snapshot,
+                state,
             } => {
-                let local = self.streams.borrow().get(&stream).cloned();
-                match local {
-                    Some(local) if local.borrow().subscribed_to == Some(origin) => {
-                        local.borrow_mut().apply_snapshot(*snapshot);
-                        self.start_waiting(&local);
+                let sid = self.stream_ids.get(&stream).copied();
+                match sid.and_then(|sid| Some((sid, self.streams.get_mut(sid.0)?))) {
+                    Some((sid, local)) if local.subscribed_to == Some(origin) => {
+                        let wake = local.apply_snapshot(*state, now, &mut self.clients);
+                        self.schedule(sid, wake, now);
+                        self.start_waiting(sid, now);
                     }
                     // Nobody here needs it any more, or it comes from an origin this shard
                     // has since left for a newer one (whose snapshot is on its way).
@@ -695,64 +1439,72 @@ impl Shard {
                 origin,
                 entry,
             } => {
-                let local = self.streams.borrow().get(&stream).cloned();
+                let Some(&sid) = self.stream_ids.get(&stream) else {
+                    return;
+                };
+                let Some(local) = self.streams.get_mut(sid.0) else {
+                    return;
+                };
                 // Entries still in flight from a former origin are numbered in its
                 // sequence, not the current one's: they are dropped.
-                if let Some(local) = local
-                    && local.borrow().subscribed_to == Some(origin)
-                {
-                    let ended = matches!(
-                        entry,
-                        RingEntry::Event {
-                            event: StreamEvent::Ended,
-                            ..
-                        }
-                    );
-                    local.borrow_mut().apply(entry);
-                    self.start_waiting(&local);
-                    if ended {
-                        local.borrow_mut().subscribed_to = None;
-                        self.release_stream_if_unused(&stream);
+                if local.subscribed_to != Some(origin) {
+                    return;
+                }
+                let ended = matches!(
+                    entry,
+                    RingEntry::Event {
+                        event: StreamEvent::Ended,
+                        ..
                     }
+                );
+                let wake = local.apply(entry, now, &mut self.clients);
+                if ended {
+                    local.subscribed_to = None;
+                }
+                self.schedule(sid, wake, now);
+                self.start_waiting(sid, now);
+                if ended {
+                    self.release_stream_if_unused(&stream);
                 }
             }
             ShardMessage::OriginMoved { stream, origin } => {
                 // If this shard was the origin, its publisher (if any) has been replaced.
-                let removed = self.origins.borrow_mut().remove(&stream);
-                if let Some(conn) = removed.and_then(|state| state.publisher)
-                    && let Some(p) = self.connections.borrow().get(&conn)
-                {
-                    let mut p = p.borrow_mut();
-                    p.role = Role::Idle;
-                    p.close("taken over by a new publisher on another core");
+                let removed = self.origins.remove(&stream);
+                if let Some((old, _)) = removed.and_then(|state| state.publisher) {
+                    self.leave_role(old);
+                    self.close(old, "taken over by a new publisher on another core");
                 }
-                let local = self.streams.borrow().get(&stream).cloned();
-                if let Some(local) = local {
-                    self.subscribe(&local, origin);
+                if let Some(&sid) = self.stream_ids.get(&stream) {
+                    self.subscribe(sid, origin);
                 }
+            }
+            ShardMessage::Inspect { reply } => {
+                let _ = reply.try_send(self.snapshot(now));
             }
             ShardMessage::Shutdown => self.begin_shutdown(),
         }
     }
 
     /// Graceful shutdown: stop accepting, tell every client, close them.
-    pub fn begin_shutdown(&self) {
-        if self.shutting_down.is_set() {
+    pub fn begin_shutdown(&mut self) {
+        if self.shutting_down {
             return;
         }
-        self.shutting_down.set();
-        let peers: Vec<PeerRef> = self.connections.borrow().values().cloned().collect();
-        for peer in peers {
-            let mut p = peer.borrow_mut();
-            match &p.role {
-                Role::Viewer { stream_id, .. } | Role::Recording { stream_id, .. } => {
-                    let id = *stream_id;
-                    p.session.notify_unpublished(id);
+        self.shutting_down = true;
+        for key in self.clients.keys() {
+            let id = ClientId(key);
+            let Some(c) = self.clients.get_mut(key) else {
+                continue;
+            };
+            match &c.role {
+                Role::Viewer { stream_id, .. } => {
+                    let sid = *stream_id;
+                    c.session.notify_unpublished(sid);
                 }
                 Role::Publisher { stream_id, .. } => {
-                    let id = *stream_id;
-                    p.session.send_status(
-                        id,
+                    let sid = *stream_id;
+                    c.session.send_status(
+                        sid,
                         "status",
                         status::UNPUBLISH_SUCCESS,
                         "server shutting down",
@@ -760,40 +1512,250 @@ impl Shard {
                 }
                 Role::Idle => {}
             }
-            p.queue_session_output();
-            p.close("server shutting down");
+            c.queue_session_output();
+            self.close(id, "server shutting down");
         }
     }
 
-    /// Checks a publisher for the idle timeout; returns the reason to close it, if any.
-    pub fn publisher_idle(&self, peer: &PeerRef) -> Option<String> {
-        let p = peer.borrow();
-        let Role::Publisher { name, clock, .. } = &p.role else {
-            return None;
-        };
-        let app = self.config.app(Self::app_of(name))?;
-        let idle = self.now_ms().saturating_sub(clock.last_media_ms());
-        (idle > app.publisher_idle_timeout_ms).then(|| {
-            format!(
-                "publisher sent no media for {idle} ms (limit {} ms)",
-                app.publisher_idle_timeout_ms
-            )
-        })
-    }
+    // ---- what the shard can tell ---------------------------------------------------------
 
-    /// How long a waiting viewer may still wait; `None` if it is not waiting.
-    pub fn viewer_wait_expired(&self, peer: &PeerRef) -> Option<String> {
-        let p = peer.borrow();
-        let Role::Viewer {
-            name,
-            waiting_since: Some(since),
-            ..
-        } = &p.role
-        else {
-            return None;
-        };
-        let limit = self.config.app(Self::app_of(name))?.wait_for_publisher();
-        (since.elapsed() > limit)
-            .then(|| format!("no publisher for {name} within {} ms", limit.as_millis()))
+    /// This shard's clients and streams, as plain values.
+    pub fn snapshot(&self, now: Instant) -> ShardSnapshot {
+        let clients = self
+            .clients
+            .iter()
+            .map(|(_, c)| ClientInfo {
+                id: c.conn,
+                addr: c.addr,
+                role: match c.role {
+                    Role::Idle => RoleKind::Client,
+                    _ => c.last_role.0,
+                },
+                stream: match &c.role {
+                    Role::Idle => None,
+                    Role::Publisher { name, .. } | Role::Viewer { name, .. } => Some(name.clone()),
+                },
+                shard: self.id,
+                bytes_in: c.session.bytes_received(),
+                bytes_out: c.queue.bytes_sent,
+                dropped_frames: c.queue.dropped_frames,
+                connected_for: now.saturating_duration_since(c.accepted),
+                waiting: matches!(
+                    c.role,
+                    Role::Viewer {
+                        waiting_since: Some(_),
+                        ..
+                    }
+                ),
+            })
+            .collect();
+        let streams = self
+            .streams
+            .iter()
+            .map(|(_, s)| {
+                let state = self.origins.get(&s.name).filter(|_| s.file.is_none());
+                let publisher = state.and_then(|o| {
+                    let (pid, conn) = o.publisher?;
+                    let c = self.clients.get(pid.0)?;
+                    Some(PublisherInfo {
+                        id: conn,
+                        addr: c.addr,
+                        publishing_for: now.saturating_duration_since(o.since),
+                    })
+                });
+                let dropped_frames = s
+                    .viewers
+                    .iter()
+                    .filter_map(|v| self.clients.get(v.0))
+                    .map(|c| c.queue.dropped_frames)
+                    .sum();
+                StreamInfo {
+                    name: s.name.clone(),
+                    shard: self.id,
+                    origin: state.is_some() || s.file.is_some(),
+                    publisher,
+                    live: s.live,
+                    file: s.file.is_some(),
+                    video: s
+                        .video_header
+                        .as_ref()
+                        .and_then(|h| inspect_video(&h.payload))
+                        .map(|i| i.codec),
+                    audio: s
+                        .audio_header
+                        .as_ref()
+                        .and_then(|h| inspect_audio(&h.payload))
+                        .map(|i| i.codec),
+                    viewers: s.viewers.len(),
+                    waiting: s.waiting.len(),
+                    bytes_in: s.bytes_in,
+                    bytes_out: s.bytes_out,
+                    dropped_frames,
+                    gop_cache_bytes: s.gop_bytes(),
+                    ring_memory: s.ring.memory(),
+                    live_for: s
+                        .live_since
+                        .filter(|_| s.live)
+                        .map(|t| now.saturating_duration_since(t)),
+                }
+            })
+            .collect();
+        ShardSnapshot {
+            shard: self.id,
+            clients,
+            streams,
+        }
     }
+}
+
+/// How long a stored file's viewer keeps its connection after the end was written (the
+/// player reads `NetStream.Play.Stop` before the socket goes), and how often the shard
+/// looks again while the end has not been written.
+const FILE_END_LINGER: Duration = Duration::from_millis(500);
+const FILE_END_CHECK: Duration = Duration::from_millis(100);
+/// How long a stored file's viewer is given to read the end before it is closed anyway.
+const FILE_END_LIMIT: Duration = Duration::from_secs(5);
+
+/// Arms the close of a stored file's viewer once the end has been rendered for it.
+fn arm_file_end(id: ClientId, c: &mut Client, now: Instant, timers: &mut Timers) {
+    if c.ends_at.is_some() && !c.end_armed {
+        c.end_armed = true;
+        timers.arm(now + FILE_END_LINGER, Timer::FileEnd(id));
+    }
+}
+
+/// `app` of `app/key`.
+fn app_of(name: &str) -> &str {
+    name.split_once('/').map_or(name, |(app, _)| app)
+}
+
+/// Backlog rules that never apply: a client that plays nothing has only its own bytes.
+const NO_BACKLOG_RULES: StreamSettings = StreamSettings {
+    chunk_size: 128,
+    gop_cache: None,
+    backlog_max_bytes: usize::MAX,
+    backlog_max_ms: u32::MAX,
+    lag_disconnect: Duration::MAX,
+    flush_interval: None,
+    flush_on: crate::config::FlushOn::Message,
+};
+
+/// Applies the backlog rules to one viewer: past its byte or duration limit its video
+/// skips to the next keyframe, and if it stays behind past `lag_disconnect` it is closed
+/// (returns false). They apply whether or not its socket is full: a viewer that stopped
+/// reading altogether is the one they are for.
+fn apply_backlog_rules(
+    ring: &FrameRing,
+    settings: &StreamSettings,
+    c: &mut Client,
+    now: Instant,
+) -> Result<(), String> {
+    if c.queue.cursor() < ring.first_seq() {
+        // The ring dropped entries this viewer had not sent (it was capped).
+        c.queue.jump_to(ring.first_seq());
+    }
+    let backlog = ring.backlog(c.queue.cursor(), settings.backlog_max_bytes);
+    let behind_bytes = backlog.bytes + c.queue.pending_bytes();
+    if behind_bytes <= settings.backlog_max_bytes && backlog.millis <= settings.backlog_max_ms {
+        return Ok(());
+    }
+    let since = *c.behind_since.get_or_insert(now);
+    if !c.queue.is_skipping_video() {
+        c.queue.skip_to_keyframe();
+        tracing::debug!(peer = %c.addr, behind_bytes, behind_ms = backlog.millis, "viewer fell behind; skipping video to the next keyframe");
+    }
+    if now.saturating_duration_since(since) > settings.lag_disconnect {
+        return Err(format!(
+            "viewer stayed behind for more than {} ms ({} bytes, {} ms of media unsent; {} video frames dropped)",
+            settings.lag_disconnect.as_millis(),
+            behind_bytes,
+            backlog.millis,
+            c.queue.dropped_frames
+        ));
+    }
+    Ok(())
+}
+
+/// Renders a stream event for one viewer through its own session, so it lands in its byte
+/// stream exactly where the event stands among the frames. Returns a reason to close it.
+fn render_event(c: &mut Client, event: StreamEvent, now: Instant) -> Option<&'static str> {
+    let Role::Viewer { stream_id, .. } = c.role else {
+        return None;
+    };
+    let close = match event {
+        StreamEvent::Unpublished => {
+            c.session.notify_unpublished(stream_id);
+            None
+        }
+        StreamEvent::Republished => {
+            c.session.notify_republished(stream_id);
+            None
+        }
+        StreamEvent::Ended => Some("the publisher did not come back within the grace period"),
+        StreamEvent::PlayStopped => {
+            c.session.notify_play_stopped(stream_id);
+            // Closed once it has read the end (give it up to a few seconds).
+            c.ends_at = Some(now + FILE_END_LIMIT);
+            None
+        }
+    };
+    c.queue_session_output();
+    close
+}
+
+/// Writes what one client is owed: backlog rules first (for a viewer), then its queue as
+/// far as the socket takes it. A client whose socket is full (`blocked`) is only checked;
+/// the driver writes once the socket drains. Returns the bytes written.
+#[allow(clippy::too_many_arguments)]
+fn serve(
+    id: ClientId,
+    c: &mut Client,
+    ring: &FrameRing,
+    settings: &StreamSettings,
+    now: Instant,
+    transmit: &mut impl Transmit,
+    scratch: &mut FlushScratch,
+    outputs: &mut VecDeque<Output>,
+) -> u64 {
+    let before = c.queue.bytes_sent;
+    let mut close = |c: &mut Client, reason: String| {
+        if c.close_reason.is_none() {
+            c.close_reason = Some(reason);
+            outputs.push_back(Output::Close(id));
+        }
+    };
+    loop {
+        if c.close_reason.is_some() {
+            break;
+        }
+        if let Err(reason) = apply_backlog_rules(ring, settings, c, now) {
+            close(c, reason);
+            break;
+        }
+        if c.blocked {
+            break;
+        }
+        match c.queue.flush(ring, scratch, |iov| transmit.send(id, iov)) {
+            Ok(FlushOutcome::Idle) => {
+                c.behind_since = None;
+                break;
+            }
+            Ok(FlushOutcome::Blocked) => {
+                c.blocked = true;
+                outputs.push_back(Output::WaitWritable(id));
+                break;
+            }
+            Ok(FlushOutcome::Event(event)) => {
+                if let Some(reason) = render_event(c, event, now) {
+                    close(c, reason.to_owned());
+                    break;
+                }
+            }
+            Err(e) => {
+                close(c, format!("write failed: {e}"));
+                break;
+            }
+        }
+    }
+    c.queue.bytes_sent - before
 }

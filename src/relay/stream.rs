@@ -1,43 +1,32 @@
-//! One stream on one shard: its ring of recent frames, what a joining viewer needs, its
-//! viewers, and the fan-out task that writes to them.
+//! One stream on one shard: its ring of recent frames, what a joining viewer needs, and
+//! which viewers it has.
 //!
 //! Every shard with viewers of a stream has a [`LocalStream`] for it: the origin shard fills
-//! it directly from the publisher, the others from the frame handles the origin sends them
-//! (`shard.rs`). Either way the entries are the same `Bytes`, shared, never copied.
+//! it directly from its source (a publisher, or a stored file for a file's own viewer), the
+//! others from the frame handles the origin sends them (`shard.rs`). Either way the entries
+//! are the same `Bytes`, shared, never copied.
 //!
-//! The fan-out task wakes when entries arrive, walks the viewers and writes each one's
-//! backlog with one vectored write (`ViewerQueue::flush` + `net::vectored`). It yields to
-//! the executor every few dozen viewers, so one stream with thousands of viewers cannot
-//! starve the shard's other streams, its publishers or its accept loop. A viewer whose
-//! socket is full is handed to its own connection task (see `peer.rs`), which writes once
-//! it drains; the fan-out no longer writes to it, but still checks it against its backlog
-//! limits on every pass: a viewer over them skips video to the next keyframe, and one that
-//! stays behind past `lag_disconnect_ms` (a viewer that stopped reading is always blocked)
-//! is disconnected. None of this touches the publisher.
+//! A stream holds no task and no timer. Appending an entry answers with a [`Wake`]: write
+//! to the viewers now, or not before a deadline (audio held for the next video frame), or
+//! nothing new to do. The shard turns that into a fan-out pass or a timer; the fan-out
+//! itself walks `viewers` (`Shard::fan_out`).
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::client::{Client, ClientId};
 use super::directory::StreamName;
+use super::file_source::FileSource;
 use super::frame::{Frame, FrameKind, FrameRing, RingEntry, StreamEvent};
-use super::peer::PeerRef;
-use super::signal::Signal;
-use super::viewer::{FlushOutcome, FlushScratch};
+use super::slab::{Key, Slab};
 use crate::config::FlushOn;
 use crate::media::gop_cache::{CachedMessage, GopCache, GopCacheLimits};
+use crate::performance::{MAX_HOLD, RING_BACKLOG_FACTOR, RING_MIN_BYTES, VIDEO_GONE};
 use crate::rtmp::chunk::encode_shared;
 use crate::rtmp::message::MessageType;
 
-thread_local! {
-    /// One flush scratch per shard thread: flushes never overlap on a thread.
-    static SCRATCH: RefCell<FlushScratch> = RefCell::new(FlushScratch::default());
-}
-
-/// Runs `f` with this thread's flush scratch.
-pub fn with_scratch<R>(f: impl FnOnce(&mut FlushScratch) -> R) -> R {
-    SCRATCH.with(|s| f(&mut s.borrow_mut()))
-}
+/// A stream's handle in its shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId(pub(crate) Key);
 
 /// Per-application settings a stream needs on every shard.
 #[derive(Clone, Debug)]
@@ -54,12 +43,26 @@ pub struct StreamSettings {
     pub flush_on: FlushOn,
 }
 
-/// The longest an audio or data message waits for a video frame to go out with
-/// (`viewer.flush_on = "video"`): one frame interval down to 20 frames per second.
-pub const MAX_HOLD: Duration = Duration::from_millis(50);
-/// A stream that has sent no video for this long is treated as audio-only: its audio is
-/// written as it arrives instead of waiting for video that is not coming.
-const VIDEO_GONE: Duration = Duration::from_secs(1);
+impl StreamSettings {
+    /// Memory the ring may hold: it only needs what the slowest viewer still has to send,
+    /// capped so a stuck viewer cannot make it grow (past the cap that viewer skips ahead).
+    pub fn ring_cap(&self) -> usize {
+        self.backlog_max_bytes
+            .saturating_mul(RING_BACKLOG_FACTOR)
+            .max(RING_MIN_BYTES)
+    }
+}
+
+/// What the stream asks of the shard after a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// Nothing new for the viewers (or no viewers).
+    Nothing,
+    /// Write to the viewers.
+    Pass,
+    /// Held entries wait for the next video frame, at most until this time.
+    HoldUntil(Instant),
+}
 
 /// What the origin sends a shard that subscribes: enough to serve joining viewers at once.
 #[derive(Clone, Debug)]
@@ -87,16 +90,15 @@ pub struct LocalStream {
     pub settings: StreamSettings,
     pub ring: FrameRing,
     gop: Option<GopCache<Frame>>,
-    metadata: Option<Frame>,
-    video_header: Option<Frame>,
-    audio_header: Option<Frame>,
+    pub(crate) metadata: Option<Frame>,
+    pub(crate) video_header: Option<Frame>,
+    pub(crate) audio_header: Option<Frame>,
     newest: NewestTimestamps,
-    /// A publisher is sending.
+    /// A source is sending.
     pub live: bool,
-    pub viewers: Vec<PeerRef>,
+    pub viewers: Vec<ClientId>,
     /// Viewers that asked to play before the publisher arrived.
-    pub waiting: Vec<PeerRef>,
-    pub signal: Rc<Signal>,
+    pub waiting: Vec<ClientId>,
     /// The origin shard this stream receives frames from (None on the origin itself, or
     /// while no origin is known).
     pub subscribed_to: Option<usize>,
@@ -110,6 +112,21 @@ pub struct LocalStream {
     held_since: Option<Instant>,
     urgent: bool,
     last_video: Option<Instant>,
+    /// Fan-out bookkeeping (`Shard::fan_out`): the stream waits in the shard's fan-out
+    /// queue; the next viewer of the pass under way; something arrived during that pass;
+    /// when the last pass began; a coalescing timer is armed.
+    pub(crate) queued: bool,
+    pub(crate) next_viewer: usize,
+    pub(crate) again: bool,
+    pub(crate) last_pass: Option<Instant>,
+    pub(crate) pass_timer: bool,
+    /// The stored file feeding this stream, for a file's own viewer.
+    pub(crate) file: Option<FileSource>,
+    /// Payload bytes that came in (on the origin) and bytes written to viewers here.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Since when a source has been sending, as this shard knows.
+    pub live_since: Option<Instant>,
 }
 
 impl LocalStream {
@@ -126,29 +143,38 @@ impl LocalStream {
             live: false,
             viewers: Vec::new(),
             waiting: Vec::new(),
-            signal: Rc::new(Signal::default()),
             subscribed_to: None,
             origin_offset: 0,
             held_since: None,
             urgent: false,
             last_video: None,
+            queued: false,
+            next_viewer: 0,
+            again: false,
+            last_pass: None,
+            pass_timer: false,
+            file: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            live_since: None,
         }
     }
 
-    /// How much longer the fan-out may wait before writing, when everything that arrived
-    /// since its last pass may wait for the next video frame. `None`: write now.
-    fn hold_for(&self, now: Instant) -> Option<Duration> {
-        if self.settings.flush_on != FlushOn::Video || self.urgent {
-            return None;
-        }
-        let waited = now.saturating_duration_since(self.held_since?);
-        MAX_HOLD.checked_sub(waited).filter(|left| !left.is_zero())
+    /// Whether held entries still wait at `now` (their deadline has not come, and nothing
+    /// that must go out at once arrived since).
+    pub fn holding(&self, now: Instant) -> bool {
+        self.settings.flush_on == FlushOn::Video
+            && !self.urgent
+            && self
+                .held_since
+                .is_some_and(|since| now.saturating_duration_since(since) < MAX_HOLD)
     }
 
-    /// The fan-out starts a pass: it writes everything the ring holds, held or not.
-    fn begin_pass(&mut self) {
+    /// A fan-out pass starts: it writes everything the ring holds, held or not.
+    pub(crate) fn begin_pass(&mut self, now: Instant) {
         self.held_since = None;
         self.urgent = false;
+        self.last_pass = Some(now);
     }
 
     /// Whether `entry` may wait for the next video frame: audio and data (not codec
@@ -166,6 +192,11 @@ impl LocalStream {
 
     pub fn has_viewers(&self) -> bool {
         !self.viewers.is_empty() || !self.waiting.is_empty()
+    }
+
+    /// Bytes the GOP cache holds.
+    pub fn gop_bytes(&self) -> usize {
+        self.gop.as_ref().map_or(0, GopCache::bytes)
     }
 
     pub fn snapshot(&self) -> StreamSnapshot {
@@ -196,7 +227,15 @@ impl LocalStream {
     /// and codec headers (after a republish; after a takeover, those that changed), and,
     /// for a stream that was waiting for its publisher, the new publisher's GOP so far.
     /// From then on the origin's entries are renumbered into this ring.
-    pub fn apply_snapshot(&mut self, snap: StreamSnapshot) {
+    pub fn apply_snapshot(
+        &mut self,
+        snap: StreamSnapshot,
+        now: Instant,
+        clients: &mut Slab<Client>,
+    ) -> Wake {
+        if snap.live && !self.live {
+            self.live_since = Some(now);
+        }
         if self.viewers.is_empty() {
             self.ring.restart_at(snap.next_seq);
             self.origin_offset = 0;
@@ -211,17 +250,20 @@ impl LocalStream {
                 }
             }
             self.live = snap.live;
-            self.signal.notify();
-            return;
+            return Wake::Pass;
         }
         let resumed = !self.live && snap.live;
         if resumed {
             // Clears the GOP cache, as on the origin: the new publisher's frames follow.
             let seq = self.ring.next_seq();
-            self.append(RingEntry::Event {
-                seq,
-                event: StreamEvent::Republished,
-            });
+            self.append(
+                RingEntry::Event {
+                    seq,
+                    event: StreamEvent::Republished,
+                },
+                now,
+                clients,
+            );
         }
         let changed = |mine: &Option<Frame>, theirs: &Option<Frame>| match (mine, theirs) {
             (_, None) => false,
@@ -247,28 +289,35 @@ impl LocalStream {
         } else {
             // A takeover while live: the new publisher's first frames may be gone already,
             // and its GOP may still hold the old publisher's frames these viewers had.
-            for v in &self.viewers {
-                v.borrow_mut().queue.skip_to_keyframe();
+            for &v in &self.viewers {
+                if let Some(c) = clients.get_mut(v.0) {
+                    c.queue.skip_to_keyframe();
+                }
             }
         }
         for mut f in news {
             f.seq = self.ring.next_seq();
-            self.append(RingEntry::Frame(f));
+            self.append(RingEntry::Frame(f), now, clients);
         }
         self.origin_offset = self.ring.next_seq().wrapping_sub(snap.next_seq);
         self.live = snap.live;
-        self.signal.notify();
+        Wake::Pass
     }
 
     /// Appends an entry from the origin, numbered in the origin's sequence.
-    pub fn apply(&mut self, mut entry: RingEntry) {
+    pub fn apply(
+        &mut self,
+        mut entry: RingEntry,
+        now: Instant,
+        clients: &mut Slab<Client>,
+    ) -> Wake {
         if self.origin_offset != 0 {
             match &mut entry {
                 RingEntry::Frame(f) => f.seq = f.seq.wrapping_add(self.origin_offset),
                 RingEntry::Event { seq, .. } => *seq = seq.wrapping_add(self.origin_offset),
             }
         }
-        self.append(entry);
+        self.append(entry, now, clients)
     }
 
     /// This shard becomes the stream's origin: its own ring's numbering is the origin's.
@@ -279,16 +328,18 @@ impl LocalStream {
 
     /// Appends an entry numbered in this ring's sequence. A numbering gap means entries
     /// were lost on the way (an inbox was full): every viewer resumes at the next keyframe.
-    fn append(&mut self, entry: RingEntry) {
+    pub fn append(&mut self, entry: RingEntry, now: Instant, clients: &mut Slab<Client>) -> Wake {
         let seq = entry.seq();
         if seq < self.ring.next_seq() {
-            return;
+            return Wake::Nothing;
         }
         if seq > self.ring.next_seq() {
             tracing::warn!(stream = %self.name, lost = seq - self.ring.next_seq(), "frames lost between shards; viewers resume at the next keyframe");
             self.ring.restart_at(seq);
-            for v in &self.viewers {
-                v.borrow_mut().queue.jump_to(seq);
+            for &v in &self.viewers {
+                if let Some(c) = clients.get_mut(v.0) {
+                    c.queue.jump_to(seq);
+                }
             }
             if let Some(gop) = self.gop.as_mut() {
                 gop.clear();
@@ -300,6 +351,7 @@ impl LocalStream {
                 StreamEvent::Unpublished => self.live = false,
                 StreamEvent::Republished => {
                     self.live = true;
+                    self.live_since = Some(now);
                     // The new publisher starts with its own metadata, codec headers and a
                     // keyframe; the old publisher's are not served in their place.
                     self.metadata = None;
@@ -309,42 +361,37 @@ impl LocalStream {
                         gop.clear();
                     }
                 }
-                // Its viewers are closed as their cursors reach it (`render_event`).
-                StreamEvent::Ended => self.live = false,
+                // Its viewers are closed as their cursors reach it (`Shard::render_event`).
+                StreamEvent::Ended | StreamEvent::PlayStopped => self.live = false,
             },
         }
-        // A held entry after the first changes nothing the fan-out is waiting on (the hold's
-        // deadline is the first one's), so it need not be woken for it.
-        let mut wake = true;
+        let mut wake = Wake::Pass;
         if self.settings.flush_on == FlushOn::Video {
-            let now = Instant::now();
             if matches!(&entry, RingEntry::Frame(f) if f.kind == FrameKind::Video) {
                 self.last_video = Some(now);
             }
             if self.may_wait(&entry, now) {
-                wake = self.held_since.is_none();
+                // A held entry after the first changes nothing the fan-out waits on (the
+                // hold's deadline is the first one's).
+                wake = match self.held_since {
+                    None => Wake::HoldUntil(now + MAX_HOLD),
+                    Some(_) => Wake::Nothing,
+                };
                 self.held_since.get_or_insert(now);
             } else {
                 self.urgent = true;
             }
         }
         self.ring.push(entry);
-        // The ring only needs what the slowest viewer still has to send, capped so a
-        // stuck viewer cannot make it grow: past the cap that viewer skips ahead.
-        let cap = self
-            .settings
-            .backlog_max_bytes
-            .saturating_mul(2)
-            .max(1 << 20);
-        if self.ring.bytes() > cap {
-            self.ring.trim_to_bytes(cap);
+        let cap = self.settings.ring_cap();
+        if self.ring.memory() > cap {
+            self.ring.trim_to_memory(cap);
         }
         if self.viewers.is_empty() {
             self.ring.trim_before(self.ring.next_seq());
+            return Wake::Nothing;
         }
-        if wake {
-            self.signal.notify();
-        }
+        wake
     }
 
     fn remember(&mut self, f: &Frame) {
@@ -369,10 +416,9 @@ impl LocalStream {
     /// metadata, sequence headers and the cached GOP, then live from the next entry. With
     /// no GOP that starts at a keyframe to give it (the cache is off, or was abandoned),
     /// its video starts at the next keyframe.
-    pub fn start_viewer(&mut self, peer: &PeerRef, stream_id: u32) {
-        let mut p = peer.borrow_mut();
-        p.session.accept_play(stream_id, true, false);
-        p.queue_session_output();
+    pub fn start_viewer(&mut self, id: ClientId, client: &mut Client, stream_id: u32) -> Wake {
+        client.session.accept_play(stream_id, true, false);
+        client.queue_session_output();
         // Codec headers are re-encoded at the time this viewer's media of their kind
         // starts at (its first GOP message of that kind, or else where the stream is now),
         // so each kind's timestamps only go forward for it, even when a header was re-sent
@@ -396,37 +442,52 @@ impl LocalStream {
         let chunk_size = self.settings.chunk_size;
         let restamp =
             |f: &Frame, type_id: u8, ts: u32| encode_shared(type_id, ts, &f.payload, chunk_size);
+        let queue = &mut client.queue;
         // Metadata goes at time 0: players (ffmpeg's FLV reader among them) take an
         // `onMetaData` stamped later for a text track.
         if let Some(m) = &self.metadata {
-            p.queue
-                .push_pending(restamp(m, MessageType::DataAmf0.id(), 0));
+            queue.push_pending(restamp(m, MessageType::DataAmf0.id(), 0));
         }
         if let Some(h) = &self.video_header {
-            p.queue
-                .push_pending(restamp(h, MessageType::Video.id(), video_ts));
+            queue.push_pending(restamp(h, MessageType::Video.id(), video_ts));
         }
         if let Some(h) = &self.audio_header {
-            p.queue
-                .push_pending(restamp(h, MessageType::Audio.id(), audio_ts));
+            queue.push_pending(restamp(h, MessageType::Audio.id(), audio_ts));
         }
         for f in &gop {
-            p.queue.push_pending(f.bytes.clone());
+            queue.push_pending(f.bytes.clone());
         }
         if !self.gop.as_ref().is_some_and(|g| g.starts_with_keyframe()) {
             // Inter frames before a first keyframe cannot be decoded.
-            p.queue.skip_to_keyframe();
+            queue.skip_to_keyframe();
         }
-        p.queue.start_at(self.ring.next_seq());
-        drop(p);
-        self.viewers.push(peer.clone());
-        self.signal.notify();
+        queue.start_at(self.ring.next_seq());
+        self.viewers.push(id);
+        Wake::Pass
     }
 
     /// Removes a viewer (it left or was closed).
-    pub fn remove_viewer(&mut self, id: u64) {
-        self.viewers.retain(|v| v.borrow().id != id);
-        self.waiting.retain(|v| v.borrow().id != id);
+    pub fn remove_viewer(&mut self, id: ClientId) {
+        if let Some(i) = self.viewers.iter().position(|&v| v == id) {
+            self.viewers.remove(i);
+            // A pass under way must not skip the viewer that moved into this place.
+            if i < self.next_viewer {
+                self.next_viewer -= 1;
+            }
+        }
+        self.waiting.retain(|&v| v != id);
+    }
+
+    /// A fan-out pass is over: entries every viewer has passed are no longer needed here.
+    pub(crate) fn end_pass(&mut self, clients: &Slab<Client>) {
+        let slowest = self
+            .viewers
+            .iter()
+            .filter_map(|v| clients.get(v.0))
+            .map(|c| c.queue.cursor())
+            .min()
+            .unwrap_or_else(|| self.ring.next_seq());
+        self.ring.trim_before(slowest);
     }
 }
 
@@ -437,178 +498,6 @@ fn cached(f: Frame) -> CachedMessage<Frame> {
         is_video: f.kind == FrameKind::Video,
         is_keyframe: f.keyframe,
         item: f,
-    }
-}
-
-/// Renders a stream event for one viewer through its own session, so it lands in its byte
-/// stream exactly where the event stands among the frames.
-pub fn render_event(peer: &PeerRef, event: StreamEvent) {
-    let mut p = peer.borrow_mut();
-    let stream_id = match &p.role {
-        super::peer::Role::Viewer { stream_id, .. } => *stream_id,
-        _ => return,
-    };
-    match event {
-        StreamEvent::Unpublished => p.session.notify_unpublished(stream_id),
-        StreamEvent::Republished => p.session.notify_republished(stream_id),
-        StreamEvent::Ended => {
-            p.close("the publisher did not come back within the grace period");
-        }
-    }
-    p.queue_session_output();
-}
-
-/// Applies the backlog rules to one viewer: past its byte or duration limit its video
-/// skips to the next keyframe, and if it stays behind past `lag_disconnect` it is closed
-/// (returns false). They apply whether or not its socket is full: a viewer that stopped
-/// reading altogether is the one they are for.
-fn apply_backlog_rules(
-    ring: &FrameRing,
-    settings: &StreamSettings,
-    p: &mut super::peer::Peer,
-    now: Instant,
-) -> bool {
-    if p.queue.cursor() < ring.first_seq() {
-        // The ring dropped entries this viewer had not sent (it was capped).
-        p.queue.jump_to(ring.first_seq());
-    }
-    let backlog = ring.backlog(p.queue.cursor(), settings.backlog_max_bytes);
-    let behind_bytes = backlog.bytes + p.queue.pending_bytes();
-    if behind_bytes <= settings.backlog_max_bytes && backlog.millis <= settings.backlog_max_ms {
-        return true;
-    }
-    let since = *p.behind_since.get_or_insert(now);
-    if !p.queue.is_skipping_video() {
-        p.queue.skip_to_keyframe();
-        tracing::debug!(peer = %p.addr, behind_bytes, behind_ms = backlog.millis, "viewer fell behind; skipping video to the next keyframe");
-    }
-    if now.duration_since(since) > settings.lag_disconnect {
-        let reason = format!(
-            "viewer stayed behind for more than {} ms ({} bytes, {} ms of media unsent; {} video frames dropped)",
-            settings.lag_disconnect.as_millis(),
-            behind_bytes,
-            backlog.millis,
-            p.queue.dropped_frames
-        );
-        p.close(reason);
-        return false;
-    }
-    true
-}
-
-/// Applies the backlog rules to one viewer, then writes what it has pending as far as its
-/// socket takes it. Called by the fan-out for every viewer; one whose socket is full
-/// (`blocked`) is only checked, its connection task writes once the socket drains.
-pub fn serve_viewer(ring: &FrameRing, settings: &StreamSettings, peer: &PeerRef, now: Instant) {
-    loop {
-        let mut p = peer.borrow_mut();
-        if p.close_reason.is_some() || !apply_backlog_rules(ring, settings, &mut p, now) {
-            return;
-        }
-        if p.blocked {
-            return;
-        }
-        let fd = p.fd;
-        let outcome = with_scratch(|scratch| {
-            p.queue.flush(ring, scratch, |iov| {
-                crate::net::vectored::send_vectored(fd, iov)
-            })
-        });
-        match outcome {
-            Ok(FlushOutcome::Idle) => {
-                p.behind_since = None;
-                return;
-            }
-            Ok(FlushOutcome::Blocked) => {
-                p.blocked = true;
-                p.wake();
-                return;
-            }
-            Ok(FlushOutcome::Event(event)) => {
-                drop(p);
-                render_event(peer, event);
-            }
-            Err(e) => {
-                p.close(format!("write failed: {e}"));
-                return;
-            }
-        }
-    }
-}
-
-/// The fan-out task of one stream on one shard. Ends when the shard drops the stream (it
-/// has no viewers left, and is not published here).
-pub async fn fan_out(stream: Rc<RefCell<LocalStream>>) {
-    const VIEWERS_PER_YIELD: usize = 64;
-    let signal = stream.borrow().signal.clone();
-    let interval = stream.borrow().settings.flush_interval;
-    let mut last_pass = Instant::now();
-    loop {
-        signal.wait().await;
-        // Held audio waits for the next video frame (or the end of its hold), so that
-        // each viewer gets one write per frame rather than one per message.
-        loop {
-            let Some(left) = stream.borrow().hold_for(Instant::now()) else {
-                break;
-            };
-            let more = futures_lite::future::or(
-                async {
-                    signal.wait().await;
-                    true
-                },
-                async {
-                    glommio::timer::sleep(left).await;
-                    false
-                },
-            )
-            .await;
-            if !more {
-                break;
-            }
-        }
-        if let Some(interval) = interval {
-            // Let the window fill: entries arriving meanwhile go out in the same writes.
-            let since = last_pass.elapsed();
-            if since < interval {
-                glommio::timer::sleep(interval - since).await;
-            }
-        }
-        let now = Instant::now();
-        last_pass = now;
-        stream.borrow_mut().begin_pass();
-        let mut i = 0;
-        loop {
-            let peer = {
-                let s = stream.borrow();
-                match s.viewers.get(i) {
-                    Some(p) => p.clone(),
-                    None => break,
-                }
-            };
-            {
-                let s = stream.borrow();
-                serve_viewer(&s.ring, &s.settings, &peer, now);
-            }
-            i += 1;
-            if i % VIEWERS_PER_YIELD == 0 {
-                glommio::yield_if_needed().await;
-            }
-        }
-        let mut s = stream.borrow_mut();
-        // Entries every viewer has passed are no longer needed here.
-        let slowest = s
-            .viewers
-            .iter()
-            .map(|v| v.borrow().queue.cursor())
-            .min()
-            .unwrap_or_else(|| s.ring.next_seq());
-        s.ring.trim_before(slowest);
-        // Only once the shard has dropped the stream: a stream that ended but is still
-        // in the shard's table (viewers waited through its end, and a new publisher came)
-        // has viewers to serve again.
-        if Rc::strong_count(&stream) == 1 {
-            break;
-        }
     }
 }
 
@@ -642,65 +531,105 @@ mod tests {
         })
     }
 
+    /// A stream with one (absent) viewer, so appends are not trimmed away at once.
+    fn stream(flush_on: FlushOn) -> (LocalStream, Slab<Client>) {
+        let mut s = LocalStream::new("live/a".into(), settings(flush_on));
+        s.viewers.push(ClientId(Slab::<()>::default().insert(())));
+        (s, Slab::default())
+    }
+
     #[test]
     fn audio_waits_for_the_next_video_frame_at_most_max_hold() {
-        let mut s = LocalStream::new("live/a".into(), settings(FlushOn::Video));
-        s.apply(frame(0, FrameKind::Video));
-        let now = Instant::now();
-        assert_eq!(s.hold_for(now), None, "video goes out at once");
-        s.begin_pass();
-        s.apply(frame(1, FrameKind::Audio));
-        s.apply(frame(2, FrameKind::Data));
-        let left = s.hold_for(Instant::now()).expect("audio and data wait");
-        assert!(left <= MAX_HOLD);
-        assert_eq!(s.hold_for(Instant::now() + MAX_HOLD), None, "hold ran out");
-        s.apply(frame(3, FrameKind::Video));
+        let (mut s, mut clients) = stream(FlushOn::Video);
+        let t0 = Instant::now();
         assert_eq!(
-            s.hold_for(Instant::now()),
-            None,
+            s.append(frame(0, FrameKind::Video), t0, &mut clients),
+            Wake::Pass,
+            "video goes out at once"
+        );
+        s.begin_pass(t0);
+        let t1 = t0 + Duration::from_millis(5);
+        assert_eq!(
+            s.append(frame(1, FrameKind::Audio), t1, &mut clients),
+            Wake::HoldUntil(t1 + MAX_HOLD),
+            "audio waits, at most MAX_HOLD"
+        );
+        assert_eq!(
+            s.append(frame(2, FrameKind::Data), t1, &mut clients),
+            Wake::Nothing,
+            "a second held entry changes nothing the fan-out waits on"
+        );
+        assert!(s.holding(t1 + MAX_HOLD / 2));
+        assert!(!s.holding(t1 + MAX_HOLD), "hold ran out");
+        assert_eq!(
+            s.append(frame(3, FrameKind::Video), t1, &mut clients),
+            Wake::Pass,
             "the next frame takes them"
         );
+        assert!(!s.holding(t1));
         assert_eq!(s.ring.next_seq(), 4, "nothing held is left out of the ring");
     }
 
     #[test]
     fn audio_only_streams_and_flush_on_message_never_hold() {
-        let mut s = LocalStream::new("live/a".into(), settings(FlushOn::Video));
-        s.apply(frame(0, FrameKind::Audio));
-        assert_eq!(s.hold_for(Instant::now()), None, "no video yet: audio-only");
-
-        let mut s = LocalStream::new("live/b".into(), settings(FlushOn::Message));
-        s.apply(frame(0, FrameKind::Video));
-        s.begin_pass();
-        s.apply(frame(1, FrameKind::Audio));
-        assert_eq!(s.hold_for(Instant::now()), None);
-    }
-
-    #[test]
-    fn only_the_first_held_entry_wakes_the_fan_out() {
-        use futures_lite::future::{block_on, poll_once};
-        let mut s = LocalStream::new("live/a".into(), settings(FlushOn::Video));
-        let woken = |s: &LocalStream| block_on(poll_once(s.signal.wait())).is_some();
-        s.apply(frame(0, FrameKind::Video));
-        assert!(woken(&s));
-        s.begin_pass();
-        s.apply(frame(1, FrameKind::Audio));
-        assert!(woken(&s), "the first held entry starts the hold");
-        s.apply(frame(2, FrameKind::Audio));
-        assert!(
-            !woken(&s),
-            "a second one changes nothing the fan-out waits on"
+        let t0 = Instant::now();
+        let (mut s, mut clients) = stream(FlushOn::Video);
+        assert_eq!(
+            s.append(frame(0, FrameKind::Audio), t0, &mut clients),
+            Wake::Pass,
+            "no video yet: audio-only"
         );
-        s.apply(frame(3, FrameKind::Video));
-        assert!(woken(&s));
+        s.append(frame(1, FrameKind::Video), t0, &mut clients);
+        s.begin_pass(t0);
+        let later = t0 + VIDEO_GONE;
+        assert_eq!(
+            s.append(frame(2, FrameKind::Audio), later, &mut clients),
+            Wake::Pass,
+            "video stopped coming"
+        );
+
+        let (mut s, mut clients) = stream(FlushOn::Message);
+        s.append(frame(0, FrameKind::Video), t0, &mut clients);
+        s.begin_pass(t0);
+        assert_eq!(
+            s.append(frame(1, FrameKind::Audio), t0, &mut clients),
+            Wake::Pass
+        );
     }
 
     #[test]
-    fn a_pass_with_nothing_new_is_not_held() {
+    fn a_stream_without_viewers_keeps_nothing() {
+        let t0 = Instant::now();
         let mut s = LocalStream::new("live/a".into(), settings(FlushOn::Video));
-        s.apply(frame(0, FrameKind::Video));
-        s.begin_pass();
-        // A joining viewer or a snapshot wakes the fan-out without a new entry.
-        assert_eq!(s.hold_for(Instant::now()), None);
+        let mut clients = Slab::default();
+        assert_eq!(
+            s.append(frame(0, FrameKind::Video), t0, &mut clients),
+            Wake::Nothing
+        );
+        assert!(s.ring.is_empty());
+        assert_eq!(s.ring.next_seq(), 1);
+    }
+
+    #[test]
+    fn the_ring_is_capped_by_memory_not_payload() {
+        // A publisher flooding empty messages past one viewer that reads nothing: each
+        // entry costs its record, so the ring stays within its cap in memory.
+        let t0 = Instant::now();
+        let (mut s, mut clients) = stream(FlushOn::Message);
+        let cap = s.settings.ring_cap();
+        for seq in 0..200_000u64 {
+            let mut e = frame(seq, FrameKind::Data);
+            if let RingEntry::Frame(f) = &mut e {
+                f.bytes = Bytes::new();
+                f.payload = Bytes::new();
+            }
+            s.append(e, t0, &mut clients);
+        }
+        assert!(s.ring.memory() <= cap, "{} > {cap}", s.ring.memory());
+        assert!(
+            s.ring.len() < 200_000 && s.ring.len() >= cap / (2 * std::mem::size_of::<RingEntry>()),
+            "{} entries",
+            s.ring.len()
+        );
     }
 }

@@ -14,11 +14,11 @@ use super::SessionError;
 use super::amf0::Amf0Value;
 use super::chunk::{DecoderLimits, SHARED_STREAM_ID};
 use super::command::{Command, DataMessage, ON_METADATA, SET_DATA_FRAME, status};
-use super::session::{Connection, Incoming};
 use super::control::{ControlMessage, UserControlEvent};
 use super::handshake::{ClientHandshake, ClientHandshakeMode};
 use super::message::{MessageType, RtmpMessage, csid};
 use super::server_session::MediaKind;
+use super::session::{Connection, Incoming};
 
 /// Settings of one client session.
 #[derive(Clone, Debug)]
@@ -336,9 +336,7 @@ impl ClientSession {
             }
             Some(MessageType::Aggregate) => {
                 let parts = crate::rtmp::aggregate::split_aggregate(&msg.payload, msg.timestamp)
-                    .map_err(|e| {
-                    SessionError::Protocol(format!("bad aggregate message: {e}"))
-                })?;
+                    .map_err(|e| SessionError::Protocol(format!("bad aggregate message: {e}")))?;
                 for part in parts {
                     let sub =
                         RtmpMessage::new(part.type_id, msg.stream_id, part.timestamp, part.payload);

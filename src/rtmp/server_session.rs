@@ -21,10 +21,10 @@ use super::SessionError;
 use super::amf0::Amf0Value;
 use super::chunk::DecoderLimits;
 use super::command::{Command, DataMessage, SET_DATA_FRAME, on_status, status, status_info};
-use super::session::{Connection, Incoming};
 use super::control::{BandwidthLimit, ControlMessage, UserControlEvent};
 use super::handshake::ServerHandshake;
 use super::message::{MessageType, RtmpMessage, csid};
+use super::session::{Connection, Incoming};
 use crate::rtmp::aggregate::split_aggregate;
 
 /// Settings of one server session.

@@ -2,8 +2,9 @@
 //!
 //! Tasks on one glommio executor share state through `Rc<RefCell<..>>` and need no locks;
 //! what they need is a way to say "look again". [`Signal`] wakes one waiting task (the
-//! fan-out of a stream, when entries arrive); [`Latch`] is set once and wakes every task
-//! that waits for it (shutdown).
+//! shard's fan-out task when a pass is queued, its timer task when an earlier deadline is
+//! armed, a client's task when it must write or close); [`Latch`] is set once and wakes
+//! every task that waits for it (shutdown).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;

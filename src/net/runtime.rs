@@ -1,4 +1,5 @@
-//! Starting and stopping the relay: one pinned glommio executor per shard.
+//! Starting and stopping the relay: one pinned glommio executor per shard, each running
+//! its [`ShardDriver`].
 //!
 //! Before any shard starts, the ingest port is checked with a plain bind (no
 //! SO_REUSEPORT): if another process serves it, the relay refuses to start rather than
@@ -9,7 +10,6 @@
 //! bound.
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -17,14 +17,15 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
+use super::listener::accept_loop;
+use super::mailbox::{Inbox, ShardSender, mailbox};
+use super::shard_driver::ShardDriver;
 use crate::config::Config;
-use crate::net::listener::accept_loop;
+use crate::performance::INBOX_CAPACITY;
 use crate::relay::directory::StreamDirectory;
-use crate::relay::mailbox::{Inbox, ShardSender, mailbox};
-use crate::relay::shard::{Shard, ShardMessage};
-
-/// Messages a shard's inbox holds before senders see it as full.
-const INBOX_CAPACITY: usize = 64 * 1024;
+use crate::relay::message::ShardMessage;
+use crate::relay::shard::Shard;
+use crate::relay::snapshot::ShardSnapshot;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -118,8 +119,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .io_memory(config.server.io_memory);
         let handle = builder
             .spawn(move || async move {
-                let shard = Rc::new(Shard::new(id, config, senders, directory, started));
-                shard_main(shard, inbox, ready).await;
+                let relay = Shard::new(id, shard_count, config, directory, started);
+                shard_main(ShardDriver::new(relay, senders), inbox, ready).await;
             })
             .map_err(|e| executor_error(id, cpu, e))?;
         handles.push(handle);
@@ -169,44 +170,56 @@ fn shutdown(senders: &[ShardSender<ShardMessage>]) {
     }
 }
 
+/// Asks every shard for its [`ShardSnapshot`] and waits up to `limit` for the answers: a
+/// round of messages, never a lock. Shards that do not answer in time are left out.
+pub fn inspect(senders: &[ShardSender<ShardMessage>], limit: Duration) -> Vec<ShardSnapshot> {
+    let (reply, answers) = crossbeam_channel::bounded(senders.len());
+    let asked = senders
+        .iter()
+        .filter(|tx| {
+            tx.send(ShardMessage::Inspect {
+                reply: reply.clone(),
+            })
+            .is_ok()
+        })
+        .count();
+    let deadline = Instant::now() + limit;
+    let mut shards: Vec<ShardSnapshot> = (0..asked)
+        .map_while(|_| answers.recv_deadline(deadline).ok())
+        .collect();
+    shards.sort_by_key(|s| s.shard);
+    shards
+}
+
 async fn shard_main(
-    shard: Rc<Shard>,
+    driver: std::rc::Rc<ShardDriver>,
     inbox: Inbox<ShardMessage>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
-    let addr = shard.config.server.listen;
+    let (id, addr, shutdown_timeout) = {
+        let relay = driver.relay.borrow();
+        (
+            relay.id,
+            relay.config.server.listen,
+            relay.config.server.shutdown_timeout(),
+        )
+    };
     let listener = match glommio::net::TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
-            let _ = ready.send(Err(format!(
-                "shard {} cannot listen on {addr}: {e}",
-                shard.id
-            )));
+            let _ = ready.send(Err(format!("shard {id} cannot listen on {addr}: {e}")));
             return;
         }
     };
     let _ = ready.send(Ok(()));
-    glommio::spawn_local(accept_loop(shard.clone(), listener)).detach();
-    let inbox_shard = shard.clone();
-    glommio::spawn_local(async move {
-        let mut batch = Vec::with_capacity(256);
-        loop {
-            batch.clear();
-            if !inbox.recv_batch(&mut batch, 256).await {
-                break;
-            }
-            for msg in batch.drain(..) {
-                inbox_shard.handle_message(msg);
-            }
-        }
-    })
-    .detach();
-    // Run until shutdown starts, then until the last connection has gone (or the bound).
-    shard.shutting_down.wait().await;
-    let deadline = Instant::now() + shard.config.server.shutdown_timeout();
-    while !shard.connections.borrow().is_empty() && Instant::now() < deadline {
+    driver.start(inbox);
+    glommio::spawn_local(accept_loop(driver.clone(), listener)).detach();
+    // Run until shutdown starts, then until the last client has gone (or the bound).
+    driver.shutting_down.wait().await;
+    let deadline = Instant::now() + shutdown_timeout;
+    while driver.relay.borrow().client_count() > 0 && Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
-        futures_lite::future::or(shard.connection_closed.wait(), glommio::timer::sleep(left)).await;
+        futures_lite::future::or(driver.client_gone.wait(), glommio::timer::sleep(left)).await;
     }
-    tracing::debug!(shard = shard.id, "shard finished");
+    tracing::debug!(shard = id, "shard finished");
 }

@@ -26,9 +26,6 @@ use std::task::Poll;
 use atomic_waker::AtomicWaker;
 use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 
-/// Shard ids are small: one per core.
-pub type ShardId = usize;
-
 struct Doorbell {
     waker: AtomicWaker,
     notified: AtomicBool,

@@ -1,11 +1,14 @@
-//! What one viewer still has to be sent, and how it is written in few, large writes.
+//! What one client still has to be sent, and how it is written in few, large writes.
 //!
-//! A [`ViewerQueue`] is three things in write order: the rest of a message a previous write
-//! cut short (`partial`), the viewer's own bytes (`pending`: its session's replies, and at
-//! join time the metadata, sequence headers and GOP), and a cursor into its stream's
-//! [`FrameRing`]. Nothing is copied into it: ring frames are read in place, and a cut-short
-//! message is kept as a slice of the shared buffer. A flush gathers as many of these as fit
-//! into one `iovec` array and hands them to one vectored write (`sendmsg` in `src/net/`).
+//! Every client has a [`WriteQueue`], publisher or viewer: every byte the relay sends goes
+//! through one. It is three things in write order: the rest of a message a previous write
+//! cut short (`partial`), the client's own bytes (`pending`: its session's replies, and for
+//! a viewer at join time the metadata, sequence headers and GOP), and a cursor into its
+//! stream's [`FrameRing`] (a client that plays nothing flushes against an empty ring).
+//! Nothing is copied into it: ring frames are read in place, and a cut-short message is
+//! kept as a slice of the shared buffer. A flush gathers as many of these as fit into one
+//! `IoSlice` array and hands them to one vectored write through [`Transmit`], which the
+//! driver implements with the client's socket (`src/net/sockets.rs`).
 //!
 //! The cursor always sits on a message boundary, which is what lets the ring drop old frames
 //! without waiting for a slow viewer, and lets the viewer be moved to the next keyframe.
@@ -16,17 +19,23 @@
 //! actually been written, so a viewer never gets an inter frame after a gap.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice};
 
 use bytes::Bytes;
 
+use super::client::ClientId;
 use super::frame::{FrameKind, FrameRing, RingEntry, StreamEvent};
+use crate::performance::{MAX_IOVECS, MAX_WRITE_BYTES};
 
-/// At most this many buffers go into one vectored write (Linux's IOV_MAX is 1024).
-pub const MAX_IOVECS: usize = 512;
-/// At most this many bytes go into one write, so one viewer's backlog cannot make a single
-/// call monopolise the core.
-pub const MAX_WRITE_BYTES: usize = 4 << 20;
+/// Where the relay's writes go: the driver's sockets, by client. The relay decides what
+/// bytes go to whom; only the implementation (in `src/net/`) touches a socket. A client
+/// that has no socket any more (it closed) answers with an error, never with another
+/// client's socket.
+pub trait Transmit {
+    /// Writes `bufs` in order with one vectored write, without waiting; returns the bytes
+    /// the socket took, or `WouldBlock` when it is full.
+    fn send(&mut self, client: ClientId, bufs: &[IoSlice<'_>]) -> io::Result<usize>;
+}
 
 /// Where one gathered buffer came from, to advance the right queue after the write.
 #[derive(Clone, Copy, Debug)]
@@ -39,24 +48,33 @@ enum Source {
 /// Reusable buffers for flushes, one per shard, so a flush allocates nothing.
 #[derive(Default)]
 pub struct FlushScratch {
-    iov: Vec<libc::iovec>,
+    /// Empty between flushes; only its allocation is kept (see [`recycle`]).
+    iov: Vec<IoSlice<'static>>,
     sources: Vec<(Source, usize)>,
+}
+
+/// Gives an empty vector of slices a new lifetime, keeping its allocation. The slices of a
+/// flush borrow the queue and the ring for that flush only; the vector that held them is
+/// kept for the next. Collecting a `vec::IntoIter` through `map` reuses the allocation in
+/// place (the element types have one layout), and the closure never runs: the vector is
+/// empty. No `unsafe` needed.
+fn recycle<'a, 'b>(mut v: Vec<IoSlice<'a>>) -> Vec<IoSlice<'b>> {
+    v.clear();
+    v.into_iter()
+        .map(|_| -> IoSlice<'b> { unreachable!("the vector is empty") })
+        .collect()
+}
+
+/// The buffers of one write being gathered.
+struct Gather<'a> {
+    iov: Vec<IoSlice<'a>>,
     total: usize,
 }
 
-impl FlushScratch {
-    fn clear(&mut self) {
-        self.iov.clear();
-        self.sources.clear();
-        self.total = 0;
-    }
-
-    fn gather(&mut self, bytes: &Bytes, source: Source) {
-        self.iov.push(libc::iovec {
-            iov_base: bytes.as_ptr() as *mut libc::c_void,
-            iov_len: bytes.len(),
-        });
-        self.sources.push((source, bytes.len()));
+impl<'a> Gather<'a> {
+    fn push(&mut self, sources: &mut Vec<(Source, usize)>, bytes: &'a Bytes, source: Source) {
+        self.iov.push(IoSlice::new(bytes));
+        sources.push((source, bytes.len()));
         self.total += bytes.len();
     }
 
@@ -78,9 +96,9 @@ pub enum FlushOutcome {
     Event(StreamEvent),
 }
 
-/// One viewer's unsent bytes and its place in the stream.
+/// One client's unsent bytes and, for a viewer, its place in the stream.
 #[derive(Debug)]
-pub struct ViewerQueue {
+pub struct WriteQueue {
     partial: Option<Bytes>,
     pending: VecDeque<Bytes>,
     pending_bytes: usize,
@@ -95,9 +113,9 @@ pub struct ViewerQueue {
     pub bytes_sent: u64,
 }
 
-impl ViewerQueue {
-    pub fn new(cursor: u64) -> ViewerQueue {
-        ViewerQueue {
+impl WriteQueue {
+    pub fn new(cursor: u64) -> WriteQueue {
+        WriteQueue {
             partial: None,
             pending: VecDeque::new(),
             pending_bytes: 0,
@@ -125,6 +143,17 @@ impl ViewerQueue {
 
     pub fn pending_bytes(&self) -> usize {
         self.pending_bytes + self.partial.as_ref().map_or(0, Bytes::len)
+    }
+
+    /// Memory the queue's own bytes hold, each buffer's handle included.
+    pub fn memory(&self) -> usize {
+        self.pending_bytes()
+            + (self.pending.len() + usize::from(self.partial.is_some()))
+                * std::mem::size_of::<Bytes>()
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.partial.is_some() || !self.pending.is_empty()
     }
 
     pub fn set_audio(&mut self, enabled: bool) {
@@ -182,7 +211,7 @@ impl ViewerQueue {
         &mut self,
         ring: &FrameRing,
         scratch: &mut FlushScratch,
-        mut write: impl FnMut(&[libc::iovec]) -> io::Result<usize>,
+        mut write: impl FnMut(&[IoSlice<'_>]) -> io::Result<usize>,
     ) -> io::Result<FlushOutcome> {
         if self.cursor < ring.first_seq() {
             // The ring dropped entries this viewer had not sent: it resumes at the oldest
@@ -190,25 +219,29 @@ impl ViewerQueue {
             self.jump_to(ring.first_seq());
         }
         loop {
-            scratch.clear();
+            scratch.sources.clear();
+            let mut gather = Gather {
+                iov: recycle(std::mem::take(&mut scratch.iov)),
+                total: 0,
+            };
             if let Some(p) = &self.partial {
-                scratch.gather(p, Source::Partial);
+                gather.push(&mut scratch.sources, p, Source::Partial);
             }
             let mut pending_gathered = 0;
             for p in &self.pending {
-                if scratch.is_full() {
+                if gather.is_full() {
                     break;
                 }
-                scratch.gather(p, Source::Pending);
+                gather.push(&mut scratch.sources, p, Source::Pending);
                 pending_gathered += 1;
             }
-            // Ring frames are only gathered once the viewer's own bytes are all in, so they
+            // Ring frames are only gathered once the client's own bytes are all in, so they
             // keep their order.
             let mut skip_video = self.skip_video;
             let mut seq = self.cursor;
             let mut event = None;
             if pending_gathered == self.pending.len() {
-                while !scratch.is_full() {
+                while !gather.is_full() {
                     let Some(entry) = ring.get(seq) else { break };
                     match entry {
                         RingEntry::Event { event: e, .. } => {
@@ -224,7 +257,7 @@ impl ViewerQueue {
                                     seq,
                                     keyframe: f.keyframe,
                                 };
-                                scratch.gather(&f.bytes, source);
+                                gather.push(&mut scratch.sources, &f.bytes, source);
                             }
                         }
                     }
@@ -232,7 +265,8 @@ impl ViewerQueue {
                 }
             }
             // `seq` is now the first ring entry not examined.
-            if scratch.iov.is_empty() {
+            if gather.iov.is_empty() {
+                scratch.iov = recycle(gather.iov);
                 self.advance_skipped(seq);
                 return Ok(match event {
                     Some(e) => {
@@ -242,7 +276,9 @@ impl ViewerQueue {
                     None => FlushOutcome::Idle,
                 });
             }
-            let written = match write(&scratch.iov) {
+            let written = write(&gather.iov);
+            scratch.iov = recycle(gather.iov);
+            let written = match written {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     return Ok(FlushOutcome::Blocked);
@@ -356,12 +392,10 @@ mod tests {
     fn sink(
         out: &mut Vec<u8>,
         room: usize,
-    ) -> impl FnMut(&[libc::iovec]) -> io::Result<usize> + '_ {
+    ) -> impl FnMut(&[IoSlice<'_>]) -> io::Result<usize> + '_ {
         move |iov| {
             let mut n = 0;
-            for v in iov {
-                let bytes =
-                    unsafe { std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len) };
+            for bytes in iov {
                 let take = bytes.len().min(room - n);
                 out.extend_from_slice(&bytes[..take]);
                 n += take;
@@ -369,7 +403,7 @@ mod tests {
                     break;
                 }
             }
-            if n == 0 && iov.iter().any(|v| v.iov_len > 0) {
+            if n == 0 && iov.iter().any(|v| !v.is_empty()) {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             Ok(n)
@@ -381,7 +415,7 @@ mod tests {
         let mut ring = FrameRing::new(0);
         ring.push(video(0, true, b'K', 100));
         ring.push(audio(1, b'a'));
-        let mut q = ViewerQueue::new(0);
+        let mut q = WriteQueue::new(0);
         q.push_pending(Bytes::from_static(b"hello"));
         let mut scratch = FlushScratch::default();
         let mut out = Vec::new();
@@ -412,7 +446,7 @@ mod tests {
         ring.push(video(2, false, b'j', 5));
         ring.push(video(3, true, b'K', 5));
         ring.push(video(4, false, b'p', 5));
-        let mut q = ViewerQueue::new(0);
+        let mut q = WriteQueue::new(0);
         q.skip_to_keyframe();
         let mut scratch = FlushScratch::default();
         let mut out = Vec::new();
@@ -431,7 +465,7 @@ mod tests {
         ring.push(audio(0, b'a'));
         ring.push(video(1, false, b'i', 5));
         ring.push(video(2, true, b'K', 5));
-        let mut q = ViewerQueue::new(0);
+        let mut q = WriteQueue::new(0);
         q.skip_to_keyframe();
         let mut scratch = FlushScratch::default();
         let mut out = Vec::new();
@@ -456,7 +490,7 @@ mod tests {
             event: StreamEvent::Unpublished,
         });
         ring.push(audio(2, b'b'));
-        let mut q = ViewerQueue::new(0);
+        let mut q = WriteQueue::new(0);
         let mut scratch = FlushScratch::default();
         let mut out = Vec::new();
         assert_eq!(
@@ -481,7 +515,7 @@ mod tests {
         }
         // The ring was capped while this viewer was blocked: entries 0 to 2 are gone.
         ring.trim_before(3);
-        let mut q = ViewerQueue::new(1);
+        let mut q = WriteQueue::new(1);
         let mut scratch = FlushScratch::default();
         let mut out = Vec::new();
         let outcome = q
@@ -497,10 +531,29 @@ mod tests {
     }
 
     #[test]
+    fn the_scratch_keeps_its_allocation_between_flushes() {
+        let mut ring = FrameRing::new(0);
+        ring.push(audio(0, b'a'));
+        ring.push(audio(1, b'b'));
+        let mut q = WriteQueue::new(0);
+        let mut scratch = FlushScratch::default();
+        let mut out = Vec::new();
+        q.flush(&ring, &mut scratch, sink(&mut out, 1 << 20))
+            .unwrap();
+        let (ptr, cap) = (scratch.iov.as_ptr(), scratch.iov.capacity());
+        assert!(cap >= 2);
+        ring.push(audio(2, b'c'));
+        q.flush(&ring, &mut scratch, sink(&mut out, 1 << 20))
+            .unwrap();
+        assert_eq!((scratch.iov.as_ptr(), scratch.iov.capacity()), (ptr, cap));
+        assert_eq!(out.len(), 30);
+    }
+
+    #[test]
     fn a_full_socket_reports_blocked_and_loses_nothing() {
         let mut ring = FrameRing::new(0);
         ring.push(audio(0, b'a'));
-        let mut q = ViewerQueue::new(0);
+        let mut q = WriteQueue::new(0);
         let mut scratch = FlushScratch::default();
         let outcome = q
             .flush(&ring, &mut scratch, |_| {

@@ -1,0 +1,129 @@
+//! The shard's sockets, by client: the one owner of every client connection's socket.
+//!
+//! The relay keeps its clients in a slab by [`ClientId`]; this table keeps each client's
+//! `TcpStream` under the same id, so the two come and go together. Whatever writes to a
+//! client (the fan-out, the client's own task, a stored file's source) goes through the
+//! relay, which reaches the socket only through [`Transmit`] with a client id, and the id
+//! is checked against the slot's current occupant: a client that has gone has no socket
+//! here, and a new client in the same slot has a different id. No fd is ever copied.
+
+use std::cell::Cell;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use futures_lite::AsyncWrite;
+use glommio::net::TcpStream;
+
+use super::vectored::send_vectored;
+use crate::relay::client::ClientId;
+use crate::relay::write_queue::Transmit;
+
+/// One client's socket and what its task has been asked to do.
+pub struct Socket {
+    id: ClientId,
+    pub stream: TcpStream,
+    /// The relay waits for this socket to drain (`Output::WaitWritable`).
+    pub want_write: Cell<bool>,
+    /// The relay closed this client (`Output::Close`).
+    pub close: Cell<bool>,
+    /// The client's task, woken for either.
+    pub waker: Option<Waker>,
+}
+
+impl Socket {
+    pub fn wake(&self) {
+        if let Some(w) = &self.waker {
+            w.wake_by_ref();
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct SocketTable {
+    slots: Vec<Option<Socket>>,
+}
+
+impl SocketTable {
+    pub fn insert(&mut self, id: ClientId, stream: TcpStream) {
+        let slot = id.slot();
+        if self.slots.len() <= slot {
+            self.slots.resize_with(slot + 1, || None);
+        }
+        self.slots[slot] = Some(Socket {
+            id,
+            stream,
+            want_write: Cell::new(false),
+            close: Cell::new(false),
+            waker: None,
+        });
+    }
+
+    pub fn get(&self, id: ClientId) -> Option<&Socket> {
+        self.slots.get(id.slot())?.as_ref().filter(|s| s.id == id)
+    }
+
+    pub fn get_mut(&mut self, id: ClientId) -> Option<&mut Socket> {
+        self.slots
+            .get_mut(id.slot())?
+            .as_mut()
+            .filter(|s| s.id == id)
+    }
+
+    /// Takes the socket out; dropping it closes the connection.
+    pub fn remove(&mut self, id: ClientId) -> Option<TcpStream> {
+        let slot = self.slots.get_mut(id.slot())?;
+        if slot.as_ref().is_some_and(|s| s.id == id) {
+            return slot.take().map(|s| s.stream);
+        }
+        None
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "the client has no socket any more",
+    )
+}
+
+/// Writes now, without waiting: the fan-out's and the reading task's write.
+pub struct SendNow<'a>(pub &'a SocketTable);
+
+impl Transmit for SendNow<'_> {
+    fn send(&mut self, client: ClientId, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self.0.get(client) {
+            Some(socket) => send_vectored(&socket.stream, bufs),
+            None => Err(gone()),
+        }
+    }
+}
+
+/// The write of a client whose socket was full: while the socket takes data it writes
+/// like [`SendNow`]; when it is full again, the first buffer goes to glommio's
+/// `poll_write`, which registers the client's task for writability (and writes, if the
+/// socket drained meanwhile).
+pub struct SendWhenWritable<'a, 'b> {
+    pub cx: &'a mut Context<'b>,
+    pub socket: &'a mut Socket,
+}
+
+impl Transmit for SendWhenWritable<'_, '_> {
+    fn send(&mut self, client: ClientId, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        if client != self.socket.id {
+            return Err(gone());
+        }
+        match send_vectored(&self.socket.stream, bufs) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let Some(first) = bufs.first() else {
+                    return Ok(0);
+                };
+                match Pin::new(&mut self.socket.stream).poll_write(self.cx, first) {
+                    Poll::Ready(result) => result,
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            }
+            other => other,
+        }
+    }
+}

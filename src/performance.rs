@@ -1,0 +1,64 @@
+//! Every performance knob of the relay in one place, each next to the measurement that
+//! chose its value (in the manner of SRS's `srs_core_performance.hpp`).
+//!
+//! The numbers come from `benches/fanout.sh` runs on the project's 2-core machines; the runs
+//! themselves, with the commands that reproduce them, are in `benches/RESULTS.md`. Change a
+//! value here only with a new side-by-side run.
+
+use std::time::Duration;
+
+/// Viewers one fan-out step serves before the shard's executor gets a chance to run other
+/// tasks (publishers, the accept loop, other streams). 64 viewers cost about 0.7 ms of
+/// `sendmsg` at 1,000 viewers (10.6 µs a send, RESULTS.md "perf stat"), short enough that a
+/// publisher on the same core is never held for a frame interval.
+pub const VIEWERS_PER_YIELD: usize = 64;
+
+/// At most this many buffers go into one vectored write (Linux's IOV_MAX is 1024). A viewer
+/// that keeps up needs 2-5 per frame; 512 lets one catching up send a whole second of media
+/// in one call.
+pub const MAX_IOVECS: usize = 512;
+
+/// At most this many bytes go into one write, so one viewer's backlog cannot make a single
+/// call monopolise the core.
+pub const MAX_WRITE_BYTES: usize = 4 << 20;
+
+/// The longest an audio or data message waits for a video frame to go out with
+/// (`viewer.flush_on = "video"`): one frame interval down to 20 frames per second. Sends per
+/// viewer per message went from 0.98 to 0.39 and CPU-s/GB from 1.87 to 1.02 at 1,000
+/// viewers (RESULTS.md, issue 5).
+pub const MAX_HOLD: Duration = Duration::from_millis(50);
+
+/// A stream that has sent no video for this long is treated as audio-only: its audio is
+/// written as it arrives instead of waiting for video that is not coming.
+pub const VIDEO_GONE: Duration = Duration::from_secs(1);
+
+/// Messages a shard's inbox holds before senders see it as full (then the receiving shard
+/// sees a sequence gap and its viewers resume at a keyframe). 64 Ki handles of 40-odd bytes:
+/// some 3 MB a shard, seconds of every stream's frames even at 50 streams.
+pub const INBOX_CAPACITY: usize = 64 * 1024;
+
+/// Messages the inbox task takes per wake-up before it lets other tasks run.
+pub const INBOX_BATCH: usize = 256;
+
+/// Bytes asked of the kernel per read, from the shard's one read buffer. Per-connection
+/// buffers cost 85 KiB RSS per viewer at 1,000 viewers; one per shard, 12 KiB
+/// (RESULTS.md, issue 5).
+pub const READ_SIZE: usize = 64 * 1024;
+
+/// The per-stream ring never holds more than this many bytes (entry records included), and
+/// never less than [`RING_MIN_BYTES`]: twice the backlog a viewer may have before it skips
+/// to a keyframe, so a viewer within its limits never falls off the ring.
+pub const RING_BACKLOG_FACTOR: usize = 2;
+/// See [`RING_BACKLOG_FACTOR`].
+pub const RING_MIN_BYTES: usize = 1 << 20;
+
+/// How far ahead of real time a stored file's tags are sent, so a player's buffer fills at
+/// once (nginx-rtmp sends stored files ahead the same way).
+pub const FILE_PREROLL: Duration = Duration::from_secs(1);
+
+/// Bytes read from a stored file at a time: a few tags of a typical 2-5 Mbit/s file, small
+/// enough that a reader never holds much more than its preroll.
+pub const FILE_READ_SIZE: usize = 32 * 1024;
+
+/// How often a stored file's reader looks again when its viewer is over its backlog.
+pub const FILE_BACKPRESSURE_RETRY: Duration = Duration::from_millis(20);

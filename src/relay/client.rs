@@ -1,0 +1,152 @@
+//! One connected encoder or player, as the relay sees it.
+//!
+//! A [`Client`] lives in its shard's slab and is addressed by [`ClientId`]; nothing else
+//! holds it. It has the protocol session, the write queue every byte to it goes through,
+//! and what it does (its [`Role`]). Its socket is not here: the driver keeps that beside it,
+//! under the same id (`src/net/sockets.rs`), and the relay reaches it only through
+//! [`Transmit`](super::write_queue::Transmit). When a client leaves, its id is gone from
+//! both tables at once, and a reused slot answers to a new generation only, so nothing the
+//! relay still has in flight for the old client (a timer, a file read) can reach a new one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::directory::{ConnId, StreamClock, StreamName};
+use super::slab::Key;
+use super::stream::StreamId;
+use super::write_queue::WriteQueue;
+use crate::rtmp::ServerSession;
+
+/// A client's handle in its shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub(crate) Key);
+
+impl ClientId {
+    /// The slab slot, for the driver's socket table.
+    pub fn slot(self) -> usize {
+        self.0.slot()
+    }
+}
+
+/// What a client does on its stream.
+#[derive(Debug)]
+pub enum Role {
+    /// Connected (or still handshaking), neither publishing nor playing yet.
+    Idle,
+    Publisher {
+        name: StreamName,
+        stream_id: u32,
+        clock: Arc<StreamClock>,
+    },
+    /// Plays a stream: a live one, or a stored file (a stream of its own, fed by a file
+    /// source).
+    Viewer {
+        name: StreamName,
+        stream_id: u32,
+        stream: StreamId,
+        /// Set while it waits for the publisher to arrive.
+        waiting_since: Option<Instant>,
+    },
+}
+
+/// What a client is, for the snapshot and the closing log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoleKind {
+    Client,
+    Publisher,
+    Viewer,
+    FileViewer,
+}
+
+impl RoleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleKind::Client => "client",
+            RoleKind::Publisher => "publisher",
+            RoleKind::Viewer => "viewer",
+            RoleKind::FileViewer => "recording viewer",
+        }
+    }
+}
+
+pub struct Client {
+    /// The connection's id in the whole process (shard id in the high bits).
+    pub conn: ConnId,
+    pub addr: SocketAddr,
+    pub accepted: Instant,
+    pub session: ServerSession,
+    pub queue: WriteQueue,
+    pub role: Role,
+    /// The socket is full: the driver waits for it to drain and calls
+    /// `Shard::write_blocked`; the fan-out leaves this client alone meanwhile.
+    pub blocked: bool,
+    /// Set once the relay decides this client must go; the driver writes what is queued
+    /// (best effort) and closes.
+    pub close_reason: Option<String>,
+    /// Since when this viewer has been over its backlog limits.
+    pub behind_since: Option<Instant>,
+    /// A stored file ended for this viewer: when it is closed, once it has read the end.
+    pub ends_at: Option<Instant>,
+    pub(crate) end_armed: bool,
+    /// What this client last was, for the snapshot and the closing log line.
+    pub last_role: (RoleKind, Option<StreamName>),
+}
+
+impl Client {
+    pub fn new(
+        conn: ConnId,
+        addr: SocketAddr,
+        accepted: Instant,
+        session: ServerSession,
+    ) -> Client {
+        Client {
+            conn,
+            addr,
+            accepted,
+            session,
+            queue: WriteQueue::new(0),
+            role: Role::Idle,
+            blocked: false,
+            close_reason: None,
+            behind_since: None,
+            ends_at: None,
+            end_armed: false,
+            last_role: (RoleKind::Client, None),
+        }
+    }
+
+    /// Gives the client its role, remembering it for the closing log line.
+    pub fn set_role(&mut self, role: Role, kind: RoleKind) {
+        match &role {
+            Role::Idle => {}
+            Role::Publisher { name, .. } | Role::Viewer { name, .. } => {
+                self.last_role = (kind, Some(name.clone()));
+            }
+        }
+        self.role = role;
+    }
+
+    /// Moves what the session wants to send into the write queue.
+    pub fn queue_session_output(&mut self) {
+        while let Some(bytes) = self.session.poll_transmit() {
+            self.queue.push_pending(bytes);
+        }
+    }
+
+    /// The stream this client plays, if it plays one.
+    pub fn playing(&self) -> Option<StreamId> {
+        match &self.role {
+            Role::Viewer { stream, .. } => Some(*stream),
+            _ => None,
+        }
+    }
+
+    /// The stream this client publishes, if it publishes one.
+    pub fn publishing(&self) -> Option<&StreamName> {
+        match &self.role {
+            Role::Publisher { name, .. } => Some(name),
+            _ => None,
+        }
+    }
+}
