@@ -37,6 +37,8 @@
 //! error's span is then looked up in that tree to recover the key's dotted path, and a
 //! validation failure's dotted path is looked up the other way to recover its line.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;

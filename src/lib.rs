@@ -1,39 +1,36 @@
 //! shardcast: a thread-per-core RTMP edge relay.
 //!
-//! One media message's way from a publisher's socket to a viewer's:
+//! One media message's way from a publisher's socket to a viewer's, in six files, with no
+//! return trip: net (read) → rtmp (decode) → relay (encode once, ring, across cores) → net
+//! (write).
 //!
-//! 1. **Accept.** Every shard (one pinned glommio executor per core, started by
-//!    `src/server.rs`) listens on the ingest port with SO_REUSEPORT
-//!    (`src/net/listener.rs`); the kernel picked this shard for the encoder's connection.
-//! 2. **Read.** `src/net/connection.rs` reads the socket into its shard's one read buffer,
-//!    copies what came into a `Bytes` (so no idle connection holds a buffer), and feeds the
-//!    connection's `ServerSession` (`src/rtmp/server_session.rs`). The handshake
-//!    (`src/rtmp/handshake.rs`) is long done; the `ChunkDecoder` (`src/rtmp/chunk.rs`) joins
-//!    chunks into an `RtmpMessage` (`src/rtmp/message.rs`) — a message that arrived in one
-//!    chunk is a zero-copy slice of that `Bytes` — and `src/rtmp/session.rs` answers
-//!    the control traffic (acknowledgements, pings) on the way. Aggregate messages are split
-//!    by `src/rtmp/aggregate.rs`. The session emits `ServerEvent::Media`.
-//! 3. **Encode once.** The connection task hands the message to its shard
-//!    (`src/relay/shard.rs`), the stream's origin. `src/relay/origin.rs` fixes the timestamp
-//!    viewers see, asks `src/media/codec.rs` whether it is a keyframe or a sequence header,
-//!    and encodes it **once** with `chunk::encode_shared` into one `Bytes`: a `Frame`
-//!    (`src/relay/frame.rs`).
-//! 4. **Cross cores.** For each other shard that has viewers of the stream, the origin puts
-//!    the `Frame` (a handle on the same bytes) into that shard's bounded mailbox
-//!    (`src/relay/mailbox.rs`) and rings its doorbell once per batch; only the handle
-//!    travels, once per shard, never once per viewer.
-//! 5. **Fan out.** On every shard the frame joins the stream's ring and GOP cache
-//!    (`src/relay/stream.rs`, `src/media/gop_cache.rs`). A video frame wakes the stream's
-//!    fan-out task at once; an audio or data message waits there for the next video frame
-//!    (`viewer.flush_on`, at most 50 ms), so a viewer gets one write per frame. The fan-out
-//!    walks its viewers: each viewer's `ViewerQueue` (`src/relay/viewer.rs`) gathers what it is
-//!    owed — the same shared buffers — into one `iovec` array, and `src/net/vectored.rs`
-//!    hands it to the kernel with one `sendmsg`. A viewer whose socket is full is handed to
-//!    its own connection task (`src/relay/peer.rs`, `src/net/connection.rs`), which parks
-//!    on writability; nothing a viewer does slows the publisher or another viewer.
+//! 1. **Read** (`src/net/client_task.rs`). The encoder's connection lives on the shard
+//!    whose SO_REUSEPORT listener the kernel picked. Its task reads the socket into the
+//!    shard's one read buffer, copies what came into a `Bytes`, and hands it to the
+//!    shard's relay state (`Shard::handle_input`).
+//! 2. **Decode** (`src/rtmp/server_session.rs`). The client's `ServerSession` joins chunks
+//!    into a message (a message that came in one chunk is a zero-copy slice of that
+//!    `Bytes`) and emits `ServerEvent::Media`.
+//! 3. **Encode once** (`src/relay/origin.rs`). The shard hands it to the stream's origin,
+//!    which fixes the timestamp viewers see, notes whether it is a keyframe or a sequence
+//!    header, and encodes it **once** into one shared `Bytes`: a `Frame`.
+//! 4. **Ring, and across cores** (`src/relay/stream.rs`). The frame joins the stream's
+//!    ring and GOP cache on this shard; its handle goes once to each other shard with
+//!    viewers of the stream (an `Output::Send` the driver puts in that shard's mailbox)
+//!    and joins that shard's ring the same way. A video frame queues a fan-out pass at
+//!    once; audio waits for the next video frame, at most 50 ms.
+//! 5. **Gather** (`src/relay/write_queue.rs`). The shard's fan-out walks the stream's
+//!    viewers; each viewer's `WriteQueue` gathers what it is owed, the same shared
+//!    buffers, into one `IoSlice` array.
+//! 6. **Write** (`src/net/sockets.rs`). The driver writes that array with one `sendmsg` to
+//!    the viewer's socket, found by the viewer's id. A full socket is left to the viewer's
+//!    own task, which waits for it to drain: nothing a viewer does slows the publisher.
 //!
-//! `src/config.rs` is the configuration file's schema; `loadtest/` is the bundled load
-//! generator, built on the client role (`src/rtmp/client_session.rs`).
+//! `src/relay/` and `src/rtmp/` are deterministic (no sockets, clocks or tasks);
+//! `src/net/` drives them. `src/performance.rs` holds every performance knob with the
+//! measurement behind it; `src/config.rs` is the configuration file's schema; `loadtest/`
+//! is the bundled load generator, built on the client role
+//! (`src/rtmp/client_session.rs`).
 
 pub mod config;
 pub mod media;

@@ -117,3 +117,70 @@ fn a_name_with_a_path_is_never_read_from_disk() {
         relay.log()
     );
 }
+
+/// A client must never receive bytes it did not ask for. Viewers of a stored file leave
+/// right after their first media, mid-playback, while other clients keep connecting: a
+/// newcomer that has sent only C0 and C1 must get exactly S0, S1 and S2 back, and nothing
+/// of anyone's recording (a former build sent the file's next tag to whichever connection
+/// had been given the departed viewer's file descriptor number).
+#[test]
+fn viewers_leaving_a_recording_never_leak_its_bytes_to_new_clients() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    let dir = temp_path("recordings-isolation");
+    make_recording(&dir, "clip");
+    let config = format!(
+        "[app.live]\nrecordings_dir = {:?}\n",
+        dir.display().to_string()
+    );
+    let relay = Relay::start("recordings-isolation", &config, 2);
+    let port = relay.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let leavers = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut left = 0;
+            for _ in 0..40 {
+                let mut viewer = RtmpClient::viewer(port, "clip");
+                viewer.wait_for(Duration::from_secs(10), |e| {
+                    matches!(e, ClientEvent::Media { .. })
+                });
+                drop(viewer);
+                left += 1;
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            left
+        })
+    };
+    const HANDSHAKE: usize = 1 + 1536 + 1536;
+    let mut strangers = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) || strangers < 40 {
+        let mut socket = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let mut c0c1 = vec![0u8; 1 + 1536];
+        c0c1[0] = 3;
+        socket.write_all(&c0c1).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            match socket.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(
+            got.len(),
+            HANDSHAKE,
+            "a client that sent only C0 and C1 got {} bytes: nothing but S0, S1 and S2 was owed",
+            got.len()
+        );
+        assert_eq!(got[0], 3, "S0");
+        strangers += 1;
+    }
+    assert_eq!(leavers.join().unwrap(), 40);
+    assert!(strangers >= 40);
+}

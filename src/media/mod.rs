@@ -1,4 +1,4 @@
-//! The relay's view into media payloads: FLV tag bodies as carried by RTMP audio (8),
+//! The relay's view into media payloads: FLV tag bodies as carried by RTMP audio (8)
 //! and video (9) messages, and FLV files for recorded streams.
 //!
 //! An edge relay forwards media, it never transcodes it. What it must still know is read
@@ -10,6 +10,8 @@
 //! - [`codec`]: codec, frame type and sequence-header detection, legacy and Enhanced RTMP.
 //! - [`flv`]: reading and writing FLV files (header, tags, back pointers).
 //! - [`gop_cache`]: the latest group of pictures, replayed to viewers who join mid-stream.
+
+#![forbid(unsafe_code)]
 
 pub mod codec;
 pub mod flv;

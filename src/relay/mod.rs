@@ -31,6 +31,8 @@ pub mod frame;
 pub mod message;
 pub mod origin;
 pub mod shard;
+#[cfg(test)]
+mod shard_tests;
 pub mod slab;
 pub mod snapshot;
 pub mod stream;

@@ -1212,6 +1212,9 @@ impl Shard {
     ) {
         let mut settings = self.settings_for(&name);
         settings.gop_cache = None;
+        // The source waits for a viewer that falls behind (`pump_file`) instead of the
+        // viewer skipping what it has not read: a stored file loses nothing.
+        settings.backlog_max_ms = u32::MAX;
         let mut stream = LocalStream::new(name.clone(), settings);
         stream.live = true;
         stream.live_since = Some(now);
@@ -1249,11 +1252,8 @@ impl Shard {
                 return;
             };
             let behind = self.clients.get(viewer.0).is_some_and(|c| {
-                let backlog = s
-                    .ring
-                    .backlog(c.queue.cursor(), s.settings.backlog_max_bytes);
-                backlog.bytes + c.queue.pending_bytes() > s.settings.backlog_max_bytes / 2
-                    || backlog.millis > s.settings.backlog_max_ms / 2
+                let max = s.settings.backlog_max_bytes;
+                s.ring.backlog(c.queue.cursor(), max).bytes + c.queue.pending_bytes() > max / 2
             });
             let lag = s.settings.lag_disconnect;
             let Some(file) = s.file.as_mut() else {

@@ -16,6 +16,8 @@
 //! - `server_session.rs` and `client_session.rs`: the two roles as sessions with an event
 //!   queue and an output queue.
 
+#![forbid(unsafe_code)]
+
 pub mod aggregate;
 pub mod amf0;
 pub mod amf3;

@@ -1,0 +1,676 @@
+//! The shard as a state machine, tested without sockets or a real clock: real protocol
+//! clients (`ClientSession`) talk to real shards through an in-memory wire, the shards'
+//! messages to each other are delivered by hand, and time moves only when a test says so.
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::client::{ClientId, RoleKind};
+use super::directory::StreamDirectory;
+use super::message::ShardMessage;
+use super::shard::{Output, Shard};
+use super::snapshot::{ShardSnapshot, streams_across};
+use super::write_queue::Transmit;
+use crate::config::Config;
+use crate::rtmp::command::status;
+use crate::rtmp::{ClientEvent, ClientSession, ClientSessionConfig, MediaKind};
+
+const AVC_HEADER: &[u8] = &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f];
+const AAC_HEADER: &[u8] = &[0xAF, 0, 0x12, 0x10];
+
+fn keyframe(n: u8) -> Bytes {
+    Bytes::from(vec![0x17, 1, 0, 0, 0, n, n, n])
+}
+
+fn inter(n: u8) -> Bytes {
+    Bytes::from(vec![0x27, 1, 0, 0, 0, n, n])
+}
+
+fn audio(n: u8) -> Bytes {
+    Bytes::from(vec![0xAF, 1, n])
+}
+
+/// The sockets of every shard, in memory: what each client has been sent.
+#[derive(Default)]
+struct Wire {
+    sent: HashMap<(usize, ClientId), BytesMut>,
+    /// Clients whose socket takes nothing.
+    full: HashSet<(usize, ClientId)>,
+    /// Clients the relay closed (and whose socket is gone).
+    closed: HashSet<(usize, ClientId)>,
+    writes_to_closed: usize,
+}
+
+struct ShardWire<'a> {
+    shard: usize,
+    wire: &'a mut Wire,
+}
+
+impl Transmit for ShardWire<'_> {
+    fn send(&mut self, client: ClientId, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let key = (self.shard, client);
+        if self.wire.closed.contains(&key) {
+            self.wire.writes_to_closed += 1;
+            return Err(io::ErrorKind::NotConnected.into());
+        }
+        if self.wire.full.contains(&key) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let out = self.wire.sent.entry(key).or_default();
+        let mut n = 0;
+        for b in bufs {
+            out.extend_from_slice(b);
+            n += b.len();
+        }
+        Ok(n)
+    }
+}
+
+struct World {
+    now: Instant,
+    shards: Vec<Shard>,
+    wire: Wire,
+    files: HashMap<PathBuf, Bytes>,
+    next_port: u16,
+    /// Reads the shards asked for and have not been answered (to answer late).
+    held_reads: Vec<(usize, Output)>,
+    hold_reads: bool,
+}
+
+struct TestClient {
+    shard: usize,
+    id: ClientId,
+    session: ClientSession,
+    events: Vec<ClientEvent>,
+    closed: bool,
+}
+
+impl TestClient {
+    fn statuses(&self) -> Vec<&str> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Status { code, .. } => Some(code.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn media(&self) -> Vec<(MediaKind, u32, Bytes)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Media {
+                    kind,
+                    timestamp,
+                    payload,
+                } => Some((*kind, *timestamp, payload.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn has(&self, pred: impl Fn(&ClientEvent) -> bool) -> bool {
+        self.events.iter().any(pred)
+    }
+}
+
+const CONFIG: &str = r#"
+[server]
+handshake_timeout_ms = 5000
+idle_connection_timeout_ms = 10000
+
+[viewer]
+backlog_max_bytes = 65536
+backlog_max_ms = 1000
+lag_disconnect_ms = 2000
+
+[app.live]
+unpublish_grace_ms = 3000
+wait_for_publisher_ms = 4000
+publisher_idle_timeout_ms = 6000
+takeover_idle_ms = 1000
+"#;
+
+impl World {
+    fn new(shards: usize) -> World {
+        World::with_config(shards, CONFIG)
+    }
+
+    fn with_config(shards: usize, config: &str) -> World {
+        let config = Arc::new(Config::from_toml_str(config).expect("test config"));
+        let directory = Arc::new(StreamDirectory::new());
+        let now = Instant::now();
+        World {
+            now,
+            shards: (0..shards)
+                .map(|id| Shard::new(id, shards, config.clone(), directory.clone(), now))
+                .collect(),
+            wire: Wire::default(),
+            files: HashMap::new(),
+            next_port: 40000,
+            held_reads: Vec::new(),
+            hold_reads: false,
+        }
+    }
+
+    /// Carries out every shard's outputs until none is left, as the driver would.
+    fn settle(&mut self) {
+        loop {
+            let mut busy = false;
+            for i in 0..self.shards.len() {
+                while let Some(out) = self.shards[i].poll_output() {
+                    busy = true;
+                    self.carry_out(i, out);
+                }
+            }
+            if !busy {
+                break;
+            }
+        }
+    }
+
+    fn carry_out(&mut self, i: usize, out: Output) {
+        let now = self.now;
+        match out {
+            Output::Send { to, message } => self.shards[to].handle_message(message, now),
+            Output::FanOut => {
+                let mut wire = ShardWire {
+                    shard: i,
+                    wire: &mut self.wire,
+                };
+                while self.shards[i].fan_out(now, &mut wire, 3) {}
+            }
+            Output::WaitWritable(_) | Output::Playing(_) | Output::CloseFile(_) => {}
+            Output::Close(id) => {
+                let mut wire = ShardWire {
+                    shard: i,
+                    wire: &mut self.wire,
+                };
+                self.shards[i].write_goodbye(id, &mut wire);
+                self.shards[i].remove_client(id, now);
+                self.wire.closed.insert((i, id));
+            }
+            read @ Output::ReadFile { .. } if self.hold_reads => self.held_reads.push((i, read)),
+            Output::ReadFile {
+                stream,
+                path,
+                offset,
+                len,
+            } => {
+                let data = self.files.get(&*path).cloned().unwrap_or_default();
+                let start = (offset as usize).min(data.len());
+                let end = (start + len).min(data.len());
+                self.shards[i].handle_file_read(stream, offset, Ok(data.slice(start..end)), now);
+            }
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        // Small steps, so timers fire in order and the clients keep reading.
+        let step = Duration::from_millis(10);
+        let end = self.now + by;
+        while self.now < end {
+            self.now = (self.now + step).min(end);
+            for s in &mut self.shards {
+                s.handle_timeout(self.now);
+            }
+            self.settle();
+        }
+    }
+
+    fn connect(&mut self, shard: usize) -> TestClient {
+        self.next_port += 1;
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.next_port));
+        let id = self.shards[shard].accept(addr, self.now).expect("accepted");
+        TestClient {
+            shard,
+            id,
+            session: ClientSession::new(ClientSessionConfig::new("live", "rtmp://127.0.0.1/live")),
+            events: Vec::new(),
+            closed: false,
+        }
+    }
+
+    /// Moves bytes both ways between the client and its shard until both are quiet.
+    fn exchange(&mut self, c: &mut TestClient) {
+        loop {
+            let mut moved = false;
+            if !self.wire.closed.contains(&(c.shard, c.id)) {
+                while let Some(bytes) = c.session.poll_transmit() {
+                    moved = true;
+                    let mut wire = ShardWire {
+                        shard: c.shard,
+                        wire: &mut self.wire,
+                    };
+                    self.shards[c.shard].handle_input(c.id, bytes, self.now, &mut wire);
+                    self.settle();
+                }
+            }
+            if let Some(got) = self.wire.sent.get_mut(&(c.shard, c.id))
+                && !got.is_empty()
+            {
+                moved = true;
+                let bytes = got.split().freeze();
+                c.session.feed(bytes).expect("the relay speaks RTMP");
+                while let Some(ev) = c.session.poll_event() {
+                    c.events.push(ev);
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+        c.closed = self.wire.closed.contains(&(c.shard, c.id));
+    }
+
+    fn exchange_all(&mut self, clients: &mut [&mut TestClient]) {
+        for c in clients.iter_mut() {
+            self.exchange(c);
+        }
+    }
+
+    fn publisher(&mut self, shard: usize, key: &str) -> TestClient {
+        let mut c = self.connect(shard);
+        c.session.publish(key);
+        self.exchange(&mut c);
+        c
+    }
+
+    fn viewer(&mut self, shard: usize, key: &str) -> TestClient {
+        let mut c = self.connect(shard);
+        c.session.play(key);
+        self.exchange(&mut c);
+        c
+    }
+
+    fn send(&mut self, c: &mut TestClient, kind: MediaKind, ts: u32, payload: Bytes) {
+        c.session.send_media(kind, ts, payload);
+        self.exchange(c);
+    }
+
+    /// Codec headers and a first keyframe.
+    fn start_media(&mut self, c: &mut TestClient, ts: u32) {
+        self.send(c, MediaKind::Video, ts, Bytes::from_static(AVC_HEADER));
+        self.send(c, MediaKind::Audio, ts, Bytes::from_static(AAC_HEADER));
+        self.send(c, MediaKind::Video, ts, keyframe(1));
+    }
+
+    /// The client goes away (its socket closed).
+    fn disconnect(&mut self, c: &mut TestClient) {
+        self.shards[c.shard].handle_read_end(c.id, "the peer closed the connection".into());
+        self.settle();
+        c.closed = true;
+    }
+
+    fn snapshots(&self) -> Vec<ShardSnapshot> {
+        self.shards.iter().map(|s| s.snapshot(self.now)).collect()
+    }
+}
+
+#[test]
+fn publish_play_leave() {
+    let mut w = World::new(1);
+    let mut p = w.publisher(0, "a");
+    assert!(p.has(|e| matches!(e, ClientEvent::PublishStarted { .. })));
+    w.start_media(&mut p, 0);
+    let mut v = w.viewer(0, "a");
+    assert!(v.has(|e| matches!(e, ClientEvent::PlayStarted { .. })));
+    let got = v.media();
+    assert_eq!(got.len(), 3, "headers and the cached keyframe: {got:?}");
+    assert_eq!(got[2].2, keyframe(1));
+    w.send(&mut p, MediaKind::Video, 40, inter(2));
+    w.exchange(&mut v);
+    assert_eq!(v.media().last().map(|m| m.2.clone()), Some(inter(2)));
+
+    let snap = &w.snapshots()[0];
+    assert_eq!(snap.clients.len(), 2);
+    assert!(snap.clients.iter().any(|c| c.role == RoleKind::Viewer));
+    let stream = &snap.streams[0];
+    assert_eq!(&*stream.name, "live/a");
+    assert!(stream.origin && stream.live);
+    assert_eq!(stream.viewers, 1);
+    assert_eq!(
+        stream.publisher.as_ref().map(|p| p.id),
+        Some(snap.clients[0].id)
+    );
+    assert!(stream.bytes_in > 0 && stream.bytes_out > 0);
+
+    w.disconnect(&mut v);
+    let snap = &w.snapshots()[0];
+    assert_eq!(snap.clients.len(), 1, "the viewer is gone");
+    assert_eq!(snap.streams[0].viewers, 0);
+    w.disconnect(&mut p);
+    w.advance(Duration::from_secs(4));
+    let snap = &w.snapshots()[0];
+    assert!(
+        snap.clients.is_empty() && snap.streams.is_empty(),
+        "{snap:?}"
+    );
+    assert_eq!(w.wire.writes_to_closed, 0);
+}
+
+#[test]
+fn a_viewer_waits_for_the_publisher_then_gives_up_at_its_deadline() {
+    let mut w = World::new(1);
+    let mut v = w.viewer(0, "b");
+    assert!(!v.has(|e| matches!(e, ClientEvent::PlayStarted { .. })));
+    assert!(w.snapshots()[0].clients.iter().any(|c| c.waiting));
+    w.advance(Duration::from_secs(1));
+    let mut p = w.publisher(0, "b");
+    w.start_media(&mut p, 0);
+    w.exchange(&mut v);
+    assert!(v.has(|e| matches!(e, ClientEvent::PlayStarted { .. })));
+    assert_eq!(v.media().len(), 3);
+
+    let mut late = w.viewer(0, "nobody");
+    w.advance(Duration::from_millis(3900));
+    w.exchange(&mut late);
+    assert!(!late.closed, "still within wait_for_publisher_ms");
+    w.advance(Duration::from_millis(200));
+    w.exchange(&mut late);
+    assert!(late.closed);
+    assert!(late.statuses().contains(&status::PLAY_STREAM_NOT_FOUND));
+}
+
+#[test]
+fn viewers_on_another_shard_get_the_origins_frames_and_follow_it_when_it_moves() {
+    let mut w = World::new(2);
+    let mut p = w.publisher(0, "c");
+    w.start_media(&mut p, 0);
+    let mut v = w.viewer(1, "c");
+    w.exchange(&mut v);
+    assert!(v.has(|e| matches!(e, ClientEvent::PlayStarted { .. })));
+    w.send(&mut p, MediaKind::Video, 40, inter(2));
+    w.exchange(&mut v);
+    assert_eq!(v.media().len(), 4);
+    let totals = streams_across(&w.snapshots());
+    assert_eq!(totals[0].viewers_per_shard, vec![0, 1]);
+    assert_eq!(totals[0].origin, Some(0));
+
+    // The publisher leaves; its replacement lands on shard 1 within the grace period.
+    w.disconnect(&mut p);
+    w.exchange(&mut v);
+    assert!(v.statuses().contains(&status::PLAY_UNPUBLISH_NOTIFY));
+    assert!(v.has(|e| matches!(e, ClientEvent::StreamEof(_))));
+    w.advance(Duration::from_secs(1));
+    let mut p2 = w.publisher(1, "c");
+    assert!(p2.has(|e| matches!(e, ClientEvent::PublishStarted { .. })));
+    w.start_media(&mut p2, 0);
+    w.send(&mut p2, MediaKind::Video, 40, inter(3));
+    w.exchange(&mut v);
+    assert!(v.statuses().contains(&status::PLAY_PUBLISH_NOTIFY));
+    let media = v.media();
+    assert_eq!(media.last().map(|m| m.2.clone()), Some(inter(3)));
+    let video: Vec<u32> = media
+        .iter()
+        .filter(|m| m.0 == MediaKind::Video)
+        .map(|m| m.1)
+        .collect();
+    assert!(
+        video.windows(2).all(|p| p[0] <= p[1]),
+        "timestamps keep going forward across the move: {video:?}"
+    );
+    assert_eq!(streams_across(&w.snapshots())[0].origin, Some(1));
+    w.advance(Duration::from_secs(5));
+    w.exchange(&mut v);
+    assert!(!v.closed, "the stream lives on at its new origin");
+}
+
+#[test]
+fn a_silent_publisher_is_taken_over_from_another_shard() {
+    let mut w = World::new(2);
+    let mut a = w.publisher(0, "d");
+    w.start_media(&mut a, 0);
+    let mut v = w.viewer(0, "d");
+    let mut b = w.publisher(1, "d");
+    assert!(
+        b.statuses().contains(&status::PUBLISH_BAD_NAME),
+        "an active publisher keeps its key"
+    );
+    w.advance(Duration::from_millis(1100));
+    let mut b = w.publisher(1, "d");
+    assert!(b.has(|e| matches!(e, ClientEvent::PublishStarted { .. })));
+    w.exchange(&mut a);
+    assert!(a.closed, "the old publisher is closed");
+    w.start_media(&mut b, 0);
+    w.send(&mut b, MediaKind::Video, 40, inter(9));
+    w.exchange(&mut v);
+    assert!(!v.closed);
+    assert_eq!(v.media().last().map(|m| m.2.clone()), Some(inter(9)));
+    let totals = streams_across(&w.snapshots());
+    assert_eq!(totals[0].origin, Some(1));
+    assert!(totals[0].publisher.is_some());
+}
+
+#[test]
+fn unpublish_grace_and_republish_to_the_same_viewers_then_the_end() {
+    let mut w = World::new(1);
+    let mut p = w.publisher(0, "e");
+    w.start_media(&mut p, 1000);
+    let mut v = w.viewer(0, "e");
+    w.disconnect(&mut p);
+    w.exchange(&mut v);
+    assert!(v.statuses().contains(&status::PLAY_UNPUBLISH_NOTIFY));
+    w.advance(Duration::from_secs(2));
+    let mut p = w.publisher(0, "e");
+    w.start_media(&mut p, 0);
+    w.exchange(&mut v);
+    assert!(v.statuses().contains(&status::PLAY_PUBLISH_NOTIFY));
+    let last = v.media().last().cloned().unwrap();
+    assert_eq!(last.2, keyframe(1));
+    assert!(
+        last.1 >= 1000,
+        "the new publisher continues the clock: {}",
+        last.1
+    );
+
+    w.disconnect(&mut p);
+    w.advance(Duration::from_millis(2900));
+    w.exchange(&mut v);
+    assert!(!v.closed, "within the grace period");
+    w.advance(Duration::from_millis(200));
+    w.exchange(&mut v);
+    assert!(v.closed, "the publisher did not come back");
+    assert!(w.snapshots()[0].streams.is_empty());
+}
+
+#[test]
+fn a_slow_viewer_skips_to_a_keyframe_then_is_disconnected() {
+    let mut w = World::new(1);
+    let mut p = w.publisher(0, "f");
+    w.start_media(&mut p, 0);
+    let mut fast = w.viewer(0, "f");
+    let mut slow = w.viewer(0, "f");
+    w.wire.full.insert((0, slow.id));
+    // Inter frames of 16 KiB past a 64 KiB backlog limit, then a keyframe.
+    for i in 0..8u32 {
+        let mut f = vec![0x27, 1, 0, 0, 0];
+        f.resize(16 * 1024, i as u8);
+        w.send(&mut p, MediaKind::Video, 40 * (i + 1), Bytes::from(f));
+    }
+    w.send(&mut p, MediaKind::Video, 400, keyframe(7));
+    w.wire.full.remove(&(0, slow.id));
+    w.shards[0].write_blocked(
+        slow.id,
+        w.now,
+        &mut ShardWire {
+            shard: 0,
+            wire: &mut w.wire,
+        },
+    );
+    w.settle();
+    w.exchange_all(&mut [&mut fast, &mut slow]);
+    assert_eq!(
+        fast.media().len(),
+        3 + 8 + 1,
+        "the fast viewer got every frame"
+    );
+    let slow_video: Vec<Bytes> = slow
+        .media()
+        .into_iter()
+        .filter(|m| m.0 == MediaKind::Video)
+        .map(|m| m.2)
+        .collect();
+    assert_eq!(
+        slow_video.last(),
+        Some(&keyframe(7)),
+        "resumed at the keyframe"
+    );
+    assert!(
+        slow_video.len() < 1 + 1 + 8 + 1,
+        "inter frames were skipped"
+    );
+    let dropped: u64 = w.snapshots()[0]
+        .clients
+        .iter()
+        .map(|c| c.dropped_frames)
+        .sum();
+    assert!(dropped > 0);
+
+    // Stalled for good: disconnected after lag_disconnect_ms, the publisher unaffected.
+    w.wire.full.insert((0, slow.id));
+    for i in 0..40u32 {
+        let mut f = vec![0x27, 1, 0, 0, 0];
+        f.resize(16 * 1024, 1);
+        w.send(&mut p, MediaKind::Video, 500 + 40 * i, Bytes::from(f));
+        w.advance(Duration::from_millis(100));
+    }
+    w.exchange_all(&mut [&mut fast, &mut slow, &mut p]);
+    assert!(slow.closed, "the stalled viewer is disconnected");
+    assert!(!fast.closed && !p.closed);
+    assert_eq!(fast.media().len(), 12 + 40);
+}
+
+#[test]
+fn shutdown_tells_every_client_and_closes_them() {
+    let mut w = World::new(2);
+    let mut p = w.publisher(0, "g");
+    w.start_media(&mut p, 0);
+    let mut v0 = w.viewer(0, "g");
+    let mut v1 = w.viewer(1, "g");
+    w.exchange(&mut v1);
+    for s in &mut w.shards {
+        s.handle_message(ShardMessage::Shutdown, w.now);
+    }
+    w.settle();
+    w.exchange_all(&mut [&mut p, &mut v0, &mut v1]);
+    assert!(p.closed && v0.closed && v1.closed);
+    assert!(p.statuses().contains(&status::UNPUBLISH_SUCCESS));
+    assert!(v0.statuses().contains(&status::PLAY_UNPUBLISH_NOTIFY));
+    assert!(v1.statuses().contains(&status::PLAY_UNPUBLISH_NOTIFY));
+    assert!(w.shards.iter().all(|s| s.client_count() == 0));
+    assert!(
+        w.shards[0]
+            .accept(SocketAddr::from(([127, 0, 0, 1], 1)), w.now)
+            .is_none()
+    );
+}
+
+/// An FLV file of `tags` video frames 40 ms apart, a keyframe every 10.
+fn flv_file(tags: u32) -> Bytes {
+    use crate::media::flv::{FlvHeader, FlvTag, FlvWriter, TAG_TYPE_VIDEO};
+    let mut w = FlvWriter::new(
+        Vec::new(),
+        FlvHeader {
+            has_audio: false,
+            has_video: true,
+        },
+    )
+    .unwrap();
+    for i in 0..tags {
+        let payload = if i % 10 == 0 {
+            keyframe(i as u8)
+        } else {
+            inter(i as u8)
+        };
+        w.write_tag(&FlvTag {
+            tag_type: TAG_TYPE_VIDEO,
+            timestamp: i * 40,
+            payload,
+        })
+        .unwrap();
+    }
+    w.into_inner().into()
+}
+
+fn file_world() -> World {
+    let dir = std::env::temp_dir().join(format!("shardcast-shard-tests-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("clip.flv"), b"only is_file() reads this").unwrap();
+    let config = format!("{CONFIG}recordings_dir = {:?}\n", dir.display().to_string());
+    let mut w = World::with_config(1, &config);
+    w.files.insert(dir.join("clip.flv"), flv_file(100));
+    w
+}
+
+#[test]
+fn a_stored_file_plays_in_real_time_and_ends_with_play_stop() {
+    let mut w = file_world();
+    let mut v = w.viewer(0, "clip");
+    assert!(v.has(|e| matches!(e, ClientEvent::PlayStarted { .. })));
+    let early = v.media().len();
+    assert!(
+        (20..=30).contains(&early),
+        "a second of preroll at 25 tags a second: {early}"
+    );
+    w.advance(Duration::from_secs(2));
+    w.exchange(&mut v);
+    let mid = v.media().len();
+    assert!((70..=80).contains(&mid), "paced in real time: {mid}");
+    let snap = &w.snapshots()[0];
+    assert!(snap.streams[0].file && snap.clients[0].role == RoleKind::FileViewer);
+    w.advance(Duration::from_secs(3));
+    w.exchange(&mut v);
+    assert_eq!(v.media().len(), 100);
+    assert!(v.statuses().contains(&status::PLAY_STOP));
+    assert!(v.closed, "closed once it has read the end");
+    assert!(w.snapshots()[0].streams.is_empty());
+}
+
+#[test]
+fn a_second_play_replaces_a_stored_files_playback() {
+    let mut w = file_world();
+    let mut v = w.viewer(0, "clip");
+    w.advance(Duration::from_millis(500));
+    v.session.play("clip");
+    w.exchange(&mut v);
+    w.advance(Duration::from_millis(500));
+    let snap = &w.snapshots()[0];
+    assert!(
+        snap.streams.iter().filter(|s| s.file).count() <= 1,
+        "one playback at most, never the old one beside a new one: {snap:?}"
+    );
+}
+
+#[test]
+fn a_file_read_that_returns_after_its_viewer_left_reaches_no_one() {
+    let mut w = file_world();
+    w.hold_reads = true;
+    let mut v = w.viewer(0, "clip");
+    assert_eq!(w.held_reads.len(), 1, "the first read is in flight");
+    w.disconnect(&mut v);
+    // A new client takes the slot the viewer had.
+    let mut fresh = w.connect(0);
+    assert_eq!(fresh.id.slot(), v.id.slot());
+    assert_ne!(fresh.id, v.id);
+    w.hold_reads = false;
+    let (shard, read) = w.held_reads.pop().unwrap();
+    w.carry_out(shard, read);
+    w.settle();
+    w.advance(Duration::from_secs(2));
+    assert!(
+        w.wire.sent.get(&(0, fresh.id)).is_none_or(|b| b.is_empty()),
+        "nothing was written to the newcomer before it said anything"
+    );
+    fresh.session.play("other");
+    w.exchange(&mut fresh);
+    assert!(fresh.media().is_empty(), "{:?}", fresh.events);
+    assert_eq!(w.wire.writes_to_closed, 0);
+}
