@@ -2,14 +2,18 @@
 //! period, a republish (on the same shard or another), and a second publisher refused
 //! while the first is live.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shardcast::rtmp::ClientEvent;
 use shardcast::rtmp::command::status;
-use support::*;
+use shardcast_test_support::client::{Recorded, Recorder, RtmpClient, plain};
+use shardcast_test_support::relay::Relay;
+use shardcast_test_support::script::{Script, Tag, check_stream, classify, summarize, video_frame};
+use shardcast_test_support::tools::{tool, wait_output};
+
+/// The relay binary under test.
+const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
 
 const GRACE_MS: u64 = 1500;
 
@@ -49,7 +53,7 @@ fn told_unpublished(events: &[Recorded], since: Instant) -> Option<Duration> {
 /// period and reaches the same viewers; when it goes too, the viewers are closed once the
 /// grace period is over.
 fn unpublish_and_republish(name: &str, first_shard: usize, second_shard: usize) {
-    let relay = Relay::start(name, &config(), 2);
+    let relay = Relay::start(SHARDCAST, name, &config(), 2);
     let first = Script::new(60);
     let mut publisher = RtmpClient::connect_on_shard(&relay, first_shard);
     publisher.start_publish("grace");
@@ -296,7 +300,7 @@ fn a_republish_on_another_shard_reaches_the_waiting_viewers() {
 
 #[test]
 fn a_second_publisher_on_a_live_key_is_refused() {
-    let relay = Relay::start("second-publisher", &config(), 2);
+    let relay = Relay::start(SHARDCAST, "second-publisher", &config(), 2);
     let script = Script::new(150);
     let mut publisher = RtmpClient::connect_on_shard(&relay, 0);
     publisher.start_publish("busy");
@@ -367,7 +371,7 @@ fn a_stream_published_again_after_it_ended_serves_new_viewers() {
 unpublish_grace_ms = 500
 wait_for_publisher_ms = 20000
 "#;
-    let relay = Relay::start("publish-after-end", config, 1);
+    let relay = Relay::start(SHARDCAST, "publish-after-end", config, 1);
     let first = Script::new(20);
     let mut publisher = RtmpClient::publisher(relay.port, "again");
     first.send_headers(&mut publisher);
@@ -422,7 +426,7 @@ lag_disconnect_ms = 600000
 [app.live]
 takeover_immediate = true
 "#;
-    let relay = Relay::start("takeover", config, 2);
+    let relay = Relay::start(SHARDCAST, "takeover", config, 2);
     let first = Script::new(60);
     let mut publisher = RtmpClient::connect_on_shard(&relay, 0);
     publisher.start_publish("backup");
