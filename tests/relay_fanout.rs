@@ -124,11 +124,7 @@ fn data_messages_reach_viewers_in_order_with_the_media() {
     script.send_headers(&mut publisher);
     script.send_frames(&mut publisher, 0..70, None);
     let late: Vec<Recorder> = (0..2)
-        .map(|shard| {
-            let mut c = RtmpClient::connect_on_shard(&relay, shard);
-            c.start_play("data");
-            Recorder::start(c)
-        })
+        .map(|shard| Recorder::play_on_shard(&relay, shard, "data"))
         .collect();
     script.send_frames(&mut publisher, 70..script.frames, None);
     publisher.session.close_stream();
@@ -227,11 +223,7 @@ fn without_a_gop_cache_a_joining_viewer_waits_for_a_keyframe() {
     script.send_frames(&mut publisher, 0..45, None);
     // Mid-GOP (keyframes at 0, 30, 60, 90), one viewer on each shard.
     let viewers: Vec<Recorder> = (0..2)
-        .map(|shard| {
-            let mut c = RtmpClient::connect_on_shard(&relay, shard);
-            c.start_play("nogop");
-            Recorder::start(c)
-        })
+        .map(|shard| Recorder::play_on_shard(&relay, shard, "nogop"))
         .collect();
     script.send_frames(&mut publisher, 45..script.frames, None);
     publisher.session.close_stream();

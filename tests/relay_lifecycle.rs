@@ -76,11 +76,7 @@ shutdown_timeout_ms = 2000
     );
     let viewers: Vec<Recorder> = [("cam", 0), ("cam", 1), ("synthetic", 0), ("synthetic", 1)]
         .into_iter()
-        .map(|(key, shard)| {
-            let mut c = RtmpClient::connect_on_shard(&relay, shard);
-            c.start_play(key);
-            Recorder::start(c)
-        })
+        .map(|(key, shard)| Recorder::play_on_shard(&relay, shard, key))
         .collect();
     let player = ffmpeg_play(&relay.url("cam"))
         .stdout(Stdio::null())

@@ -62,11 +62,7 @@ fn unpublish_and_republish(name: &str, first_shard: usize, second_shard: usize) 
 
     let viewers: Vec<Recorder> = [0, 0, 1, 1]
         .into_iter()
-        .map(|shard| {
-            let mut c = RtmpClient::connect_on_shard(&relay, shard);
-            c.start_play("grace");
-            Recorder::start(c)
-        })
+        .map(|shard| Recorder::play_on_shard(&relay, shard, "grace"))
         .collect();
     // Real players, told to copy (the synthetic frames are not decodable video); their
     // 15 s read timeout is far longer than the test waits for them to end.
@@ -307,11 +303,7 @@ fn a_second_publisher_on_a_live_key_is_refused() {
     script.send_headers(&mut publisher);
     script.send_frames(&mut publisher, 0..40, None);
     let viewers: Vec<Recorder> = (0..2)
-        .map(|shard| {
-            let mut c = RtmpClient::connect_on_shard(&relay, shard);
-            c.start_play("busy");
-            Recorder::start(c)
-        })
+        .map(|shard| Recorder::play_on_shard(&relay, shard, "busy"))
         .collect();
     script.send_frames(&mut publisher, 40..60, None);
 
@@ -434,11 +426,7 @@ takeover_immediate = true
     first.send_frames(&mut publisher, 0..20, None);
     let viewers: Vec<Recorder> = [0, 1]
         .into_iter()
-        .map(|shard| {
-            let mut c = RtmpClient::connect_on_shard(&relay, shard);
-            c.start_play("backup");
-            Recorder::start(c)
-        })
+        .map(|shard| Recorder::play_on_shard(&relay, shard, "backup"))
         .collect();
     first.send_frames(&mut publisher, 20..40, None);
 

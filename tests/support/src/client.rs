@@ -339,6 +339,14 @@ impl Recorder {
         Self::start(RtmpClient::viewer(port, key))
     }
 
+    /// Connects until the relay's shard `shard` accepts the connection, plays `live/key`
+    /// and records.
+    pub fn play_on_shard(relay: &Relay, shard: usize, key: &str) -> Recorder {
+        let mut client = RtmpClient::connect_on_shard(relay, shard);
+        client.start_play(key);
+        Self::start(client)
+    }
+
     /// Asks to play `live/key` before anyone publishes it, and records once the relay has
     /// logged that the viewer waits (`NetStream.Play.Start` comes when the publisher does).
     pub fn play_waiting(relay: &Relay, client: Option<RtmpClient>, key: &str) -> Recorder {
