@@ -1,15 +1,16 @@
 //! The protocol core against the real clients: ffmpeg publishes to a minimal server built
 //! from `ServerSession` and `std::net`; ffmpeg and rtmpdump play what it captured.
 
-mod support;
-
 use std::net::TcpListener;
 use std::time::Duration;
 
 use shardcast::media::codec::{AudioCodec, VideoCodec, inspect_audio, inspect_video};
 use shardcast::rtmp::MediaKind;
 use shardcast::rtmp::amf0::{self, Amf0Value};
-use support::*;
+use shardcast_test_support::core_server::{Captured, capture_one_publish, replay_to_one_player};
+use shardcast_test_support::tools::{
+    ffmpeg_play, ffmpeg_publish, ffprobe_codecs, framecrc_counts, temp_path, tool, wait_output,
+};
 
 /// Publishes 3 s of generated H.264 + AAC with ffmpeg and returns what the core captured.
 fn capture_ffmpeg_publish() -> Vec<Captured> {

@@ -1,14 +1,17 @@
 //! Slow and hostile clients against the relay binary: each is dealt with on its own, and
 //! a normal viewer on the same shard notices nothing.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use shardcast::rtmp::ClientEvent;
-use support::*;
+use shardcast_test_support::client::{ReadEnd, Recorder, RtmpClient, plain};
+use shardcast_test_support::relay::{Relay, log_field};
+use shardcast_test_support::script::{Script, Tag, check_stream, classify, summarize};
+
+/// The relay binary under test.
+const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
 
 /// The closing line of `peer`, if the relay has logged it.
 fn closing_line(relay: &Relay, peer: &str) -> Option<String> {
@@ -29,7 +32,7 @@ send_buffer_bytes = 8192
 [app.live]
 unpublish_grace_ms = 1000
 "#;
-    let relay = Relay::start("stalled-viewer", config, 1);
+    let relay = Relay::start(SHARDCAST, "stalled-viewer", config, 1);
     // Live-paced, about 75 KB/s: 25 frames a second, a keyframe every 10.
     let script = Script {
         keyframe_every: 10,
@@ -169,7 +172,7 @@ max_message_size = 65536
 [app.live]
 unpublish_grace_ms = 1000
 "#;
-    let relay = Relay::start("bad-clients", config, 1);
+    let relay = Relay::start(SHARDCAST, "bad-clients", config, 1);
     let script = Script {
         interval: Duration::from_millis(15),
         ..Script::new(200)

@@ -1,14 +1,17 @@
 //! Fan-out through the relay binary: many viewers on two shards, and data messages, each
 //! message accounted for. A `ClientSession` publisher sends numbered synthetic frames
-//! (`support::Script`); `ClientSession` viewers record what they get.
-
-mod support;
+//! (`shardcast_test_support::script::Script`); `ClientSession` viewers record what they get.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use shardcast::rtmp::ClientEvent;
-use support::*;
+use shardcast_test_support::client::{Recorded, Recorder, RtmpClient, plain};
+use shardcast_test_support::relay::{Relay, log_field};
+use shardcast_test_support::script::{Script, Tag, check_stream, classify, summarize};
+
+/// The relay binary under test.
+const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
 
 /// Limits generous enough that no viewer is ever skipped ahead on a loaded machine: these
 /// tests are about the relay losing or reordering nothing, not about slow viewers.
@@ -30,7 +33,7 @@ fn saw_eof(events: &[Recorded]) -> bool {
 
 #[test]
 fn fifty_viewers_on_two_shards_get_every_message_in_order() {
-    let relay = Relay::start("fanout-50", NO_SKIPPING, 2);
+    let relay = Relay::start(SHARDCAST, "fanout-50", NO_SKIPPING, 2);
     let script = Script {
         interval: Duration::from_millis(12),
         ..Script::new(300)
@@ -101,7 +104,7 @@ fn fifty_viewers_on_two_shards_get_every_message_in_order() {
 
 #[test]
 fn data_messages_reach_viewers_in_order_with_the_media() {
-    let relay = Relay::start("fanout-data", NO_SKIPPING, 2);
+    let relay = Relay::start(SHARDCAST, "fanout-data", NO_SKIPPING, 2);
     let script = Script {
         text_every: Some(3),
         interval: Duration::from_millis(10),
@@ -121,11 +124,7 @@ fn data_messages_reach_viewers_in_order_with_the_media() {
     script.send_headers(&mut publisher);
     script.send_frames(&mut publisher, 0..70, None);
     let late: Vec<Recorder> = (0..2)
-        .map(|shard| {
-            let mut c = RtmpClient::connect_on_shard(&relay, shard);
-            c.start_play("data");
-            Recorder::start(c)
-        })
+        .map(|shard| Recorder::play_on_shard(&relay, shard, "data"))
         .collect();
     script.send_frames(&mut publisher, 70..script.frames, None);
     publisher.session.close_stream();
@@ -211,7 +210,7 @@ fn check_joined_at_keyframe(events: &[ClientEvent], script: &Script) -> Result<u
 #[test]
 fn without_a_gop_cache_a_joining_viewer_waits_for_a_keyframe() {
     let config = format!("{NO_SKIPPING}gop_cache = false\n");
-    let relay = Relay::start("fanout-no-gop", &config, 2);
+    let relay = Relay::start(SHARDCAST, "fanout-no-gop", &config, 2);
     // Audio stamped a little behind the video, as encoders do.
     let script = Script {
         interval: Duration::from_millis(10),
@@ -224,11 +223,7 @@ fn without_a_gop_cache_a_joining_viewer_waits_for_a_keyframe() {
     script.send_frames(&mut publisher, 0..45, None);
     // Mid-GOP (keyframes at 0, 30, 60, 90), one viewer on each shard.
     let viewers: Vec<Recorder> = (0..2)
-        .map(|shard| {
-            let mut c = RtmpClient::connect_on_shard(&relay, shard);
-            c.start_play("nogop");
-            Recorder::start(c)
-        })
+        .map(|shard| Recorder::play_on_shard(&relay, shard, "nogop"))
         .collect();
     script.send_frames(&mut publisher, 45..script.frames, None);
     publisher.session.close_stream();
@@ -246,7 +241,7 @@ fn without_a_gop_cache_a_joining_viewer_waits_for_a_keyframe() {
 #[test]
 fn with_write_coalescing_every_message_still_arrives_in_order() {
     let config = NO_SKIPPING.replace("[viewer]\n", "[viewer]\nflush_interval_ms = 50\n");
-    let relay = Relay::start("fanout-coalesce", &config, 2);
+    let relay = Relay::start(SHARDCAST, "fanout-coalesce", &config, 2);
     let script = Script {
         interval: Duration::from_millis(5),
         ..Script::new(120)

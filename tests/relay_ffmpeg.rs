@@ -1,14 +1,19 @@
 //! The relay binary with the real clients: ffmpeg publishes a generated H.264 + AAC stream;
 //! ffmpeg, rtmpdump and `ClientSession` viewers play it.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shardcast::media::codec::inspect_video;
 use shardcast::rtmp::{ClientEvent, MediaKind};
-use support::*;
+use shardcast_test_support::client::RtmpClient;
+use shardcast_test_support::relay::Relay;
+use shardcast_test_support::tools::{
+    ffmpeg_play, ffmpeg_publish, ffprobe_codecs, framecrc_counts, temp_path, tool, wait_output,
+};
+
+/// The relay binary under test.
+const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
 
 const CONFIG: &str = r#"
 [app.live]
@@ -43,7 +48,7 @@ fn errors(stderr: &[u8]) -> Vec<String> {
 
 #[test]
 fn ffmpeg_and_rtmpdump_play_what_ffmpeg_publishes() {
-    let relay = Relay::start("ffmpeg-play", CONFIG, 2);
+    let relay = Relay::start(SHARDCAST, "ffmpeg-play", CONFIG, 2);
     let publisher = start_publisher(&relay, "cam", 8);
     let player = ffmpeg_play(&relay.url("cam"))
         .stdout(Stdio::piped())
@@ -123,7 +128,7 @@ fn join_on_shard(relay: &Relay, shard: usize, key: &str) -> Joined {
 
 #[test]
 fn a_viewer_joining_mid_stream_starts_at_a_keyframe_at_once() {
-    let relay = Relay::start("ffmpeg-join", CONFIG, 2);
+    let relay = Relay::start(SHARDCAST, "ffmpeg-join", CONFIG, 2);
     let publisher = start_publisher(&relay, "late", 10);
     let published_at = Instant::now();
     std::thread::sleep(Duration::from_secs(5));

@@ -1,8 +1,6 @@
 //! Starting and stopping the relay binary: SIGTERM with clients connected, a bad config,
 //! `--check-config`, and a second instance on a port already served.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,10 +8,18 @@ use std::time::Duration;
 
 use shardcast::rtmp::ClientEvent;
 use shardcast::rtmp::command::status;
-use support::*;
+use shardcast_test_support::client::{Recorder, RtmpClient, plain};
+use shardcast_test_support::relay::Relay;
+use shardcast_test_support::script::{Script, status_codes, summarize, video_frame};
+use shardcast_test_support::tools::{
+    ffmpeg_play, ffmpeg_publish, free_port, temp_path, wait_output,
+};
+
+/// The relay binary under test.
+const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
 
 fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardcast"));
+    let mut cmd = Command::new(SHARDCAST);
     cmd.env_remove("RUST_LOG").stdin(Stdio::null());
     cmd
 }
@@ -24,7 +30,7 @@ fn sigterm_closes_every_client_and_exits_zero() {
 [server]
 shutdown_timeout_ms = 2000
 "#;
-    let mut relay = Relay::start("sigterm", config, 2);
+    let mut relay = Relay::start(SHARDCAST, "sigterm", config, 2);
     // An ffmpeg publisher and a ClientSession one.
     let ffmpeg_publisher = ffmpeg_publish(&relay.url("cam"), 60, true)
         .stdout(Stdio::null())
@@ -70,11 +76,7 @@ shutdown_timeout_ms = 2000
     );
     let viewers: Vec<Recorder> = [("cam", 0), ("cam", 1), ("synthetic", 0), ("synthetic", 1)]
         .into_iter()
-        .map(|(key, shard)| {
-            let mut c = RtmpClient::connect_on_shard(&relay, shard);
-            c.start_play(key);
-            Recorder::start(c)
-        })
+        .map(|(key, shard)| Recorder::play_on_shard(&relay, shard, key))
         .collect();
     let player = ffmpeg_play(&relay.url("cam"))
         .stdout(Stdio::null())
@@ -194,7 +196,7 @@ fn check_config_says_the_default_config_is_ok() {
 
 #[test]
 fn a_second_instance_on_the_same_port_fails_clearly() {
-    let relay = Relay::start("first-instance", "", 1);
+    let relay = Relay::start(SHARDCAST, "first-instance", "", 1);
     let child = binary()
         .arg("--config")
         .arg(&relay.config_path)

@@ -2,14 +2,18 @@
 //! period, a republish (on the same shard or another), and a second publisher refused
 //! while the first is live.
 
-mod support;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use shardcast::rtmp::ClientEvent;
 use shardcast::rtmp::command::status;
-use support::*;
+use shardcast_test_support::client::{Recorded, Recorder, RtmpClient, plain};
+use shardcast_test_support::relay::Relay;
+use shardcast_test_support::script::{Script, Tag, check_stream, classify, summarize, video_frame};
+use shardcast_test_support::tools::{tool, wait_output};
+
+/// The relay binary under test.
+const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
 
 const GRACE_MS: u64 = 1500;
 
@@ -49,7 +53,7 @@ fn told_unpublished(events: &[Recorded], since: Instant) -> Option<Duration> {
 /// period and reaches the same viewers; when it goes too, the viewers are closed once the
 /// grace period is over.
 fn unpublish_and_republish(name: &str, first_shard: usize, second_shard: usize) {
-    let relay = Relay::start(name, &config(), 2);
+    let relay = Relay::start(SHARDCAST, name, &config(), 2);
     let first = Script::new(60);
     let mut publisher = RtmpClient::connect_on_shard(&relay, first_shard);
     publisher.start_publish("grace");
@@ -58,11 +62,7 @@ fn unpublish_and_republish(name: &str, first_shard: usize, second_shard: usize) 
 
     let viewers: Vec<Recorder> = [0, 0, 1, 1]
         .into_iter()
-        .map(|shard| {
-            let mut c = RtmpClient::connect_on_shard(&relay, shard);
-            c.start_play("grace");
-            Recorder::start(c)
-        })
+        .map(|shard| Recorder::play_on_shard(&relay, shard, "grace"))
         .collect();
     // Real players, told to copy (the synthetic frames are not decodable video); their
     // 15 s read timeout is far longer than the test waits for them to end.
@@ -296,18 +296,14 @@ fn a_republish_on_another_shard_reaches_the_waiting_viewers() {
 
 #[test]
 fn a_second_publisher_on_a_live_key_is_refused() {
-    let relay = Relay::start("second-publisher", &config(), 2);
+    let relay = Relay::start(SHARDCAST, "second-publisher", &config(), 2);
     let script = Script::new(150);
     let mut publisher = RtmpClient::connect_on_shard(&relay, 0);
     publisher.start_publish("busy");
     script.send_headers(&mut publisher);
     script.send_frames(&mut publisher, 0..40, None);
     let viewers: Vec<Recorder> = (0..2)
-        .map(|shard| {
-            let mut c = RtmpClient::connect_on_shard(&relay, shard);
-            c.start_play("busy");
-            Recorder::start(c)
-        })
+        .map(|shard| Recorder::play_on_shard(&relay, shard, "busy"))
         .collect();
     script.send_frames(&mut publisher, 40..60, None);
 
@@ -367,7 +363,7 @@ fn a_stream_published_again_after_it_ended_serves_new_viewers() {
 unpublish_grace_ms = 500
 wait_for_publisher_ms = 20000
 "#;
-    let relay = Relay::start("publish-after-end", config, 1);
+    let relay = Relay::start(SHARDCAST, "publish-after-end", config, 1);
     let first = Script::new(20);
     let mut publisher = RtmpClient::publisher(relay.port, "again");
     first.send_headers(&mut publisher);
@@ -422,7 +418,7 @@ lag_disconnect_ms = 600000
 [app.live]
 takeover_immediate = true
 "#;
-    let relay = Relay::start("takeover", config, 2);
+    let relay = Relay::start(SHARDCAST, "takeover", config, 2);
     let first = Script::new(60);
     let mut publisher = RtmpClient::connect_on_shard(&relay, 0);
     publisher.start_publish("backup");
@@ -430,11 +426,7 @@ takeover_immediate = true
     first.send_frames(&mut publisher, 0..20, None);
     let viewers: Vec<Recorder> = [0, 1]
         .into_iter()
-        .map(|shard| {
-            let mut c = RtmpClient::connect_on_shard(&relay, shard);
-            c.start_play("backup");
-            Recorder::start(c)
-        })
+        .map(|shard| Recorder::play_on_shard(&relay, shard, "backup"))
         .collect();
     first.send_frames(&mut publisher, 20..40, None);
 

@@ -1,12 +1,15 @@
 //! Pre-recorded streams: an application with `recordings_dir` plays `NAME.flv` to a viewer
 //! of `APP/NAME` when nobody publishes it live, paced in real time, and ends by itself.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use shardcast::rtmp::ClientEvent;
-use support::*;
+use shardcast_test_support::client::{ReadEnd, RtmpClient};
+use shardcast_test_support::relay::Relay;
+use shardcast_test_support::tools::{ffmpeg_play, framecrc_counts, temp_path, tool, wait_output};
+
+/// The relay binary under test.
+const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
 
 /// Writes a 3 s H.264 + AAC FLV (75 video frames) with real ffmpeg.
 fn make_recording(dir: &std::path::Path, name: &str) {
@@ -40,7 +43,7 @@ fn ffmpeg_plays_a_recording_to_its_end_and_exits() {
         "[app.live]\nrecordings_dir = {:?}\n",
         dir.display().to_string()
     );
-    let relay = Relay::start("recordings-play", &config, 1);
+    let relay = Relay::start(SHARDCAST, "recordings-play", &config, 1);
     let started = Instant::now();
     let child = ffmpeg_play(&relay.url("clip"))
         .stdout(std::process::Stdio::piped())
@@ -81,7 +84,7 @@ fn a_name_with_a_path_is_never_read_from_disk() {
         "[app.live]\nrecordings_dir = {:?}\nwait_for_publisher_ms = 1000\n",
         dir.display().to_string()
     );
-    let relay = Relay::start("recordings-path", &config, 1);
+    let relay = Relay::start(SHARDCAST, "recordings-path", &config, 1);
     let mut viewer = RtmpClient::connect(relay.port);
     viewer.session.play("../secret");
     viewer.flush().unwrap();

@@ -1,8 +1,6 @@
 //! Bad targets give clear errors: a closed port, a refused publish, and a server that
 //! disconnects viewers (counted by reason while the run goes on).
 
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
@@ -11,14 +9,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::Value;
 use shardcast::rtmp::{ServerEvent, ServerSession, ServerSessionConfig};
-use support::*;
+use shardcast_test_support::loadgen::{LoadGenerator, run, serial, text};
+use shardcast_test_support::tools::{free_port, temp_dir, wait_output};
+
+const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
 
 #[test]
 fn closed_port_is_connection_refused() {
     let port = free_port();
     let url = format!("rtmp://127.0.0.1:{port}/live/x");
     let out = run(
-        load(&["--url", &url, "--duration", "2s"]),
+        LOAD.command(&["--url", &url, "--duration", "2s"]),
         Duration::from_secs(30),
     );
     let err = text(&out.stderr);
@@ -32,14 +33,15 @@ fn closed_port_is_connection_refused() {
 #[test]
 fn second_publisher_on_a_live_key_is_refused_with_bad_name() {
     let _serial = serial();
-    let server = Shardcast::start("");
+    let server = LOAD.start_relay("load-taken");
     let url = server.url("taken");
-    let first = load(&["--url", &url, "--viewers", "0", "--duration", "8s"])
+    let first = LOAD
+        .command(&["--url", &url, "--viewers", "0", "--duration", "8s"])
         .spawn()
         .unwrap();
     thread::sleep(Duration::from_millis(1500));
     let out = run(
-        load(&["--url", &url, "--viewers", "1", "--duration", "3s"]),
+        LOAD.command(&["--url", &url, "--viewers", "1", "--duration", "3s"]),
         Duration::from_secs(30),
     );
     let err = text(&out.stderr);
@@ -59,11 +61,11 @@ fn second_publisher_on_a_live_key_is_refused_with_bad_name() {
 #[test]
 fn bad_play_url_fails_viewers_by_reason() {
     let _serial = serial();
-    let server = Shardcast::start("");
+    let server = LOAD.start_relay("load-bad-play");
     let closed = free_port();
     let json = temp_dir().join("bad-play.json");
     let play = format!("rtmp://127.0.0.1:{closed}/live/x");
-    let mut cmd = load(&[
+    let mut cmd = LOAD.command(&[
         "--url",
         &server.url("x"),
         "--play-url",
@@ -160,7 +162,7 @@ fn viewers_the_server_disconnects_are_counted_by_reason_and_the_run_goes_on() {
     thread::spawn(move || disconnecting_server(listener));
     let json = temp_dir().join("disconnects.json");
     let url = format!("rtmp://127.0.0.1:{port}/live/d");
-    let mut cmd = load(&[
+    let mut cmd = LOAD.command(&[
         "--url",
         &url,
         "--viewers",

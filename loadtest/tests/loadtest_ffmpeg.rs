@@ -1,12 +1,13 @@
 //! The synthetic source is real H.264 and AAC: ffprobe finds both streams in what
 //! shardcast-load publishes through shardcast, and ffmpeg decodes them without an error.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::*;
+use shardcast_test_support::loadgen::{LoadGenerator, run, serial, text};
+use shardcast_test_support::tools::{temp_dir, tool_exists, wait_output};
+
+const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
 
 #[test]
 fn ffmpeg_plays_the_synthetic_stream_through_shardcast() {
@@ -15,9 +16,10 @@ fn ffmpeg_plays_the_synthetic_stream_through_shardcast() {
         "ffmpeg and ffprobe are needed (apt-get install ffmpeg, or bash .ci/run)"
     );
     let _serial = serial();
-    let server = Shardcast::start("");
+    let server = LOAD.start_relay("load-synthetic");
     let url = server.url("synthetic");
-    let publisher = load(&["--url", &url, "--viewers", "0", "--duration", "12s"])
+    let publisher = LOAD
+        .command(&["--url", &url, "--viewers", "0", "--duration", "12s"])
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -104,9 +106,9 @@ fn a_real_flv_file_loops_with_markers_and_nothing_lost() {
     assert!(made.status.success(), "ffmpeg: {}", text(&made.stderr));
 
     let _serial = serial();
-    let server = Shardcast::start("");
+    let server = LOAD.start_relay("load-file");
     let json = temp_dir().join("file.json");
-    let mut cmd = load(&[
+    let mut cmd = LOAD.command(&[
         "--url",
         &server.url("file"),
         "--viewers",

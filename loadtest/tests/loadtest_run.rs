@@ -2,12 +2,13 @@
 //! source. Every viewer plays, nothing is lost or reordered, latency is measured, and the
 //! JSON report says what the table says.
 
-mod support;
-
 use std::time::Duration;
 
 use serde_json::Value;
-use support::*;
+use shardcast_test_support::loadgen::{LoadGenerator, run, serial, table_value, text};
+use shardcast_test_support::tools::temp_dir;
+
+const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
 
 fn json_u64(v: &Value, path: &[&str]) -> u64 {
     let mut cur = v;
@@ -21,11 +22,11 @@ fn json_u64(v: &Value, path: &[&str]) -> u64 {
 #[test]
 fn fifty_viewers_of_one_stream_all_play_and_lose_nothing() {
     let _serial = serial();
-    let server = Shardcast::start("");
+    let server = LOAD.start_relay("load-fifty");
     let json = temp_dir().join("fifty.json");
     let url = server.url("load-{n}");
     let pid = server.pid().to_string();
-    let mut cmd = load(&[
+    let mut cmd = LOAD.command(&[
         "--url",
         &url,
         "--streams",
@@ -113,11 +114,11 @@ fn fifty_viewers_of_one_stream_all_play_and_lose_nothing() {
 #[test]
 fn batch_readers_lose_nothing_and_report_generator_cpu_and_trend() {
     let _serial = serial();
-    let server = Shardcast::start("");
+    let server = LOAD.start_relay("load-batch");
     let json = temp_dir().join("batch.json");
     let url = server.url("load-{n}");
     let pid = server.pid().to_string();
-    let mut cmd = load(&[
+    let mut cmd = LOAD.command(&[
         "--url",
         &url,
         "--viewers",

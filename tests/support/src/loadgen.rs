@@ -1,0 +1,79 @@
+//! The load generator's tests: `shardcast-load` run with a time limit, the relay it loads
+//! (the `shardcast` binary built beside it), one run at a time, and reading its report.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::relay::Relay;
+use crate::tools::wait_output;
+
+/// The log filter of a relay under load: warnings only, and the line that says it listens
+/// (which [`Relay`] waits for).
+pub const LOAD_LOG_FILTER: &str = "warn,shardcast::server=info";
+
+/// Load runs share 2 cores with everything else: one at a time within a test binary.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Holds the other load runs of this test binary off until dropped.
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The `shardcast-load` binary under test: `env!("CARGO_BIN_EXE_shardcast-load")`, which
+/// only the load generator's own tests know.
+#[derive(Clone, Copy, Debug)]
+pub struct LoadGenerator(pub &'static str);
+
+impl LoadGenerator {
+    /// `shardcast-load` with `args`, no progress line.
+    pub fn command(self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(self.0);
+        cmd.arg("--no-progress")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// The relay's binary, beside ours: `cargo test --workspace` builds it there (the root
+    /// package's own integration tests need it).
+    pub fn shardcast_bin(self) -> PathBuf {
+        let path = Path::new(self.0).with_file_name("shardcast");
+        assert!(
+            path.exists(),
+            "{} not found: run the tests with `cargo test --workspace --release`, or `cargo build --release` first",
+            path.display()
+        );
+        path
+    }
+
+    /// A one-shard relay on 127.0.0.1 and a free port to load, logging only warnings;
+    /// `name` keeps its temp files apart from other tests'.
+    pub fn start_relay(self, name: &str) -> Relay {
+        Relay::start_logging(self.shardcast_bin(), name, "", 1, LOAD_LOG_FILTER)
+    }
+}
+
+/// Runs `cmd` to the end within `limit`.
+pub fn run(mut cmd: Command, limit: Duration) -> Output {
+    wait_output(cmd.spawn().expect("shardcast-load starts"), limit)
+}
+
+/// Output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The number on the table line that starts with `name` (first column after the name).
+pub fn table_value(table: &str, name: &str) -> Option<f64> {
+    table.lines().find_map(|line| {
+        let rest = line.trim_start().strip_prefix(name)?;
+        if !rest.starts_with("  ") {
+            return None;
+        }
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}

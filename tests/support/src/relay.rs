@@ -1,0 +1,196 @@
+//! One `shardcast` process run for a test ([`Relay`]): its config in a temp file, its log
+//! captured to another, started on a free port and stopped (SIGTERM, or killed when
+//! dropped); and the helpers that read its plain-text log lines ([`Relay::wait_log`],
+//! [`Relay::shard_of`], [`log_field`]), which is how the tests see what it did.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::tools::{free_port, temp_path};
+
+/// The log filter every test relay runs with: info, plus the connection driver's and the
+/// relay's debug lines (which shard accepted which peer, a viewer skipping video).
+pub const TEST_LOG_FILTER: &str = "info,shardcast::net=debug,shardcast::relay=debug";
+
+/// One `shardcast` process started for a test, with its config in a temp file and its
+/// stderr (plain-text log lines) captured to another. Dropping it kills the process, so a
+/// failed test leaves no process behind; it removes the two files unless the test failed
+/// (then the log is printed, and both stay for a closer look).
+pub struct Relay {
+    child: Option<Child>,
+    pub port: u16,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+}
+
+impl Relay {
+    /// Starts the relay binary `bin` (`env!("CARGO_BIN_EXE_shardcast")` in the root
+    /// package's tests) with `config` (TOML; `--listen` and `--shards` override the file)
+    /// on a free port of 127.0.0.1, logging with [`TEST_LOG_FILTER`], and waits until every
+    /// shard listens. `name` keeps the temp files of concurrent tests apart.
+    pub fn start(bin: impl AsRef<Path>, name: &str, config: &str, shards: usize) -> Relay {
+        Self::start_logging(bin, name, config, shards, TEST_LOG_FILTER)
+    }
+
+    /// [`Relay::start`] with the log filter `log_filter`, which must let the `info` line
+    /// "shardcast listening" (target `shardcast::server`) through: it tells when the relay
+    /// is ready.
+    pub fn start_logging(
+        bin: impl AsRef<Path>,
+        name: &str,
+        config: &str,
+        shards: usize,
+        log_filter: &str,
+    ) -> Relay {
+        let bin = bin.as_ref();
+        let config_path = temp_path(&format!("{name}.toml"));
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = temp_path(&format!("{name}.log"));
+        let mut last_log = String::new();
+        // A port found free can be taken again before the relay binds it (another test's
+        // client); the relay then refuses to start, and we try another port.
+        for _ in 0..5 {
+            let port = free_port();
+            let log = std::fs::File::create(&log_path).unwrap();
+            let child = Command::new(bin)
+                .arg("--config")
+                .arg(&config_path)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--shards", &shards.to_string()])
+                .args(["--log", log_filter])
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("the shardcast binary {} runs: {e}", bin.display()));
+            let mut relay = Relay {
+                child: Some(child),
+                port,
+                config_path: config_path.clone(),
+                log_path: log_path.clone(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if relay.log().contains("shardcast listening") {
+                    return relay;
+                }
+                if let Some(status) = relay.child.as_mut().unwrap().try_wait().unwrap() {
+                    last_log = relay.log();
+                    relay.child = None;
+                    assert!(
+                        last_log.contains("already in use"),
+                        "the relay exited at start ({status}): {last_log}"
+                    );
+                    break;
+                }
+                thread::sleep(Duration::from_millis(20));
+            }
+            if relay.child.is_some() {
+                panic!(
+                    "the relay did not start listening within 15 s: {}",
+                    relay.log()
+                );
+            }
+        }
+        panic!("no free port for the relay after 5 tries: {last_log}");
+    }
+
+    pub fn url(&self, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{key}", self.port)
+    }
+
+    /// Everything the relay has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Log lines containing every one of `parts`.
+    pub fn log_lines(&self, parts: &[&str]) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| parts.iter().all(|p| l.contains(p)))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits up to `limit` for a log line for which `pred` holds, and returns it.
+    pub fn wait_log(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self.log().lines().find(|l| pred(l)) {
+                return Some(line.to_owned());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The shard that accepted the connection from `peer` (from its "connection accepted"
+    /// line), waiting up to `limit` for the line.
+    pub fn shard_of(&self, peer: SocketAddr, limit: Duration) -> Option<usize> {
+        let line = self.wait_log(limit, |l| {
+            l.contains("connection accepted") && log_field(l, "peer") == Some(&peer.to_string())
+        })?;
+        log_field(&line, "shard")?.parse().ok()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the relay runs").id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGTERM) };
+        assert_eq!(rc, 0, "SIGTERM delivered");
+    }
+
+    /// Waits up to `limit` for the process to exit by itself; None if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if thread::panicking() {
+            // Kept on disk too, with the config, for a closer look.
+            eprintln!(
+                "--- relay log ({}) ---\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        } else {
+            let _ = std::fs::remove_file(&self.log_path);
+            let _ = std::fs::remove_file(&self.config_path);
+        }
+    }
+}
+
+/// The value of `key=value` in a plain-text log line (values without spaces; a quoted
+/// value keeps its quotes).
+pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+}
