@@ -137,7 +137,7 @@ fn viewers_leaving_a_recording_never_leak_its_bytes_to_new_clients() {
         "[app.live]\nrecordings_dir = {:?}\n",
         dir.display().to_string()
     );
-    let relay = Relay::start("recordings-isolation", &config, 2);
+    let relay = Relay::start(SHARDCAST, "recordings-isolation", &config, 2);
     let port = relay.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let leavers = {

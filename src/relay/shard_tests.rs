@@ -326,8 +326,11 @@ fn publish_play_leave() {
     assert_eq!(got.len(), 3, "headers and the cached keyframe: {got:?}");
     assert_eq!(got[2].2, keyframe(1));
     w.send(&mut p, MediaKind::Video, 40, inter(2));
+    w.send(&mut p, MediaKind::Audio, 50, audio(3));
+    w.send(&mut p, MediaKind::Video, 80, inter(4));
     w.exchange(&mut v);
-    assert_eq!(v.media().last().map(|m| m.2.clone()), Some(inter(2)));
+    let tail: Vec<Bytes> = v.media().into_iter().skip(3).map(|m| m.2).collect();
+    assert_eq!(tail, vec![inter(2), audio(3), inter(4)]);
 
     let snap = &w.snapshots()[0];
     assert_eq!(snap.clients.len(), 2);
@@ -429,7 +432,7 @@ fn a_silent_publisher_is_taken_over_from_another_shard() {
     let mut a = w.publisher(0, "d");
     w.start_media(&mut a, 0);
     let mut v = w.viewer(0, "d");
-    let mut b = w.publisher(1, "d");
+    let b = w.publisher(1, "d");
     assert!(
         b.statuses().contains(&status::PUBLISH_BAD_NAME),
         "an active publisher keeps its key"

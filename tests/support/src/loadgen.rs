@@ -11,7 +11,7 @@ use crate::tools::wait_output;
 
 /// The log filter of a relay under load: warnings only, and the line that says it listens
 /// (which [`Relay`] waits for).
-pub const LOAD_LOG_FILTER: &str = "warn,shardcast::server=info";
+pub const LOAD_LOG_FILTER: &str = "warn,shardcast::net::runtime=info";
 
 /// Load runs share 2 cores with everything else: one at a time within a test binary.
 static SERIAL: Mutex<()> = Mutex::new(());

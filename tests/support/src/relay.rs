@@ -36,7 +36,7 @@ impl Relay {
     }
 
     /// [`Relay::start`] with the log filter `log_filter`, which must let the `info` line
-    /// "shardcast listening" (target `shardcast::server`) through: it tells when the relay
+    /// "shardcast listening" (target `shardcast::net::runtime`) through: it tells when the relay
     /// is ready.
     pub fn start_logging(
         bin: impl AsRef<Path>,
