@@ -15,16 +15,22 @@
 # shardcast-1+viewer.tcp_nodelay=false+viewer.flush_interval_ms=33 writes those keys into the
 # generated TOML under [viewer] (the text after the last dot is the key, before it the table).
 #
+# Two builds side by side: shardcast-before is shardcast-1 (same config, same pinning) run
+# from the binary given by --before-bin PATH (or $SHARDCAST_BEFORE_BIN), while shardcast-1
+# runs this tree's fresh build: benches/fanout.sh --before-bin /path/to/old/shardcast
+# --servers "shardcast-before shardcast-1" ... interleaves them and adds an after/before table.
+#
 # Pinning: the load generator runs on CPU 0 (taskset), every server on CPU 1 (taskset; for
 # 1-shard shardcast also `server.cpus = [1]`), except "shardcast all shards", which is left
 # unpinned by this script: shardcast then pins shard N to CPU N itself, so its shard 0 shares
 # CPU 0 with the load generator. Only 127.0.0.1 is ever targeted. Every server this script
 # starts is stopped when it exits, however it exits.
 #
-# Needs root for apt-get (nginx, libnginx-mod-rtmp, iperf3 from Debian, installed when
-# missing) and to run nginx in the foreground with its own prefix (nothing in /etc is read or
-# written). `perf` (Debian's linux-perf), when present, counts the servers' socket sends in one
-# extra instrumented run per server; --no-perf skips that.
+# Needs root for apt-get (nginx and libnginx-mod-rtmp when nginx is in --servers, iperf3
+# unless --no-iperf; Debian packages, installed when missing) and to run nginx in the
+# foreground with its own prefix (nothing in /etc is read or written). `perf` (Debian's
+# linux-perf), when present, counts the servers' socket sends in one extra instrumented run
+# per server; --no-perf skips that.
 
 set -euo pipefail
 
@@ -46,6 +52,9 @@ IPERF=1
 VERIFY_EVERY=100
 READ_INTERVALS="0"
 STREAMS=1
+BEFORE_BIN="${SHARDCAST_BEFORE_BIN:-}"
+BEFORE_LABEL="${SHARDCAST_BEFORE_LABEL:-}"
+ALTERNATE=0
 
 usage() {
     cat <<EOF
@@ -57,7 +66,8 @@ usage: benches/fanout.sh [options]
   --duration S        seconds per run, ramp included [${DURATION}]
   --servers "LIST"    subset/order of: nginx shardcast-1 shardcast-all ideal ideal-nodelay,
                       and, not run by default: shardcast-2on1 (2 shards both pinned to
-                      CPU 1), shardcast-1-nagle (= shardcast-1+viewer.tcp_nodelay=false).
+                      CPU 1), shardcast-1-nagle (= shardcast-1+viewer.tcp_nodelay=false),
+                      shardcast-before (shardcast-1 run from --before-bin).
                       A shardcast server may add config overrides, +TABLE.KEY=VALUE each,
                       VALUE in TOML: shardcast-1+viewer.flush_interval_ms=33
   --read-interval "LIST"  read modes, each a whole sweep: 0 = viewers read every frame as it
@@ -66,12 +76,20 @@ usage: benches/fanout.sh [options]
   --streams P         streams, each with --viewers viewers (viewers per stream, as
                       shardcast-load counts them); the ideal sender serves 1 stream only and
                       is skipped when P > 1 [${STREAMS}]
+  --before-bin PATH   the shardcast binary shardcast-before runs (1 shard, config and
+                      pinning exactly as shardcast-1, which runs this tree's build); also
+                      \$SHARDCAST_BEFORE_BIN [${BEFORE_BIN:-none}]
+  --before-label TEXT what it is (a commit, say), shown in the tables and meta.txt; also
+                      \$SHARDCAST_BEFORE_LABEL [${BEFORE_LABEL:-none}]
+  --alternate         reverse the server order every other round (A B, B A, A B, ...), so
+                      neither of two builds always runs first
   --perf-viewers N    viewers for the instrumented (perf stat) run, 0 for none [${PERF_VIEWERS}]
   --no-perf           no instrumented run
-  --no-iperf          no iperf3 loopback ceiling
+  --no-iperf          no iperf3 loopback ceiling (and iperf3 need not be installed)
   --port-base P       first of the 127.0.0.1 ports used (one per run) [${PORT_BASE}]
   --out DIR           where run reports go [a new /tmp/fanout.XXXXXX]
   --no-install        do not apt-get install missing packages
+Builds use cargo's defaults; CARGO_BUILD_JOBS=1 limits them to one job.
 EOF
 }
 
@@ -91,6 +109,9 @@ while [ $# -gt 0 ]; do
     --servers) SERVERS="$2"; shift ;;
     --read-interval) READ_INTERVALS="$2"; shift ;;
     --streams) STREAMS="$2"; shift ;;
+    --before-bin) BEFORE_BIN="$2"; shift ;;
+    --before-label) BEFORE_LABEL="$2"; shift ;;
+    --alternate) ALTERNATE=1 ;;
     --perf-viewers) PERF_VIEWERS="$2"; shift ;;
     --no-perf) USE_PERF=0 ;;
     --no-iperf) IPERF=0 ;;
@@ -150,15 +171,49 @@ trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 # ---- prerequisites -------------------------------------------------------------------------
+# What the server list needs: nginx only when it is in it, the ideal sender only when it is,
+# a before binary when shardcast-before is.
+NEED_NGINX=0
+NEED_IDEAL=0
+NEED_BEFORE=0
+read -r -a NAMES <<<"$SERVERS"
+for s in "${NAMES[@]}"; do
+    case "${s%%+*}" in
+    nginx) NEED_NGINX=1 ;;
+    ideal | ideal-nodelay) [ "$STREAMS" -gt 1 ] || NEED_IDEAL=1 ;;
+    shardcast-before) NEED_BEFORE=1 ;;
+    esac
+done
+if [ "$NEED_BEFORE" = 1 ]; then
+    if [ -z "$BEFORE_BIN" ]; then
+        echo "fanout.sh: shardcast-before needs --before-bin PATH (or SHARDCAST_BEFORE_BIN)" >&2
+        exit 2
+    fi
+    if [ ! -f "$BEFORE_BIN" ] || [ ! -x "$BEFORE_BIN" ]; then
+        echo "fanout.sh: --before-bin $BEFORE_BIN is not an executable file" >&2
+        exit 2
+    fi
+    # Absolute, and a copy of it for the run (below): a rebuild cannot change it under us.
+    BEFORE_BIN="$(cd "$(dirname "$BEFORE_BIN")" && pwd)/$(basename "$BEFORE_BIN")"
+fi
+
 NGINX_MODULE=/usr/lib/nginx/modules/ngx_rtmp_module.so
-if ! command -v nginx >/dev/null || [ ! -f "$NGINX_MODULE" ] ||
-    { [ "$IPERF" = 1 ] && ! command -v iperf3 >/dev/null; }; then
+MISSING_PKGS=()
+if [ "$NEED_NGINX" = 1 ]; then
+    command -v nginx >/dev/null || MISSING_PKGS+=(nginx)
+    [ -f "$NGINX_MODULE" ] || MISSING_PKGS+=(libnginx-mod-rtmp)
+fi
+if [ "$IPERF" = 1 ] && ! command -v iperf3 >/dev/null; then
+    MISSING_PKGS+=(iperf3)
+fi
+if [ "${#MISSING_PKGS[@]}" -gt 0 ]; then
     if [ "$INSTALL" = 1 ]; then
-        log "installing nginx, libnginx-mod-rtmp and iperf3 (Debian packages)"
+        log "installing ${MISSING_PKGS[*]} (Debian packages)"
         apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx libnginx-mod-rtmp iperf3 >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${MISSING_PKGS[@]}" >/dev/null
     else
-        echo "fanout.sh: nginx, $NGINX_MODULE or iperf3 missing (and --no-install given)" >&2
+        echo "fanout.sh: ${MISSING_PKGS[*]} missing (and --no-install given; --no-iperf" \
+            "skips iperf3, a --servers list without nginx skips nginx)" >&2
         exit 1
     fi
 fi
@@ -180,18 +235,22 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 NOFILE="$(ulimit -n)" # what every server and the load generator get
 [ "$NOFILE" = unlimited ] && NOFILE=65536
 
-log "building shardcast, shardcast-load and the ideal sender (release)"
+log "building shardcast, shardcast-load$([ "$NEED_IDEAL" = 1 ] && echo " and the ideal sender") (release)"
 (cd "$REPO" && cargo build --release -q -p shardcast --bin shardcast && cargo build --release -q -p shardcast-load)
-IDEAL_BIN="$(cd "$REPO" && cargo build --release -q -p shardcast --bench ideal_sender --message-format=json |
-    python3 -c 'import json, sys
+IDEAL_BIN=""
+if [ "$NEED_IDEAL" = 1 ]; then
+    IDEAL_BIN="$(cd "$REPO" && cargo build --release -q -p shardcast --bench ideal_sender --message-format=json |
+        python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "ideal_sender" and m.get("executable"):
         print(m["executable"])')"
+    [ -n "$IDEAL_BIN" ] || { echo "fanout.sh: the ideal sender's build produced no executable" >&2; exit 1; }
+fi
 TARGET_DIR="$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 SHARDCAST_BIN="$TARGET_DIR/release/shardcast"
 LOAD_BIN="$TARGET_DIR/release/shardcast-load"
-for b in "$SHARDCAST_BIN" "$LOAD_BIN" "$IDEAL_BIN"; do
+for b in "$SHARDCAST_BIN" "$LOAD_BIN" ${IDEAL_BIN:+"$IDEAL_BIN"}; do
     [ -x "$b" ] || { echo "fanout.sh: build did not produce $b" >&2; exit 1; }
 done
 
@@ -202,6 +261,20 @@ mkdir -p "$OUT"
 MANIFEST="$OUT/runs.tsv"
 : >"$MANIFEST"
 log "reports go to $OUT"
+if [ "$NEED_BEFORE" = 1 ]; then
+    # Run copies of both shardcast binaries, so that a build during the run cannot change what
+    # either label measures; the run's own copies are kept with its reports.
+    mkdir -p "$OUT/bin"
+    cp "$BEFORE_BIN" "$OUT/bin/shardcast-before"
+    cp "$SHARDCAST_BIN" "$OUT/bin/shardcast"
+    BEFORE_SRC="$BEFORE_BIN"
+    BEFORE_BIN="$OUT/bin/shardcast-before"
+    SHARDCAST_BIN="$OUT/bin/shardcast"
+    if cmp -s "$BEFORE_BIN" "$SHARDCAST_BIN"; then
+        log "note: $BEFORE_SRC and this tree's build are the same file content: shardcast-before and shardcast-1 run identical code"
+    fi
+    log "shardcast-before runs $BEFORE_SRC${BEFORE_LABEL:+ ($BEFORE_LABEL)}; shardcast-1 and the other shardcast servers run this tree's build"
+fi
 
 # ---- what was run, for RESULTS.md ----------------------------------------------------------
 {
@@ -211,9 +284,20 @@ log "reports go to $OUT"
     echo "nproc=$(nproc --all)"
     echo "kernel=$(uname -r)"
     echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
-    echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
+    if command -v nginx >/dev/null; then
+        echo "nginx=$(nginx -v 2>&1 | sed 's/^nginx version: //')"
+    else
+        echo "nginx=absent"
+    fi
     echo "nginx_rtmp=$(dpkg-query -W -f='${Version}' libnginx-mod-rtmp 2>/dev/null || echo unknown)"
     echo "iperf3=$(dpkg-query -W -f='${Version}' iperf3 2>/dev/null || echo unknown)"
+    echo "shardcast_sha256=$(sha256sum "$SHARDCAST_BIN" | cut -d' ' -f1)"
+    if [ "$NEED_BEFORE" = 1 ]; then
+        echo "before_bin=$BEFORE_SRC"
+        echo "before_sha256=$(sha256sum "$BEFORE_BIN" | cut -d' ' -f1)"
+        echo "before_label=$BEFORE_LABEL"
+    fi
+    echo "alternate=$ALTERNATE"
     echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
     echo "viewers=$VIEWERS"
     echo "extra=$EXTRA"
@@ -290,15 +374,17 @@ EOF
         taskset -c 1 nginx -p "$dir/" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
             >"$dir/stdout.log" 2>&1 &
         ;;
-    shardcast-1 | shardcast-all | shardcast-2on1)
+    shardcast-1 | shardcast-all | shardcast-2on1 | shardcast-before)
         # The base configuration, then the overrides (TABLE.KEY=VALUE), one TOML table each.
         local base=(server.listen="\"127.0.0.1:$port\"" server.shutdown_timeout_ms=500
             log.filter='"warn"')
         case "$kind" in
         shardcast-all) base+=(server.shards='"auto"') ;;
         shardcast-2on1) base+=(server.shards=2 "server.cpus=[1, 1]") ;;
-        *) base+=(server.shards=1 "server.cpus=[1]") ;;
+        *) base+=(server.shards=1 "server.cpus=[1]") ;; # shardcast-1, shardcast-before
         esac
+        local bin=$SHARDCAST_BIN
+        if [ "$kind" = shardcast-before ]; then bin=$BEFORE_BIN; fi
         if ! python3 - "${base[@]}" "${overrides[@]}" >"$dir/shardcast.toml" <<'PY'
 import sys
 tables = {}
@@ -317,9 +403,9 @@ PY
             return 1
         fi
         if [ "$kind" != shardcast-all ]; then
-            taskset -c 1 "$SHARDCAST_BIN" --config "$dir/shardcast.toml" >"$dir/stdout.log" 2>&1 &
+            taskset -c 1 "$bin" --config "$dir/shardcast.toml" >"$dir/stdout.log" 2>&1 &
         else
-            "$SHARDCAST_BIN" --config "$dir/shardcast.toml" >"$dir/stdout.log" 2>&1 &
+            "$bin" --config "$dir/shardcast.toml" >"$dir/stdout.log" 2>&1 &
         fi
         ;;
     ideal)
@@ -507,7 +593,7 @@ if [ "$STREAMS" -gt 1 ]; then
 fi
 for s in "${SERVER_LIST[@]}"; do
     case "$(server_base "$s")" in
-    nginx | shardcast-1 | shardcast-all | shardcast-2on1 | ideal | ideal-nodelay) ;;
+    nginx | shardcast-1 | shardcast-all | shardcast-2on1 | shardcast-before | ideal | ideal-nodelay) ;;
     *) echo "fanout.sh: unknown server $s" >&2; exit 2 ;;
     esac
 done
@@ -533,7 +619,12 @@ for READ in $READ_INTERVALS; do
             fi
         fi
         for round in $(seq "$ROUNDS"); do
-            for s in "${SERVER_LIST[@]}"; do
+            ROUND_LIST=("${SERVER_LIST[@]}")
+            if [ "$ALTERNATE" = 1 ] && [ $((round % 2)) = 0 ]; then
+                ROUND_LIST=()
+                for ((i = ${#SERVER_LIST[@]} - 1; i >= 0; i--)); do ROUND_LIST+=("${SERVER_LIST[$i]}"); done
+            fi
+            for s in "${ROUND_LIST[@]}"; do
                 [ -n "${ACTIVE[$s]:-}" ] || continue
                 run_one "$s" "$v" "$round" || true
             done

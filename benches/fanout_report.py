@@ -7,11 +7,18 @@ per message.
     fanout_report.py --manifest OUT/runs.tsv --out OUT      # table.txt/.md, summary.json
     fanout_report.py --manifest OUT/runs.tsv --keeps-up KIND VIEWERS [--read 100ms --streams P]
                                                              # exit 0 if it did
+    fanout_report.py --manifest A/runs.tsv --manifest B/runs.tsv --markdown
+                                                             # several runs in one table (say
+                                                             # 1 x 1000 and 50 x 20); meta.txt,
+                                                             # iperf3 from the first one
 
 Runs are grouped by read mode (shardcast-load --read-interval; 0 = every frame as it
 arrives), stream count, viewers per stream and server. A server name is a kind with optional
 shardcast config overrides, KIND+TABLE.KEY=VALUE+...; shardcast-1-nagle is
-shardcast-1+viewer.tcp_nodelay=false.
+shardcast-1+viewer.tcp_nodelay=false. shardcast-before is shardcast-1 run from another
+binary (fanout.sh --before-bin): when a run has it, its rows are labelled "before:", the
+rows of this tree's shardcast build "after:", and a before/after table pairs
+shardcast-before+X with shardcast-1+X (same overrides) at each read mode and size.
 """
 
 import argparse
@@ -23,10 +30,11 @@ import sys
 
 FIELDS = ["server", "viewers", "round", "json", "gen_user", "gen_sys", "wall", "status", "perf",
           "read", "streams"]
-ORDER = ["nginx", "shardcast-1", "shardcast-1-nagle", "shardcast-2on1", "shardcast-all", "ideal",
+ORDER = ["nginx", "shardcast-before", "shardcast-1", "shardcast-1-nagle", "shardcast-2on1", "shardcast-all", "ideal",
          "ideal-nodelay"]
 LABEL = {
     "nginx": "nginx-rtmp",
+    "shardcast-before": "before: shardcast 1 shard",
     "shardcast-1": "shardcast 1 shard",
     "shardcast-1-nagle": "shardcast 1 shard nagle",
     "shardcast-2on1": "shardcast 2 shards on CPU 1",
@@ -36,10 +44,17 @@ LABEL = {
 }
 
 
+# Set by render() when the run has shardcast-before: this tree's shardcast rows are "after:".
+AFTER = {"on": False}
+
+
 def label(server):
     """shardcast-1+viewer.x=1 -> 'shardcast 1 shard +viewer.x=1'."""
     base, plus, overrides = server.partition("+")
-    return LABEL.get(base, base) + (" +" + overrides if plus else "")
+    text = LABEL.get(base, base)
+    if AFTER["on"] and base.startswith("shardcast-") and base != "shardcast-before":
+        text = "after: " + text
+    return text + (" +" + overrides if plus else "")
 
 
 def order(server):
@@ -254,6 +269,8 @@ def summarize(rows):
             entry[key] = med([m[key] for m in ms])
         entry["gen_saturated_rounds"] = sum(1 for m in ms if m["gen_saturated"])
         entry["cpu_per_gb_all"] = [m["cpu_per_gb"] for m in ms]
+        entry["p99_all"] = [m["p99"] for m in ms]
+        entry["rss_kib_all"] = [m["rss_kib"] for m in ms]
         out.append(entry)
     out.sort(key=lambda e: (read_ms(e["read"]), e["streams"], e["viewers"], order(e["server"])))
     return out
@@ -271,6 +288,63 @@ def fmt(x, digits=2):
     if isinstance(x, int):
         return str(x)
     return f"{x:.{digits}f}"
+
+
+def spread(median, values, digits=2):
+    """'0.90' for one round, '0.90 (0.88-0.93)': the median, then the rounds' range."""
+    values = [v for v in values if v is not None]
+    if len(values) < 2:
+        return fmt(median, digits)
+    return f"{fmt(median, digits)} ({fmt(min(values), digits)}-{fmt(max(values), digits)})"
+
+
+RSS_TARGET_KIB = 16.0
+CPU_TARGET_RATIO = 1.05
+
+
+def before_after(summary):
+    """Pairs shardcast-before+X with shardcast-1+X (the same overrides) at each read mode,
+    stream count and viewer count: the numbers the relay-core refactor is held to."""
+    before = {(e["read"], e["streams"], e["viewers"], e["server"].partition("+")[2]): e
+              for e in summary if e["server"].partition("+")[0] == "shardcast-before"}
+    out = []
+    for e in summary:
+        base, _, overrides = e["server"].partition("+")
+        b = before.get((e["read"], e["streams"], e["viewers"], overrides))
+        if base != "shardcast-1" or not b:
+            continue
+        cpu_ratio = ratio(e["cpu_per_gb"], b["cpu_per_gb"])
+        p99_ratio = ratio(e["p99"], b["p99"])
+        out.append({
+            "read": e["read"], "streams": e["streams"], "viewers": e["viewers"],
+            "overrides": overrides, "rounds": [b["rounds"], e["rounds"]],
+            "before": {k: b[k] for k in ("cpu_per_gb", "cpu_per_gb_all", "rss_kib", "rss_kib_all",
+                                         "p50", "p99", "p99_all", "lagging", "lost", "failed",
+                                         "gen_saturated_rounds", "problems")},
+            "after": {k: e[k] for k in ("cpu_per_gb", "cpu_per_gb_all", "rss_kib", "rss_kib_all",
+                                        "p50", "p99", "p99_all", "lagging", "lost", "failed",
+                                        "gen_saturated_rounds", "problems")},
+            "cpu_ratio": cpu_ratio,
+            "p99_ratio": p99_ratio,
+            "cpu_ok": None if cpu_ratio is None else cpu_ratio <= CPU_TARGET_RATIO,
+            "rss_ok": None if e["rss_kib"] is None else e["rss_kib"] <= RSS_TARGET_KIB,
+            "p99_ok": None if p99_ratio is None else p99_ratio <= 1.0,
+        })
+    return out
+
+
+def yes_no(ok):
+    return "-" if ok is None else ("yes" if ok else "NO")
+
+
+def rss_check(pair):
+    """yes/NO for the after build; says so when the before build is over the target too (at
+    many streams the GOP caches alone are more than 16 KiB per viewer)."""
+    text = yes_no(pair["rss_ok"])
+    b = pair["before"]["rss_kib"]
+    if pair["rss_ok"] is False and b is not None and b > RSS_TARGET_KIB:
+        text += " (before too)"
+    return text
 
 
 def iperf_summary(outdir):
@@ -364,7 +438,7 @@ def perf_summary(rows, outdir):
     return out
 
 
-LEFT = ("notes", "top syscalls per viewer per msg", "read")
+LEFT = ("notes", "top syscalls per viewer per msg", "read", "config")
 
 
 def table(headers, rows, markdown):
@@ -383,6 +457,7 @@ def table(headers, rows, markdown):
 
 def render(summary, iperf, perf, meta, markdown):
     out = []
+    AFTER["on"] = any(e["server"].partition("+")[0] == "shardcast-before" for e in summary)
     nginx = {(e["read"], e["streams"], e["viewers"]): e for e in summary if e["server"] == "nginx"}
     headers = ["server", "read", "streams x viewers", "lagging", "lost", "Gbit/s",
                "CPU-s/GB (user / sys)", "latency ms p50 / p99 / p99.9", "1st frame ms p50 / p99",
@@ -438,6 +513,8 @@ def render(summary, iperf, perf, meta, markdown):
                "itself, so shard 0 shares CPU 0 with the load generator. shardcast 2 shards on "
                "CPU 1: server.cpus = [1, 1] under taskset -c 1; the publisher lands on one shard, "
                "viewers on both (SO_REUSEPORT).")
+    if AFTER["on"]:
+        out.append(builds_note(meta))
     out.append("")
     out.append(table(headers, rows, markdown))
     out.append("")
@@ -449,6 +526,44 @@ def render(summary, iperf, perf, meta, markdown):
                "minute (or window, in short runs) over the first.")
     out.append("")
     out.append(table(dheaders, drows, markdown))
+    pairs = before_after(summary)
+    if pairs:
+        out.append("")
+        out.append("After vs before (this tree's shardcast 1 shard against --before-bin, same "
+                   "config and pinning, interleaved in the same run): medians, with the rounds' "
+                   f"range in brackets. Checks on the medians: CPU-s/GB after ÷ before at most "
+                   f"{CPU_TARGET_RATIO:.2f}, RSS per viewer after at most {RSS_TARGET_KIB:.0f} KiB "
+                   "(the server's whole RSS over its viewers: with P streams it includes P GOP "
+                   "caches), p99 after at most before; a difference inside both builds' round "
+                   "ranges is noise.")
+        out.append("")
+        brows = []
+        for p in pairs:
+            b, a = p["before"], p["after"]
+            brows.append([
+                read_label(p["read"]), f"{p['streams']} x {p['viewers']}",
+                ("+" + p["overrides"]) if p["overrides"] else "default",
+                f"{p['rounds'][0]} / {p['rounds'][1]}",
+                spread(b["cpu_per_gb"], b["cpu_per_gb_all"]),
+                spread(a["cpu_per_gb"], a["cpu_per_gb_all"]), fmt(p["cpu_ratio"], 3),
+                fmt(b["rss_kib"], 1), fmt(a["rss_kib"], 1),
+                spread(b["p99"], b["p99_all"], 1), spread(a["p99"], a["p99_all"], 1),
+                fmt(p["p99_ratio"], 3),
+                f"{fmt(b['lagging'])}/{fmt(b['lost'])} , {fmt(a['lagging'])}/{fmt(a['lost'])}",
+                yes_no(p["cpu_ok"]), rss_check(p), yes_no(p["p99_ok"]),
+            ])
+        out.append(table(["read", "streams x viewers", "config", "rounds b / a",
+                          "CPU-s/GB before", "CPU-s/GB after", "CPU a÷b",
+                          "RSS KiB/viewer before", "RSS after", "p99 ms before", "p99 ms after",
+                          "p99 a÷b", "lagging/lost b , a", "CPU ≤1.05x",
+                          "RSS ≤16 KiB", "p99 ≤ before"], brows, markdown))
+        sat = [p for p in pairs if p["before"]["gen_saturated_rounds"]
+               or p["after"]["gen_saturated_rounds"]]
+        if sat:
+            out.append("")
+            out.append("LOAD GENERATOR SATURATED in some rounds of: " + ", ".join(
+                f"{read_label(p['read'])} {p['streams']} x {p['viewers']}" for p in sat)
+                + " (those numbers measure the generator as much as the server).")
     # ratio summary: shardcast/nginx at each size and read mode
     rrows = []
     for e in summary:
@@ -509,16 +624,35 @@ def render(summary, iperf, perf, meta, markdown):
     return "\n".join(out)
 
 
+def builds_note(meta):
+    """What "before:" and "after:" ran, from fanout.sh's meta.txt."""
+    before = meta.get("before_bin", "the --before-bin binary")
+    if meta.get("before_label"):
+        before += f" ({meta['before_label']})"
+    if meta.get("before_sha256"):
+        before += f", sha256 {meta['before_sha256'][:12]}"
+    after = f"this tree's build at commit {meta.get('commit', 'unknown')[:12]}"
+    if meta.get("dirty") not in (None, "", "0"):
+        after += f" plus {meta['dirty']} uncommitted changed file(s)"
+    if meta.get("shardcast_sha256"):
+        after += f", sha256 {meta['shardcast_sha256'][:12]}"
+    same = (" The two binaries are identical." if meta.get("before_sha256")
+            and meta.get("before_sha256") == meta.get("shardcast_sha256") else "")
+    return (f"before: {before}, run as shardcast 1 shard (server.shards = 1, server.cpus = [1], "
+            f"taskset -c 1, the same generated config). after: {after}.{same}")
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--manifest", required=True)
+    ap.add_argument("--manifest", required=True, action="append",
+                    help="a run's runs.tsv; repeat to put several runs in one table")
     ap.add_argument("--out")
     ap.add_argument("--keeps-up", nargs=2, metavar=("SERVER", "VIEWERS"))
     ap.add_argument("--read", default="0", help="with --keeps-up: the read mode [0]")
     ap.add_argument("--streams", type=int, default=1, help="with --keeps-up: streams [1]")
     ap.add_argument("--markdown", action="store_true")
     a = ap.parse_args()
-    rows = load_manifest(a.manifest)
+    rows = [row for path in a.manifest for row in load_manifest(path)]
     if a.keeps_up:
         server, viewers = a.keeps_up[0], int(a.keeps_up[1])
         mine = [r for r in rows if r["server"] == server and r["viewers"] == viewers
@@ -529,7 +663,7 @@ def main():
                   f"{', '.join(bad) or 'no runs'}", file=sys.stderr)
             sys.exit(1)
         sys.exit(0)
-    outdir = a.out or os.path.dirname(os.path.abspath(a.manifest))
+    outdir = a.out or os.path.dirname(os.path.abspath(a.manifest[0]))
     summary = summarize(rows)
     iperf = iperf_summary(outdir)
     perf = perf_summary(rows, outdir)
@@ -544,7 +678,8 @@ def main():
         with open(os.path.join(a.out, "table.md"), "w") as f:
             f.write(render(summary, iperf, perf, meta, True) + "\n")
         with open(os.path.join(a.out, "summary.json"), "w") as f:
-            json.dump({"meta": meta, "runs": summary, "iperf3": iperf, "perf": perf}, f, indent=1)
+            json.dump({"meta": meta, "runs": summary, "iperf3": iperf, "perf": perf,
+                       "before_after": before_after(summary)}, f, indent=1)
 
 
 if __name__ == "__main__":
