@@ -276,6 +276,25 @@ if [ "$NEED_BEFORE" = 1 ]; then
     log "shardcast-before runs $BEFORE_SRC${BEFORE_LABEL:+ ($BEFORE_LABEL)}; shardcast-1 and the other shardcast servers run this tree's build"
 fi
 
+# ---- is the machine quiet? ---------------------------------------------------------------
+# CPU 0 and CPU 1 busy (not idle, iowait, steal or niced) over 2 s before the first run: other
+# work there shows up in every number (for two builds compared, in their difference too).
+busy_now() {
+    local a b
+    a="$(grep -E '^cpu[01] ' /proc/stat)"
+    sleep 2
+    b="$(grep -E '^cpu[01] ' /proc/stat)"
+    printf '%s\n%s\n' "$a" "$b" | awk '
+        { n = $1; if (n in t0) { tot = 0; for (i = 2; i <= 9; i++) tot += $i - v0[n, i];
+              idle = ($5 - v0[n, 5]) + ($6 - v0[n, 6]) + ($9 - v0[n, 9]) + ($3 - v0[n, 3]);
+              printf "%s %.2f ", n, tot ? (tot - idle) / tot : 0 }
+          else { t0[n] = 1; for (i = 2; i <= 9; i++) v0[n, i] = $i } }'
+}
+BUSY_BEFORE="$(busy_now)"
+if echo "$BUSY_BEFORE" | awk '{ exit !($2 > 0.15 || $4 > 0.15) }'; then
+    log "WARNING: the machine is not quiet (busy before the run: $BUSY_BEFORE); other work on CPU 0 or 1 shows up in every number"
+fi
+
 # ---- what was run, for RESULTS.md ----------------------------------------------------------
 {
     echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -299,6 +318,7 @@ fi
     fi
     echo "alternate=$ALTERNATE"
     echo "loadavg_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "busy_before=$BUSY_BEFORE"
     echo "viewers=$VIEWERS"
     echo "extra=$EXTRA"
     echo "rounds=$ROUNDS"
@@ -614,7 +634,7 @@ for READ in $READ_INTERVALS; do
         if [ "$is_extra" = 1 ]; then
             # Past the standard counts, only while nginx and 1-shard shardcast both keep up.
             if [ -z "${ACTIVE[nginx]:-}" ] || [ -z "${ACTIVE[shardcast-1]:-}" ]; then
-                log "read interval $READ: stopping before $v viewers: nginx or shardcast-1 no longer keeps up"
+                log "read interval $READ: stopping before $v viewers: nginx or shardcast-1 no longer keeps up (or is not in --servers)"
                 break
             fi
         fi

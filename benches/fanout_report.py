@@ -225,6 +225,10 @@ def run_metrics(row):
         "cpu0_busy": cpu.get("cpu0", {}).get("busy"),
         "cpu1_busy": cpu.get("cpu1", {}).get("busy"),
         "cpu1_softirq": cpu.get("cpu1", {}).get("softirq"),
+        # CPU 1's busy share beyond the server's own (its own is over the steady state, CPU 1's
+        # over the whole run): on a quiet machine about 0; more is other work sharing the core.
+        "cpu1_other": (cpu["cpu1"]["busy"] - s["cpu_cores"]
+                       if "cpu1" in cpu and s.get("cpu_cores") is not None else None),
         "nice": max((cpu.get(c, {}).get("nice", 0) for c in ("cpu0", "cpu1")), default=None),
         "steal": max((cpu.get(c, {}).get("steal", 0) for c in ("cpu0", "cpu1")), default=None),
         "cpu1_s_per_gb": (cpu["cpu1"]["busy_s"] / total_gb) if "cpu1" in cpu and total_gb else None,
@@ -265,7 +269,7 @@ def summarize(rows):
                     "gen_cores", "gen_thread_cores", "p50", "p99", "p999", "rss_kib",
                     "cpu0_busy", "cpu1_busy", "cpu1_softirq", "nice", "steal", "cpu1_s_per_gb",
                     "ksoftirqd1_s", "ipi0_per_msg", "trend_ratio", "trend_slope", "ttff_p50",
-                    "ttff_p99"):
+                    "ttff_p99", "cpu1_other"):
             entry[key] = med([m[key] for m in ms])
         entry["gen_saturated_rounds"] = sum(1 for m in ms if m["gen_saturated"])
         entry["cpu_per_gb_all"] = [m["cpu_per_gb"] for m in ms]
@@ -299,6 +303,7 @@ def spread(median, values, digits=2):
 
 
 RSS_TARGET_KIB = 16.0
+OTHER_WORK_LIMIT = 0.10
 CPU_TARGET_RATIO = 1.05
 
 
@@ -320,10 +325,10 @@ def before_after(summary):
             "overrides": overrides, "rounds": [b["rounds"], e["rounds"]],
             "before": {k: b[k] for k in ("cpu_per_gb", "cpu_per_gb_all", "rss_kib", "rss_kib_all",
                                          "p50", "p99", "p99_all", "lagging", "lost", "failed",
-                                         "gen_saturated_rounds", "problems")},
+                                         "gen_saturated_rounds", "problems", "cpu1_other")},
             "after": {k: e[k] for k in ("cpu_per_gb", "cpu_per_gb_all", "rss_kib", "rss_kib_all",
                                         "p50", "p99", "p99_all", "lagging", "lost", "failed",
-                                        "gen_saturated_rounds", "problems")},
+                                        "gen_saturated_rounds", "problems", "cpu1_other")},
             "cpu_ratio": cpu_ratio,
             "p99_ratio": p99_ratio,
             "cpu_ok": None if cpu_ratio is None else cpu_ratio <= CPU_TARGET_RATIO,
@@ -550,13 +555,25 @@ def render(summary, iperf, perf, meta, markdown):
                 spread(b["p99"], b["p99_all"], 1), spread(a["p99"], a["p99_all"], 1),
                 fmt(p["p99_ratio"], 3),
                 f"{fmt(b['lagging'])}/{fmt(b['lost'])} , {fmt(a['lagging'])}/{fmt(a['lost'])}",
+                f"{fmt(b['cpu1_other'])} , {fmt(a['cpu1_other'])}",
                 yes_no(p["cpu_ok"]), rss_check(p), yes_no(p["p99_ok"]),
             ])
         out.append(table(["read", "streams x viewers", "config", "rounds b / a",
                           "CPU-s/GB before", "CPU-s/GB after", "CPU a÷b",
                           "RSS KiB/viewer before", "RSS after", "p99 ms before", "p99 ms after",
-                          "p99 a÷b", "lagging/lost b , a", "CPU ≤1.05x",
+                          "p99 a÷b", "lagging/lost b , a", "CPU1 other b , a", "CPU ≤1.05x",
                           "RSS ≤16 KiB", "p99 ≤ before"], brows, markdown))
+        busy = [p for p in pairs if max(p["before"]["cpu1_other"] or 0,
+                                        p["after"]["cpu1_other"] or 0) > OTHER_WORK_LIMIT]
+        if busy:
+            out.append("")
+            out.append("NOT QUIET: CPU 1 was busy with work other than the server (CPU1 other: "
+                       "CPU 1's busy share minus the server's cores, about 0 on a quiet machine) "
+                       f"above {OTHER_WORK_LIMIT:.2f} in: " + ", ".join(
+                           f"{read_label(p['read'])} {p['streams']} x {p['viewers']}" for p in busy)
+                       + ". A server sharing its core with other work changes how it batches, and "
+                       "its CPU per GB and latency move with that work, by more than 5 % even "
+                       "between identical builds: rerun those on a quiet machine.")
         sat = [p for p in pairs if p["before"]["gen_saturated_rounds"]
                or p["after"]["gen_saturated_rounds"]]
         if sat:
