@@ -116,8 +116,19 @@ fn poll_step(cx: &mut Context<'_>, driver: &Rc<ShardDriver>, id: ClientId) -> Po
     }
     if socket.want_write.get() {
         let mut relay = driver.relay.borrow_mut();
-        relay.write_blocked(id, Instant::now(), &mut SendWhenWritable { cx, socket });
-        // Still blocked: glommio woke us for writability. Otherwise caught up.
+        // Until the client has caught up, or glommio will wake this task when the socket
+        // can take more (a write that only came back short registers nothing).
+        loop {
+            let mut transmit = SendWhenWritable {
+                cx,
+                socket,
+                registered: false,
+            };
+            relay.write_blocked(id, Instant::now(), &mut transmit);
+            if !relay.is_blocked(id) || transmit.registered {
+                break;
+            }
+        }
         socket.want_write.set(relay.is_blocked(id));
         drop(relay);
         drop(sockets);

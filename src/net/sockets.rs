@@ -106,6 +106,9 @@ impl Transmit for SendNow<'_> {
 pub struct SendWhenWritable<'a, 'b> {
     pub cx: &'a mut Context<'b>,
     pub socket: &'a mut Socket,
+    /// glommio will wake the task when the socket can take more. Until then a write that
+    /// came back short has registered nothing, and the caller must write again.
+    pub registered: bool,
 }
 
 impl Transmit for SendWhenWritable<'_, '_> {
@@ -120,7 +123,10 @@ impl Transmit for SendWhenWritable<'_, '_> {
                 };
                 match Pin::new(&mut self.socket.stream).poll_write(self.cx, first) {
                     Poll::Ready(result) => result,
-                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                    Poll::Pending => {
+                        self.registered = true;
+                        Err(io::ErrorKind::WouldBlock.into())
+                    }
                 }
             }
             other => other,

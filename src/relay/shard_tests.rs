@@ -1,6 +1,8 @@
 //! The shard as a state machine, tested without sockets or a real clock: real protocol
 //! clients (`ClientSession`) talk to real shards through an in-memory wire, the shards'
 //! messages to each other are delivered by hand, and time moves only when a test says so.
+//! The module is declared under `#[cfg(test)]` in `relay/mod.rs`: it reads the real clock
+//! once, for the fake clock's start.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, IoSlice};
