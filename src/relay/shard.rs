@@ -379,34 +379,27 @@ impl Shard {
                 let Some(c) = self.clients.get_mut(id.0) else {
                     return;
                 };
-                let written = serve(
-                    id,
-                    c,
-                    &s.ring,
-                    &s.settings,
+                let mut w = Writer {
                     now,
                     transmit,
-                    &mut self.scratch,
-                    &mut self.outputs,
-                );
-                s.bytes_out += written;
-                arm_file_end(id, c, now, &mut self.timers);
+                    scratch: &mut self.scratch,
+                    outputs: &mut self.outputs,
+                    timers: &mut self.timers,
+                };
+                s.bytes_out += w.serve(id, c, &s.ring, &s.settings);
             }
             None => {
                 let Some(c) = self.clients.get_mut(id.0) else {
                     return;
                 };
-                let ring = &self.empty_ring;
-                serve(
-                    id,
-                    c,
-                    ring,
-                    &NO_BACKLOG_RULES,
+                let mut w = Writer {
                     now,
                     transmit,
-                    &mut self.scratch,
-                    &mut self.outputs,
-                );
+                    scratch: &mut self.scratch,
+                    outputs: &mut self.outputs,
+                    timers: &mut self.timers,
+                };
+                w.serve(id, c, &self.empty_ring, &NO_BACKLOG_RULES);
             }
         }
     }
@@ -434,17 +427,14 @@ impl Shard {
                 let Some(c) = self.clients.get_mut(vid.0) else {
                     continue;
                 };
-                s.bytes_out += serve(
-                    vid,
-                    c,
-                    &s.ring,
-                    &s.settings,
+                let mut w = Writer {
                     now,
-                    transmit,
-                    &mut self.scratch,
-                    &mut self.outputs,
-                );
-                arm_file_end(vid, c, now, &mut self.timers);
+                    transmit: &mut *transmit,
+                    scratch: &mut self.scratch,
+                    outputs: &mut self.outputs,
+                    timers: &mut self.timers,
+                };
+                s.bytes_out += w.serve(vid, c, &s.ring, &s.settings);
             }
             s.next_viewer = 0;
             s.queued = false;
@@ -1616,14 +1606,6 @@ const FILE_END_CHECK: Duration = Duration::from_millis(100);
 /// How long a stored file's viewer is given to read the end before it is closed anyway.
 const FILE_END_LIMIT: Duration = Duration::from_secs(5);
 
-/// Arms the close of a stored file's viewer once the end has been rendered for it.
-fn arm_file_end(id: ClientId, c: &mut Client, now: Instant, timers: &mut Timers) {
-    if c.ends_at.is_some() && !c.end_armed {
-        c.end_armed = true;
-        timers.arm(now + FILE_END_LINGER, Timer::FileEnd(id));
-    }
-}
-
 /// `app` of `app/key`.
 fn app_of(name: &str) -> &str {
     name.split_once('/').map_or(name, |(app, _)| app)
@@ -1703,59 +1685,78 @@ fn render_event(c: &mut Client, event: StreamEvent, now: Instant) -> Option<&'st
     close
 }
 
-/// Writes what one client is owed: backlog rules first (for a viewer), then its queue as
-/// far as the socket takes it. A client whose socket is full (`blocked`) is only checked;
-/// the driver writes once the socket drains. Returns the bytes written.
-#[allow(clippy::too_many_arguments)]
-fn serve(
-    id: ClientId,
-    c: &mut Client,
-    ring: &FrameRing,
-    settings: &StreamSettings,
+/// What writing to clients needs besides the client: the time, the sockets, the shard's
+/// scratch, and where to put what the writes decide (closes, waits, timers).
+struct Writer<'a, T> {
     now: Instant,
-    transmit: &mut impl Transmit,
-    scratch: &mut FlushScratch,
-    outputs: &mut VecDeque<Output>,
-) -> u64 {
-    let before = c.queue.bytes_sent;
-    let mut close = |c: &mut Client, reason: String| {
-        if c.close_reason.is_none() {
-            c.close_reason = Some(reason);
-            outputs.push_back(Output::Close(id));
-        }
-    };
-    loop {
-        if c.close_reason.is_some() {
-            break;
-        }
-        if let Err(reason) = apply_backlog_rules(ring, settings, c, now) {
-            close(c, reason);
-            break;
-        }
-        if c.blocked {
-            break;
-        }
-        match c.queue.flush(ring, scratch, |iov| transmit.send(id, iov)) {
-            Ok(FlushOutcome::Idle) => {
-                c.behind_since = None;
+    transmit: &'a mut T,
+    scratch: &'a mut FlushScratch,
+    outputs: &'a mut VecDeque<Output>,
+    timers: &'a mut Timers,
+}
+
+impl<T: Transmit> Writer<'_, T> {
+    /// Writes what one client is owed: backlog rules first (for a viewer), then its queue
+    /// as far as the socket takes it. A client whose socket is full (`blocked`) is only
+    /// checked; the driver writes once the socket drains. Returns the bytes written.
+    fn serve(
+        &mut self,
+        id: ClientId,
+        c: &mut Client,
+        ring: &FrameRing,
+        settings: &StreamSettings,
+    ) -> u64 {
+        let before = c.queue.bytes_sent;
+        let now = self.now;
+        loop {
+            if c.close_reason.is_some() {
                 break;
             }
-            Ok(FlushOutcome::Blocked) => {
-                c.blocked = true;
-                outputs.push_back(Output::WaitWritable(id));
+            if let Err(reason) = apply_backlog_rules(ring, settings, c, now) {
+                self.close(id, c, reason);
                 break;
             }
-            Ok(FlushOutcome::Event(event)) => {
-                if let Some(reason) = render_event(c, event, now) {
-                    close(c, reason.to_owned());
+            if c.blocked {
+                break;
+            }
+            let transmit = &mut *self.transmit;
+            match c
+                .queue
+                .flush(ring, self.scratch, |iov| transmit.send(id, iov))
+            {
+                Ok(FlushOutcome::Idle) => {
+                    c.behind_since = None;
+                    break;
+                }
+                Ok(FlushOutcome::Blocked) => {
+                    c.blocked = true;
+                    self.outputs.push_back(Output::WaitWritable(id));
+                    break;
+                }
+                Ok(FlushOutcome::Event(event)) => {
+                    if let Some(reason) = render_event(c, event, now) {
+                        self.close(id, c, reason.to_owned());
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.close(id, c, format!("write failed: {e}"));
                     break;
                 }
             }
-            Err(e) => {
-                close(c, format!("write failed: {e}"));
-                break;
-            }
+        }
+        if c.ends_at.is_some() && !c.end_armed {
+            // A stored file ended for this viewer: it is closed once it has read the end.
+            c.end_armed = true;
+            self.timers.arm(now + FILE_END_LINGER, Timer::FileEnd(id));
+        }
+        c.queue.bytes_sent - before
+    }
+
+    fn close(&mut self, id: ClientId, c: &mut Client, reason: String) {
+        if c.close_reason.is_none() {
+            c.close_reason = Some(reason);
+            self.outputs.push_back(Output::Close(id));
         }
     }
-    c.queue.bytes_sent - before
 }
