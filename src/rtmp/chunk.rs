@@ -178,6 +178,7 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
+    #[inline]
     fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         let end = self.pos.checked_add(N)?;
         let bytes = self.buf.get(self.pos..end)?.try_into().ok()?;
@@ -185,23 +186,28 @@ impl Fields<'_> {
         Some(bytes)
     }
 
+    #[inline]
     fn u8(&mut self) -> Option<u8> {
         self.array::<1>().map(|[b]| b)
     }
 
+    #[inline]
     fn u16_le(&mut self) -> Option<u16> {
         self.array().map(u16::from_le_bytes)
     }
 
+    #[inline]
     fn u24(&mut self) -> Option<u32> {
         self.array::<3>()
             .map(|[a, b, c]| u32::from_be_bytes([0, a, b, c]))
     }
 
+    #[inline]
     fn u32_be(&mut self) -> Option<u32> {
         self.array().map(u32::from_be_bytes)
     }
 
+    #[inline]
     fn u32_le(&mut self) -> Option<u32> {
         self.array().map(u32::from_le_bytes)
     }
@@ -340,6 +346,7 @@ impl<T: Default> ChunkReader<T> {
     /// caller applies them ([`set_chunk_size`](Self::set_chunk_size),
     /// [`abort`](Self::abort)) once it has the whole message, before calling again. After
     /// an error the reader stays failed.
+    #[inline]
     pub fn next_chunk<'a>(
         &'a mut self,
         input: &'a [u8],
@@ -410,6 +417,7 @@ impl<T: Default> ChunkReader<T> {
     /// Parses the chunk header at the start of the kept bytes and `input`. Returns how
     /// much of `input` it took, `None` if the header is not all here (then all of `input`
     /// is kept).
+    #[inline]
     fn header(&mut self, input: &[u8]) -> Result<Option<usize>, ChunkError> {
         let (start, end) = (usize::from(self.carry_start), usize::from(self.carry_end));
         if start == end {
@@ -458,6 +466,7 @@ impl<T: Default> ChunkReader<T> {
 
     /// Parses one chunk header at the start of `buf` and applies it. Returns its length,
     /// `None` (and no change) if `buf` ends inside it.
+    #[inline]
     fn parse_header(&mut self, buf: &[u8]) -> Result<Option<usize>, ChunkError> {
         let mut r = Fields { buf, pos: 0 };
         let Some(first) = r.u8() else {
@@ -475,7 +484,11 @@ impl<T: Default> ChunkReader<T> {
             },
             c => u32::from(c),
         };
-        let found = self.streams.iter().position(|s| s.csid == csid);
+        // Chunks of one message mostly follow each other: try the last chunk's stream first.
+        let found = match self.streams.get(self.current) {
+            Some(s) if s.csid == csid => Some(self.current),
+            _ => self.streams.iter().position(|s| s.csid == csid),
+        };
         let known = match found {
             Some(i) => self.streams.get(i),
             None if fmt == 0 => None,
