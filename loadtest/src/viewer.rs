@@ -5,9 +5,10 @@
 //! - A *counting* viewer (the default) runs the library's `ClientSession` only until
 //!   `NetStream.Play.Start`. From the end of the handshake on, every byte also goes through
 //!   a [`ChunkScanner`], which follows the chunk headers with the library's chunk layer and
-//!   keeps the first bytes of each message; once playing, only the scanner runs, and the viewer answers the server's
-//!   control traffic itself (acknowledgements, pings). It never copies or assembles a media
-//!   payload, so its cost is one `recv` into a reused buffer and a header walk.
+//!   keeps the first bytes of each message; once playing, only the scanner runs, and the
+//!   viewer answers the server's control traffic itself (acknowledgements, pings). It
+//!   never copies or assembles a media payload, so its cost is one `recv` into a reused
+//!   buffer and a header walk.
 //! - A *verifying* viewer feeds everything to `ClientSession`, whose decoder assembles every
 //!   message, and checks each video payload's checksum against its marker: it is the
 //!   sample that proves the bytes arrive intact, and cross-checks the scanner.
