@@ -1,5 +1,5 @@
-//! A chunk-stream reader for viewers that walks every chunk header and never copies a media
-//! payload.
+//! A chunk-stream reader for viewers that follows every chunk header and never copies a
+//! media payload.
 //!
 //! The library's `ChunkDecoder` joins each message into one buffer, which a relay needs and
 //! a load-generating viewer does not: to count, check and time what it receives, a viewer
@@ -8,13 +8,19 @@
 //! that: per message, the header and up to [`PREFIX_LEN`] bytes of payload, copied into a
 //! fixed array; the rest of each chunk is skipped where it lies in the read buffer. Only
 //! small control, command and data messages are assembled whole (they are rare and the
-//! viewer must act on them).
+//! viewer must act on them), and protocol control messages come parsed.
 //!
-//! It follows the same wire rules as the library's decoder (`src/rtmp/chunk.rs`): a format-3
-//! header that starts a new message adds the previous timestamp field, and a continuation
-//! chunk of a message with an extended timestamp repeats its 4 extended bytes.
+//! It is built on the library's chunk layer, `ChunkReader`, the same state machine under
+//! `ChunkDecoder`: chunk headers, timestamps, extended timestamps, limits and errors are
+//! exactly the relay's. `ChunkReader` hands out each chunk's payload as a slice of the
+//! read buffer, so the scanner only decides what to keep of it. Set Chunk Size and Abort
+//! are parsed by `shardcast::rtmp::control` and applied to the reader, as the decoder
+//! applies them.
 
 use bytes::Bytes;
+use shardcast::rtmp::chunk::{ChunkError, ChunkReader, DecoderLimits, MAX_MESSAGE_LEN};
+use shardcast::rtmp::control::{ControlError, ControlMessage};
+use shardcast::rtmp::message::{MessageType, RtmpMessage};
 use thiserror::Error;
 
 /// Payload bytes kept from the start of each media message.
@@ -23,22 +29,13 @@ pub const PREFIX_LEN: usize = 128;
 const MAX_ASSEMBLED: usize = 64 * 1024;
 /// Chunk streams a server may use before we call it broken.
 const MAX_CHUNK_STREAMS: usize = 64;
-const EXTENDED: u32 = 0xFF_FFFF;
-
-const TYPE_SET_CHUNK_SIZE: u8 = 1;
-const TYPE_ABORT: u8 = 2;
-const TYPE_AUDIO: u8 = 8;
-const TYPE_VIDEO: u8 = 9;
-const TYPE_AGGREGATE: u8 = 22;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ScanError {
-    #[error("chunk stream {0}: a format 1, 2 or 3 header before any format-0 header")]
-    NoPreviousHeader(u32),
-    #[error("invalid chunk size {0}")]
-    InvalidChunkSize(u32),
-    #[error("more than {MAX_CHUNK_STREAMS} chunk streams in use")]
-    TooManyChunkStreams,
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
 }
 
 /// A message as the scanner saw it.
@@ -48,51 +45,50 @@ pub struct Scanned<'a> {
     pub timestamp: u32,
     /// The full payload length from the header.
     pub len: u32,
-    /// Media (and oversized) messages: the first bytes of the payload. Others: all of it.
+    /// The first (up to [`PREFIX_LEN`]) bytes of the payload.
     pub prefix: &'a [u8],
     /// Control, command and data messages up to 64 KiB: the whole payload.
     pub whole: Option<Bytes>,
+    /// A protocol control message, parsed.
+    pub control: Option<ControlMessage>,
 }
 
-struct StreamState {
-    csid: u32,
-    timestamp: u32,
-    /// The last timestamp field (absolute after format 0, a delta after 1 and 2).
-    field: u32,
-    extended: bool,
-    length: u32,
-    type_id: u8,
-    stream_id: u32,
-    /// Payload bytes of the current message still to come (0 between messages).
-    remaining: u32,
+/// What the scanner keeps of the current message on one chunk stream.
+struct Kept {
     prefix: [u8; PREFIX_LEN],
     prefix_len: usize,
+    /// Whether the message is assembled whole, decided by its first chunk.
+    assemble: bool,
     assembled: Vec<u8>,
+}
+
+impl Default for Kept {
+    fn default() -> Self {
+        Kept {
+            prefix: [0; PREFIX_LEN],
+            prefix_len: 0,
+            assemble: false,
+            assembled: Vec::new(),
+        }
+    }
 }
 
 /// See the module documentation.
 pub struct ChunkScanner {
-    chunk_size: u32,
-    streams: Vec<StreamState>,
-    /// A header split across reads.
-    header: [u8; 18],
-    header_len: usize,
-    /// Index into `streams` of the chunk whose payload is being read.
-    current: usize,
-    /// Payload bytes of the current chunk still to come; 0 means a header is next.
-    chunk_left: u32,
+    reader: ChunkReader<Kept>,
     bytes: u64,
 }
 
 impl Default for ChunkScanner {
     fn default() -> Self {
+        // Media is never held, so any message length the protocol allows is fine.
+        let limits = DecoderLimits {
+            max_message_len: MAX_MESSAGE_LEN,
+            max_chunk_streams: MAX_CHUNK_STREAMS,
+            ..DecoderLimits::default()
+        };
         ChunkScanner {
-            chunk_size: 128,
-            streams: Vec::new(),
-            header: [0; 18],
-            header_len: 0,
-            current: 0,
-            chunk_left: 0,
+            reader: ChunkReader::new(limits),
             bytes: 0,
         }
     }
@@ -111,207 +107,100 @@ impl ChunkScanner {
         mut on_message: impl FnMut(Scanned<'_>),
     ) -> Result<(), ScanError> {
         self.bytes += input.len() as u64;
-        while !input.is_empty() {
-            if self.chunk_left == 0 {
-                // Gather a whole header, across reads if need be.
-                let have = self.header_len;
-                let take = (self.header.len() - have).min(input.len());
-                self.header[have..have + take].copy_from_slice(&input[..take]);
-                let available = have + take;
-                let Some(used) = self.parse_header(available)? else {
-                    self.header_len = available;
-                    return Ok(());
-                };
-                // `used` counts from the start of the header buffer; the part that came from
-                // this input is `used - have`.
-                input = &input[used - have..];
-                self.header_len = 0;
-                let s = &self.streams[self.current];
-                if s.remaining == 0 {
-                    // A zero-length message is complete with its header.
-                    self.finish(&mut on_message)?;
-                    continue;
+        loop {
+            let (used, chunk) = self.reader.next_chunk(input)?;
+            let Some(c) = chunk else {
+                return Ok(());
+            };
+            input = input.get(used..).unwrap_or_default();
+            let last = c.is_last();
+            let (type_id, stream_id, timestamp, len) =
+                (c.type_id, c.stream_id, c.timestamp, c.length);
+            let payload = c.payload;
+            let kept = c.state;
+            if c.offset == 0 {
+                // A new message (dropping any the server abandoned on this chunk stream).
+                kept.prefix_len = 0;
+                kept.assemble = assembles(type_id, len);
+                kept.assembled.clear();
+                if kept.assemble {
+                    kept.assembled.reserve(len as usize);
                 }
-                self.chunk_left = s.remaining.min(self.chunk_size);
+            }
+            if kept.prefix_len < PREFIX_LEN {
+                let k = (PREFIX_LEN - kept.prefix_len).min(payload.len());
+                if let (Some(to), Some(from)) = (
+                    kept.prefix.get_mut(kept.prefix_len..kept.prefix_len + k),
+                    payload.get(..k),
+                ) {
+                    to.copy_from_slice(from);
+                }
+                kept.prefix_len += k;
+            }
+            if kept.assemble {
+                kept.assembled.extend_from_slice(payload);
+            }
+            if !last {
                 continue;
             }
-            let n = (self.chunk_left as usize).min(input.len());
-            let (chunk, rest) = input.split_at(n);
-            input = rest;
-            self.chunk_left -= n as u32;
-            let s = &mut self.streams[self.current];
-            s.remaining -= n as u32;
-            if s.prefix_len < PREFIX_LEN {
-                let k = (PREFIX_LEN - s.prefix_len).min(n);
-                s.prefix[s.prefix_len..s.prefix_len + k].copy_from_slice(&chunk[..k]);
-                s.prefix_len += k;
-            }
-            if assembles(s.type_id, s.length) {
-                s.assembled.extend_from_slice(chunk);
-            }
-            if s.remaining == 0 {
-                self.chunk_left = 0;
-                self.finish(&mut on_message)?;
-            }
-        }
-        Ok(())
-    }
 
-    fn finish(&mut self, on_message: &mut impl FnMut(Scanned<'_>)) -> Result<(), ScanError> {
-        let s = &mut self.streams[self.current];
-        let whole =
-            assembles(s.type_id, s.length).then(|| Bytes::from(std::mem::take(&mut s.assembled)));
-        let prefix_len = s.prefix_len;
-        s.prefix_len = 0;
-        let (type_id, stream_id, timestamp, len) = (s.type_id, s.stream_id, s.timestamp, s.length);
-        if type_id == TYPE_SET_CHUNK_SIZE
-            && let Some(body) = whole.as_deref().and_then(|b| b.get(..4))
-        {
-            let size = u32::from_be_bytes([body[0], body[1], body[2], body[3]]) & 0x7FFF_FFFF;
-            if size == 0 {
-                return Err(ScanError::InvalidChunkSize(size));
-            }
-            self.chunk_size = size;
-        }
-        if type_id == TYPE_ABORT
-            && let Some(body) = whole.as_deref().and_then(|b| b.get(..4))
-        {
-            let csid = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-            if let Some(t) = self.streams.iter_mut().find(|t| t.csid == csid) {
-                t.remaining = 0;
-                t.prefix_len = 0;
-                t.assembled.clear();
-            }
-        }
-        let s = &self.streams[self.current];
-        on_message(Scanned {
-            type_id,
-            stream_id,
-            timestamp,
-            len,
-            prefix: &s.prefix[..prefix_len],
-            whole,
-        });
-        Ok(())
-    }
-
-    /// Parses the header in `self.header[..available]`. `Ok(None)`: not all here yet.
-    fn parse_header(&mut self, available: usize) -> Result<Option<usize>, ScanError> {
-        let h = &self.header[..available];
-        let Some(&first) = h.first() else {
-            return Ok(None);
-        };
-        let fmt = first >> 6;
-        let (csid, mut pos) = match first & 0x3F {
-            0 => match h.get(1) {
-                Some(&b) => (64 + u32::from(b), 2),
-                None => return Ok(None),
-            },
-            1 => match h.get(1..3) {
-                Some(b) => (64 + u32::from(b[0]) + 256 * u32::from(b[1]), 3),
-                None => return Ok(None),
-            },
-            n => (u32::from(n), 1),
-        };
-        let msg_len = [11, 7, 3, 0][usize::from(fmt)];
-        let Some(m) = h.get(pos..pos + msg_len) else {
-            return Ok(None);
-        };
-        let u24 = |b: &[u8]| u32::from_be_bytes([0, b[0], b[1], b[2]]);
-        let field = (msg_len > 0).then(|| u24(&m[0..3]));
-        pos += msg_len;
-        let index = match self.streams.iter().position(|s| s.csid == csid) {
-            Some(i) => i,
-            None if fmt != 0 => return Err(ScanError::NoPreviousHeader(csid)),
-            None if self.streams.len() >= MAX_CHUNK_STREAMS => {
-                return Err(ScanError::TooManyChunkStreams);
-            }
-            None => {
-                self.streams.push(StreamState {
-                    csid,
-                    timestamp: 0,
-                    field: 0,
-                    extended: false,
-                    length: 0,
-                    type_id: 0,
-                    stream_id: 0,
-                    remaining: 0,
-                    prefix: [0; PREFIX_LEN],
-                    prefix_len: 0,
-                    assembled: Vec::new(),
-                });
-                self.streams.len() - 1
-            }
-        };
-        let s = &self.streams[index];
-        let extended = match field {
-            Some(f) => f == EXTENDED,
-            None => s.extended,
-        };
-        let ext_value = if extended {
-            let Some(b) = h.get(pos..pos + 4) else {
-                return Ok(None);
-            };
-            pos += 4;
-            Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        } else {
-            None
-        };
-        let s = &mut self.streams[index];
-        let continuation = fmt == 3 && s.remaining > 0;
-        if continuation {
-            self.current = index;
-            return Ok(Some(pos));
-        }
-        // A new message. A format 0-2 header in the middle of one abandons it.
-        s.prefix_len = 0;
-        s.assembled.clear();
-        match fmt {
-            0 => {
-                let f = ext_value.unwrap_or(field.unwrap_or(0));
-                s.timestamp = f;
-                s.field = f;
-                s.length = u24(&m[3..6]);
-                s.type_id = m[6];
-                s.stream_id = u32::from_le_bytes([m[7], m[8], m[9], m[10]]);
-            }
-            1 | 2 => {
-                let f = ext_value.unwrap_or(field.unwrap_or(0));
-                s.timestamp = s.timestamp.wrapping_add(f);
-                s.field = f;
-                if fmt == 1 {
-                    s.length = u24(&m[3..6]);
-                    s.type_id = m[6];
+            let whole = kept
+                .assemble
+                .then(|| Bytes::from(std::mem::take(&mut kept.assembled)));
+            let control = match &whole {
+                Some(body) if is_protocol_control(type_id) => {
+                    let msg = RtmpMessage::new(type_id, stream_id, timestamp, body.clone());
+                    ControlMessage::parse(&msg)?
                 }
-            }
-            _ => {
-                let f = ext_value.unwrap_or(s.field);
-                s.timestamp = s.timestamp.wrapping_add(f);
+                _ => None,
+            };
+            let steers_chunks = match &control {
+                Some(c @ (ControlMessage::SetChunkSize(_) | ControlMessage::Abort { .. })) => {
+                    Some(c.clone())
+                }
+                _ => None,
+            };
+            on_message(Scanned {
+                type_id,
+                stream_id,
+                timestamp,
+                len,
+                prefix: kept.prefix.get(..kept.prefix_len).unwrap_or_default(),
+                whole,
+                control,
+            });
+            // Before the next chunk header, as the library's decoder does.
+            match steers_chunks {
+                Some(ControlMessage::SetChunkSize(size)) => self.reader.set_chunk_size(size)?,
+                Some(ControlMessage::Abort { csid }) => {
+                    if let Some(aborted) = self.reader.abort(csid) {
+                        aborted.assembled = Vec::new();
+                    }
+                }
+                _ => {}
             }
         }
-        s.extended = extended;
-        s.remaining = s.length;
-        if assembles(s.type_id, s.length) {
-            s.assembled.reserve(s.length as usize);
-        }
-        self.current = index;
-        Ok(Some(pos))
     }
 }
 
 /// Whether a message is assembled whole: everything but media and aggregates, when small.
 fn assembles(type_id: u8, length: u32) -> bool {
-    !matches!(type_id, TYPE_AUDIO | TYPE_VIDEO | TYPE_AGGREGATE)
-        && (length as usize) <= MAX_ASSEMBLED
+    !matches!(
+        MessageType::from_id(type_id),
+        Some(MessageType::Audio | MessageType::Video | MessageType::Aggregate)
+    ) && (length as usize) <= MAX_ASSEMBLED
+}
+
+fn is_protocol_control(type_id: u8) -> bool {
+    MessageType::from_id(type_id).is_some_and(MessageType::is_protocol_control)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::BytesMut;
-    use shardcast::rtmp::chunk::{ChunkEncoder, encode_shared};
-    use shardcast::rtmp::control::ControlMessage;
-    use shardcast::rtmp::message::RtmpMessage;
+    use shardcast::rtmp::chunk::{ChunkDecoder, ChunkEncoder, encode_shared};
+    use shardcast::rtmp::control::UserControlEvent;
 
     fn collect(
         scanner: &mut ChunkScanner,
@@ -381,5 +270,101 @@ mod tests {
             .map(|m| m.1)
             .collect();
         assert_eq!(got, vec![0x0100_0000, 0x0100_0021, 0x0100_0042]);
+    }
+
+    /// Sees the same messages as the library's decoder (headers, and the payload's first
+    /// bytes) on a stream with every header form, extended timestamps, an abandoned
+    /// message, an Abort and chunk size changes, at any split.
+    #[test]
+    fn agrees_with_the_library_decoder() {
+        let mut wire = BytesMut::new();
+        let mut enc = ChunkEncoder::new();
+        let big: Vec<u8> = (0..30_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        for (round, chunk_size) in [128u32, 4096, 1000, 60_000].into_iter().enumerate() {
+            let size = ControlMessage::SetChunkSize(chunk_size).to_message();
+            enc.encode(2, &size, &mut wire);
+            enc.set_chunk_size(chunk_size);
+            let base = 0x00FF_FF00u32.wrapping_add(round as u32 * 0x100);
+            for i in 0..6u32 {
+                let ts = base.wrapping_add(i * 40);
+                let video = RtmpMessage::new(9, 1, ts, big[..20_000 + i as usize].to_vec());
+                enc.encode(7, &video, &mut wire);
+                let audio = RtmpMessage::new(8, 1, ts + 3, big[i as usize..][..200].to_vec());
+                enc.encode(6, &audio, &mut wire);
+                let ping = ControlMessage::UserControl(UserControlEvent::PingRequest(ts));
+                enc.encode(2, &ping.to_message(), &mut wire);
+            }
+        }
+        // A video message abandoned after its first chunk, a new one on the same chunk
+        // stream, then one aborted after its first chunk.
+        let size = ControlMessage::SetChunkSize(4096).to_message();
+        enc.encode(2, &size, &mut wire);
+        enc.set_chunk_size(4096);
+        let partial = encode_shared(9, 5, &big[..10_000], 4096);
+        wire.extend_from_slice(&partial[..12 + 4096]);
+        wire.extend_from_slice(&encode_shared(9, 6, &big[..5000], 4096));
+        wire.extend_from_slice(&partial[..12 + 4096]);
+        let abort = ControlMessage::Abort { csid: 7 }.to_message();
+        enc.encode(2, &abort, &mut wire);
+        wire.extend_from_slice(&encode_shared(9, 7, &big[..300], 4096));
+        let wire = wire.freeze();
+
+        let mut dec = ChunkDecoder::new(Default::default());
+        dec.feed(wire.clone());
+        let mut expected = Vec::new();
+        while let Some(m) = dec.next_message().unwrap() {
+            let len = m.payload.len();
+            let prefix = m.payload[..len.min(PREFIX_LEN)].to_vec();
+            expected.push((m.type_id, m.timestamp, len as u32, prefix));
+        }
+        assert_eq!(expected.len(), 4 * (1 + 6 * 3) + 1 + 3);
+        for split in [1, 3, 17, 4096, 16 * 1024, 1 << 20] {
+            let mut scanner = ChunkScanner::default();
+            let mut got = Vec::new();
+            for piece in wire.chunks(split) {
+                scanner
+                    .scan(piece, |m| {
+                        got.push((m.type_id, m.timestamp, m.len, m.prefix.to_vec()))
+                    })
+                    .unwrap();
+            }
+            assert_eq!(got, expected, "split {split}");
+        }
+    }
+
+    #[test]
+    fn control_messages_come_parsed() {
+        let mut wire = BytesMut::new();
+        let mut enc = ChunkEncoder::new();
+        let sent = [
+            ControlMessage::WindowAckSize(2_500_000),
+            ControlMessage::UserControl(UserControlEvent::PingRequest(77)),
+            ControlMessage::UserControl(UserControlEvent::StreamEof(1)),
+        ];
+        for c in &sent {
+            enc.encode(2, &c.to_message(), &mut wire);
+        }
+        let mut got = Vec::new();
+        ChunkScanner::default()
+            .scan(&wire, |m| got.extend(m.control))
+            .unwrap();
+        assert_eq!(got, sent);
+    }
+
+    #[test]
+    fn errors_are_the_library_ones() {
+        let mut scanner = ChunkScanner::default();
+        assert_eq!(
+            scanner.scan(&[0x43], |_| {}),
+            Err(ScanError::Chunk(ChunkError::NoPreviousHeader { csid: 3 }))
+        );
+
+        let mut wire = BytesMut::new();
+        let zero = RtmpMessage::new(MessageType::SetChunkSize.id(), 0, 0, vec![0, 0, 0, 0]);
+        ChunkEncoder::new().encode(2, &zero, &mut wire);
+        assert_eq!(
+            ChunkScanner::default().scan(&wire, |_| {}),
+            Err(ScanError::Control(ControlError::InvalidChunkSize(0)))
+        );
     }
 }

@@ -4,10 +4,11 @@
 //! Two kinds, chosen per viewer (`--verify-every`):
 //! - A *counting* viewer (the default) runs the library's `ClientSession` only until
 //!   `NetStream.Play.Start`. From the end of the handshake on, every byte also goes through
-//!   a [`ChunkScanner`], which walks the chunk headers and keeps the first bytes of each
-//!   message; once playing, only the scanner runs, and the viewer answers the server's
-//!   control traffic itself (acknowledgements, pings). It never copies or assembles a media
-//!   payload, so its cost is one `recv` into a reused buffer and a header walk.
+//!   a [`ChunkScanner`], which follows the chunk headers with the library's chunk layer and
+//!   keeps the first bytes of each message; once playing, only the scanner runs, and the
+//!   viewer answers the server's control traffic itself (acknowledgements, pings). It
+//!   never copies or assembles a media payload, so its cost is one `recv` into a reused
+//!   buffer and a header walk.
 //! - A *verifying* viewer feeds everything to `ClientSession`, whose decoder assembles every
 //!   message, and checks each video payload's checksum against its marker: it is the
 //!   sample that proves the bytes arrive intact, and cross-checks the scanner.
@@ -47,7 +48,7 @@ use shardcast::media::codec::inspect_video;
 use shardcast::rtmp::chunk::ChunkEncoder;
 use shardcast::rtmp::command::{Command, status};
 use shardcast::rtmp::control::{ControlMessage, UserControlEvent};
-use shardcast::rtmp::message::{RtmpMessage, csid};
+use shardcast::rtmp::message::{MessageType, RtmpMessage, csid};
 use shardcast::rtmp::{ClientEvent, ClientSession, ClientSessionConfig, MediaKind};
 
 use crate::clock;
@@ -64,14 +65,6 @@ const READ_SIZE: usize = 16 * 1024;
 const BATCH_READ_SIZE: usize = 64 * 1024;
 /// What the server sends before its first chunk: S0, S1 and S2.
 const HANDSHAKE_LEN: u64 = 1 + 1536 + 1536;
-
-const TYPE_USER_CONTROL: u8 = 4;
-const TYPE_WINDOW_ACK_SIZE: u8 = 5;
-const TYPE_AUDIO: u8 = 8;
-const TYPE_VIDEO: u8 = 9;
-const TYPE_COMMAND_AMF0: u8 = 20;
-const USER_CONTROL_STREAM_EOF: u16 = 1;
-const USER_CONTROL_PING_REQUEST: u16 = 6;
 
 pub struct ViewerSpec {
     pub index: usize,
@@ -274,47 +267,37 @@ impl Viewer {
             if !chunk_data.is_empty() {
                 let answering = session.is_none();
                 let mut failure = None;
-                let result = scanner.scan(chunk_data, |m| match m.type_id {
-                    TYPE_VIDEO if self.playing => {
-                        self.on_video(m.prefix, m.len, m.timestamp, None, now)
-                    }
-                    TYPE_AUDIO if self.playing => self.on_audio(m.timestamp),
-                    TYPE_WINDOW_ACK_SIZE => {
-                        if let Some(b) = m.whole.as_deref().and_then(|b| b.get(..4)) {
-                            control.peer_window = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                let result = scanner.scan(chunk_data, |m| {
+                    match (MessageType::from_id(m.type_id), m.control) {
+                        (Some(MessageType::Video), _) if self.playing => {
+                            self.on_video(m.prefix, m.len, m.timestamp, None, now)
                         }
-                    }
-                    TYPE_USER_CONTROL if answering => {
-                        let Some(body) = m.whole.as_deref() else {
-                            return;
-                        };
-                        let event = body.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]]));
-                        let value = body
-                            .get(2..6)
-                            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                        match (event, value) {
-                            (Some(USER_CONTROL_PING_REQUEST), Some(t)) => {
-                                control.send(ControlMessage::UserControl(
-                                    UserControlEvent::PingResponse(t),
-                                ));
-                            }
-                            (Some(USER_CONTROL_STREAM_EOF), _) => {
+                        (Some(MessageType::Audio), _) if self.playing => self.on_audio(m.timestamp),
+                        (_, Some(ControlMessage::WindowAckSize(size))) => {
+                            control.peer_window = size;
+                        }
+                        (_, Some(ControlMessage::UserControl(event))) if answering => match event {
+                            UserControlEvent::PingRequest(t) => control.send(
+                                ControlMessage::UserControl(UserControlEvent::PingResponse(t)),
+                            ),
+                            UserControlEvent::StreamEof(_) => {
                                 self.end_status
                                     .get_or_insert_with(|| "StreamEOF".to_owned());
                             }
                             _ => {}
-                        }
-                    }
-                    TYPE_COMMAND_AMF0 if answering => {
-                        if let Some(body) = m.whole {
-                            let msg = RtmpMessage::new(m.type_id, m.stream_id, m.timestamp, body);
-                            match Command::parse(&msg) {
-                                Ok(cmd) => self.on_command_while_playing(&cmd),
-                                Err(e) => failure = Some(format!("protocol error: {e}")),
+                        },
+                        (Some(MessageType::CommandAmf0), _) if answering => {
+                            if let Some(body) = m.whole {
+                                let msg =
+                                    RtmpMessage::new(m.type_id, m.stream_id, m.timestamp, body);
+                                match Command::parse(&msg) {
+                                    Ok(cmd) => self.on_command_while_playing(&cmd),
+                                    Err(e) => failure = Some(format!("protocol error: {e}")),
+                                }
                             }
                         }
+                        _ => {}
                     }
-                    _ => {}
                 });
                 if let Err(e) = result {
                     return self.closed(&format!("protocol error: {e}"));

@@ -18,6 +18,23 @@
 //! A 24-bit timestamp or delta of 0xFFFFFF means "the real value follows in 4 more bytes"
 //! (the extended timestamp).
 //!
+//! # Two layers: [`ChunkReader`] and [`ChunkDecoder`]
+//!
+//! [`ChunkReader`] is the chunk stream state machine, the only one in the codebase: it
+//! parses each chunk header against the state of its chunk stream (all the rules below,
+//! the limits on chunk streams and message length), and hands out the chunk's payload as a
+//! slice of the caller's input, with the message's header and the payload's offset within
+//! the message, chunk by chunk ([`next_chunk`](ChunkReader::next_chunk)). It copies no
+//! payload and assembles nothing. [`ChunkDecoder`] assembles messages on top of it. The
+//! reader is public for consumers that do not want whole messages: the load generator's
+//! viewers keep only each media message's first bytes, and at thousands of viewers per
+//! core assembling every frame would be most of their cost. Sharing the state machine
+//! rather than keeping a second one means both read the wire by exactly the same rules.
+//!
+//! A header split between two inputs is kept by the reader (a copy of at most
+//! [`MAX_HEADER_LEN`] - 1 bytes) and completed from the next input, so callers can hand it
+//! any slicing of the stream, including a reused read buffer.
+//!
 //! # Decoding: [`ChunkDecoder`]
 //!
 //! The decoder is sans-I/O: the session [`feed`](ChunkDecoder::feed)s whatever the socket
@@ -36,9 +53,9 @@
 //! as a slice of that very `Bytes` (which keeps that read buffer alive while the message
 //! lives; the relay re-encodes media with `encode_shared` and drops it soon). A message
 //! spanning chunks is assembled once into its own buffer. Headers are parsed in place, or
-//! from a small stack copy when a read split one. Chunk payload is consumed as it arrives
-//! rather than waiting for a whole chunk, so the input queue never holds more than one
-//! partial header after `next_message` returned `Ok(None)`, whatever chunk size the peer
+//! from the reader's copy when a read split one. Chunk payload is consumed as it arrives
+//! rather than waiting for a whole chunk, so nothing but one partial header is left
+//! unparsed after `next_message` returned `Ok(None)`, whatever chunk size the peer
 //! announced. At chunk size 4096 the whole decode costs about what one more copy of the
 //! input would (`benches/chunk_codec.rs`), so the queue roughly halves the decoder's cost.
 //!
@@ -51,12 +68,14 @@
 //! - When a chunk stream's last header had an extended timestamp, a format-3 continuation
 //!   chunk is expected to repeat those 4 bytes (ffmpeg, librtmp, Flash), but old encoders
 //!   omit them. If the 4 bytes after such a header differ from the stored value, they are
-//!   taken as payload. A payload that happens to start with exactly those 4 bytes from an
-//!   encoder that omits them would be misread; no receiver can tell the two apart. (If
-//!   fewer than 4 bytes have arrived, the decoder waits for them.)
+//!   taken as payload (when a read split them off, the reader hands them out from its
+//!   copy). A payload that happens to start with exactly those 4 bytes from an encoder
+//!   that omits them would be misread; no receiver can tell the two apart. (If fewer than
+//!   4 bytes have arrived, the reader waits for them.)
 //!
 //! A format 0, 1 or 2 header arriving on a chunk stream in the middle of a message means
-//! the sender abandoned that message: the partial one is dropped, as an Abort would.
+//! the sender abandoned that message: the partial one is dropped, as an Abort would (the
+//! reader signals it by starting the new message at offset 0).
 //!
 //! # Encoding: [`ChunkEncoder`] and [`encode_shared`]
 //!
@@ -151,6 +170,483 @@ impl Default for DecoderLimits {
     }
 }
 
+/// Bounds-checked big- and little-endian reads over a header's bytes; `None` means the
+/// header is not all here yet.
+struct Fields<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Fields<'_> {
+    #[inline]
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let end = self.pos.checked_add(N)?;
+        let bytes = self.buf.get(self.pos..end)?.try_into().ok()?;
+        self.pos = end;
+        Some(bytes)
+    }
+
+    #[inline]
+    fn u8(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+
+    #[inline]
+    fn u16_le(&mut self) -> Option<u16> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    #[inline]
+    fn u24(&mut self) -> Option<u32> {
+        self.array::<3>()
+            .map(|[a, b, c]| u32::from_be_bytes([0, a, b, c]))
+    }
+
+    #[inline]
+    fn u32_be(&mut self) -> Option<u32> {
+        self.array().map(u32::from_be_bytes)
+    }
+
+    #[inline]
+    fn u32_le(&mut self) -> Option<u32> {
+        self.array().map(u32::from_le_bytes)
+    }
+}
+
+/// What the reader remembers about one of the peer's chunk streams, next to the caller's
+/// own state for it.
+struct InStream<T> {
+    csid: u32,
+    /// Absolute timestamp of the current (or last) message.
+    timestamp: u32,
+    /// The last timestamp field after extension: what a format-3 new message adds.
+    delta: u32,
+    /// Whether the last format 0/1/2 header used an extended timestamp, which format-3
+    /// headers then inherit.
+    extended: bool,
+    length: u32,
+    type_id: u8,
+    stream_id: u32,
+    /// Payload bytes of the current message read so far; 0 between messages. A format-3
+    /// header continues a message exactly when this is not 0.
+    received: u32,
+    state: T,
+}
+
+/// One chunk's payload as [`ChunkReader::next_chunk`] hands it out, with the header of the
+/// message it belongs to (after header compression is undone) and where in that message it
+/// goes. When a read ends inside a chunk, the chunk comes as several `Chunk`s, one per
+/// `next_chunk` call, each with the bytes that call could see.
+#[derive(Debug)]
+pub struct Chunk<'a, T> {
+    pub csid: u32,
+    pub type_id: u8,
+    pub stream_id: u32,
+    /// The message's absolute timestamp.
+    pub timestamp: u32,
+    /// The whole message's payload length.
+    pub length: u32,
+    /// Where `payload` starts within the message's payload. 0 starts a new message: what
+    /// the caller kept for an unfinished message on this chunk stream is to be dropped (the
+    /// sender abandoned it with a new header).
+    pub offset: u32,
+    /// These payload bytes, borrowed from the input (or, rarely, from the reader's
+    /// header carry-over, see [`ChunkReader::next_chunk`]). Empty only for a zero-length
+    /// message.
+    pub payload: &'a [u8],
+    /// The caller's state for this chunk stream.
+    pub state: &'a mut T,
+}
+
+impl<T> Chunk<'_, T> {
+    /// Whether these bytes end the message (always true for a zero-length one).
+    pub fn is_last(&self) -> bool {
+        self.offset as usize + self.payload.len() == self.length as usize
+    }
+
+    /// The message with this header and `payload`.
+    pub fn message(&self, payload: Bytes) -> RtmpMessage {
+        RtmpMessage {
+            type_id: self.type_id,
+            stream_id: self.stream_id,
+            timestamp: self.timestamp,
+            payload,
+        }
+    }
+}
+
+/// The chunk stream state machine: reads chunk headers, undoes header compression and
+/// hands out each chunk's payload where it lies, without assembling messages. See the
+/// module documentation; [`ChunkDecoder`] assembles messages on top of it.
+///
+/// `T` is the caller's own state per chunk stream (the decoder's partial message, say),
+/// created with `T::default()` when the peer first uses a chunk stream and handed back
+/// with each of its chunks.
+pub struct ChunkReader<T = ()> {
+    limits: DecoderLimits,
+    chunk_size: u32,
+    /// Never shrinks, so `current` stays valid.
+    streams: Vec<InStream<T>>,
+    /// The chunk stream whose chunk payload is being read, when `chunk_left > 0`.
+    current: usize,
+    /// Payload bytes of the current chunk not read yet; 0 means a header comes next.
+    chunk_left: u32,
+    /// Input bytes taken but not parsed yet, `carry[carry_start..carry_end]`: a header a
+    /// read split, kept until the rest arrives (and, after a misjudged extended timestamp,
+    /// up to 3 payload bytes).
+    carry: [u8; MAX_HEADER_LEN],
+    carry_start: u8,
+    carry_end: u8,
+    failed: Option<ChunkError>,
+}
+
+// A summary: the derived form would print every chunk stream.
+impl<T> std::fmt::Debug for ChunkReader<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkReader")
+            .field("chunk_size", &self.chunk_size)
+            .field("chunk_streams", &self.streams.len())
+            .field("chunk_left", &self.chunk_left)
+            .field("unparsed_bytes", &self.unparsed_bytes())
+            .field("failed", &self.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Default> ChunkReader<T> {
+    /// A reader at the default chunk size. It enforces `limits.max_message_len` and
+    /// `limits.max_chunk_streams`; `max_buffered_bytes` is for whoever assembles messages.
+    pub fn new(limits: DecoderLimits) -> Self {
+        ChunkReader {
+            limits,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            streams: Vec::new(),
+            current: 0,
+            chunk_left: 0,
+            carry: [0; MAX_HEADER_LEN],
+            carry_start: 0,
+            carry_end: 0,
+            failed: None,
+        }
+    }
+
+    /// Reads the next chunk payload from `input`, parsing a chunk header first if one is
+    /// due. Returns how many bytes of `input` it used, and:
+    /// - `Some(chunk)`: the payload (or the part of it in `input`) is the last bytes used.
+    ///   Call again with the rest of the input.
+    /// - `None`: all of `input` was used, and nothing more comes out without more input. A
+    ///   header split at the end of `input` is kept (at most [`MAX_HEADER_LEN`] - 1 bytes,
+    ///   see [`unparsed_bytes`](Self::unparsed_bytes)) and completed by the next call.
+    ///
+    /// Payload is never copied, with one exception: a kept header whose extended timestamp
+    /// turned out to be payload (see the module documentation) hands out those few bytes
+    /// from the reader's own copy, in a `Chunk` that uses no input.
+    ///
+    /// Set Chunk Size and Abort messages do not change the reader by themselves: the
+    /// caller applies them ([`set_chunk_size`](Self::set_chunk_size),
+    /// [`abort`](Self::abort)) once it has the whole message, before calling again. After
+    /// an error the reader stays failed.
+    #[inline]
+    pub fn next_chunk<'a>(
+        &'a mut self,
+        input: &'a [u8],
+    ) -> Result<(usize, Option<Chunk<'a, T>>), ChunkError> {
+        if let Some(err) = &self.failed {
+            return Err(err.clone());
+        }
+        let mut used = 0;
+        if self.chunk_left == 0 {
+            match self.header(input) {
+                Ok(Some(n)) => used = n,
+                Ok(None) => return Ok((input.len(), None)),
+                Err(err) => {
+                    self.failed = Some(err.clone());
+                    return Err(err);
+                }
+            }
+        }
+        let ChunkReader {
+            streams,
+            current,
+            chunk_left,
+            carry,
+            carry_start,
+            carry_end,
+            ..
+        } = self;
+        let Some(s) = streams.get_mut(*current) else {
+            return Ok((input.len(), None));
+        };
+        let payload = if carry_start < carry_end {
+            let (start, end) = (usize::from(*carry_start), usize::from(*carry_end));
+            let n = (*chunk_left as usize).min(end - start);
+            *carry_start += n as u8;
+            carry.get(start..start + n).unwrap_or_default()
+        } else {
+            let rest = input.get(used..).unwrap_or_default();
+            let n = (*chunk_left as usize).min(rest.len());
+            if n == 0 && s.length != 0 {
+                return Ok((input.len(), None));
+            }
+            used += n;
+            rest.get(..n).unwrap_or_default()
+        };
+        let offset = s.received;
+        // Both at most the message length, a 24-bit number.
+        let n = payload.len() as u32;
+        *chunk_left -= n;
+        s.received += n;
+        if s.received == s.length {
+            s.received = 0;
+        }
+        Ok((
+            used,
+            Some(Chunk {
+                csid: s.csid,
+                type_id: s.type_id,
+                stream_id: s.stream_id,
+                timestamp: s.timestamp,
+                length: s.length,
+                offset,
+                payload,
+                state: &mut s.state,
+            }),
+        ))
+    }
+
+    /// Parses the chunk header at the start of the kept bytes and `input`. Returns how
+    /// much of `input` it took, `None` if the header is not all here (then all of `input`
+    /// is kept).
+    #[inline]
+    fn header(&mut self, input: &[u8]) -> Result<Option<usize>, ChunkError> {
+        let (start, end) = (usize::from(self.carry_start), usize::from(self.carry_end));
+        if start == end {
+            // The usual case: the whole header sits in the input.
+            if let Some(n) = self.parse_header(input)? {
+                return Ok(Some(n));
+            }
+            // An incomplete header is shorter than MAX_HEADER_LEN.
+            let kept = input.len().min(MAX_HEADER_LEN);
+            if let (Some(to), Some(from)) = (self.carry.get_mut(..kept), input.get(..kept)) {
+                to.copy_from_slice(from);
+            }
+            (self.carry_start, self.carry_end) = (0, kept as u8);
+            return Ok(None);
+        }
+        // A header split between two inputs: join its start and the input's first bytes.
+        let pending = end - start;
+        let mut joined = [0u8; MAX_HEADER_LEN];
+        let take = (MAX_HEADER_LEN - pending).min(input.len());
+        if let (Some(to), Some(from)) = (joined.get_mut(..pending), self.carry.get(start..end)) {
+            to.copy_from_slice(from);
+        }
+        if let (Some(to), Some(from)) = (joined.get_mut(pending..pending + take), input.get(..take))
+        {
+            to.copy_from_slice(from);
+        }
+        let parsed = self.parse_header(joined.get(..pending + take).unwrap_or_default())?;
+        self.carry = joined;
+        match parsed {
+            None => {
+                // Still incomplete, so all of the input fitted.
+                (self.carry_start, self.carry_end) = (0, (pending + take) as u8);
+                Ok(None)
+            }
+            Some(n) if n >= pending => {
+                (self.carry_start, self.carry_end) = (0, 0);
+                Ok(Some(n - pending))
+            }
+            Some(n) => {
+                // Kept bytes beyond the header: payload, then perhaps the next header.
+                (self.carry_start, self.carry_end) = (n as u8, pending as u8);
+                Ok(Some(0))
+            }
+        }
+    }
+
+    /// Parses one chunk header at the start of `buf` and applies it. Returns its length,
+    /// `None` (and no change) if `buf` ends inside it.
+    #[inline]
+    fn parse_header(&mut self, buf: &[u8]) -> Result<Option<usize>, ChunkError> {
+        let mut r = Fields { buf, pos: 0 };
+        let Some(first) = r.u8() else {
+            return Ok(None);
+        };
+        let fmt = first >> 6;
+        let csid = match first & 0x3F {
+            0 => match r.u8() {
+                Some(b) => 64 + u32::from(b),
+                None => return Ok(None),
+            },
+            1 => match r.u16_le() {
+                Some(v) => 64 + u32::from(v),
+                None => return Ok(None),
+            },
+            c => u32::from(c),
+        };
+        // Chunks of one message mostly follow each other: try the last chunk's stream first.
+        let found = match self.streams.get(self.current) {
+            Some(s) if s.csid == csid => Some(self.current),
+            _ => self.streams.iter().position(|s| s.csid == csid),
+        };
+        let known = match found {
+            Some(i) => self.streams.get(i),
+            None if fmt == 0 => None,
+            None => return Err(ChunkError::NoPreviousHeader { csid }),
+        };
+
+        // Read the whole header into locals before touching any state, so a header split
+        // across reads is simply parsed again once the rest has arrived.
+        let mut value = 0;
+        let mut extended = false;
+        let mut length = 0;
+        let mut type_id = 0;
+        let mut stream_id = 0;
+        let mut continuation = false;
+        if fmt <= 2 {
+            let Some(field) = r.u24() else {
+                return Ok(None);
+            };
+            if fmt <= 1 {
+                let (Some(len), Some(ty)) = (r.u24(), r.u8()) else {
+                    return Ok(None);
+                };
+                length = len;
+                type_id = ty;
+                if fmt == 0 {
+                    let Some(sid) = r.u32_le() else {
+                        return Ok(None);
+                    };
+                    stream_id = sid;
+                }
+            }
+            extended = field == EXTENDED_TIMESTAMP;
+            value = field;
+            if extended {
+                let Some(ext) = r.u32_be() else {
+                    return Ok(None);
+                };
+                value = ext;
+            }
+        } else if let Some(s) = known {
+            continuation = s.received > 0;
+            extended = s.extended;
+            value = s.delta;
+            if s.extended {
+                let Some(ext) = r.u32_be() else {
+                    return Ok(None);
+                };
+                if continuation && ext != s.delta {
+                    // An encoder that does not repeat the extended timestamp on
+                    // continuation chunks: these 4 bytes are payload.
+                    r.pos -= 4;
+                } else {
+                    value = ext;
+                }
+            }
+        }
+
+        let idx = match found {
+            Some(i) => i,
+            None => {
+                if self.streams.len() >= self.limits.max_chunk_streams {
+                    return Err(ChunkError::TooManyChunkStreams {
+                        limit: self.limits.max_chunk_streams,
+                    });
+                }
+                self.streams.push(InStream {
+                    csid,
+                    timestamp: 0,
+                    delta: 0,
+                    extended: false,
+                    length: 0,
+                    type_id: 0,
+                    stream_id: 0,
+                    received: 0,
+                    state: T::default(),
+                });
+                self.streams.len() - 1
+            }
+        };
+        let Some(s) = self.streams.get_mut(idx) else {
+            return Ok(None);
+        };
+
+        if !continuation {
+            // A format 0/1/2 header in the middle of a message means the sender gave up
+            // on it: the new message starts at offset 0, which tells the caller to drop
+            // what it kept rather than splice two messages together.
+            s.received = 0;
+            match fmt {
+                0 => {
+                    s.timestamp = value;
+                    s.stream_id = stream_id;
+                }
+                _ => s.timestamp = s.timestamp.wrapping_add(value),
+            }
+            s.delta = value;
+            s.extended = extended;
+            if fmt <= 1 {
+                s.length = length;
+                s.type_id = type_id;
+            }
+            if s.length > self.limits.max_message_len {
+                return Err(ChunkError::MessageTooLong {
+                    len: s.length,
+                    limit: self.limits.max_message_len,
+                });
+            }
+        }
+        self.current = idx;
+        self.chunk_left = (s.length - s.received).min(self.chunk_size);
+        Ok(Some(r.pos))
+    }
+}
+
+impl<T> ChunkReader<T> {
+    /// The peer's current chunk size.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Sets the peer's chunk size, after a Set Chunk Size message (or for a size agreed
+    /// some other way). It applies from the next chunk header on.
+    pub fn set_chunk_size(&mut self, size: u32) -> Result<(), ChunkError> {
+        if size == 0 || size > MAX_CHUNK_SIZE {
+            return Err(ChunkError::InvalidChunkSize { size });
+        }
+        self.chunk_size = size;
+        Ok(())
+    }
+
+    /// Applies an Abort message: the partial message on chunk stream `csid`, if any, is
+    /// dropped, and its next chunk starts a new message. Returns the caller's state for
+    /// that chunk stream (to drop what it kept), `None` if the peer never used it. Call it
+    /// between chunks, as the Abort message's last chunk is.
+    pub fn abort(&mut self, csid: u32) -> Option<&mut T> {
+        let s = self.streams.iter_mut().find(|s| s.csid == csid)?;
+        s.received = 0;
+        Some(&mut s.state)
+    }
+
+    /// How many chunk streams the peer has used (each keeps its header state for good).
+    pub fn chunk_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// The caller's state of every chunk stream the peer has used.
+    pub fn states(&self) -> impl Iterator<Item = &T> {
+        self.streams.iter().map(|s| &s.state)
+    }
+
+    /// Bytes taken from earlier inputs but not parsed yet: once
+    /// [`next_chunk`](Self::next_chunk) has returned `None`, one partial chunk header at
+    /// most (under [`MAX_HEADER_LEN`]).
+    pub fn unparsed_bytes(&self) -> usize {
+        usize::from(self.carry_end - self.carry_start)
+    }
+}
+
 /// Fed input not decoded yet: the caller's buffers, in order, never copied.
 #[derive(Default)]
 struct Input {
@@ -167,159 +663,45 @@ impl Input {
         }
     }
 
-    /// Copies the first bytes into `dst` without consuming them; returns how many.
-    fn peek(&self, dst: &mut [u8]) -> usize {
-        let mut filled = 0;
-        for segment in &self.segments {
-            let Some(rest) = dst.get_mut(filled..) else {
-                break;
-            };
-            let n = rest.len().min(segment.len());
-            if n == 0 {
-                break;
-            }
-            if let (Some(to), Some(from)) = (rest.get_mut(..n), segment.get(..n)) {
-                to.copy_from_slice(from);
-            }
-            filled += n;
-        }
-        filled
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        self.len = self.len.saturating_sub(n);
-        while n > 0 {
-            let Some(front) = self.segments.front_mut() else {
-                break;
-            };
-            if n < front.len() {
-                front.advance(n);
-                break;
-            }
-            n -= front.len();
-            self.segments.pop_front();
-        }
-    }
-
-    /// The next `n` bytes as a slice of the fed buffer, if they all sit in one.
-    fn take_contiguous(&mut self, n: usize) -> Option<Bytes> {
-        let front = self.segments.front_mut()?;
-        if front.len() < n {
-            return None;
-        }
-        let taken = if front.len() == n {
-            self.segments.pop_front()?
-        } else {
-            front.split_to(n)
+    /// Drops the first `n` bytes of the front buffer (at most all of it).
+    fn consume(&mut self, n: usize) {
+        let Some(front) = self.segments.front_mut() else {
+            return;
         };
+        let n = n.min(front.len());
         self.len -= n;
-        Some(taken)
-    }
-
-    /// Moves up to `n` bytes onto the end of `dst`.
-    fn move_into(&mut self, mut n: usize, dst: &mut Vec<u8>) {
-        while n > 0 {
-            let Some(front) = self.segments.front_mut() else {
-                break;
-            };
-            let k = n.min(front.len());
-            if let Some(piece) = front.get(..k) {
-                dst.extend_from_slice(piece);
-            }
-            front.advance(k);
-            self.len -= k;
-            n -= k;
-            if front.is_empty() {
-                self.segments.pop_front();
-            }
+        if n == front.len() {
+            self.segments.pop_front();
+        } else {
+            front.advance(n);
         }
     }
-}
 
-/// Bounds-checked big- and little-endian reads over a header's bytes; `None` means the
-/// header is not all here yet.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl Reader<'_> {
-    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
-        let end = self.pos.checked_add(N)?;
-        let bytes = self.buf.get(self.pos..end)?.try_into().ok()?;
-        self.pos = end;
-        Some(bytes)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        self.array::<1>().map(|[b]| b)
-    }
-
-    fn u16_le(&mut self) -> Option<u16> {
-        self.array().map(u16::from_le_bytes)
-    }
-
-    fn u24(&mut self) -> Option<u32> {
-        self.array::<3>()
-            .map(|[a, b, c]| u32::from_be_bytes([0, a, b, c]))
-    }
-
-    fn u32_be(&mut self) -> Option<u32> {
-        self.array().map(u32::from_be_bytes)
-    }
-
-    fn u32_le(&mut self) -> Option<u32> {
-        self.array().map(u32::from_le_bytes)
-    }
-}
-
-/// What the decoder remembers about one of the peer's chunk streams.
-struct InStream {
-    csid: u32,
-    /// Absolute timestamp of the current (or last) message.
-    timestamp: u32,
-    /// The last timestamp field after extension: what a format-3 new message adds.
-    delta: u32,
-    /// Whether the last format 0/1/2 header used an extended timestamp, which format-3
-    /// headers then inherit.
-    extended: bool,
-    length: u32,
-    type_id: u8,
-    stream_id: u32,
-    /// Payload received so far of a message spanning chunks; empty between messages.
-    partial: Vec<u8>,
-}
-
-impl InStream {
-    fn message(&self, payload: Bytes) -> RtmpMessage {
-        RtmpMessage {
-            type_id: self.type_id,
-            stream_id: self.stream_id,
-            timestamp: self.timestamp,
-            payload,
+    /// Consumes the first `used` bytes of the front buffer and returns the last `len` of
+    /// them as a slice of it (`len <= used <= ` the front buffer's length).
+    fn take_tail(&mut self, used: usize, len: usize) -> Bytes {
+        let Some(front) = self.segments.front_mut() else {
+            return Bytes::new();
+        };
+        let used = used.min(front.len());
+        let len = len.min(used);
+        self.len -= used;
+        front.advance(used - len);
+        if front.len() == len {
+            return self.segments.pop_front().unwrap_or_default();
         }
+        front.split_to(len)
     }
-}
-
-enum HeaderStep {
-    NeedMore,
-    /// A zero-length message: complete with its header.
-    Message(RtmpMessage),
-    Payload,
 }
 
 /// Joins a peer's chunks back into messages. See the module documentation.
 pub struct ChunkDecoder {
     limits: DecoderLimits,
-    chunk_size: u32,
+    /// Each chunk stream's state is its partial message: the payload received so far of a
+    /// message spanning chunks; empty between messages.
+    reader: ChunkReader<Vec<u8>>,
     input: Input,
-    /// Never shrinks, so indices into it stay valid.
-    streams: Vec<InStream>,
-    /// The chunk stream whose chunk payload is being read, when `chunk_left > 0`.
-    current: usize,
-    /// Payload bytes of the current chunk not read yet; 0 means a header comes next.
-    chunk_left: usize,
-    /// Sum of `partial.len()` over all chunk streams.
+    /// Sum of the partial messages' lengths over all chunk streams.
     buffered: usize,
     received: u64,
     poisoned: Option<ChunkError>,
@@ -329,10 +711,10 @@ pub struct ChunkDecoder {
 impl std::fmt::Debug for ChunkDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChunkDecoder")
-            .field("chunk_size", &self.chunk_size)
-            .field("chunk_streams", &self.streams.len())
+            .field("chunk_size", &self.chunk_size())
+            .field("chunk_streams", &self.chunk_streams())
             .field("buffered_bytes", &self.buffered)
-            .field("unparsed_bytes", &self.input.len)
+            .field("unparsed_bytes", &self.unparsed_bytes())
             .field("bytes_received", &self.received)
             .field("poisoned", &self.poisoned)
             .finish_non_exhaustive()
@@ -343,11 +725,8 @@ impl ChunkDecoder {
     pub fn new(limits: DecoderLimits) -> Self {
         ChunkDecoder {
             limits,
-            chunk_size: DEFAULT_CHUNK_SIZE,
+            reader: ChunkReader::new(limits),
             input: Input::default(),
-            streams: Vec::new(),
-            current: 0,
-            chunk_left: 0,
             buffered: 0,
             received: 0,
             poisoned: None,
@@ -384,17 +763,13 @@ impl ChunkDecoder {
 
     /// The peer's current chunk size.
     pub fn chunk_size(&self) -> u32 {
-        self.chunk_size
+        self.reader.chunk_size()
     }
 
     /// Sets the peer's chunk size without a Set Chunk Size message, for a size agreed some
     /// other way (and tests). It applies from the next chunk header on.
     pub fn set_chunk_size(&mut self, size: u32) -> Result<(), ChunkError> {
-        if size == 0 || size > MAX_CHUNK_SIZE {
-            return Err(ChunkError::InvalidChunkSize { size });
-        }
-        self.chunk_size = size;
-        Ok(())
+        self.reader.set_chunk_size(size)
     }
 
     /// Bytes held for partial messages across all chunk streams.
@@ -408,233 +783,95 @@ impl ChunkDecoder {
     ///
     /// [`buffered_bytes`]: Self::buffered_bytes
     pub fn reserved_bytes(&self) -> usize {
-        self.streams.iter().map(|s| s.partial.capacity()).sum()
+        self.reader.states().map(Vec::capacity).sum()
     }
 
     /// How many chunk streams the peer has used (each keeps its header state for good).
     pub fn chunk_streams(&self) -> usize {
-        self.streams.len()
+        self.reader.chunk_streams()
     }
 
     /// Fed bytes not parsed yet. Once [`next_message`](Self::next_message) has returned
     /// `Ok(None)` this is one partial chunk header at most (under [`MAX_HEADER_LEN`]).
     pub fn unparsed_bytes(&self) -> usize {
-        self.input.len
+        self.input.len + self.reader.unparsed_bytes()
     }
 
     fn decode(&mut self) -> Result<Option<RtmpMessage>, ChunkError> {
         loop {
-            if self.chunk_left == 0 {
-                match self.read_header()? {
-                    HeaderStep::NeedMore => return Ok(None),
-                    HeaderStep::Message(msg) => return Ok(Some(msg)),
-                    HeaderStep::Payload => {}
+            let front = self.input.segments.front().map_or(&[][..], |b| &b[..]);
+            let (used, chunk) = self.reader.next_chunk(front)?;
+            let Some(c) = chunk else {
+                // All of the front buffer is parsed (or kept by the reader).
+                if self.input.segments.is_empty() {
+                    return Ok(None);
                 }
-            }
-            if let Some(msg) = self.read_payload()? {
-                return Ok(Some(msg));
-            }
-            if self.chunk_left > 0 {
-                return Ok(None);
-            }
-        }
-    }
-
-    fn read_header(&mut self) -> Result<HeaderStep, ChunkError> {
-        // Usually the whole header sits in the front buffer; only one split between two
-        // reads needs the stack copy.
-        let mut raw = [0u8; MAX_HEADER_LEN];
-        let buf = match self.input.segments.front() {
-            Some(front) if front.len() >= MAX_HEADER_LEN => &front[..],
-            _ => {
-                let filled = self.input.peek(&mut raw);
-                raw.get(..filled).unwrap_or_default()
-            }
-        };
-        let mut r = Reader { buf, pos: 0 };
-
-        let Some(first) = r.u8() else {
-            return Ok(HeaderStep::NeedMore);
-        };
-        let fmt = first >> 6;
-        let csid = match first & 0x3F {
-            0 => match r.u8() {
-                Some(b) => 64 + u32::from(b),
-                None => return Ok(HeaderStep::NeedMore),
-            },
-            1 => match r.u16_le() {
-                Some(v) => 64 + u32::from(v),
-                None => return Ok(HeaderStep::NeedMore),
-            },
-            c => u32::from(c),
-        };
-        let found = self.streams.iter().position(|s| s.csid == csid);
-        let known = match found {
-            Some(i) => self.streams.get(i),
-            None if fmt == 0 => None,
-            None => return Err(ChunkError::NoPreviousHeader { csid }),
-        };
-
-        // Read the whole header into locals before touching any state, so a header split
-        // across reads is simply parsed again once the rest has arrived.
-        let mut value = 0;
-        let mut extended = false;
-        let mut length = 0;
-        let mut type_id = 0;
-        let mut stream_id = 0;
-        let mut continuation = false;
-        if fmt <= 2 {
-            let Some(field) = r.u24() else {
-                return Ok(HeaderStep::NeedMore);
+                self.input.consume(used);
+                continue;
             };
-            if fmt <= 1 {
-                let (Some(len), Some(ty)) = (r.u24(), r.u8()) else {
-                    return Ok(HeaderStep::NeedMore);
-                };
-                length = len;
-                type_id = ty;
-                if fmt == 0 {
-                    let Some(sid) = r.u32_le() else {
-                        return Ok(HeaderStep::NeedMore);
-                    };
-                    stream_id = sid;
-                }
+            let Chunk {
+                type_id,
+                stream_id,
+                timestamp,
+                length,
+                offset,
+                payload,
+                state: partial,
+                ..
+            } = c;
+            let length = length as usize;
+            let n = payload.len();
+            let message = |payload| RtmpMessage {
+                type_id,
+                stream_id,
+                timestamp,
+                payload,
+            };
+            if offset == 0 && !partial.is_empty() {
+                // The sender abandoned the message it had started on this chunk stream.
+                self.buffered -= partial.len();
+                *partial = Vec::new();
             }
-            extended = field == EXTENDED_TIMESTAMP;
-            value = field;
-            if extended {
-                let Some(ext) = r.u32_be() else {
-                    return Ok(HeaderStep::NeedMore);
-                };
-                value = ext;
-            }
-        } else if let Some(s) = known {
-            continuation = !s.partial.is_empty();
-            extended = s.extended;
-            value = s.delta;
-            if s.extended {
-                let Some(ext) = r.u32_be() else {
-                    return Ok(HeaderStep::NeedMore);
-                };
-                if continuation && ext != s.delta {
-                    // An encoder that does not repeat the extended timestamp on
-                    // continuation chunks: these 4 bytes are payload.
-                    r.pos -= 4;
+            // The whole message in this chunk and in one fed buffer: hand out a slice of
+            // it. (A first chunk's payload always comes from the input.)
+            if offset == 0 && n == length && used >= n {
+                let payload = if length == 0 {
+                    self.input.consume(used);
+                    Bytes::new()
                 } else {
-                    value = ext;
-                }
+                    self.input.take_tail(used, length)
+                };
+                return Ok(Some(message(payload)));
             }
-        }
 
-        let idx = match found {
-            Some(i) => i,
-            None => {
-                if self.streams.len() >= self.limits.max_chunk_streams {
-                    return Err(ChunkError::TooManyChunkStreams {
-                        limit: self.limits.max_chunk_streams,
-                    });
-                }
-                self.streams.push(InStream {
-                    csid,
-                    timestamp: 0,
-                    delta: 0,
-                    extended: false,
-                    length: 0,
-                    type_id: 0,
-                    stream_id: 0,
-                    partial: Vec::new(),
-                });
-                self.streams.len() - 1
-            }
-        };
-        let Some(s) = self.streams.get_mut(idx) else {
-            return Ok(HeaderStep::NeedMore);
-        };
-
-        if !continuation {
-            if !s.partial.is_empty() {
-                // A format 0/1/2 header in the middle of a message: the sender gave up on
-                // it. Drop what we had rather than splice two messages together.
-                self.buffered -= s.partial.len();
-                s.partial = Vec::new();
-            }
-            match fmt {
-                0 => {
-                    s.timestamp = value;
-                    s.stream_id = stream_id;
-                }
-                _ => s.timestamp = s.timestamp.wrapping_add(value),
-            }
-            s.delta = value;
-            s.extended = extended;
-            if fmt <= 1 {
-                s.length = length;
-                s.type_id = type_id;
-            }
-            if s.length > self.limits.max_message_len {
-                return Err(ChunkError::MessageTooLong {
-                    len: s.length,
-                    limit: self.limits.max_message_len,
+            let have = partial.len();
+            let completes = have + n == length;
+            if !completes && self.buffered.saturating_add(n) > self.limits.max_buffered_bytes {
+                return Err(ChunkError::BufferedTooMuch {
+                    limit: self.limits.max_buffered_bytes,
                 });
             }
+            if partial.capacity() - have < n {
+                // Grow by doubling, never past the announced length, so the reservation
+                // stays within twice what actually arrived (or EXACT_ALLOC_LIMIT).
+                let target = if length <= EXACT_ALLOC_LIMIT {
+                    length
+                } else {
+                    length.min((have + n).max(have.saturating_mul(2)))
+                };
+                partial.reserve_exact(target.saturating_sub(have));
+            }
+            partial.extend_from_slice(payload);
+            if completes {
+                self.buffered -= have;
+                // Capacity equals length here, so this hands the allocation over as is.
+                let payload = Bytes::from(std::mem::take(partial));
+                self.input.consume(used);
+                return Ok(Some(message(payload)));
+            }
+            self.buffered += n;
+            self.input.consume(used);
         }
-
-        self.input.advance(r.pos);
-        if s.length == 0 {
-            return Ok(HeaderStep::Message(s.message(Bytes::new())));
-        }
-        let message_left = (s.length as usize).saturating_sub(s.partial.len());
-        self.current = idx;
-        self.chunk_left = message_left.min(self.chunk_size as usize);
-        Ok(HeaderStep::Payload)
-    }
-
-    fn read_payload(&mut self) -> Result<Option<RtmpMessage>, ChunkError> {
-        let Some(s) = self.streams.get_mut(self.current) else {
-            self.chunk_left = 0;
-            return Ok(None);
-        };
-        let length = s.length as usize;
-        let have = s.partial.len();
-        // The whole message in this chunk and in one fed buffer: hand out a slice of it.
-        if have == 0
-            && self.chunk_left == length
-            && let Some(payload) = self.input.take_contiguous(length)
-        {
-            self.chunk_left = 0;
-            return Ok(Some(s.message(payload)));
-        }
-
-        let n = self.chunk_left.min(self.input.len);
-        if n == 0 {
-            return Ok(None);
-        }
-        let completes = have + n == length;
-        if !completes && self.buffered.saturating_add(n) > self.limits.max_buffered_bytes {
-            return Err(ChunkError::BufferedTooMuch {
-                limit: self.limits.max_buffered_bytes,
-            });
-        }
-        if s.partial.capacity() - have < n {
-            // Grow by doubling, never past the announced length, so the reservation stays
-            // within twice what actually arrived (or EXACT_ALLOC_LIMIT).
-            let target = if length <= EXACT_ALLOC_LIMIT {
-                length
-            } else {
-                length.min((have + n).max(have.saturating_mul(2)))
-            };
-            s.partial.reserve_exact(target.saturating_sub(have));
-        }
-        self.input.move_into(n, &mut s.partial);
-        self.chunk_left -= n;
-        if completes {
-            self.buffered -= have;
-            // Capacity equals length here, so this hands the allocation over as is.
-            let payload = Bytes::from(std::mem::take(&mut s.partial));
-            return Ok(Some(s.message(payload)));
-        }
-        self.buffered += n;
-        Ok(None)
     }
 
     fn apply_control(&mut self, msg: &RtmpMessage) -> Result<(), ChunkError> {
@@ -651,13 +888,10 @@ impl ChunkDecoder {
                 len: msg.payload.len(),
             })?;
         if is(MessageType::SetChunkSize) {
-            if value == 0 || value > MAX_CHUNK_SIZE {
-                return Err(ChunkError::InvalidChunkSize { size: value });
-            }
-            self.chunk_size = value;
-        } else if let Some(s) = self.streams.iter_mut().find(|s| s.csid == value) {
-            self.buffered -= s.partial.len();
-            s.partial = Vec::new();
+            self.reader.set_chunk_size(value)?;
+        } else if let Some(partial) = self.reader.abort(value) {
+            self.buffered -= partial.len();
+            *partial = Vec::new();
         }
         Ok(())
     }
@@ -1134,6 +1368,143 @@ mod tests {
         assert_eq!(decode_bytewise(&wire), vec![m]);
     }
 
+    /// Messages from a bare [`ChunkReader`] fed `wire` in slices cut by `splits` (cycled),
+    /// joined by offset, applying Set Chunk Size and Abort as the decoder does.
+    fn read_by_chunks(wire: &[u8], splits: &[usize], limits: DecoderLimits) -> Vec<RtmpMessage> {
+        let mut reader = ChunkReader::<Vec<u8>>::new(limits);
+        let mut out = Vec::new();
+        let mut at = 0;
+        for n in splits.iter().cycle() {
+            if at >= wire.len() {
+                break;
+            }
+            let end = (at + n).min(wire.len());
+            let mut input = &wire[at..end];
+            at = end;
+            loop {
+                let (used, chunk) = reader.next_chunk(input).expect("read error");
+                assert!(used <= input.len());
+                let Some(c) = chunk else {
+                    assert_eq!(used, input.len());
+                    break;
+                };
+                let payload_start = used - c.payload.len().min(used);
+                if used > 0 {
+                    // The payload is the last bytes used, in place.
+                    assert_eq!(c.payload.as_ptr(), input[payload_start..].as_ptr());
+                }
+                if c.offset == 0 {
+                    c.state.clear();
+                }
+                assert_eq!(c.offset as usize, c.state.len());
+                c.state.extend_from_slice(c.payload);
+                let done = if c.is_last() {
+                    let payload = Bytes::from(std::mem::take(c.state));
+                    Some(c.message(payload))
+                } else {
+                    None
+                };
+                input = &input[used..];
+                if let Some(m) = done {
+                    if let Some(b) = m.payload.first_chunk::<4>() {
+                        let value = u32::from_be_bytes(*b);
+                        match m.type_id {
+                            1 => reader.set_chunk_size(value).unwrap(),
+                            2 => {
+                                if let Some(partial) = reader.abort(value) {
+                                    partial.clear();
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                    out.push(m);
+                }
+            }
+            assert!(reader.unparsed_bytes() < MAX_HEADER_LEN);
+        }
+        out
+    }
+
+    /// An encoder that omits the extended timestamp on continuation chunks, at chunk sizes
+    /// down to 1 and split everywhere: the reader keeps a split header and, once the 4
+    /// bytes after it turn out to be payload, hands them out from its copy, then parses
+    /// the next header (here often a one-byte header of a zero-length message) from it.
+    #[test]
+    fn extended_timestamp_missing_on_continuation_chunks_split_everywhere() {
+        for chunk_size in 1..=6usize {
+            let long = msg(9, 1, 0x0100_0000, pattern(10, 1));
+            let mut wire = header0(3, 0x0100_0000, 10, 9, 1);
+            wire.extend_from_slice(&long.payload[..chunk_size]);
+            wire.extend_from_slice(&header0(4, 5, 0, 8, 1));
+            let mut expected = vec![msg(8, 1, 5, vec![])];
+            let mut ts = 5;
+            for piece in long.payload[chunk_size..].chunks(chunk_size) {
+                wire.push(0xC3);
+                wire.extend_from_slice(piece);
+                wire.push(0xC4);
+                ts += 5;
+                expected.push(msg(8, 1, ts, vec![]));
+            }
+            expected.insert(expected.len() - 1, long.clone());
+            // Something after the last continuation, so its 4 bytes can be judged.
+            wire.extend_from_slice(&header0(5, 0, 1, 8, 1));
+            wire.push(9);
+            expected.push(msg(8, 1, 0, vec![9]));
+            let limits = DecoderLimits::default();
+            for split in 1..=7 {
+                let mut dec = ChunkDecoder::new(limits);
+                dec.set_chunk_size(chunk_size as u32).unwrap();
+                let mut got = Vec::new();
+                for piece in wire.chunks(split) {
+                    dec.feed(Bytes::copy_from_slice(piece));
+                    got.extend(drain(&mut dec));
+                    assert!(dec.unparsed_bytes() < MAX_HEADER_LEN);
+                }
+                assert_eq!(got, expected, "chunk size {chunk_size}, split {split}");
+
+                let mut with_size = encode_all(2, &[set_chunk_size(chunk_size as u32)]);
+                with_size.extend_from_slice(&wire);
+                let mut expected = expected.clone();
+                expected.insert(0, set_chunk_size(chunk_size as u32));
+                assert_eq!(read_by_chunks(&with_size, &[split], limits), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn reader_hands_out_each_chunk_in_place() {
+        let m = msg(9, 12346, 1000, pattern(307, 7));
+        let wire = encode_all(4, std::slice::from_ref(&m));
+        let mut reader = ChunkReader::<()>::new(DecoderLimits::default());
+        let mut input = &wire[..];
+        let mut seen = Vec::new();
+        while let (used, Some(c)) = reader.next_chunk(input).unwrap() {
+            assert_eq!(
+                (c.csid, c.type_id, c.stream_id, c.timestamp, c.length),
+                (4, 9, 12346, 1000, 307)
+            );
+            assert_eq!(
+                c.payload,
+                &m.payload[c.offset as usize..][..c.payload.len()]
+            );
+            assert!(wire.as_ptr_range().contains(&c.payload.as_ptr()));
+            seen.push((c.offset, c.payload.len(), c.is_last()));
+            input = &input[used..];
+        }
+        assert_eq!(seen, [(0, 128, false), (128, 128, false), (256, 51, true)]);
+        assert_eq!(reader.unparsed_bytes(), 0);
+    }
+
+    #[test]
+    fn reader_errors_are_final() {
+        let mut reader = ChunkReader::<()>::new(DecoderLimits::default());
+        let err = ChunkError::NoPreviousHeader { csid: 3 };
+        assert_eq!(reader.next_chunk(&[0x43]).unwrap_err(), err);
+        let wire = encode_all(3, &[msg(8, 1, 0, vec![1])]);
+        assert_eq!(reader.next_chunk(&wire).unwrap_err(), err);
+    }
+
     #[test]
     fn extended_deltas_on_formats_2_and_3() {
         let msgs = [
@@ -1456,7 +1827,7 @@ mod tests {
         let mut dec = ChunkDecoder::new(DecoderLimits::default());
         dec.feed(Bytes::copy_from_slice(&wire[..5000]));
         assert_eq!(dec.next_message(), Ok(None));
-        assert_eq!(dec.streams[0].partial.capacity(), 20_000);
+        assert_eq!(dec.reader.states().next().unwrap().capacity(), 20_000);
         dec.feed(Bytes::copy_from_slice(&wire[5000..]));
         assert_eq!(drain(&mut dec), vec![m]);
         assert_eq!(dec.buffered_bytes(), 0);
@@ -1471,7 +1842,7 @@ mod tests {
         dec.feed(Bytes::from(wire));
         assert_eq!(dec.next_message(), Ok(None));
         assert_eq!(dec.buffered_bytes(), 100);
-        assert!(dec.streams[0].partial.capacity() <= 128);
+        assert!(dec.reader.states().next().unwrap().capacity() <= 128);
     }
 
     fn viewer_with_chunk_size(chunk_size: u32) -> (ChunkDecoder, ChunkEncoder) {
@@ -1697,11 +2068,13 @@ mod tests {
                 dec.feed(wire.slice(at..end));
                 at = end;
                 got.extend(drain(&mut dec));
-                prop_assert!(dec.input.len <= MAX_HEADER_LEN);
+                prop_assert!(dec.unparsed_bytes() <= MAX_HEADER_LEN);
             }
             prop_assert_eq!(dec.bytes_received(), wire.len() as u64);
             prop_assert_eq!(dec.buffered_bytes(), 0);
-            prop_assert_eq!(got, expected);
+            prop_assert_eq!(&got, &expected);
+            let limits = limits(MAX_MESSAGE_LEN, LANES.len() + 1, 1 << 26);
+            prop_assert_eq!(read_by_chunks(&wire, &splits, limits), expected);
         }
 
         #[test]
@@ -1725,11 +2098,11 @@ mod tests {
                 loop {
                     let step = dec.next_message();
                     prop_assert!(dec.buffered_bytes() <= limits.max_buffered_bytes);
-                    prop_assert!(dec.streams.len() <= limits.max_chunk_streams);
-                    let held: usize = dec.streams.iter().map(|s| s.partial.len()).sum();
+                    prop_assert!(dec.chunk_streams() <= limits.max_chunk_streams);
+                    let held: usize = dec.reader.states().map(Vec::len).sum();
                     prop_assert_eq!(held, dec.buffered_bytes());
-                    for s in &dec.streams {
-                        prop_assert!(s.partial.capacity() <= limits.max_message_len as usize);
+                    for partial in dec.reader.states() {
+                        prop_assert!(partial.capacity() <= limits.max_message_len as usize);
                     }
                     prop_assert!(
                         dec.reserved_bytes()
@@ -1738,7 +2111,7 @@ mod tests {
                     match step {
                         Ok(Some(m)) => prop_assert!(m.payload.len() <= 1000),
                         Ok(None) => {
-                            prop_assert!(dec.input.len <= MAX_HEADER_LEN);
+                            prop_assert!(dec.unparsed_bytes() <= MAX_HEADER_LEN);
                             break;
                         }
                         Err(err) => {
