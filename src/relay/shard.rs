@@ -502,10 +502,12 @@ impl Shard {
                     }
                 }
                 Timer::Hold(sid) => {
+                    // Stale when a pass has written the held entries since (the next video
+                    // frame came first), or when a later hold is under way.
                     if self
                         .streams
                         .get(sid.0)
-                        .is_some_and(|s| !s.holding(now) && !s.queued)
+                        .is_some_and(|s| s.hold_expired(now) && !s.queued)
                     {
                         self.queue_pass(sid, now);
                     }
@@ -516,7 +518,14 @@ impl Shard {
                         self.queue_pass(sid, now);
                     }
                 }
-                Timer::File(sid) => self.pump_file(sid, now),
+                Timer::File(sid) => {
+                    if let Some(s) = self.streams.get_mut(sid.0)
+                        && s.file_timer == Some(at)
+                    {
+                        s.file_timer = None;
+                        self.pump_file(sid, now);
+                    }
+                }
                 Timer::FileEnd(id) => self.end_file_viewer(id, now),
                 Timer::Grace { name, epoch } => self.end_grace(&name, epoch, now),
             }
@@ -839,6 +848,11 @@ impl Shard {
     /// Appends an entry to a stream this shard is the origin of: once to each subscribed
     /// shard (a handle, not a copy) and once to the local ring.
     fn push_entry(&mut self, name: &StreamName, entry: RingEntry, now: Instant) {
+        self.push_ingested(name, entry, 0, now);
+    }
+
+    /// [`Shard::push_entry`] for what a source sent: `bytes_in` payload bytes.
+    fn push_ingested(&mut self, name: &StreamName, entry: RingEntry, bytes_in: u64, now: Instant) {
         if let Some(state) = self.origins.get(name) {
             for &shard in &state.subscribers {
                 self.outputs.push_back(Output::Send {
@@ -854,6 +868,7 @@ impl Shard {
         if let Some(&sid) = self.stream_ids.get(name)
             && let Some(s) = self.streams.get_mut(sid.0)
         {
+            s.bytes_in += bytes_in;
             let wake = s.append(entry, now, &mut self.clients);
             self.schedule(sid, wake, now);
         }
@@ -1018,8 +1033,7 @@ impl Shard {
         let len = payload.len() as u64;
         let frame = state.origin.media(kind, timestamp, payload);
         state.clock.touch(now_ms, frame.timestamp);
-        self.count_in(name, len);
-        self.push_entry(name, RingEntry::Frame(frame), now);
+        self.push_ingested(name, RingEntry::Frame(frame), len, now);
     }
 
     /// A data message from the publisher (`metadata` for `onMetaData`).
@@ -1036,16 +1050,7 @@ impl Shard {
         };
         let len = payload.len() as u64;
         let frame = state.origin.data(timestamp, payload, metadata);
-        self.count_in(name, len);
-        self.push_entry(name, RingEntry::Frame(frame), now);
-    }
-
-    fn count_in(&mut self, name: &StreamName, len: u64) {
-        if let Some(&sid) = self.stream_ids.get(name)
-            && let Some(s) = self.streams.get_mut(sid.0)
-        {
-            s.bytes_in += len;
-        }
+        self.push_ingested(name, RingEntry::Frame(frame), len, now);
     }
 
     /// Takes a client's role away without the consequences of leaving (it was taken over).
@@ -1266,7 +1271,11 @@ impl Shard {
                 }
                 FileStep::Reading => return,
                 FileStep::WaitUntil(at) => {
-                    self.arm(at, Timer::File(sid));
+                    // One timer per source: an earlier one already armed looks again first.
+                    if s.file_timer.is_none_or(|armed| at < armed) {
+                        s.file_timer = Some(at);
+                        self.timers.arm(at, Timer::File(sid));
+                    }
                     return;
                 }
                 FileStep::End => {

@@ -120,8 +120,10 @@ pub struct LocalStream {
     pub(crate) again: bool,
     pub(crate) last_pass: Option<Instant>,
     pub(crate) pass_timer: bool,
-    /// The stored file feeding this stream, for a file's own viewer.
+    /// The stored file feeding this stream, for a file's own viewer, and when its one
+    /// armed timer fires.
     pub(crate) file: Option<FileSource>,
+    pub(crate) file_timer: Option<Instant>,
     /// Payload bytes that came in (on the origin) and bytes written to viewers here.
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -154,6 +156,7 @@ impl LocalStream {
             last_pass: None,
             pass_timer: false,
             file: None,
+            file_timer: None,
             bytes_in: 0,
             bytes_out: 0,
             live_since: None,
@@ -168,6 +171,13 @@ impl LocalStream {
             && self
                 .held_since
                 .is_some_and(|since| now.saturating_duration_since(since) < MAX_HOLD)
+    }
+
+    /// Whether entries still wait for the next video frame past their deadline: no pass
+    /// has written them since the hold began.
+    pub fn hold_expired(&self, now: Instant) -> bool {
+        self.held_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= MAX_HOLD)
     }
 
     /// A fan-out pass starts: it writes everything the ring holds, held or not.
@@ -568,6 +578,23 @@ mod tests {
         );
         assert!(!s.holding(t1));
         assert_eq!(s.ring.next_seq(), 4, "nothing held is left out of the ring");
+    }
+
+    #[test]
+    fn a_hold_is_over_once_a_pass_has_written_it() {
+        let (mut s, mut clients) = stream(FlushOn::Video);
+        let t0 = Instant::now();
+        s.append(frame(0, FrameKind::Video), t0, &mut clients);
+        s.begin_pass(t0);
+        s.append(frame(1, FrameKind::Audio), t0, &mut clients);
+        assert!(!s.hold_expired(t0 + MAX_HOLD / 2));
+        assert!(s.hold_expired(t0 + MAX_HOLD), "its deadline came");
+        s.append(frame(2, FrameKind::Video), t0, &mut clients);
+        s.begin_pass(t0);
+        assert!(
+            !s.hold_expired(t0 + MAX_HOLD),
+            "the video frame's pass wrote the held audio: its timer has nothing to do"
+        );
     }
 
     #[test]
