@@ -108,9 +108,12 @@ impl ShardDriver {
                 }
             }
         }
-        let next = self.relay.borrow().poll_timeout();
-        if let (Some(next), Some(target)) = (next, self.timer_target.get())
-            && target.is_none_or(|target| next < target)
+        // The timer task sleeps for the relay's next deadline: wake it when that deadline
+        // moved, earlier (a new one) or later (a held entry went out with its video frame),
+        // so it never sleeps too long nor wakes for nothing.
+        let next = self.relay.borrow_mut().poll_timeout();
+        if let Some(target) = self.timer_target.get()
+            && next != target
         {
             self.timer.notify();
         }
@@ -171,7 +174,7 @@ impl ShardDriver {
 
     async fn timer_task(self: Rc<Self>) {
         loop {
-            let next = self.relay.borrow().poll_timeout();
+            let next = self.relay.borrow_mut().poll_timeout();
             self.timer_target.set(Some(next));
             match next {
                 None => self.timer.wait().await,

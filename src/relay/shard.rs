@@ -97,8 +97,6 @@ impl std::fmt::Debug for ShardMessage {
 enum Timer {
     /// Look at the client's deadlines (handshake, idle, publisher silence, waiting).
     Client(ClientId),
-    /// The stream's held entries have waited long enough.
-    Hold(StreamId),
     /// The stream's coalescing window ended.
     Pass(StreamId),
     /// The stream's file source is due again.
@@ -158,6 +156,8 @@ pub struct Shard {
     origins: HashMap<StreamName, OriginState>,
     outputs: VecDeque<Output>,
     timers: Timers,
+    /// Held audio's deadlines, in order (see `schedule`).
+    holds: VecDeque<(Instant, StreamId)>,
     /// When each client's armed deadline check fires (one chain per client).
     client_timer: HashMap<ClientId, Instant>,
     fan_out_queue: VecDeque<StreamId>,
@@ -188,6 +188,7 @@ impl Shard {
             origins: HashMap::new(),
             outputs: VecDeque::new(),
             timers: Timers::default(),
+            holds: VecDeque::new(),
             client_timer: HashMap::new(),
             fan_out_queue: VecDeque::new(),
             fan_out_signalled: false,
@@ -210,8 +211,27 @@ impl Shard {
     }
 
     /// When [`Shard::handle_timeout`] is next needed.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        // A hold whose entries a pass has written since (the video frame came first) needs
+        // no wake-up: drop it, so the driver sleeps for what is still to come.
+        while let Some(&(at, sid)) = self.holds.front() {
+            if self.hold_pending(at, sid) {
+                break;
+            }
+            self.holds.pop_front();
+        }
+        let hold = self.holds.front().map(|&(at, _)| at);
+        match (self.timers.next(), hold) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the hold that ends at `at` still waits for a pass.
+    fn hold_pending(&self, at: Instant, sid: StreamId) -> bool {
+        self.streams
+            .get(sid.0)
+            .is_some_and(|s| s.hold_deadline() == Some(at) && !s.queued)
     }
 
     pub fn client_count(&self) -> usize {
@@ -451,7 +471,10 @@ impl Shard {
     fn schedule(&mut self, sid: StreamId, wake: Wake, now: Instant) {
         match wake {
             Wake::Nothing => {}
-            Wake::HoldUntil(at) => self.arm(at, Timer::Hold(sid)),
+            // Deadlines of holds come in the order they are armed (each is MAX_HOLD after
+            // its start): a queue, not the timer heap, so one that a pass made stale can be
+            // dropped before anyone sleeps for it (`poll_timeout`).
+            Wake::HoldUntil(at) => self.holds.push_back((at, sid)),
             Wake::Pass => self.queue_pass(sid, now),
         }
     }
@@ -493,23 +516,21 @@ impl Shard {
 
     /// Does what was due by `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(at, sid)) = self.holds.front() {
+            if at > now {
+                break;
+            }
+            self.holds.pop_front();
+            if self.hold_pending(at, sid) {
+                self.queue_pass(sid, now);
+            }
+        }
         while let Some((at, timer)) = self.timers.pop_due(now) {
             match timer {
                 Timer::Client(id) => {
                     if self.client_timer.get(&id) == Some(&at) {
                         self.client_timer.remove(&id);
                         self.check_client(id, now);
-                    }
-                }
-                Timer::Hold(sid) => {
-                    // Stale when a pass has written the held entries since (the next video
-                    // frame came first), or when a later hold is under way.
-                    if self
-                        .streams
-                        .get(sid.0)
-                        .is_some_and(|s| s.hold_expired(now) && !s.queued)
-                    {
-                        self.queue_pass(sid, now);
                     }
                 }
                 Timer::Pass(sid) => {
@@ -1181,9 +1202,11 @@ impl Shard {
         );
         self.outputs.push_back(Output::Playing(id));
         if live {
-            let wake = s.start_viewer(id, c, stream_id);
+            // No pass for this: the viewer's own write, right after its input is handled
+            // (`handle_input`), sends it the GOP and what is live. A pass over every viewer
+            // per join would keep the core busy through a flash crowd.
+            s.start_viewer(id, c, stream_id);
             tracing::info!(shard = self.id, peer = %addr, stream = %name, "viewer started");
-            self.schedule(sid, wake, now);
         } else {
             s.waiting.push(id);
             if self.directory.publisher_shard(&name).is_some() {

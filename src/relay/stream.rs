@@ -173,11 +173,10 @@ impl LocalStream {
                 .is_some_and(|since| now.saturating_duration_since(since) < MAX_HOLD)
     }
 
-    /// Whether entries still wait for the next video frame past their deadline: no pass
-    /// has written them since the hold began.
-    pub fn hold_expired(&self, now: Instant) -> bool {
-        self.held_since
-            .is_some_and(|since| now.saturating_duration_since(since) >= MAX_HOLD)
+    /// When entries held for the next video frame must go out anyway; None once a pass
+    /// has written them (or nothing is held).
+    pub fn hold_deadline(&self) -> Option<Instant> {
+        self.held_since.map(|since| since + MAX_HOLD)
     }
 
     /// A fan-out pass starts: it writes everything the ring holds, held or not.
@@ -425,8 +424,8 @@ impl LocalStream {
     /// Starts a viewer whose play was accepted: `NetStream.Play.Start` and friends, then
     /// metadata, sequence headers and the cached GOP, then live from the next entry. With
     /// no GOP that starts at a keyframe to give it (the cache is off, or was abandoned),
-    /// its video starts at the next keyframe.
-    pub fn start_viewer(&mut self, id: ClientId, client: &mut Client, stream_id: u32) -> Wake {
+    /// its video starts at the next keyframe. Whoever starts it also writes to it.
+    pub fn start_viewer(&mut self, id: ClientId, client: &mut Client, stream_id: u32) {
         client.session.accept_play(stream_id, true, false);
         client.queue_session_output();
         // Codec headers are re-encoded at the time this viewer's media of their kind
@@ -473,7 +472,6 @@ impl LocalStream {
         }
         queue.start_at(self.ring.next_seq());
         self.viewers.push(id);
-        Wake::Pass
     }
 
     /// Removes a viewer (it left or was closed).
@@ -587,12 +585,12 @@ mod tests {
         s.append(frame(0, FrameKind::Video), t0, &mut clients);
         s.begin_pass(t0);
         s.append(frame(1, FrameKind::Audio), t0, &mut clients);
-        assert!(!s.hold_expired(t0 + MAX_HOLD / 2));
-        assert!(s.hold_expired(t0 + MAX_HOLD), "its deadline came");
+        assert_eq!(s.hold_deadline(), Some(t0 + MAX_HOLD));
         s.append(frame(2, FrameKind::Video), t0, &mut clients);
         s.begin_pass(t0);
-        assert!(
-            !s.hold_expired(t0 + MAX_HOLD),
+        assert_eq!(
+            s.hold_deadline(),
+            None,
             "the video frame's pass wrote the held audio: its timer has nothing to do"
         );
     }
