@@ -390,35 +390,20 @@ impl Shard {
     /// viewer its stream's frames, with the backlog rules applied. The fan-out and the
     /// driver both write through here.
     fn write(&mut self, id: ClientId, now: Instant, transmit: &mut impl Transmit) {
-        let stream = self.clients.get(id.0).and_then(Client::playing);
-        match stream {
-            Some(sid) => {
-                let Some(s) = self.streams.get_mut(sid.0) else {
-                    return;
-                };
-                let Some(c) = self.clients.get_mut(id.0) else {
-                    return;
-                };
-                let mut w = Writer {
-                    now,
-                    transmit,
-                    scratch: &mut self.scratch,
-                    outputs: &mut self.outputs,
-                    timers: &mut self.timers,
-                };
-                s.bytes_out += w.serve(id, c, &s.ring, &s.settings);
-            }
+        let playing = self.clients.get(id.0).and_then(Client::playing);
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        let mut w = Writer {
+            now,
+            transmit,
+            scratch: &mut self.scratch,
+            outputs: &mut self.outputs,
+            timers: &mut self.timers,
+        };
+        match playing.and_then(|sid| self.streams.get_mut(sid.0)) {
+            Some(s) => s.bytes_out += w.serve(id, c, &s.ring, &s.settings),
             None => {
-                let Some(c) = self.clients.get_mut(id.0) else {
-                    return;
-                };
-                let mut w = Writer {
-                    now,
-                    transmit,
-                    scratch: &mut self.scratch,
-                    outputs: &mut self.outputs,
-                    timers: &mut self.timers,
-                };
                 w.serve(id, c, &self.empty_ring, &NO_BACKLOG_RULES);
             }
         }
