@@ -99,11 +99,6 @@ impl FileSource {
         }
     }
 
-    /// Bytes of the file read so far.
-    pub fn position(&self) -> u64 {
-        self.next_offset
-    }
-
     /// A read came back: `data` from `offset` (empty at the end of the file).
     pub fn feed(&mut self, offset: u64, data: Bytes) {
         if offset != self.next_offset {

@@ -246,10 +246,6 @@ impl Shard {
         self.streams.contains(id.0)
     }
 
-    pub fn client(&self, id: ClientId) -> Option<&Client> {
-        self.clients.get(id.0)
-    }
-
     fn now_ms(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_millis() as u64
     }

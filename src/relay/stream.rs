@@ -107,10 +107,8 @@ pub struct LocalStream {
     /// appended after what viewers here still have to be sent.
     origin_offset: u64,
     /// Write batching (`flush_on = "video"`): when the oldest entry not yet written was
-    /// held back, whether an entry that must go out at once has arrived since the last
-    /// pass, and when this shard last saw a video frame.
+    /// held back, and when this shard last saw a video frame.
     held_since: Option<Instant>,
-    urgent: bool,
     last_video: Option<Instant>,
     /// Fan-out bookkeeping (`Shard::fan_out`): the stream waits in the shard's fan-out
     /// queue; the next viewer of the pass under way; something arrived during that pass;
@@ -148,7 +146,6 @@ impl LocalStream {
             subscribed_to: None,
             origin_offset: 0,
             held_since: None,
-            urgent: false,
             last_video: None,
             queued: false,
             next_viewer: 0,
@@ -163,16 +160,6 @@ impl LocalStream {
         }
     }
 
-    /// Whether held entries still wait at `now` (their deadline has not come, and nothing
-    /// that must go out at once arrived since).
-    pub fn holding(&self, now: Instant) -> bool {
-        self.settings.flush_on == FlushOn::Video
-            && !self.urgent
-            && self
-                .held_since
-                .is_some_and(|since| now.saturating_duration_since(since) < MAX_HOLD)
-    }
-
     /// When entries held for the next video frame must go out anyway; None once a pass
     /// has written them (or nothing is held).
     pub fn hold_deadline(&self) -> Option<Instant> {
@@ -182,7 +169,6 @@ impl LocalStream {
     /// A fan-out pass starts: it writes everything the ring holds, held or not.
     pub(crate) fn begin_pass(&mut self, now: Instant) {
         self.held_since = None;
-        self.urgent = false;
         self.last_pass = Some(now);
     }
 
@@ -387,8 +373,6 @@ impl LocalStream {
                     Some(_) => Wake::Nothing,
                 };
                 self.held_since.get_or_insert(now);
-            } else {
-                self.urgent = true;
             }
         }
         self.ring.push(entry);
@@ -567,14 +551,12 @@ mod tests {
             Wake::Nothing,
             "a second held entry changes nothing the fan-out waits on"
         );
-        assert!(s.holding(t1 + MAX_HOLD / 2));
-        assert!(!s.holding(t1 + MAX_HOLD), "hold ran out");
+        assert_eq!(s.hold_deadline(), Some(t1 + MAX_HOLD), "the hold runs out");
         assert_eq!(
             s.append(frame(3, FrameKind::Video), t1, &mut clients),
             Wake::Pass,
             "the next frame takes them"
         );
-        assert!(!s.holding(t1));
         assert_eq!(s.ring.next_seq(), 4, "nothing held is left out of the ring");
     }
 

@@ -145,13 +145,6 @@ impl WriteQueue {
         self.pending_bytes + self.partial.as_ref().map_or(0, Bytes::len)
     }
 
-    /// Memory the queue's own bytes hold, each buffer's handle included.
-    pub fn memory(&self) -> usize {
-        self.pending_bytes()
-            + (self.pending.len() + usize::from(self.partial.is_some()))
-                * std::mem::size_of::<Bytes>()
-    }
-
     pub fn has_pending(&self) -> bool {
         self.partial.is_some() || !self.pending.is_empty()
     }
