@@ -32,6 +32,7 @@
 //! is the bundled load generator, built on the client role
 //! (`src/rtmp/client_session.rs`).
 
+pub mod admin;
 pub mod config;
 pub mod media;
 pub mod net;
