@@ -23,7 +23,7 @@ use super::shard_driver::ShardDriver;
 use crate::config::Config;
 use crate::performance::INBOX_CAPACITY;
 use crate::relay::directory::StreamDirectory;
-use crate::relay::message::ShardMessage;
+use crate::relay::message::{Reply, ShardMessage};
 use crate::relay::shard::Shard;
 use crate::relay::snapshot::ShardSnapshot;
 
@@ -177,8 +177,12 @@ pub fn inspect(senders: &[ShardSender<ShardMessage>], limit: Duration) -> Vec<Sh
     let asked = senders
         .iter()
         .filter(|tx| {
+            let reply = reply.clone();
             tx.send(ShardMessage::Inspect {
-                reply: reply.clone(),
+                clients: true,
+                reply: Reply::new(move |snapshot| {
+                    let _ = reply.try_send(snapshot);
+                }),
             })
             .is_ok()
         })

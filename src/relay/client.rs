@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::directory::{ConnId, StreamClock, StreamName};
+use super::rate::RateWindow;
 use super::slab::Key;
 use super::stream::StreamId;
 use super::write_queue::WriteQueue;
@@ -91,6 +92,13 @@ pub struct Client {
     pub(crate) end_armed: bool,
     /// What this client last was, for the snapshot and the closing log line.
     pub last_role: (RoleKind, Option<StreamName>),
+    /// A viewer just started: since when, and the `bytes_sent` at which its stream's first
+    /// frame is on the wire (its join time is recorded then).
+    pub join_mark: Option<(Instant, u64)>,
+    /// Where `join_mark` will point, set by `LocalStream::start_viewer`.
+    pub(crate) join_target: u64,
+    /// Samples of its byte counters, for its bitrates.
+    pub rate: RateWindow,
 }
 
 impl Client {
@@ -113,6 +121,9 @@ impl Client {
             ends_at: None,
             end_armed: false,
             last_role: (RoleKind::Client, None),
+            join_mark: None,
+            join_target: 0,
+            rate: RateWindow::default(),
         }
     }
 
@@ -125,6 +136,11 @@ impl Client {
             }
         }
         self.role = role;
+    }
+
+    /// The viewer started at `now`: its join time runs until its first frame is written.
+    pub fn mark_join(&mut self, now: Instant) {
+        self.join_mark = Some((now, self.join_target));
     }
 
     /// Moves what the session wants to send into the write queue.

@@ -171,9 +171,13 @@ impl FileSource {
                 return FileStep::WaitUntil(due - FILE_PREROLL);
             }
             let frame = match tag.tag_type {
-                TAG_TYPE_AUDIO => self.origin.media(MediaKind::Audio, media_time, tag.payload),
-                TAG_TYPE_VIDEO => self.origin.media(MediaKind::Video, media_time, tag.payload),
-                _ => self.origin.data(media_time, tag.payload, false),
+                TAG_TYPE_AUDIO => self
+                    .origin
+                    .media(MediaKind::Audio, media_time, tag.payload, now),
+                TAG_TYPE_VIDEO => self
+                    .origin
+                    .media(MediaKind::Video, media_time, tag.payload, now),
+                _ => self.origin.data(media_time, tag.payload, false, now),
             };
             return FileStep::Frame(RingEntry::Frame(frame));
         }

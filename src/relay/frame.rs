@@ -14,6 +14,8 @@
 
 use std::collections::VecDeque;
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 /// What kind of message a frame carries.
@@ -58,6 +60,9 @@ pub struct Frame {
     /// its start time; empty otherwise, so the GOP cache and ring do not hold every frame
     /// twice (the encoding above is all a viewer is sent).
     pub payload: Bytes,
+    /// When the origin made it (the publisher's message arrived), for the relay latency
+    /// the shards measure at each fan-out pass.
+    pub ingested: Instant,
 }
 
 /// An entry in the ring: a frame, or a stream event at its place in the order.
@@ -123,6 +128,14 @@ impl FrameRing {
     }
 
     /// Number of the oldest entry still held.
+    /// When the newest frame held was made at its origin.
+    pub fn newest_ingested(&self) -> Option<Instant> {
+        self.entries.iter().rev().find_map(|e| match e {
+            RingEntry::Frame(f) => Some(f.ingested),
+            RingEntry::Event { .. } => None,
+        })
+    }
+
     pub fn first_seq(&self) -> u64 {
         self.first_seq
     }
@@ -250,6 +263,7 @@ mod tests {
             sequence_header: false,
             bytes: Bytes::from(vec![0u8; len]),
             payload: Bytes::new(),
+            ingested: std::time::Instant::now(),
         })
     }
 

@@ -5,13 +5,38 @@
 //! a pointer and a length, never media. The channels themselves (bounded, with a doorbell
 //! that wakes a sleeping core) belong to the driver: `src/net/mailbox.rs`.
 
-use super::directory::StreamName;
+use bytes::Bytes;
+
+use super::directory::{ConnId, StreamName};
 use super::frame::RingEntry;
 use super::snapshot::ShardSnapshot;
 use super::stream::StreamSnapshot;
 
 /// Shard ids are small: one per core.
 pub type ShardId = usize;
+
+/// Where a shard's answer goes: whoever asked decides how it is carried back (a channel
+/// and a waker, for the admin listener's thread). The shard only calls it, once.
+pub struct Reply<T>(Box<dyn FnOnce(T) + Send>);
+
+impl<T> Reply<T> {
+    pub fn new(deliver: impl FnOnce(T) + Send + 'static) -> Reply<T> {
+        Reply(Box::new(deliver))
+    }
+
+    pub fn send(self, value: T) {
+        (self.0)(value)
+    }
+}
+
+/// Why an admin request to a shard could not be done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminRefusal {
+    /// No such client or stream here.
+    NotFound,
+    /// The stream is known but not live (nobody publishes it now).
+    NotLive,
+}
 
 pub enum ShardMessage {
     /// A shard with viewers of `stream` wants its frames.
@@ -42,9 +67,23 @@ pub enum ShardMessage {
         stream: StreamName,
         origin: ShardId,
     },
-    /// Answer with this shard's [`ShardSnapshot`] on `reply`.
+    /// Answer with this shard's [`ShardSnapshot`] on `reply`; with its clients listed one
+    /// by one only if `clients` (a metrics scrape needs the totals alone).
     Inspect {
-        reply: crossbeam_channel::Sender<ShardSnapshot>,
+        clients: bool,
+        reply: Reply<ShardSnapshot>,
+    },
+    /// Close the client `conn` (the admin API's kick); answers whether it was here.
+    Kick {
+        conn: ConnId,
+        reply: Reply<Result<(), AdminRefusal>>,
+    },
+    /// Put a data message (an AMF0 body) into `stream`, which this shard is the origin of,
+    /// stamped with its current media timestamp; answers that timestamp.
+    InjectData {
+        stream: StreamName,
+        payload: Bytes,
+        reply: Reply<Result<u32, AdminRefusal>>,
     },
     /// Stop accepting, tell every client, and finish.
     Shutdown,

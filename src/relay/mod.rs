@@ -30,10 +30,12 @@ pub mod file_source;
 pub mod frame;
 pub mod message;
 pub mod origin;
+pub mod rate;
 pub mod shard;
 #[cfg(test)]
 mod shard_tests;
 pub mod slab;
 pub mod snapshot;
+pub mod stats;
 pub mod stream;
 pub mod write_queue;

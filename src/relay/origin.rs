@@ -11,6 +11,8 @@
 //! non-decreasing, and when a publisher comes back within the grace period its clock (which
 //! restarts near zero) is shifted to continue where the previous one stopped.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use super::frame::{Frame, FrameKind, RingEntry, StreamEvent};
@@ -96,7 +98,13 @@ impl Origin {
     }
 
     /// An audio or video message from the publisher.
-    pub fn media(&mut self, kind: MediaKind, publisher_ts: u32, payload: Bytes) -> Frame {
+    pub fn media(
+        &mut self,
+        kind: MediaKind,
+        publisher_ts: u32,
+        payload: Bytes,
+        now: Instant,
+    ) -> Frame {
         let (frame_kind, keyframe, sequence_header) = match kind {
             MediaKind::Video => {
                 let info = inspect_video(&payload);
@@ -129,11 +137,18 @@ impl Origin {
             } else {
                 Bytes::new()
             },
+            ingested: now,
         }
     }
 
     /// A data message (the AMF0 body of a type 18 message). `metadata` marks `onMetaData`.
-    pub fn data(&mut self, publisher_ts: u32, payload: Bytes, metadata: bool) -> Frame {
+    pub fn data(
+        &mut self,
+        publisher_ts: u32,
+        payload: Bytes,
+        metadata: bool,
+        now: Instant,
+    ) -> Frame {
         let kind = if metadata {
             FrameKind::Metadata
         } else {
@@ -154,6 +169,42 @@ impl Origin {
             sequence_header: false,
             bytes,
             payload: if metadata { payload } else { Bytes::new() },
+            ingested: now,
+        }
+    }
+
+    /// A data message the server itself puts into the stream (the admin API's), stamped
+    /// with the stream's current media timestamp: the newest audio or video sent, so it
+    /// lands in order with the media around it.
+    pub fn injected_data(&mut self, payload: Bytes, now: Instant) -> Frame {
+        let newest = self
+            .last
+            .iter()
+            .flatten()
+            .copied()
+            .fold(None, |a: Option<u32>, b| {
+                Some(match a {
+                    Some(a) if (b.wrapping_sub(a) as i32) <= 0 => a,
+                    _ => b,
+                })
+            });
+        let timestamp = newest.unwrap_or(0);
+        self.last[slot(FrameKind::Data)] = Some(timestamp);
+        let bytes = encode_shared(
+            MessageType::DataAmf0.id(),
+            timestamp,
+            &payload,
+            self.chunk_size,
+        );
+        Frame {
+            seq: self.number(),
+            kind: FrameKind::Data,
+            timestamp,
+            keyframe: false,
+            sequence_header: false,
+            bytes,
+            payload: Bytes::new(),
+            ingested: now,
         }
     }
 
@@ -176,9 +227,24 @@ mod tests {
     #[test]
     fn frames_are_numbered_and_classified() {
         let mut o = Origin::new(7, 4096);
-        let h = o.media(MediaKind::Video, 0, Bytes::from_static(AVC_HEADER));
-        let k = o.media(MediaKind::Video, 40, Bytes::from_static(AVC_KEY));
-        let a = o.media(MediaKind::Audio, 0, Bytes::from_static(AAC_HEADER));
+        let h = o.media(
+            MediaKind::Video,
+            0,
+            Bytes::from_static(AVC_HEADER),
+            Instant::now(),
+        );
+        let k = o.media(
+            MediaKind::Video,
+            40,
+            Bytes::from_static(AVC_KEY),
+            Instant::now(),
+        );
+        let a = o.media(
+            MediaKind::Audio,
+            0,
+            Bytes::from_static(AAC_HEADER),
+            Instant::now(),
+        );
         assert_eq!((h.seq, k.seq, a.seq), (7, 8, 9));
         assert!(h.sequence_header && !h.keyframe);
         assert!(k.keyframe && !k.sequence_header);
@@ -189,19 +255,49 @@ mod tests {
     #[test]
     fn timestamps_never_go_back_within_a_kind() {
         let mut o = Origin::new(0, 4096);
-        let a = o.media(MediaKind::Video, 100, Bytes::from_static(AVC_KEY));
-        let b = o.media(MediaKind::Video, 90, Bytes::from_static(AVC_KEY));
-        let c = o.media(MediaKind::Audio, 80, Bytes::from_static(AAC_HEADER));
+        let a = o.media(
+            MediaKind::Video,
+            100,
+            Bytes::from_static(AVC_KEY),
+            Instant::now(),
+        );
+        let b = o.media(
+            MediaKind::Video,
+            90,
+            Bytes::from_static(AVC_KEY),
+            Instant::now(),
+        );
+        let c = o.media(
+            MediaKind::Audio,
+            80,
+            Bytes::from_static(AAC_HEADER),
+            Instant::now(),
+        );
         assert_eq!((a.timestamp, b.timestamp, c.timestamp), (100, 100, 80));
     }
 
     #[test]
     fn a_republish_continues_the_clock() {
         let mut o = Origin::new(0, 4096);
-        o.media(MediaKind::Video, 5000, Bytes::from_static(AVC_KEY));
+        o.media(
+            MediaKind::Video,
+            5000,
+            Bytes::from_static(AVC_KEY),
+            Instant::now(),
+        );
         o.republish();
-        let f = o.media(MediaKind::Video, 0, Bytes::from_static(AVC_KEY));
-        let g = o.media(MediaKind::Video, 40, Bytes::from_static(AVC_KEY));
+        let f = o.media(
+            MediaKind::Video,
+            0,
+            Bytes::from_static(AVC_KEY),
+            Instant::now(),
+        );
+        let g = o.media(
+            MediaKind::Video,
+            40,
+            Bytes::from_static(AVC_KEY),
+            Instant::now(),
+        );
         assert_eq!((f.timestamp, g.timestamp), (5000, 5040));
     }
 
@@ -210,7 +306,7 @@ mod tests {
         use crate::rtmp::chunk::{ChunkDecoder, DecoderLimits};
         let mut o = Origin::new(0, 128);
         let payload = Bytes::from(vec![0x27u8; 1000]);
-        let f = o.media(MediaKind::Video, 1234, payload.clone());
+        let f = o.media(MediaKind::Video, 1234, payload.clone(), Instant::now());
         let mut d = ChunkDecoder::new(DecoderLimits::default());
         d.set_chunk_size(128).unwrap();
         d.feed(f.bytes.clone());

@@ -38,10 +38,12 @@ use super::client::{Client, ClientId, Role, RoleKind};
 use super::directory::{Claim, ConnId, StreamClock, StreamDirectory, StreamName, TakeoverPolicy};
 use super::file_source::{FileSource, FileStep, recording_path};
 use super::frame::{FrameRing, RingEntry, StreamEvent};
-use super::message::{ShardId, ShardMessage};
+use super::message::{AdminRefusal, ShardId, ShardMessage};
 use super::origin::Origin;
+use super::rate::RATE_SAMPLE_INTERVAL;
 use super::slab::Slab;
-use super::snapshot::{ClientInfo, PublisherInfo, ShardSnapshot, StreamInfo};
+use super::snapshot::{ClientInfo, ConnectionCounts, PublisherInfo, ShardSnapshot, StreamInfo};
+use super::stats::{RejectReason, ShardStats};
 use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
 use super::write_queue::{FlushOutcome, FlushScratch, Transmit};
 use crate::config::{AppConfig, Config};
@@ -87,6 +89,8 @@ impl std::fmt::Debug for ShardMessage {
             ShardMessage::Entry { .. } => "Entry",
             ShardMessage::OriginMoved { .. } => "OriginMoved",
             ShardMessage::Inspect { .. } => "Inspect",
+            ShardMessage::Kick { .. } => "Kick",
+            ShardMessage::InjectData { .. } => "InjectData",
             ShardMessage::Shutdown => "Shutdown",
         };
         f.write_str(name)
@@ -105,6 +109,8 @@ enum Timer {
     FileEnd(ClientId),
     /// The grace period after an unpublish ran out.
     Grace { name: StreamName, epoch: u64 },
+    /// Sample every byte counter for the bitrates (`rate.rs`).
+    Sample,
 }
 
 /// The shard's timers: a min-heap by time. Entries are checked when they fire, never
@@ -166,6 +172,9 @@ pub struct Shard {
     empty_ring: FrameRing,
     next_conn: u64,
     shutting_down: bool,
+    pub stats: ShardStats,
+    /// The sampling timer is armed (it runs while the shard has clients).
+    sampling: bool,
 }
 
 impl Shard {
@@ -196,6 +205,8 @@ impl Shard {
             empty_ring: FrameRing::new(0),
             next_conn: 1,
             shutting_down: false,
+            stats: ShardStats::default(),
+            sampling: false,
         }
     }
 
@@ -277,15 +288,20 @@ impl Shard {
     /// shutting down.
     pub fn accept(&mut self, addr: SocketAddr, now: Instant) -> Option<ClientId> {
         if self.shutting_down {
+            self.stats.reject(RejectReason::ShuttingDown);
             return None;
         }
         let limit = self.config.server.max_connections_per_shard;
         if self.clients.len() >= limit {
+            self.stats.reject(RejectReason::ShardFull);
             tracing::warn!(shard = self.id, peer = %addr, limit, "connection refused: shard is at max_connections_per_shard");
             return None;
         }
-        let conn = ((self.id as u64) << 48) | self.next_conn;
+        // Ids are unique in the process and small enough to type: the shard is the
+        // remainder, so the admin API finds a client's shard from its id alone.
+        let conn = self.next_conn * self.shard_count as u64 + self.id as u64;
         self.next_conn += 1;
+        self.stats.accepted += 1;
         let server = &self.config.server;
         let max_message = server.max_message_size;
         let now_ms = self.now_ms(now);
@@ -303,6 +319,10 @@ impl Shard {
         let id = ClientId(self.clients.insert(Client::new(conn, addr, now, session)));
         tracing::debug!(shard = self.id, peer = %addr, "connection accepted");
         self.arm_client_deadline(id, now);
+        if !self.sampling {
+            self.sampling = true;
+            self.arm(now + RATE_SAMPLE_INTERVAL, Timer::Sample);
+        }
         Some(id)
     }
 
@@ -372,6 +392,8 @@ impl Shard {
         let Some(c) = self.clients.remove(id.0) else {
             return;
         };
+        self.stats.closed_bytes_in += c.session.bytes_received();
+        self.stats.closed_bytes_out += c.queue.bytes_sent;
         let reason = c
             .close_reason
             .unwrap_or_else(|| "connection ended".to_owned());
@@ -396,6 +418,7 @@ impl Shard {
             scratch: &mut self.scratch,
             outputs: &mut self.outputs,
             timers: &mut self.timers,
+            stats: &mut self.stats,
         };
         match playing.and_then(|sid| self.streams.get_mut(sid.0)) {
             Some(s) => s.bytes_out += w.serve(id, c, &s.ring, &s.settings),
@@ -418,6 +441,11 @@ impl Shard {
             if s.next_viewer == 0 {
                 s.begin_pass(now);
                 s.again = false;
+                if let Some(at) = s.ring.newest_ingested() {
+                    self.stats
+                        .relay_latency
+                        .record(now.saturating_duration_since(at));
+                }
             }
             while let Some(&vid) = s.viewers.get(s.next_viewer) {
                 if served == budget {
@@ -434,6 +462,7 @@ impl Shard {
                     scratch: &mut self.scratch,
                     outputs: &mut self.outputs,
                     timers: &mut self.timers,
+                    stats: &mut self.stats,
                 };
                 s.bytes_out += w.serve(vid, c, &s.ring, &s.settings);
             }
@@ -530,7 +559,24 @@ impl Shard {
                 }
                 Timer::FileEnd(id) => self.end_file_viewer(id, now),
                 Timer::Grace { name, epoch } => self.end_grace(&name, epoch, now),
+                Timer::Sample => self.sample_rates(now),
             }
+        }
+    }
+
+    /// Samples every client's and stream's byte counters for their bitrates, and looks
+    /// again later while the shard has clients.
+    fn sample_rates(&mut self, now: Instant) {
+        for c in self.clients.values_mut() {
+            let (bytes_in, bytes_out) = (c.session.bytes_received(), c.queue.bytes_sent);
+            c.rate.sample(now, bytes_in, bytes_out);
+        }
+        for st in self.streams.values_mut() {
+            st.rate.sample(now, st.bytes_in, st.bytes_out);
+        }
+        self.sampling = !self.clients.is_empty();
+        if self.sampling {
+            self.arm(now + RATE_SAMPLE_INTERVAL, Timer::Sample);
         }
     }
 
@@ -658,6 +704,7 @@ impl Shard {
                         c.session.accept_connect();
                         tracing::debug!(shard = self.id, peer = %c.addr, app, tc_url = tc_url.as_deref().unwrap_or(""), "connected");
                     } else {
+                        self.stats.reject(RejectReason::UnknownApp);
                         c.session
                             .reject_connect(&format!("no application named {app:?}"));
                         c.queue_session_output();
@@ -823,6 +870,7 @@ impl Shard {
             *waiting_since = None;
             let stream_id = *stream_id;
             s.start_viewer(vid, c, stream_id);
+            c.mark_join(now);
             tracing::info!(shard = self.id, peer = %c.addr, stream = %s.name, "viewer started (stream now live here)");
         }
         self.queue_pass(sid, now);
@@ -871,6 +919,9 @@ impl Shard {
             && let Some(s) = self.streams.get_mut(sid.0)
         {
             s.bytes_in += bytes_in;
+            if let RingEntry::Frame(f) = &entry {
+                s.frames[f.kind as usize] += 1;
+            }
             let wake = s.append(entry, now, &mut self.clients);
             self.schedule(sid, wake, now);
         }
@@ -904,6 +955,7 @@ impl Shard {
         let (app_name, conn, addr) = (c.session.app().to_owned(), c.conn, c.addr);
         let app = self.config.app(&app_name).cloned().unwrap_or_default();
         if !app.allow_publish {
+            self.stats.reject(RejectReason::PublishNotAllowed);
             self.reject_publish(
                 id,
                 stream_id,
@@ -922,6 +974,7 @@ impl Shard {
             .directory
             .claim(&name, self.id, conn, self.now_ms(now), policy);
         let Some(clock) = clock else {
+            self.stats.reject(RejectReason::StreamBusy);
             self.reject_publish(
                 id,
                 stream_id,
@@ -976,6 +1029,7 @@ impl Shard {
             Claim::TookOver {
                 previous_origin, ..
             } => {
+                self.stats.takeovers += 1;
                 tracing::info!(shard = self.id, peer = %addr, stream = %name, previous_origin, "publisher took over the stream")
             }
             Claim::Busy => {}
@@ -1033,7 +1087,7 @@ impl Shard {
             return;
         };
         let len = payload.len() as u64;
-        let frame = state.origin.media(kind, timestamp, payload);
+        let frame = state.origin.media(kind, timestamp, payload, now);
         state.clock.touch(now_ms, frame.timestamp);
         self.push_ingested(name, RingEntry::Frame(frame), len, now);
     }
@@ -1051,7 +1105,7 @@ impl Shard {
             return;
         };
         let len = payload.len() as u64;
-        let frame = state.origin.data(timestamp, payload, metadata);
+        let frame = state.origin.data(timestamp, payload, metadata, now);
         self.push_ingested(name, RingEntry::Frame(frame), len, now);
     }
 
@@ -1132,6 +1186,7 @@ impl Shard {
         let (app_name, addr) = (c.session.app().to_owned(), c.addr);
         let app = self.config.app(&app_name).cloned().unwrap_or_default();
         if !app.allow_play {
+            self.stats.reject(RejectReason::PlayNotAllowed);
             return self.reject_play(
                 id,
                 stream_id,
@@ -1187,6 +1242,7 @@ impl Shard {
             // (`handle_input`), sends it the GOP and what is live. A pass over every viewer
             // per join would keep the core busy through a flash crowd.
             s.start_viewer(id, c, stream_id);
+            c.mark_join(now);
             tracing::info!(shard = self.id, peer = %addr, stream = %name, "viewer started");
         } else {
             s.waiting.push(id);
@@ -1363,6 +1419,9 @@ impl Shard {
                     return;
                 };
                 s.remove_viewer(id);
+                if let Some(c) = self.clients.get(id.0) {
+                    s.dropped_closed += c.queue.dropped_frames;
+                }
                 if s.file.is_some() {
                     // A file's stream is its one viewer's own.
                     self.streams.remove(stream.0);
@@ -1481,8 +1540,31 @@ impl Shard {
                     self.subscribe(sid, origin);
                 }
             }
-            ShardMessage::Inspect { reply } => {
-                let _ = reply.try_send(self.snapshot(now));
+            ShardMessage::Inspect { clients, reply } => reply.send(self.snapshot(now, clients)),
+            ShardMessage::Kick { conn, reply } => {
+                let found = self.clients.iter().find(|(_, c)| c.conn == conn);
+                let Some((key, c)) = found else {
+                    return reply.send(Err(AdminRefusal::NotFound));
+                };
+                tracing::info!(shard = self.id, peer = %c.addr, "closing a client as the admin API asked");
+                self.close(ClientId(key), "closed through the admin API");
+                reply.send(Ok(()));
+            }
+            ShardMessage::InjectData {
+                stream,
+                payload,
+                reply,
+            } => {
+                let Some(state) = self.origins.get_mut(&stream) else {
+                    return reply.send(Err(AdminRefusal::NotFound));
+                };
+                if state.publisher.is_none() {
+                    return reply.send(Err(AdminRefusal::NotLive));
+                }
+                let frame = state.origin.injected_data(payload, now);
+                let timestamp = frame.timestamp;
+                self.push_entry(&stream, RingEntry::Frame(frame), now);
+                reply.send(Ok(timestamp));
             }
             ShardMessage::Shutdown => self.begin_shutdown(),
         }
@@ -1522,25 +1604,40 @@ impl Shard {
 
     // ---- what the shard can tell ---------------------------------------------------------
 
-    /// This shard's clients and streams, as plain values.
-    pub fn snapshot(&self, now: Instant) -> ShardSnapshot {
-        let clients = self
-            .clients
-            .iter()
-            .map(|(_, c)| ClientInfo {
+    /// This shard's clients (if `with_clients`), streams and counters, as plain values.
+    pub fn snapshot(&self, now: Instant, with_clients: bool) -> ShardSnapshot {
+        let mut connections = ConnectionCounts::default();
+        let (mut bytes_in, mut bytes_out) =
+            (self.stats.closed_bytes_in, self.stats.closed_bytes_out);
+        let mut clients = Vec::new();
+        for (_, c) in self.clients.iter() {
+            let role = match c.role {
+                Role::Idle => RoleKind::Client,
+                _ => c.last_role.0,
+            };
+            connections.add(role);
+            let (c_in, c_out) = (c.session.bytes_received(), c.queue.bytes_sent);
+            bytes_in += c_in;
+            bytes_out += c_out;
+            if !with_clients {
+                continue;
+            }
+            let (kbps_in, kbps_out) = c.rate.kbps(now, c_in, c_out);
+            clients.push(ClientInfo {
                 id: c.conn,
                 addr: c.addr,
-                role: match c.role {
-                    Role::Idle => RoleKind::Client,
-                    _ => c.last_role.0,
-                },
+                role,
+                protocol: "rtmp",
+                app: c.session.app().to_owned(),
                 stream: match &c.role {
                     Role::Idle => None,
                     Role::Publisher { name, .. } | Role::Viewer { name, .. } => Some(name.clone()),
                 },
                 shard: self.id,
-                bytes_in: c.session.bytes_received(),
-                bytes_out: c.queue.bytes_sent,
+                bytes_in: c_in,
+                bytes_out: c_out,
+                kbps_in,
+                kbps_out,
                 dropped_frames: c.queue.dropped_frames,
                 connected_for: now.saturating_duration_since(c.accepted),
                 waiting: matches!(
@@ -1550,8 +1647,8 @@ impl Shard {
                         ..
                     }
                 ),
-            })
-            .collect();
+            });
+        }
         let streams = self
             .streams
             .iter()
@@ -1566,12 +1663,15 @@ impl Shard {
                         publishing_for: now.saturating_duration_since(o.since),
                     })
                 });
-                let dropped_frames = s
-                    .viewers
-                    .iter()
-                    .filter_map(|v| self.clients.get(v.0))
-                    .map(|c| c.queue.dropped_frames)
-                    .sum();
+                let dropped_frames = s.dropped_closed
+                    + s.viewers
+                        .iter()
+                        .filter_map(|v| self.clients.get(v.0))
+                        .map(|c| c.queue.dropped_frames)
+                        .sum::<u64>();
+                let (kbps_in, kbps_out) = s.rate.kbps(now, s.bytes_in, s.bytes_out);
+                let header =
+                    |f: &Option<super::frame::Frame>| f.as_ref().map(|f| f.payload.clone());
                 StreamInfo {
                     name: s.name.clone(),
                     shard: self.id,
@@ -1589,10 +1689,16 @@ impl Shard {
                         .as_ref()
                         .and_then(|h| inspect_audio(&h.payload))
                         .map(|i| i.codec),
+                    video_header: header(&s.video_header),
+                    audio_header: header(&s.audio_header),
+                    metadata: header(&s.metadata),
                     viewers: s.viewers.len(),
                     waiting: s.waiting.len(),
                     bytes_in: s.bytes_in,
                     bytes_out: s.bytes_out,
+                    kbps_in,
+                    kbps_out,
+                    frames: s.frames,
                     dropped_frames,
                     gop_cache_bytes: s.gop_bytes(),
                     ring_memory: s.ring.memory(),
@@ -1607,6 +1713,10 @@ impl Shard {
             shard: self.id,
             clients,
             streams,
+            connections,
+            bytes_in,
+            bytes_out,
+            stats: self.stats.clone(),
         }
     }
 }
@@ -1644,6 +1754,7 @@ fn apply_backlog_rules(
     settings: &StreamSettings,
     c: &mut Client,
     now: Instant,
+    stats: &mut ShardStats,
 ) -> Result<(), String> {
     if c.queue.cursor() < ring.first_seq() {
         // The ring dropped entries this viewer had not sent (it was capped).
@@ -1656,6 +1767,7 @@ fn apply_backlog_rules(
     }
     let since = *c.behind_since.get_or_insert(now);
     if !c.queue.is_skipping_video() {
+        stats.viewer_skips += 1;
         c.queue.skip_to_keyframe();
         tracing::debug!(peer = %c.addr, behind_bytes, behind_ms = backlog.millis, "viewer fell behind; skipping video to the next keyframe");
     }
@@ -1706,6 +1818,7 @@ struct Writer<'a, T> {
     scratch: &'a mut FlushScratch,
     outputs: &'a mut VecDeque<Output>,
     timers: &'a mut Timers,
+    stats: &'a mut ShardStats,
 }
 
 impl<T: Transmit> Writer<'_, T> {
@@ -1725,7 +1838,8 @@ impl<T: Transmit> Writer<'_, T> {
             if c.close_reason.is_some() {
                 break;
             }
-            if let Err(reason) = apply_backlog_rules(ring, settings, c, now) {
+            if let Err(reason) = apply_backlog_rules(ring, settings, c, now, self.stats) {
+                self.stats.lag_disconnects += 1;
                 self.close(id, c, reason);
                 break;
             }
@@ -1733,10 +1847,11 @@ impl<T: Transmit> Writer<'_, T> {
                 break;
             }
             let transmit = &mut *self.transmit;
-            match c
-                .queue
-                .flush(ring, self.scratch, |iov| transmit.send(id, iov))
-            {
+            let calls = &mut self.stats.send_calls;
+            match c.queue.flush(ring, self.scratch, |iov| {
+                *calls += 1;
+                transmit.send(id, iov)
+            }) {
                 Ok(FlushOutcome::Idle) => {
                     c.behind_since = None;
                     break;
@@ -1757,6 +1872,14 @@ impl<T: Transmit> Writer<'_, T> {
                     break;
                 }
             }
+        }
+        if let Some((since, target)) = c.join_mark
+            && c.queue.bytes_sent >= target
+        {
+            c.join_mark = None;
+            self.stats
+                .join_time
+                .record(now.saturating_duration_since(since));
         }
         if c.ends_at.is_some() && !c.end_armed {
             // A stored file ended for this viewer: it is closed once it has read the end.

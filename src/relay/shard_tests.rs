@@ -312,7 +312,10 @@ impl World {
     }
 
     fn snapshots(&self) -> Vec<ShardSnapshot> {
-        self.shards.iter().map(|s| s.snapshot(self.now)).collect()
+        self.shards
+            .iter()
+            .map(|s| s.snapshot(self.now, true))
+            .collect()
     }
 }
 

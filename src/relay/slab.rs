@@ -121,6 +121,11 @@ impl<T> Slab<T> {
         })
     }
 
+    /// Every value, to change in place (no handles: nothing is added or removed).
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.slots.iter_mut().filter_map(|s| s.value.as_mut())
+    }
+
     pub fn keys(&self) -> Vec<Key> {
         self.iter().map(|(k, _)| k).collect()
     }

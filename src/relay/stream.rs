@@ -17,6 +17,7 @@ use super::client::{Client, ClientId};
 use super::directory::StreamName;
 use super::file_source::FileSource;
 use super::frame::{Frame, FrameKind, FrameRing, RingEntry, StreamEvent};
+use super::rate::RateWindow;
 use super::slab::{Key, Slab};
 use crate::config::FlushOn;
 use crate::media::gop_cache::{CachedMessage, GopCache, GopCacheLimits};
@@ -127,6 +128,12 @@ pub struct LocalStream {
     pub bytes_out: u64,
     /// Since when a source has been sending, as this shard knows.
     pub live_since: Option<Instant>,
+    /// Frames that came in, by `FrameKind` (on the origin).
+    pub frames: [u64; 4],
+    /// Video frames that viewers who have left did not get.
+    pub dropped_closed: u64,
+    /// Samples of `bytes_in`/`bytes_out`, for the stream's bitrates.
+    pub rate: RateWindow,
 }
 
 impl LocalStream {
@@ -157,6 +164,9 @@ impl LocalStream {
             bytes_in: 0,
             bytes_out: 0,
             live_since: None,
+            frames: [0; 4],
+            dropped_closed: 0,
+            rate: RateWindow::default(),
         }
     }
 
@@ -447,6 +457,8 @@ impl LocalStream {
         if let Some(h) = &self.audio_header {
             queue.push_pending(restamp(h, MessageType::Audio.id(), audio_ts));
         }
+        // The join ends when the first byte after what is queued so far is written.
+        let join_target = queue.bytes_sent + queue.pending_bytes() as u64 + 1;
         for f in &gop {
             queue.push_pending(f.bytes.clone());
         }
@@ -455,6 +467,7 @@ impl LocalStream {
             queue.skip_to_keyframe();
         }
         queue.start_at(self.ring.next_seq());
+        client.join_target = join_target;
         self.viewers.push(id);
     }
 
@@ -520,6 +533,7 @@ mod tests {
             sequence_header: false,
             bytes: Bytes::from_static(b"x"),
             payload: Bytes::from_static(b"x"),
+            ingested: Instant::now(),
         })
     }
 

@@ -366,6 +366,7 @@ mod tests {
             sequence_header: false,
             bytes: Bytes::from(vec![fill; len]),
             payload: Bytes::new(),
+            ingested: std::time::Instant::now(),
         })
     }
 
@@ -378,6 +379,7 @@ mod tests {
             sequence_header: false,
             bytes: Bytes::from(vec![fill; 10]),
             payload: Bytes::new(),
+            ingested: std::time::Instant::now(),
         })
     }
 
