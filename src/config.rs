@@ -101,6 +101,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub viewer: ViewerConfig,
     pub log: LogConfig,
+    pub admin: AdminConfig,
     /// Applications by name, as written in `[app.NAME]`. Names match the client's RTMP `app`
     /// exactly, case included.
     #[serde(rename = "app")]
@@ -174,6 +175,21 @@ pub struct ViewerConfig {
     pub send_buffer_bytes: usize,
 }
 
+/// `[admin]`: the admin HTTP listener (JSON API, `/metrics`, health checks).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ip:port` to serve on; an empty string turns the listener off. It is separate from
+    /// the media ports and should stay on a private address.
+    pub listen: String,
+    /// A bearer token every call that changes something (kick, data) must carry as
+    /// `Authorization: Bearer <token>`; empty means none is needed.
+    pub token: String,
+    /// Streams that get per-stream series on `/metrics` (the busiest first), so a host
+    /// with thousands of streams does not flood its Prometheus.
+    pub metrics_max_streams: usize,
+}
+
 /// `[log]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -214,6 +230,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             viewer: ViewerConfig::default(),
             log: LogConfig::default(),
+            admin: AdminConfig::default(),
             apps: BTreeMap::from([("live".to_owned(), AppConfig::default())]),
         }
     }
@@ -248,6 +265,51 @@ impl Default for ViewerConfig {
             tcp_nodelay: false,
             send_buffer_bytes: 0,
         }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:1985".to_owned(),
+            token: String::new(),
+            metrics_max_streams: 1000,
+        }
+    }
+}
+
+impl AdminConfig {
+    /// The address to serve on, or None when the listener is off.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.trim().parse().ok()
+    }
+
+    /// The token, when one is required.
+    pub fn token(&self) -> Option<&str> {
+        Some(self.token.as_str()).filter(|t| !t.is_empty())
+    }
+
+    fn check(&self) -> Result<(), Problem> {
+        let listen = self.listen.trim();
+        if !listen.is_empty() && listen.parse::<SocketAddr>().is_err() {
+            return Err(Problem::new(
+                KeyPath::of(&["admin", "listen"]),
+                format!(
+                    "{listen:?} is not an ip:port address (e.g. \"127.0.0.1:1985\"); use \"\" to turn the admin listener off"
+                ),
+            ));
+        }
+        if self
+            .token
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Problem::new(
+                KeyPath::of(&["admin", "token"]),
+                "must not contain spaces or control characters",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -321,6 +383,7 @@ impl Config {
         self.server.check()?;
         self.viewer.check()?;
         self.log.check()?;
+        self.admin.check()?;
         if self.apps.is_empty() {
             return Err(Problem::new(
                 KeyPath::of(&["app"]),
@@ -1020,9 +1083,25 @@ mod tests {
         let document = SHIPPED_CONFIG.parse::<toml::Table>().unwrap();
         let section = |name: &str| document[name].as_table().unwrap().len();
         assert_eq!(section("server"), 11);
+        assert_eq!(section("admin"), 3);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 1);
         assert_eq!(document["app"]["live"].as_table().unwrap().len(), 11);
+    }
+
+    #[test]
+    fn admin_listen_may_be_off_but_not_malformed() {
+        let off = Config::from_toml_str("[admin]\nlisten = \"\"\n").unwrap();
+        assert_eq!(off.admin.listen_addr(), None);
+        assert_eq!(
+            Config::default().admin.listen_addr(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 1985)))
+        );
+        assert_eq!(
+            rejected_key("[admin]\nlisten = \"localhost\"\n"),
+            "admin.listen"
+        );
+        assert_eq!(rejected_key("[admin]\ntoken = \"a b\"\n"), "admin.token");
     }
 
     #[test]

@@ -20,6 +20,10 @@ struct Cli {
     /// Listen address, overriding `server.listen` (e.g. 0.0.0.0:1935).
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// Admin listener address (JSON API, /metrics, health checks), overriding
+    /// `admin.listen`; "" turns it off.
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
     /// Number of shards (cores), overriding `server.shards`: a number or "auto".
     #[arg(long)]
     shards: Option<String>,
@@ -54,6 +58,9 @@ fn main() -> ExitCode {
     };
     if let Some(listen) = cli.listen {
         config.server.listen = listen;
+    }
+    if let Some(admin) = &cli.admin_listen {
+        config.admin.listen = admin.clone();
     }
     if let Some(shards) = &cli.shards {
         config.server.shards = match shards.as_str() {

@@ -1,10 +1,20 @@
 //! The admin listener's logic: what an operator asks over HTTP, and what the relay answers.
 //!
 //! Nothing here touches a socket. `src/net/admin_http.rs` serves HTTP (hyper on glommio)
-//! and hands each request to this module as an [`AdminRequest`]; the answer goes back as an
-//! [`AdminResponse`]. What the answer needs from the shards travels by message, never a
-//! lock.
+//! and `src/net/admin_listener.rs` runs it on a thread of its own; each request reaches
+//! this module as an [`AdminRequest`](request::AdminRequest) and goes back as an
+//! [`AdminResponse`](request::AdminResponse). What an answer needs from the shards travels
+//! by message (`relay::message::ShardMessage::{Inspect, Kick, InjectData}`), never a lock,
+//! and is summed here, off the shards' cores.
 //!
+//! - `api.rs`: the routes (SRS's JSON API, health checks, `/metrics`) and the bearer token.
+//! - `metrics.rs`: the Prometheus text rendering.
+//! - `track.rs`: a stream's codecs, resolution and sample rate, as the API shows them.
+//! - `data_message.rs`: a JSON request made into the AMF0 data message a stream carries.
 //! - `request.rs`: the request and response as plain values, and JSON error answers.
 
+pub mod api;
+pub mod data_message;
+pub mod metrics;
 pub mod request;
+pub mod track;

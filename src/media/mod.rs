@@ -16,3 +16,4 @@
 pub mod codec;
 pub mod flv;
 pub mod gop_cache;
+pub mod track_info;

@@ -89,6 +89,11 @@ impl<T> ShardSender<T> {
         Ok(())
     }
 
+    /// Messages waiting in the inbox now (for the metrics' queue depth).
+    pub fn queued(&self) -> usize {
+        self.tx.len()
+    }
+
     fn ring(&self) {
         if !self.doorbell.notified.swap(true, Ordering::AcqRel) {
             self.doorbell.waker.wake();

@@ -13,10 +13,15 @@
 //! - `vectored.rs`: the one vectored write every byte to a client goes through.
 //! - `mailbox.rs`: the bounded cross-core channels between shards, and their doorbell.
 //! - `wakeup.rs`: wake-ups between the tasks of one shard.
+//! - `admin_listener.rs`: the admin API's thread, which asks the shards by message.
+//! - `process.rs`: the process's CPU time, memory and descriptors, from `/proc/self`.
 
+pub mod admin_http;
+pub mod admin_listener;
 pub mod client_task;
 pub mod listener;
 pub mod mailbox;
+pub mod process;
 pub mod runtime;
 pub mod shard_driver;
 pub mod sockets;

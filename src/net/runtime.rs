@@ -11,15 +11,18 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
+use super::admin_listener::AdminListener;
 use super::listener::accept_loop;
 use super::mailbox::{Inbox, ShardSender, mailbox};
 use super::shard_driver::ShardDriver;
+use crate::admin::api::ApiSettings;
 use crate::config::Config;
 use crate::performance::INBOX_CAPACITY;
 use crate::relay::directory::StreamDirectory;
@@ -38,6 +41,12 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "{addr} (the admin listener) is already in use by another process (stop it, or choose another address with --admin-listen, or turn the admin listener off with --admin-listen \"\")"
+    )]
+    AdminPortInUse { addr: SocketAddr },
+    #[error("{0}")]
+    Admin(String),
     #[error("{0}")]
     Executor(String),
     #[error("cannot install signal handlers: {0}")]
@@ -79,6 +88,16 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
         Err(source) => return Err(StartError::Bind { addr, source }),
     }
+    let admin_addr = config.admin.listen_addr();
+    if let Some(addr) = admin_addr {
+        match std::net::TcpListener::bind(addr) {
+            Ok(probe) => drop(probe),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(StartError::AdminPortInUse { addr });
+            }
+            Err(e) => return Err(StartError::Admin(format!("cannot listen on {addr}: {e}"))),
+        }
+    }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shard_count = config.server.shard_count(cpus);
     let config = Arc::new(config);
@@ -86,6 +105,25 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let started = Instant::now();
     let (senders, inboxes): (Vec<ShardSender<ShardMessage>>, Vec<Inbox<ShardMessage>>) =
         (0..shard_count).map(|_| mailbox(INBOX_CAPACITY)).unzip();
+
+    // The admin listener comes first and stays until the process exits: `/readyz` answers
+    // "not ready" while the shards start and through a shutdown.
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = admin_addr {
+        AdminListener {
+            addr,
+            settings: ApiSettings {
+                token: config.admin.token().map(str::to_owned),
+                metrics_max_streams: config.admin.metrics_max_streams,
+            },
+            senders: senders.clone(),
+            ready: ready.clone(),
+            started,
+        }
+        .start()
+        .map_err(StartError::Admin)?;
+        tracing::info!(%addr, "admin API listening (/api/v1, /metrics, /healthz, /readyz)");
+    }
 
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -140,11 +178,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
             }
         }
     }
+    ready.store(true, Ordering::Release);
     tracing::info!(%addr, shards = shard_count, "shardcast listening");
 
     if let Some(signal) = signals.forever().next() {
         tracing::info!(signal, "shutting down");
     }
+    ready.store(false, Ordering::Release);
     shutdown(&senders);
     let deadline = Instant::now() + config.server.shutdown_timeout() + Duration::from_millis(500);
     let (done_tx, done_rx) = mpsc::channel();

@@ -682,3 +682,142 @@ fn a_file_read_that_returns_after_its_viewer_left_reaches_no_one() {
     assert!(fresh.media().is_empty(), "{:?}", fresh.events);
     assert_eq!(w.wire.writes_to_closed, 0);
 }
+
+/// Sends `msg` (built around a reply that lands in the returned channel) to shard `i`.
+fn ask<T: Send + 'static>(
+    w: &mut World,
+    i: usize,
+    msg: impl FnOnce(super::message::Reply<T>) -> ShardMessage,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reply = super::message::Reply::new(move |v| {
+        let _ = tx.send(v);
+    });
+    let now = w.now;
+    w.shards[i].handle_message(msg(reply), now);
+    w.settle();
+    rx.try_recv().expect("the shard answered at once")
+}
+
+#[test]
+fn a_data_message_put_in_by_the_admin_api_reaches_viewers_on_every_shard_in_order() {
+    let mut w = World::new(2);
+    let mut p = w.publisher(0, "chat");
+    w.start_media(&mut p, 1000);
+    let mut local = w.viewer(0, "chat");
+    let mut remote = w.viewer(1, "chat");
+    w.send(&mut p, MediaKind::Video, 1040, inter(2));
+    let payload = crate::admin::data_message::data_message(
+        br#"{"handler": "onTextData", "data": {"text": "hello"}}"#,
+    )
+    .unwrap();
+    let name: super::directory::StreamName = "live/chat".into();
+    let ts = ask(&mut w, 0, |reply| ShardMessage::InjectData {
+        stream: name.clone(),
+        payload,
+        reply,
+    })
+    .expect("the origin takes it");
+    assert_eq!(
+        ts, 1040,
+        "stamped with the stream's current media timestamp"
+    );
+    w.send(&mut p, MediaKind::Video, 1080, inter(3));
+    w.exchange_all(&mut [&mut local, &mut remote, &mut p]);
+    for v in [&local, &remote] {
+        // The data message sits between the frames stamped 1040 and 1080.
+        let order: Vec<String> = v
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ClientEvent::Media { timestamp, .. } => Some(format!("m{timestamp}")),
+                ClientEvent::Data { payload, .. }
+                    if crate::rtmp::amf0::decode_all(payload)
+                        .ok()?
+                        .first()?
+                        .as_str()
+                        == Some("onTextData") =>
+                {
+                    Some("text".into())
+                }
+                _ => None,
+            })
+            .collect();
+        let at = order.iter().position(|e| e == "text").expect("received");
+        assert_eq!(order[at - 1], "m1040", "{order:?}");
+        assert_eq!(order[at + 1], "m1080", "{order:?}");
+    }
+    // Not the origin, or no such stream: refused, nothing sent.
+    let refused = ask(&mut w, 1, |reply| ShardMessage::InjectData {
+        stream: name.clone(),
+        payload: Bytes::from_static(b"\x02\x00\x01x"),
+        reply,
+    });
+    assert_eq!(refused, Err(super::message::AdminRefusal::NotFound));
+}
+
+#[test]
+fn a_kicked_publisher_leaves_its_viewers_waiting_as_if_it_had_gone() {
+    let mut w = World::new(1);
+    let mut p = w.publisher(0, "k");
+    w.start_media(&mut p, 0);
+    let mut v = w.viewer(0, "k");
+    let conn = w.snapshots()[0]
+        .clients
+        .iter()
+        .find(|c| c.role == RoleKind::Publisher)
+        .unwrap()
+        .id;
+    let kicked = ask(&mut w, 0, |reply| ShardMessage::Kick { conn, reply });
+    assert_eq!(kicked, Ok(()));
+    w.exchange_all(&mut [&mut p, &mut v]);
+    assert!(p.closed, "the publisher is closed");
+    assert!(!v.closed, "its viewer waits for the grace period");
+    assert!(v.statuses().contains(&status::PLAY_UNPUBLISH_NOTIFY));
+    let again = ask(&mut w, 0, |reply| ShardMessage::Kick { conn, reply });
+    assert_eq!(again, Err(super::message::AdminRefusal::NotFound));
+}
+
+#[test]
+fn counters_follow_what_happened() {
+    let mut w = World::new(2);
+    let mut p = w.publisher(0, "c");
+    w.start_media(&mut p, 0);
+    let mut v = w.viewer(1, "c");
+    w.send(&mut p, MediaKind::Audio, 20, audio(1));
+    w.send(&mut p, MediaKind::Video, 40, inter(2));
+    w.exchange_all(&mut [&mut v]);
+    let mut busy = w.publisher(1, "c");
+    w.exchange(&mut busy);
+    let snaps = w.snapshots();
+    // Ids are unique across shards, and say their shard.
+    for s in &snaps {
+        for c in &s.clients {
+            assert_eq!(c.id % 2, s.shard as u64);
+        }
+    }
+    assert_eq!(snaps[0].stats.accepted + snaps[1].stats.accepted, 3);
+    assert_eq!(
+        snaps[1]
+            .stats
+            .rejected(super::stats::RejectReason::StreamBusy),
+        1
+    );
+    let totals = &streams_across(&snaps)[0];
+    // Video: header, keyframe, inter; audio: header, one frame.
+    assert_eq!(totals.frames, [2, 3, 0, 0]);
+    assert!(totals.bytes_in > 0 && totals.bytes_out > 0);
+    assert!(totals.video_header.is_some() && totals.audio_header.is_some());
+    assert_eq!(
+        snaps[1].stats.join_time.count(),
+        1,
+        "the viewer's join was timed"
+    );
+    assert!(snaps[1].stats.relay_latency.count() > 0);
+    assert!(snaps.iter().map(|s| s.stats.send_calls).sum::<u64>() > 0);
+    assert_eq!(snaps[0].connections.publishers, 1);
+    assert_eq!(snaps[1].connections.viewers, 1);
+    let without_clients = w.shards[1].snapshot(w.now, false);
+    assert!(without_clients.clients.is_empty());
+    assert_eq!(without_clients.connections.total(), 2);
+}

@@ -3,8 +3,9 @@
 //!
 //! - [`tools`]: the real client programs (ffmpeg, ffprobe, rtmpdump) as commands, free
 //!   ports, temp paths, and waiting on child processes with a deadline;
-//! - [`relay`]: one `shardcast` process run for a test ([`relay::Relay`]), and the log-line
-//!   helpers that read what it did;
+//! - [`relay`]: one `shardcast` process run for a test ([`relay::Relay`]), and the
+//!   helpers that ask its admin API what it did;
+//! - [`admin`]: a small HTTP client for that API;
 //! - [`client`]: a blocking RTMP client built from the library's `ClientSession`
 //!   ([`client::RtmpClient`]) and a viewer that records in a thread of its own
 //!   ([`client::Recorder`]);
@@ -19,6 +20,7 @@
 //! root package's tests pass `env!("CARGO_BIN_EXE_shardcast")`; the load generator's find
 //! it beside `shardcast-load` ([`loadgen::LoadGenerator::shardcast_bin`]).
 
+pub mod admin;
 pub mod client;
 pub mod core_server;
 pub mod loadgen;

@@ -1,7 +1,8 @@
 //! One `shardcast` process run for a test ([`Relay`]): its config in a temp file, its log
-//! captured to another, started on a free port and stopped (SIGTERM, or killed when
-//! dropped); and the helpers that read its plain-text log lines ([`Relay::wait_log`],
-//! [`Relay::shard_of`], [`log_field`]), which is how the tests see what it did.
+//! captured to another, started on free ports (media and admin) and stopped (SIGTERM, or
+//! killed when dropped). Tests see what it did through its admin API ([`Relay::api`],
+//! [`Relay::shard_of`], [`Relay::client_by_addr`], [`Relay::stream`]); the log is kept for
+//! a failed test's report and for the few lines no API reports ([`Relay::wait_log`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::admin;
 use crate::tools::{free_port, temp_path};
 
 /// The log filter every test relay runs with: info, plus the connection driver's and the
@@ -22,6 +24,8 @@ pub const TEST_LOG_FILTER: &str = "info,shardcast::net=debug,shardcast::relay=de
 pub struct Relay {
     child: Option<Child>,
     pub port: u16,
+    /// The admin listener (JSON API, /metrics, health checks).
+    pub admin: SocketAddr,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
 }
@@ -35,9 +39,7 @@ impl Relay {
         Self::start_logging(bin, name, config, shards, TEST_LOG_FILTER)
     }
 
-    /// [`Relay::start`] with the log filter `log_filter`, which must let the `info` line
-    /// "shardcast listening" (target `shardcast::net::runtime`) through: it tells when the relay
-    /// is ready.
+    /// [`Relay::start`] with the log filter `log_filter`.
     pub fn start_logging(
         bin: impl AsRef<Path>,
         name: &str,
@@ -54,11 +56,13 @@ impl Relay {
         // client); the relay then refuses to start, and we try another port.
         for _ in 0..5 {
             let port = free_port();
+            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let log = std::fs::File::create(&log_path).unwrap();
             let child = Command::new(bin)
                 .arg("--config")
                 .arg(&config_path)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--admin-listen", &admin.to_string()])
                 .args(["--shards", &shards.to_string()])
                 .args(["--log", log_filter])
                 .env_remove("RUST_LOG")
@@ -70,12 +74,13 @@ impl Relay {
             let mut relay = Relay {
                 child: Some(child),
                 port,
+                admin,
                 config_path: config_path.clone(),
                 log_path: log_path.clone(),
             };
             let deadline = Instant::now() + Duration::from_secs(15);
             while Instant::now() < deadline {
-                if relay.log().contains("shardcast listening") {
+                if relay.is_ready() {
                     return relay;
                 }
                 if let Some(status) = relay.child.as_mut().unwrap().try_wait().unwrap() {
@@ -131,13 +136,69 @@ impl Relay {
         }
     }
 
-    /// The shard that accepted the connection from `peer` (from its "connection accepted"
-    /// line), waiting up to `limit` for the line.
+    /// `/readyz` answers 200: every shard accepts connections.
+    pub fn is_ready(&self) -> bool {
+        admin::request(self.admin, "GET", "/readyz", &[], b"").is_ok_and(|a| a.status == 200)
+    }
+
+    /// `GET path` on the admin listener, as JSON; panics unless it answers 200.
+    pub fn api(&self, path: &str) -> serde_json::Value {
+        let answer = admin::get(self.admin, path);
+        assert_eq!(answer.status, 200, "GET {path}: {}", answer.body);
+        answer.json()
+    }
+
+    /// The client connected from `peer`, as `GET /api/v1/clients` lists it, waiting up to
+    /// `limit` for it to appear.
+    pub fn client_by_addr(&self, peer: SocketAddr, limit: Duration) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let clients = self.api("/api/v1/clients?count=10000");
+            let found = clients["clients"]
+                .as_array()
+                .and_then(|list| {
+                    list.iter()
+                        .find(|c| c["addr"].as_str() == Some(&peer.to_string()))
+                })
+                .cloned();
+            if found.is_some() || Instant::now() > deadline {
+                return found;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The shard serving the connection from `peer` (from the admin API's client list),
+    /// waiting up to `limit` for it to appear.
     pub fn shard_of(&self, peer: SocketAddr, limit: Duration) -> Option<usize> {
-        let line = self.wait_log(limit, |l| {
-            l.contains("connection accepted") && log_field(l, "peer") == Some(&peer.to_string())
-        })?;
-        log_field(&line, "shard")?.parse().ok()
+        let client = self.client_by_addr(peer, limit)?;
+        client["shard"].as_u64().map(|s| s as usize)
+    }
+
+    /// `GET /api/v1/streams/{app/key}`'s stream, or None if the relay has no such stream.
+    pub fn stream(&self, name: &str) -> Option<serde_json::Value> {
+        let answer = admin::get(self.admin, &format!("/api/v1/streams/{name}"));
+        (answer.status == 200).then(|| answer.json()["stream"].clone())
+    }
+
+    /// Waits up to `limit` for `pred` to hold of the stream `name` (None: not there).
+    pub fn wait_stream(
+        &self,
+        name: &str,
+        limit: Duration,
+        pred: impl Fn(Option<&serde_json::Value>) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let s = self.stream(name);
+            if pred(s.as_ref()) {
+                return s;
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> u32 {

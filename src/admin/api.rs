@@ -1,0 +1,614 @@
+//! The admin API's routes: SRS's paths and field names where SRS has them, our additions
+//! beside them, health checks and `/metrics`.
+//!
+//! [`AdminApi::handle`] turns one [`AdminRequest`] into one [`AdminResponse`]. What it
+//! needs from the relay it asks through [`RunningRelay`], which the admin listener
+//! (`src/net/admin_listener.rs`) implements with messages to the shards: reads take a
+//! snapshot of every shard, a kick goes to the client's shard (its id says which), and a
+//! data message goes to the stream's origin shard. Nothing here blocks a shard.
+//!
+//! Routes (ids are strings; a stream's id is its `app/stream` name, percent-encoded or
+//! not):
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics`
+//! - `GET /api/v1/versions`, `GET /api/v1/summaries`
+//! - `GET /api/v1/streams?start=&count=`, `GET /api/v1/streams/{id}`,
+//!   `POST /api/v1/streams/{id}/data`
+//! - `GET /api/v1/clients?start=&count=`, `GET /api/v1/clients/{id}`,
+//!   `DELETE /api/v1/clients/{id}`
+//!
+//! With `[admin] token` set, every call that changes something (`POST`, `DELETE`) needs
+//! `Authorization: Bearer <token>`; reads stay open, as health checks and scrapers expect.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::data_message::data_message;
+use super::metrics::{self, ProcessStats, Scrape};
+use super::request::{AdminRequest, AdminResponse};
+use super::track::{StreamTracks, audio_codec_name, video_codec_name};
+use crate::relay::client::RoleKind;
+use crate::relay::directory::{ConnId, StreamName};
+use crate::relay::message::{AdminRefusal, ShardId};
+use crate::relay::snapshot::{
+    ClientInfo, ConnectionCounts, ShardSnapshot, StreamTotals, streams_across,
+};
+
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// What the API asks of the running relay. The admin listener implements it with
+/// messages to the shards; tests can implement it with canned snapshots.
+pub trait RunningRelay {
+    /// Every shard's snapshot (with its clients listed if `clients`), by shard id.
+    fn inspect(&self, clients: bool) -> LocalFuture<'_, Vec<ShardSnapshot>>;
+    /// Closes the client `conn` on `shard`.
+    fn kick(&self, shard: ShardId, conn: ConnId) -> LocalFuture<'_, Result<(), AdminRefusal>>;
+    /// Puts a data message into `stream` on its origin `shard`; answers its timestamp.
+    fn inject(
+        &self,
+        shard: ShardId,
+        stream: StreamName,
+        payload: Bytes,
+    ) -> LocalFuture<'_, Result<u32, AdminRefusal>>;
+    fn shard_count(&self) -> usize;
+    /// Messages waiting in each shard's inbox.
+    fn inbox_depths(&self) -> Vec<usize>;
+    fn process(&self) -> ProcessStats;
+    /// Accepting connections and not draining.
+    fn ready(&self) -> bool;
+    fn started(&self) -> Instant;
+}
+
+/// The admin API's settings.
+#[derive(Clone, Debug)]
+pub struct ApiSettings {
+    pub token: Option<String>,
+    /// Streams that get per-stream series on `/metrics`.
+    pub metrics_max_streams: usize,
+}
+
+/// Default and largest page of `?count=`.
+const DEFAULT_PAGE: usize = 100;
+const MAX_PAGE: usize = 10_000;
+
+pub struct AdminApi<R> {
+    relay: R,
+    settings: ApiSettings,
+    /// The last CPU reading, for `cpu_percent` over the time since.
+    cpu_sample: RefCell<Option<(Instant, f64)>>,
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What the server calls itself in SRS's envelopes.
+fn server_id() -> String {
+    format!("shardcast-{}", std::process::id())
+}
+
+fn ok(mut body: Value) -> AdminResponse {
+    if let Value::Object(fields) = &mut body {
+        fields.insert("code".into(), json!(0));
+        fields.insert("server".into(), json!(server_id()));
+    }
+    AdminResponse::json(200, body.to_string())
+}
+
+fn role_name(role: RoleKind) -> &'static str {
+    match role {
+        RoleKind::Client => "client",
+        RoleKind::Publisher => "publisher",
+        RoleKind::Viewer => "viewer",
+        RoleKind::FileViewer => "recording_viewer",
+    }
+}
+
+/// SRS's `type` of a client.
+fn srs_type(role: RoleKind) -> &'static str {
+    match role {
+        RoleKind::Client => "rtmp-connect",
+        RoleKind::Publisher => "fmle-publish",
+        RoleKind::Viewer | RoleKind::FileViewer => "rtmp-play",
+    }
+}
+
+/// Decodes `%XX` escapes (and nothing else); None if an escape or the result is invalid.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// `?start=&count=`, as SRS pages its lists.
+fn page(query: &str) -> Result<(usize, usize), AdminResponse> {
+    let number = |key: &str, default: usize| -> Result<usize, AdminResponse> {
+        match query_param(query, key) {
+            None | Some("") => Ok(default),
+            Some(v) => v.parse().map_err(|_| {
+                AdminResponse::error(400, &format!("?{key}= must be a non-negative integer"))
+            }),
+        }
+    };
+    Ok((
+        number("start", 0)?,
+        number("count", DEFAULT_PAGE)?.min(MAX_PAGE),
+    ))
+}
+
+/// Compares without leaking where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl<R: RunningRelay> AdminApi<R> {
+    pub fn new(relay: R, settings: ApiSettings) -> AdminApi<R> {
+        AdminApi {
+            relay,
+            settings,
+            cpu_sample: RefCell::new(None),
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, req: AdminRequest) -> AdminResponse {
+        let method = if req.method == "HEAD" {
+            "GET"
+        } else {
+            req.method.as_str()
+        };
+        // Decoded before splitting, so an escaped `/` in a stream id (`live%2Fdemo`) reads
+        // like the plain one (`live/demo`).
+        let Some(path) = percent_decode(&req.path) else {
+            return AdminResponse::error(400, "the path is not valid percent-encoded UTF-8");
+        };
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let mutating = matches!(method, "POST" | "DELETE" | "PUT" | "PATCH");
+        if mutating && let Some(refusal) = self.check_token(&req) {
+            tracing::warn!(peer = %req.peer, method, path = %req.path, "admin request refused: missing or wrong bearer token");
+            return refusal;
+        }
+        match (method, segments.as_slice()) {
+            ("GET", ["healthz"]) => AdminResponse::text(200, "text/plain", "ok\n"),
+            ("GET", ["readyz"]) => {
+                if self.relay.ready() {
+                    AdminResponse::text(200, "text/plain", "ready\n")
+                } else {
+                    AdminResponse::text(503, "text/plain", "not ready\n")
+                }
+            }
+            ("GET", ["metrics"]) => self.metrics().await,
+            ("GET", ["api"]) | ("GET", ["api", "v1"]) => ok(json!({
+                "urls": {
+                    "versions": "the version of shardcast",
+                    "summaries": "the process, its connections and shards",
+                    "streams": "the streams (?start=&count=); /streams/{id}; POST /streams/{id}/data",
+                    "clients": "the clients (?start=&count=); /clients/{id}; DELETE /clients/{id}",
+                },
+            })),
+            ("GET", ["api", "v1", "versions"]) => self.versions(),
+            ("GET", ["api", "v1", "summaries"]) => self.summaries().await,
+            ("GET", ["api", "v1", "streams"]) => self.streams(&req.query).await,
+            ("POST", ["api", "v1", "streams", id @ .., "data"]) if !id.is_empty() => {
+                self.inject(&id.join("/"), &req).await
+            }
+            ("GET", ["api", "v1", "streams", id @ ..]) if !id.is_empty() => {
+                self.stream(&id.join("/")).await
+            }
+            ("GET", ["api", "v1", "clients"]) => self.clients(&req.query).await,
+            ("GET", ["api", "v1", "clients", id]) => self.client(id).await,
+            ("DELETE", ["api", "v1", "clients", id]) => self.kick(id, &req).await,
+            (_, segs) => {
+                let allowed = allowed_methods(segs);
+                if allowed.is_empty() {
+                    AdminResponse::error(404, &format!("no such resource: {}", req.path))
+                } else {
+                    let mut r = AdminResponse::error(
+                        405,
+                        &format!("{} is not allowed on {}", req.method, req.path),
+                    );
+                    r.headers.push(("Allow", allowed.to_owned()));
+                    r
+                }
+            }
+        }
+    }
+
+    fn check_token(&self, req: &AdminRequest) -> Option<AdminResponse> {
+        let token = self.settings.token.as_deref()?;
+        let given = req
+            .authorization
+            .as_deref()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim);
+        if given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return None;
+        }
+        let mut r = AdminResponse::error(
+            401,
+            "this call needs the admin token: Authorization: Bearer <token>",
+        );
+        r.headers
+            .push(("WWW-Authenticate", "Bearer realm=\"shardcast\"".into()));
+        Some(r)
+    }
+
+    fn versions(&self) -> AdminResponse {
+        let version = env!("CARGO_PKG_VERSION");
+        let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
+        ok(json!({
+            "data": {
+                "major": parts.next().unwrap_or(0),
+                "minor": parts.next().unwrap_or(0),
+                "revision": parts.next().unwrap_or(0),
+                "version": version,
+            },
+        }))
+    }
+
+    async fn summaries(&self) -> AdminResponse {
+        let shards = self.relay.inspect(false).await;
+        let process = self.relay.process();
+        let cpu_percent = self.cpu_percent(&process);
+        let uptime = self.relay.started().elapsed();
+        let inbox = self.relay.inbox_depths();
+        let mut connections = ConnectionCounts::default();
+        for s in &shards {
+            connections.merge(&s.connections);
+        }
+        let streams = streams_across(&shards);
+        let per_shard: Vec<Value> = shards
+            .iter()
+            .map(|s| {
+                json!({
+                    "shard": s.shard,
+                    "connections": s.connections.total(),
+                    "publishers": s.connections.publishers,
+                    "viewers": s.connections.viewers + s.connections.file_viewers,
+                    "streams": s.streams.iter().filter(|st| !st.file).count(),
+                    "bytes_in": s.bytes_in,
+                    "bytes_out": s.bytes_out,
+                    "send_calls": s.stats.send_calls,
+                    "inbox": inbox.get(s.shard).copied().unwrap_or(0),
+                })
+            })
+            .collect();
+        let sum = |f: fn(&ShardSnapshot) -> u64| shards.iter().map(f).sum::<u64>();
+        ok(json!({
+            "data": {
+                "ok": true,
+                "now_ms": unix_ms(SystemTime::now()),
+                "self": {
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "pid": process.pid,
+                    "mem_kbyte": process.resident_bytes / 1024,
+                    "cpu_percent": cpu_percent,
+                    "srs_uptime": uptime.as_secs(),
+                },
+                "shardcast": {
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "pid": process.pid,
+                    "uptime_seconds": uptime.as_secs_f64(),
+                    "cpu_seconds": process.cpu_seconds,
+                    "cpu_percent": cpu_percent,
+                    "rss_bytes": process.resident_bytes,
+                    "ready": self.relay.ready(),
+                    "shard_count": self.relay.shard_count(),
+                    "answered_shards": shards.len(),
+                    "connections": {
+                        "total": connections.total(),
+                        "by_role": {
+                            "publisher": connections.publishers,
+                            "viewer": connections.viewers,
+                            "recording_viewer": connections.file_viewers,
+                            "client": connections.idle,
+                        },
+                        "by_protocol": { "rtmp": connections.total() },
+                    },
+                    "streams": streams.len(),
+                    "bytes_in": sum(|s| s.bytes_in),
+                    "bytes_out": sum(|s| s.bytes_out),
+                    "send_calls": sum(|s| s.stats.send_calls),
+                    "viewer_skips": sum(|s| s.stats.viewer_skips),
+                    "lag_disconnects": sum(|s| s.stats.lag_disconnects),
+                    "shards": per_shard,
+                },
+            },
+        }))
+    }
+
+    /// CPU use since the previous call, as a percentage of one core.
+    fn cpu_percent(&self, process: &ProcessStats) -> f64 {
+        let now = Instant::now();
+        let mut last = self.cpu_sample.borrow_mut();
+        let percent = match *last {
+            Some((at, cpu)) if now > at => {
+                (process.cpu_seconds - cpu).max(0.0) / (now - at).as_secs_f64() * 100.0
+            }
+            _ => {
+                let up = self.relay.started().elapsed().as_secs_f64();
+                if up > 0.0 {
+                    process.cpu_seconds / up * 100.0
+                } else {
+                    0.0
+                }
+            }
+        };
+        *last = Some((now, process.cpu_seconds));
+        (percent * 100.0).round() / 100.0
+    }
+
+    async fn streams(&self, query: &str) -> AdminResponse {
+        let (start, count) = match page(query) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let shards = self.relay.inspect(false).await;
+        let streams = streams_across(&shards);
+        let list: Vec<Value> = streams
+            .iter()
+            .skip(start)
+            .take(count)
+            .map(stream_json)
+            .collect();
+        ok(json!({ "total": streams.len(), "streams": list }))
+    }
+
+    async fn stream(&self, id: &str) -> AdminResponse {
+        let shards = self.relay.inspect(false).await;
+        match streams_across(&shards).iter().find(|s| &*s.name == id) {
+            Some(s) => ok(json!({ "stream": stream_json(s) })),
+            None => AdminResponse::error(404, &format!("no stream {id:?}")),
+        }
+    }
+
+    async fn inject(&self, id: &str, req: &AdminRequest) -> AdminResponse {
+        let payload = match data_message(&req.body) {
+            Ok(p) => p,
+            Err(e) => return AdminResponse::error(400, &e.0),
+        };
+        let shards = self.relay.inspect(false).await;
+        let Some(stream) = streams_across(&shards).into_iter().find(|s| &*s.name == id) else {
+            return AdminResponse::error(404, &format!("no stream {id:?}"));
+        };
+        let Some(origin) = stream.origin.filter(|_| stream.publisher.is_some()) else {
+            return AdminResponse::error(409, &format!("stream {id:?} has no publisher now"));
+        };
+        match self
+            .relay
+            .inject(origin, stream.name.clone(), payload)
+            .await
+        {
+            Ok(timestamp) => {
+                tracing::info!(peer = %req.peer, stream = %stream.name, timestamp, "data message put into the stream through the admin API");
+                ok(json!({ "stream": id, "timestamp": timestamp }))
+            }
+            Err(AdminRefusal::NotFound) => AdminResponse::error(404, &format!("no stream {id:?}")),
+            Err(AdminRefusal::NotLive) => {
+                AdminResponse::error(409, &format!("stream {id:?} has no publisher now"))
+            }
+        }
+    }
+
+    async fn clients(&self, query: &str) -> AdminResponse {
+        let (start, count) = match page(query) {
+            Ok(p) => p,
+            Err(r) => return r,
+        };
+        let shards = self.relay.inspect(true).await;
+        let mut clients: Vec<&ClientInfo> = shards.iter().flat_map(|s| &s.clients).collect();
+        clients.sort_by_key(|c| c.id);
+        let list: Vec<Value> = clients
+            .iter()
+            .skip(start)
+            .take(count)
+            .map(|c| client_json(c))
+            .collect();
+        ok(json!({ "total": clients.len(), "clients": list }))
+    }
+
+    /// A client id, and the shard it lives on (the id's remainder by the shard count).
+    fn parse_client_id(&self, id: &str) -> Option<(ShardId, ConnId)> {
+        let conn: ConnId = id.parse().ok()?;
+        let shards = self.relay.shard_count().max(1) as u64;
+        Some(((conn % shards) as ShardId, conn))
+    }
+
+    async fn client(&self, id: &str) -> AdminResponse {
+        let Some((shard, conn)) = self.parse_client_id(id) else {
+            return AdminResponse::error(404, &format!("no client {id:?}"));
+        };
+        let shards = self.relay.inspect(true).await;
+        let found = shards
+            .iter()
+            .filter(|s| s.shard == shard)
+            .flat_map(|s| &s.clients)
+            .find(|c| c.id == conn);
+        match found {
+            Some(c) => ok(json!({ "client": client_json(c) })),
+            None => AdminResponse::error(404, &format!("no client {id:?}")),
+        }
+    }
+
+    async fn kick(&self, id: &str, req: &AdminRequest) -> AdminResponse {
+        let Some((shard, conn)) = self.parse_client_id(id) else {
+            return AdminResponse::error(404, &format!("no client {id:?}"));
+        };
+        match self.relay.kick(shard, conn).await {
+            Ok(()) => {
+                tracing::info!(peer = %req.peer, client = conn, shard, "client closed through the admin API");
+                ok(json!({ "client": id }))
+            }
+            Err(_) => AdminResponse::error(404, &format!("no client {id:?}")),
+        }
+    }
+
+    async fn metrics(&self) -> AdminResponse {
+        let shards = self.relay.inspect(false).await;
+        let streams = streams_across(&shards);
+        let inbox = self.relay.inbox_depths();
+        let process = self.relay.process();
+        let body = metrics::render(&Scrape {
+            version: env!("CARGO_PKG_VERSION"),
+            shards: &shards,
+            streams: &streams,
+            inbox_depths: &inbox,
+            process: &process,
+            ready: self.relay.ready(),
+            max_streams: self.settings.metrics_max_streams,
+        });
+        AdminResponse::text(200, metrics::CONTENT_TYPE, body)
+    }
+}
+
+/// The methods a known path takes, for `405`'s `Allow`; empty for an unknown path.
+fn allowed_methods(segments: &[&str]) -> &'static str {
+    match segments {
+        ["healthz"] | ["readyz"] | ["metrics"] | ["api"] | ["api", "v1"] => "GET, HEAD",
+        [
+            "api",
+            "v1",
+            "versions" | "summaries" | "streams" | "clients",
+        ] => "GET, HEAD",
+        ["api", "v1", "streams", id @ .., "data"] if !id.is_empty() => "POST",
+        ["api", "v1", "streams", _, ..] => "GET, HEAD",
+        ["api", "v1", "clients", _] => "GET, HEAD, DELETE",
+        _ => "",
+    }
+}
+
+fn stream_json(s: &StreamTotals) -> Value {
+    let (app, key) = s.app_and_key();
+    let tracks = StreamTracks::of(s);
+    let now = SystemTime::now();
+    let since = |d: Option<Duration>| d.and_then(|d| now.checked_sub(d)).map(unix_ms);
+    let publisher = s.publisher.as_ref().map(|p| {
+        json!({
+            "id": p.id.to_string(),
+            "ip": p.addr.ip().to_string(),
+            "addr": p.addr.to_string(),
+            "since_ms": since(Some(p.publishing_for)),
+            "publishing_ms": p.publishing_for.as_millis() as u64,
+        })
+    });
+    let video = tracks.video.as_ref().map(|v| {
+        json!({
+            "codec": v.codec.map(video_codec_name),
+            "profile": v.profile,
+            "level": v.level,
+            "width": v.width,
+            "height": v.height,
+            "fps": v.fps,
+        })
+    });
+    let audio = tracks.audio.as_ref().map(|a| {
+        json!({
+            "codec": a.codec.map(audio_codec_name),
+            "profile": a.profile,
+            "sample_rate": a.sample_rate,
+            "channel": a.channels,
+            "channels": a.channels,
+        })
+    });
+    let viewers = s.viewers();
+    let frames: u64 = s.frames.iter().sum();
+    json!({
+        "id": &*s.name,
+        "name": key,
+        "vhost": "__defaultVhost__",
+        "app": app,
+        "url": format!("/{}", s.name),
+        "live_ms": unix_ms(now),
+        "clients": viewers + usize::from(s.publisher.is_some()),
+        "frames": frames,
+        "send_bytes": s.bytes_out,
+        "recv_bytes": s.bytes_in,
+        "kbps": { "recv_30s": s.kbps_in, "send_30s": s.kbps_out },
+        "publish": {
+            "active": s.publisher.is_some(),
+            "cid": s.publisher.as_ref().map(|p| p.id.to_string()),
+        },
+        "video": video,
+        "audio": audio,
+        "publisher": publisher,
+        "viewers": {
+            "total": viewers,
+            "per_shard": s.viewers_per_shard,
+            "waiting": s.waiting,
+        },
+        "bytes_in": s.bytes_in,
+        "bytes_out": s.bytes_out,
+        "frames_by_kind": {
+            "audio": s.frames[0],
+            "video": s.frames[1],
+            "metadata": s.frames[2],
+            "data": s.frames[3],
+        },
+        "dropped_frames": s.dropped_frames,
+        "gop_cache_bytes": s.gop_cache_bytes,
+        "live_since_ms": since(s.live_for),
+        "origin_shard": s.origin,
+    })
+}
+
+fn client_json(c: &ClientInfo) -> Value {
+    let now = SystemTime::now();
+    let (name, url) = match &c.stream {
+        Some(s) => (
+            s.split_once('/').map_or(&**s, |(_, k)| k).to_owned(),
+            format!("/{s}"),
+        ),
+        None => (String::new(), String::new()),
+    };
+    json!({
+        "id": c.id.to_string(),
+        "vhost": "__defaultVhost__",
+        "stream": c.stream.as_deref(),
+        "ip": c.addr.ip().to_string(),
+        "addr": c.addr.to_string(),
+        "url": url,
+        "name": name,
+        "app": c.app,
+        "type": srs_type(c.role),
+        "publish": c.role == RoleKind::Publisher,
+        "alive": c.connected_for.as_secs_f64(),
+        "send_bytes": c.bytes_out,
+        "recv_bytes": c.bytes_in,
+        "kbps": { "recv_30s": c.kbps_in, "send_30s": c.kbps_out },
+        "role": role_name(c.role),
+        "protocol": c.protocol,
+        "shard": c.shard,
+        "bytes_in": c.bytes_in,
+        "bytes_out": c.bytes_out,
+        "dropped_frames": c.dropped_frames,
+        "waiting": c.waiting,
+        "since_ms": now.checked_sub(c.connected_for).map(unix_ms),
+    })
+}
