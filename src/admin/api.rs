@@ -9,7 +9,7 @@
 //!
 //! Routes (ids are strings; a stream's id is its `app/stream` name, percent-encoded or
 //! not):
-//! - `GET /healthz`, `GET /readyz`, `GET /metrics`
+//! - `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /stat` (nginx-rtmp's XML)
 //! - `GET /api/v1/versions`, `GET /api/v1/summaries`
 //! - `GET /api/v1/streams?start=&count=`, `GET /api/v1/streams/{id}`,
 //!   `POST /api/v1/streams/{id}/data`
@@ -69,6 +69,8 @@ pub struct ApiSettings {
     pub token: Option<String>,
     /// Streams that get per-stream series on `/metrics`.
     pub metrics_max_streams: usize,
+    /// The configured applications, for nginx-rtmp's `/stat`.
+    pub apps: Vec<String>,
 }
 
 /// Default and largest page of `?count=`.
@@ -205,6 +207,17 @@ impl<R: RunningRelay> AdminApi<R> {
                 }
             }
             ("GET", ["metrics"]) => self.metrics().await,
+            ("GET", ["stat"]) => {
+                let shards = self.relay.inspect(true).await;
+                let streams = streams_across(&shards);
+                let xml = super::nginx_stat::render(
+                    &self.settings.apps,
+                    &shards,
+                    &streams,
+                    self.relay.started().elapsed(),
+                );
+                AdminResponse::text(200, "text/xml", xml)
+            }
             ("GET", ["api"]) | ("GET", ["api", "v1"]) => ok(json!({
                 "urls": {
                     "versions": "the version of shardcast",
@@ -491,7 +504,7 @@ impl<R: RunningRelay> AdminApi<R> {
 /// The methods a known path takes, for `405`'s `Allow`; empty for an unknown path.
 fn allowed_methods(segments: &[&str]) -> &'static str {
     match segments {
-        ["healthz"] | ["readyz"] | ["metrics"] | ["api"] | ["api", "v1"] => "GET, HEAD",
+        ["healthz"] | ["readyz"] | ["metrics"] | ["stat"] | ["api"] | ["api", "v1"] => "GET, HEAD",
         [
             "api",
             "v1",
@@ -611,4 +624,288 @@ fn client_json(c: &ClientInfo) -> Value {
         "waiting": c.waiting,
         "since_ms": now.checked_sub(c.connected_for).map(unix_ms),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::relay::snapshot::{ClientInfo, PublisherInfo, StreamInfo};
+    use crate::relay::stats::ShardStats;
+
+    /// Two shards with one stream: its publisher on shard 0, a viewer on each shard.
+    struct CannedRelay {
+        kicked: Cell<Option<(ShardId, ConnId)>>,
+        injected: RefCell<Vec<(ShardId, StreamName, Bytes)>>,
+        ready: Cell<bool>,
+    }
+
+    fn client(id: ConnId, shard: ShardId, role: RoleKind, port: u16) -> ClientInfo {
+        ClientInfo {
+            id,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            role,
+            protocol: "rtmp",
+            app: "live".into(),
+            stream: Some("live/demo".into()),
+            shard,
+            bytes_in: 10,
+            bytes_out: 20,
+            kbps_in: 1,
+            kbps_out: 2,
+            dropped_frames: 0,
+            connected_for: Duration::from_secs(5),
+            waiting: false,
+        }
+    }
+
+    fn stream(shard: ShardId, origin: bool) -> StreamInfo {
+        StreamInfo {
+            name: "live/demo".into(),
+            shard,
+            origin,
+            publisher: origin.then(|| PublisherInfo {
+                id: 2,
+                addr: SocketAddr::from(([127, 0, 0, 1], 5000)),
+                publishing_for: Duration::from_secs(4),
+            }),
+            live: true,
+            file: false,
+            video: None,
+            audio: None,
+            video_header: None,
+            audio_header: None,
+            metadata: None,
+            viewers: 1,
+            waiting: 0,
+            bytes_in: if origin { 1000 } else { 0 },
+            bytes_out: 500,
+            kbps_in: 8,
+            kbps_out: 4,
+            frames: [3, 2, 1, 0],
+            dropped_frames: 1,
+            gop_cache_bytes: 100,
+            ring_memory: 0,
+            live_for: Some(Duration::from_secs(4)),
+        }
+    }
+
+    impl RunningRelay for CannedRelay {
+        fn inspect(&self, clients: bool) -> LocalFuture<'_, Vec<ShardSnapshot>> {
+            let snap = |shard: ShardId, list: Vec<ClientInfo>| ShardSnapshot {
+                shard,
+                clients: if clients { list } else { Vec::new() },
+                streams: vec![stream(shard, shard == 0)],
+                connections: ConnectionCounts::default(),
+                bytes_in: 1,
+                bytes_out: 2,
+                stats: ShardStats::default(),
+            };
+            let shards = vec![
+                snap(
+                    0,
+                    vec![
+                        client(2, 0, RoleKind::Publisher, 5000),
+                        client(4, 0, RoleKind::Viewer, 5001),
+                    ],
+                ),
+                snap(1, vec![client(3, 1, RoleKind::Viewer, 5002)]),
+            ];
+            Box::pin(async move { shards })
+        }
+
+        fn kick(&self, shard: ShardId, conn: ConnId) -> LocalFuture<'_, Result<(), AdminRefusal>> {
+            self.kicked.set(Some((shard, conn)));
+            let found = [2, 3, 4].contains(&conn);
+            Box::pin(async move {
+                if found {
+                    Ok(())
+                } else {
+                    Err(AdminRefusal::NotFound)
+                }
+            })
+        }
+
+        fn inject(
+            &self,
+            shard: ShardId,
+            stream: StreamName,
+            payload: Bytes,
+        ) -> LocalFuture<'_, Result<u32, AdminRefusal>> {
+            self.injected.borrow_mut().push((shard, stream, payload));
+            Box::pin(async { Ok(1234) })
+        }
+
+        fn shard_count(&self) -> usize {
+            2
+        }
+
+        fn inbox_depths(&self) -> Vec<usize> {
+            vec![0, 0]
+        }
+
+        fn process(&self) -> ProcessStats {
+            ProcessStats::default()
+        }
+
+        fn ready(&self) -> bool {
+            self.ready.get()
+        }
+
+        fn started(&self) -> Instant {
+            Instant::now()
+        }
+    }
+
+    fn api(token: Option<&str>) -> AdminApi<CannedRelay> {
+        AdminApi::new(
+            CannedRelay {
+                kicked: Cell::new(None),
+                injected: RefCell::new(Vec::new()),
+                ready: Cell::new(true),
+            },
+            ApiSettings {
+                token: token.map(str::to_owned),
+                metrics_max_streams: 10,
+                apps: vec!["live".into()],
+            },
+        )
+    }
+
+    fn call(
+        api: &AdminApi<CannedRelay>,
+        method: &str,
+        target: &str,
+        auth: Option<&str>,
+        body: &str,
+    ) -> (u16, Value) {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let req = AdminRequest {
+            method: method.into(),
+            path: path.into(),
+            query: query.into(),
+            authorization: auth.map(str::to_owned),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+        };
+        let r = futures_lite::future::block_on(api.handle(req));
+        let json = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+        (r.status, json)
+    }
+
+    #[test]
+    fn streams_add_up_every_shard() {
+        let a = api(None);
+        let (status, body) = call(&a, "GET", "/api/v1/streams", None, "");
+        assert_eq!(status, 200);
+        assert_eq!(body["code"], 0);
+        let s = &body["streams"][0];
+        assert_eq!(s["id"], "live/demo");
+        assert_eq!(s["app"], "live");
+        assert_eq!(s["name"], "demo");
+        assert_eq!(s["viewers"]["total"], 2);
+        assert_eq!(s["viewers"]["per_shard"], json!([1, 1]));
+        assert_eq!(s["clients"], 3, "SRS counts the publisher");
+        assert_eq!(s["publish"]["active"], true);
+        assert_eq!(s["publish"]["cid"], "2");
+        assert_eq!(s["send_bytes"], 1000);
+        assert_eq!(s["recv_bytes"], 1000);
+        assert_eq!(s["dropped_frames"], 2);
+        for path in ["/api/v1/streams/live/demo", "/api/v1/streams/live%2Fdemo"] {
+            let (status, one) = call(&a, "GET", path, None, "");
+            assert_eq!(status, 200, "{path}");
+            assert_eq!(one["stream"]["id"], "live/demo");
+        }
+        let (status, missing) = call(&a, "GET", "/api/v1/streams/live/nope", None, "");
+        assert_eq!((status, missing["code"].clone()), (404, json!(404)));
+        let (_, paged) = call(&a, "GET", "/api/v1/streams?start=1&count=5", None, "");
+        assert_eq!(paged["streams"], json!([]));
+        assert_eq!(paged["total"], 1);
+        let (status, _) = call(&a, "GET", "/api/v1/streams?count=many", None, "");
+        assert_eq!(status, 400);
+    }
+
+    #[test]
+    fn clients_are_listed_found_and_kicked_on_their_shard() {
+        let a = api(None);
+        let (_, body) = call(&a, "GET", "/api/v1/clients", None, "");
+        let ids: Vec<&str> = body["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["2", "3", "4"]);
+        let (status, one) = call(&a, "GET", "/api/v1/clients/3", None, "");
+        assert_eq!(status, 200);
+        assert_eq!(one["client"]["shard"], 1);
+        assert_eq!(one["client"]["ip"], "127.0.0.1");
+        assert_eq!(one["client"]["addr"], "127.0.0.1:5002");
+        assert_eq!(one["client"]["role"], "viewer");
+        let (status, _) = call(&a, "DELETE", "/api/v1/clients/3", None, "");
+        assert_eq!(status, 200);
+        assert_eq!(a.relay.kicked.get(), Some((1, 3)), "asked shard 3 % 2");
+        for id in ["99", "x"] {
+            let (status, body) = call(&a, "DELETE", &format!("/api/v1/clients/{id}"), None, "");
+            assert_eq!((status, body["code"].clone()), (404, json!(404)));
+        }
+    }
+
+    #[test]
+    fn data_goes_to_the_origin_shard_and_bad_json_changes_nothing() {
+        let a = api(None);
+        let body = r#"{"handler": "onTextData", "data": {"text": "hi"}}"#;
+        let (status, answer) = call(&a, "POST", "/api/v1/streams/live/demo/data", None, body);
+        assert_eq!(status, 200);
+        assert_eq!(answer["timestamp"], 1234);
+        assert_eq!(a.relay.injected.borrow()[0].0, 0, "shard 0 is the origin");
+        let (status, _) = call(&a, "POST", "/api/v1/streams/live/demo/data", None, "{oops");
+        assert_eq!(status, 400);
+        let (status, _) = call(&a, "POST", "/api/v1/streams/live/nope/data", None, body);
+        assert_eq!(status, 404);
+        assert_eq!(a.relay.injected.borrow().len(), 1);
+    }
+
+    #[test]
+    fn a_token_guards_every_change_but_no_read() {
+        let a = api(Some("s3cret"));
+        let body = r#"{"handler": "onCuePoint"}"#;
+        let path = "/api/v1/streams/live/demo/data";
+        assert_eq!(call(&a, "POST", path, None, body).0, 401);
+        assert_eq!(call(&a, "POST", path, Some("Bearer wrong"), body).0, 401);
+        assert_eq!(
+            call(&a, "DELETE", "/api/v1/clients/2", Some("s3cret"), "").0,
+            401
+        );
+        assert!(a.relay.injected.borrow().is_empty());
+        assert_eq!(a.relay.kicked.get(), None);
+        assert_eq!(call(&a, "POST", path, Some("Bearer s3cret"), body).0, 200);
+        assert_eq!(call(&a, "GET", "/api/v1/clients", None, "").0, 200);
+    }
+
+    #[test]
+    fn health_methods_and_unknown_paths() {
+        let a = api(None);
+        assert_eq!(call(&a, "GET", "/healthz", None, "").0, 200);
+        assert_eq!(call(&a, "GET", "/readyz", None, "").0, 200);
+        a.relay.ready.set(false);
+        assert_eq!(call(&a, "GET", "/readyz", None, "").0, 503);
+        assert_eq!(call(&a, "PUT", "/api/v1/streams", None, "").0, 405);
+        assert_eq!(call(&a, "GET", "/api/v2/nothing", None, "").0, 404);
+        assert_eq!(
+            call(&a, "GET", "/api/v1/versions", None, "").1["data"]["version"],
+            env!("CARGO_PKG_VERSION")
+        );
+        let (status, summary) = call(&a, "GET", "/api/v1/summaries", None, "");
+        assert_eq!(status, 200);
+        assert_eq!(
+            summary["data"]["shardcast"]["shards"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
 }

@@ -8,7 +8,7 @@
 //! and is summed here, off the shards' cores.
 //!
 //! - `api.rs`: the routes (SRS's JSON API, health checks, `/metrics`) and the bearer token.
-//! - `metrics.rs`: the Prometheus text rendering.
+//! - `metrics.rs`: the Prometheus text rendering; `nginx_stat.rs`: nginx-rtmp's `/stat` XML.
 //! - `track.rs`: a stream's codecs, resolution and sample rate, as the API shows them.
 //! - `data_message.rs`: a JSON request made into the AMF0 data message a stream carries.
 //! - `request.rs`: the request and response as plain values, and JSON error answers.
@@ -16,5 +16,6 @@
 pub mod api;
 pub mod data_message;
 pub mod metrics;
+pub mod nginx_stat;
 pub mod request;
 pub mod track;

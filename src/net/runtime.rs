@@ -115,6 +115,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             settings: ApiSettings {
                 token: config.admin.token().map(str::to_owned),
                 metrics_max_streams: config.admin.metrics_max_streams,
+                apps: config.apps.keys().cloned().collect(),
             },
             senders: senders.clone(),
             ready: ready.clone(),
