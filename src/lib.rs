@@ -27,7 +27,10 @@
 //!    own task, which waits for it to drain: nothing a viewer does slows the publisher.
 //!
 //! `src/relay/` and `src/rtmp/` are deterministic (no sockets, clocks or tasks);
-//! `src/net/` drives them. `src/performance.rs` holds every performance knob with the
+//! `src/net/` drives them. Operators see and steer all of this through `src/admin/` (the
+//! JSON API, `/metrics`, health checks), served by `src/net/admin_listener.rs` on a thread
+//! of its own that asks the shards by message and sums their plain counters
+//! (`src/relay/stats.rs`) at scrape time. `src/performance.rs` holds every performance knob with the
 //! measurement behind it; `src/config.rs` is the configuration file's schema; `loadtest/`
 //! is the bundled load generator, built on the client role
 //! (`src/rtmp/client_session.rs`).

@@ -2,8 +2,8 @@
 //! The only code that does; it drives the deterministic relay (`src/relay/`) and protocol
 //! (`src/rtmp/`) state machines.
 //!
-//! - `runtime.rs`: starting the shards (one pinned glommio executor per core), signals,
-//!   shutdown, and asking every shard for its snapshot.
+//! - `runtime.rs`: starting the admin listener and the shards (one pinned glommio executor
+//!   per core), signals, shutdown.
 //! - `shard_driver.rs`: one shard's driver: carries out the relay's outputs, runs its
 //!   inbox, fan-out and timer tasks, reads stored files.
 //! - `listener.rs`: the accept loop (every shard binds the ingest port with SO_REUSEPORT,

@@ -26,9 +26,8 @@ use crate::admin::api::ApiSettings;
 use crate::config::Config;
 use crate::performance::INBOX_CAPACITY;
 use crate::relay::directory::StreamDirectory;
-use crate::relay::message::{Reply, ShardMessage};
+use crate::relay::message::ShardMessage;
 use crate::relay::shard::Shard;
-use crate::relay::snapshot::ShardSnapshot;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -211,31 +210,6 @@ fn shutdown(senders: &[ShardSender<ShardMessage>]) {
     }
 }
 
-/// Asks every shard for its [`ShardSnapshot`] and waits up to `limit` for the answers: a
-/// round of messages, never a lock. Shards that do not answer in time are left out.
-pub fn inspect(senders: &[ShardSender<ShardMessage>], limit: Duration) -> Vec<ShardSnapshot> {
-    let (reply, answers) = crossbeam_channel::bounded(senders.len());
-    let asked = senders
-        .iter()
-        .filter(|tx| {
-            let reply = reply.clone();
-            tx.send(ShardMessage::Inspect {
-                clients: true,
-                reply: Reply::new(move |snapshot| {
-                    let _ = reply.try_send(snapshot);
-                }),
-            })
-            .is_ok()
-        })
-        .count();
-    let deadline = Instant::now() + limit;
-    let mut shards: Vec<ShardSnapshot> = (0..asked)
-        .map_while(|_| answers.recv_deadline(deadline).ok())
-        .collect();
-    shards.sort_by_key(|s| s.shard);
-    shards
-}
-
 async fn shard_main(
     driver: std::rc::Rc<ShardDriver>,
     inbox: Inbox<ShardMessage>,
@@ -267,53 +241,4 @@ async fn shard_main(
         futures_lite::future::or(driver.client_gone.wait(), glommio::timer::sleep(left)).await;
     }
     tracing::debug!(shard = id, "shard finished");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn inspect_gathers_every_shards_snapshot_by_message() {
-        let config = Arc::new(Config::from_toml_str("[app.live]\n").unwrap());
-        let directory = Arc::new(StreamDirectory::new());
-        let started = Instant::now();
-        let (senders, inboxes): (Vec<_>, Vec<_>) = (0..2).map(|_| mailbox(16)).unzip();
-        let shards: Vec<_> = inboxes
-            .into_iter()
-            .enumerate()
-            .map(|(id, inbox)| {
-                let (config, directory) = (config.clone(), directory.clone());
-                std::thread::spawn(move || {
-                    let mut shard = Shard::new(id, 2, config, directory, started);
-                    let addr = SocketAddr::from(([127, 0, 0, 1], 9000 + id as u16));
-                    shard.accept(addr, Instant::now()).unwrap();
-                    let mut batch = Vec::new();
-                    // Answers until told to stop.
-                    while futures_lite::future::block_on(inbox.recv_batch(&mut batch, 8)) {
-                        for msg in batch.drain(..) {
-                            let stop = matches!(msg, ShardMessage::Shutdown);
-                            shard.handle_message(msg, Instant::now());
-                            if stop {
-                                return;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        let snaps = inspect(&senders, Duration::from_secs(5));
-        shutdown(&senders);
-        for s in shards {
-            s.join().unwrap();
-        }
-        assert_eq!(
-            snaps.iter().map(|s| s.shard).collect::<Vec<_>>(),
-            vec![0, 1]
-        );
-        for s in &snaps {
-            assert_eq!(s.clients.len(), 1);
-            assert_eq!(s.clients[0].addr.port(), 9000 + s.shard as u16);
-        }
-    }
 }
