@@ -13,7 +13,10 @@
 //! - `vectored.rs`: the one vectored write every byte to a client goes through.
 //! - `mailbox.rs`: the bounded cross-core channels between shards, and their doorbell.
 //! - `wakeup.rs`: wake-ups between the tasks of one shard.
+//! - `admin_http.rs`: the admin listener's HTTP server (hyper on glommio), with its caps on
+//!   connections, head and body sizes, and idle time.
 
+pub mod admin_http;
 pub mod client_task;
 pub mod listener;
 pub mod mailbox;
