@@ -14,6 +14,8 @@
 //! - `mailbox.rs`: the bounded cross-core channels between shards, and their doorbell.
 //! - `wakeup.rs`: wake-ups between the tasks of one shard.
 //! - `admin_listener.rs`: the admin API's thread, which asks the shards by message.
+//! - `admin_http.rs`: the admin listener's HTTP server (hyper on glommio), with its caps on
+//!   connections, head and body sizes, and idle time.
 //! - `process.rs`: the process's CPU time, memory and descriptors, from `/proc/self`.
 
 pub mod admin_http;
