@@ -196,6 +196,19 @@ pub struct AdminConfig {
 pub struct LogConfig {
     /// A `tracing` env-filter directive; `RUST_LOG`, when set, wins over it.
     pub filter: String,
+    pub format: LogFormat,
+}
+
+/// `log.format`: how each log event is written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event, coloured on a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers (Loki, Elasticsearch, journald exporters)
+    /// that would otherwise have to parse the text layout with a regex.
+    Json,
 }
 
 /// `[app.NAME]`: one application and the behaviour of the streams published under it.
@@ -317,6 +330,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             filter: "info".to_owned(),
+            format: LogFormat::Text,
         }
     }
 }
@@ -876,6 +890,18 @@ fn reword_toml_message(message: &str) -> String {
     if let Some(rest) = message.strip_prefix("unknown field") {
         return format!("unknown key{rest}");
     }
+    // A word-valued key (`log.format`, `viewer.flush_on`): quoted the way the file writes
+    // strings, and in the "must be ..., got ..." shape of the range errors.
+    if let Some(rest) = message.strip_prefix("unknown variant ")
+        && let Some((got, expected)) = rest.split_once(", expected ")
+    {
+        let quote = |text: &str| text.replace('`', "\"");
+        return format!("must be {}, got {}", quote(expected), quote(got));
+    }
+    // toml's wording when a word-valued key is given a number or a boolean.
+    if message == "wanted string or table" {
+        return "must be a quoted string".to_owned();
+    }
     if message == "duplicate key" {
         return "defined more than once; TOML allows each key and [table] only once".to_owned();
     }
@@ -1085,7 +1111,7 @@ mod tests {
         assert_eq!(section("server"), 11);
         assert_eq!(section("admin"), 3);
         assert_eq!(section("viewer"), 7);
-        assert_eq!(section("log"), 1);
+        assert_eq!(section("log"), 2);
         assert_eq!(document["app"]["live"].as_table().unwrap().len(), 11);
     }
 
@@ -1532,6 +1558,37 @@ mod tests {
         assert_eq!(
             config.app("live").unwrap().recordings_dir(),
             Some(Path::new("/srv/flv"))
+        );
+    }
+
+    #[test]
+    fn log_format_is_text_or_json() {
+        assert_eq!(Config::default().log.format, LogFormat::Text);
+        let config = Config::from_toml_str("[log]\nformat = \"json\"\n").unwrap();
+        assert_eq!(config.log.format, LogFormat::Json);
+        let config = Config::from_toml_str("[log]\nformat = \"text\"\n").unwrap();
+        assert_eq!(config.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn log_format_rejects_other_words_by_name() {
+        for value in ["\"JSON\"", "\"logfmt\"", "1"] {
+            let text = format!("[log]\nformat = {value}\n");
+            let error = rejected(&text);
+            assert_eq!(error.key(), Some("log.format"), "for {value}");
+            assert_eq!(error.line(), Some(2), "for {value}");
+        }
+        assert_eq!(
+            rejected("[log]\nformat = \"logfmt\"\n").to_string(),
+            "config error at log.format: must be \"text\" or \"json\", got \"logfmt\" (line 2)"
+        );
+        assert_eq!(
+            reword_toml_message("unknown variant `x`, expected one of `a`, `b`, `c`"),
+            "must be one of \"a\", \"b\", \"c\", got \"x\""
+        );
+        assert_eq!(
+            rejected("[log]\nformat = 1\n").to_string(),
+            "config error at log.format: must be a quoted string (line 2)"
         );
     }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use shardcast::config::{Config, Shards};
+use shardcast::config::{Config, LogFormat, Shards};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -90,15 +90,33 @@ fn main() -> ExitCode {
             }
         },
     };
-    // Logs go to stderr (stdout is for `--check-config`'s verdict). Colours only on a
-    // terminal: log files and journald get plain lines.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(ansi)
-        .init();
+    // Logs go to stderr (stdout is for `--check-config`'s verdict).
+    match config.log.format {
+        LogFormat::Text => {
+            // Colours only on a terminal: log files and journald get plain lines.
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(filter)
+                .with_target(false)
+                .with_ansi(ansi)
+                .init();
+        }
+        LogFormat::Json => {
+            // Fields at the top level, beside `timestamp` and `level`, so a shipper can index
+            // `stream` or `peer` without digging into a nested `fields` object. No span list:
+            // the relay opens none, and the key would only be noise on every line.
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .with_writer(std::io::stderr)
+                .with_env_filter(filter)
+                .with_target(false)
+                .init();
+        }
+    }
     match shardcast::net::runtime::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -11,8 +11,10 @@
 //!   number and send time) in every video message;
 //! - `publisher.rs`, `viewer.rs`, `scanner.rs`: the two roles, on `ClientSession`;
 //! - `run.rs`, `stats.rs`, `clock.rs`, `server_usage.rs`: threads, phases, measurements;
+//! - `admin.rs`: the server's own view, from its admin HTTP API (`--admin`);
 //! - `report.rs`: the table and the JSON.
 
+mod admin;
 mod clock;
 mod h264;
 mod marker;

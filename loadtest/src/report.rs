@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::admin::{AdminView, ShardSummary, StreamInfo};
+
 /// Percentiles of one histogram, in the unit its name says.
 #[derive(Serialize, Debug, Clone, Default)]
 pub struct Summary {
@@ -125,6 +127,186 @@ pub struct Server {
     pub rss_bytes_per_viewer: Option<f64>,
     /// Why there are no steady-state numbers, if there are none.
     pub note: Option<String>,
+}
+
+/// The load generator's own counts at the moment the admin API was asked.
+#[derive(Debug, Clone, Default)]
+pub struct OwnCounts {
+    /// Publishers publishing plus viewers playing.
+    pub connections: u64,
+    /// Media bytes the publishers sent (payloads, without RTMP headers).
+    pub bytes_in: u64,
+    /// Bytes the viewers received, everything included.
+    pub bytes_out: u64,
+    /// Each stream viewers play: its app, its stream name, and its viewers playing.
+    pub streams: Vec<(String, String, u64)>,
+}
+
+/// One number as we counted it and as the server did; `server` is absent when its answer
+/// did not come.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct Compared {
+    pub ours: u64,
+    pub server: Option<u64>,
+}
+
+/// A stream the server listed, as it listed it, with our viewers of it.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct ServerStream {
+    #[serde(flatten)]
+    pub server: StreamInfo,
+    /// Our viewers playing it; `None` when it is not one of the run's streams.
+    pub ours_playing: Option<u64>,
+}
+
+/// The server's view from its admin API, read as the run ended (viewers still connected).
+/// Its byte counters run from the server's start, so they match ours only on a server
+/// that carried nothing else.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct ServerApi {
+    pub url: String,
+    /// What could not be read, one line each; what was read is still shown.
+    pub errors: Vec<String>,
+    pub connections: Compared,
+    pub bytes_in: Compared,
+    pub bytes_out: Compared,
+    pub shards: Vec<ShardSummary>,
+    pub streams: Vec<ServerStream>,
+    /// The run's streams (`app/name`) the server did not list.
+    pub missing_streams: Vec<String>,
+}
+
+impl ServerApi {
+    pub fn of(view: AdminView, ours: &OwnCounts) -> ServerApi {
+        let mut errors = Vec::new();
+        let summary = view.summary.map_err(|e| errors.push(e)).ok();
+        let listed = view
+            .streams
+            .map_err(|e| {
+                if !errors.contains(&e) {
+                    errors.push(e);
+                }
+            })
+            .ok();
+        let compared = |ours: u64, server: Option<u64>| Compared { ours, server };
+        let mut streams: Vec<ServerStream> = listed
+            .iter()
+            .flatten()
+            .map(|stream| ServerStream {
+                ours_playing: ours
+                    .streams
+                    .iter()
+                    .find(|(app, name, _)| *app == stream.app && *name == stream.name)
+                    .map(|(_, _, playing)| *playing),
+                server: stream.clone(),
+            })
+            .collect();
+        streams
+            .sort_by(|a, b| (&a.server.app, &a.server.name).cmp(&(&b.server.app, &b.server.name)));
+        let missing_streams = match &listed {
+            Some(listed) => ours
+                .streams
+                .iter()
+                .filter(|(app, name, _)| !listed.iter().any(|s| s.app == *app && s.name == *name))
+                .map(|(app, name, _)| format!("{app}/{name}"))
+                .collect(),
+            None => Vec::new(),
+        };
+        ServerApi {
+            url: view.url,
+            errors,
+            connections: compared(
+                ours.connections,
+                summary.as_ref().map(|s| s.connections.total),
+            ),
+            bytes_in: compared(ours.bytes_in, summary.as_ref().map(|s| s.bytes_in)),
+            bytes_out: compared(ours.bytes_out, summary.as_ref().map(|s| s.bytes_out)),
+            shards: summary.map(|s| s.shards).unwrap_or_default(),
+            streams,
+            missing_streams,
+        }
+    }
+
+    /// Its section of the table.
+    pub fn table(&self, out: &mut String) {
+        // Nothing came back: the one line the reader needs.
+        if self.connections.server.is_none() && self.streams.is_empty() && !self.errors.is_empty() {
+            let _ = writeln!(out, "server API {}: {}", self.url, self.errors.join("; "));
+            return;
+        }
+        let _ = writeln!(out, "server API {} (read as the run ended)", self.url);
+        for e in &self.errors {
+            let _ = writeln!(out, "  error: {e}");
+        }
+        let _ = writeln!(out, "  {:<22}{:>14}{:>14}", "", "ours", "server");
+        for (name, c) in [
+            ("connections", &self.connections),
+            ("bytes in", &self.bytes_in),
+            ("bytes out", &self.bytes_out),
+        ] {
+            let server = c.server.map_or("-".to_owned(), |x| x.to_string());
+            let _ = writeln!(out, "  {name:<22}{:>14}{server:>14}", c.ours);
+        }
+        if !self.shards.is_empty() {
+            let _ = writeln!(
+                out,
+                "  {:<8}{:>14}{:>14}{:>16}",
+                "shard", "connections", "viewers", "bytes out"
+            );
+            for s in &self.shards {
+                let _ = writeln!(
+                    out,
+                    "  {:<8}{:>14}{:>14}{:>16}",
+                    s.shard, s.connections, s.viewers, s.bytes_out
+                );
+            }
+        }
+        if !self.streams.is_empty() {
+            let names: Vec<String> = self
+                .streams
+                .iter()
+                .map(|s| format!("{}/{}", s.server.app, s.server.name))
+                .collect();
+            let width = names
+                .iter()
+                .map(|n| n.chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(8)
+                + 2;
+            let _ = writeln!(
+                out,
+                "  {:<width$}{:>8}{:>8}{:>10}{:>16}{:>12}  per shard",
+                "stream", "ours", "server", "dropped", "send bytes", "kbit/s 30s"
+            );
+            for (name, s) in names.iter().zip(&self.streams) {
+                let ours = s.ours_playing.map_or("-".to_owned(), |x| x.to_string());
+                let per_shard: Vec<String> = s
+                    .server
+                    .viewers
+                    .per_shard
+                    .iter()
+                    .map(u64::to_string)
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  {name:<width$}{ours:>8}{:>8}{:>10}{:>16}{:>12.1}  {}",
+                    s.server.viewers.total,
+                    s.server.dropped_frames,
+                    s.server.send_bytes,
+                    s.server.kbps.send_30s,
+                    per_shard.join(" ")
+                );
+            }
+        }
+        if !self.missing_streams.is_empty() {
+            let _ = writeln!(
+                out,
+                "  not listed by the server: {}",
+                self.missing_streams.join(", ")
+            );
+        }
+    }
 }
 
 /// One executor thread of the load generator.
@@ -332,6 +514,8 @@ pub struct Report {
     /// Each viewer's received bitrate over its playing time, kbit/s.
     pub viewer_bitrate_kbps: Summary,
     pub server: Option<Server>,
+    /// The server's own counts from its admin API (`--admin`), beside ours.
+    pub server_api: Option<ServerApi>,
     pub load_generator: LoadGenerator,
 }
 
@@ -485,6 +669,10 @@ impl Report {
                 }
             }
         }
+        if let Some(api) = &self.server_api {
+            let _ = writeln!(out);
+            api.table(&mut out);
+        }
         let g = &self.load_generator;
         let _ = writeln!(out);
         let _ = writeln!(out, "load generator (this process)");
@@ -527,6 +715,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::{ConnectionCounts, ShardcastSummary, StreamKbps, StreamViewers};
     use crate::stats::{record, trend_histogram};
 
     fn near(x: Option<f64>, want: f64) -> bool {
@@ -572,6 +761,165 @@ mod tests {
         assert!(near(t.last_p99_ms, 30.0), "{t:?}");
         assert_eq!(t.windows.len(), 60);
         assert!(!t.truncated);
+    }
+
+    fn stream(app: &str, name: &str, total: u64, per_shard: &[u64]) -> StreamInfo {
+        StreamInfo {
+            app: app.into(),
+            name: name.into(),
+            viewers: StreamViewers {
+                total,
+                per_shard: per_shard.to_vec(),
+            },
+            dropped_frames: 3,
+            send_bytes: 60_000_000,
+            kbps: StreamKbps {
+                send_30s: 125_000.0,
+            },
+        }
+    }
+
+    fn own_counts() -> OwnCounts {
+        OwnCounts {
+            connections: 51,
+            bytes_in: 1_100_000,
+            bytes_out: 60_500_000,
+            streams: vec![
+                ("live".into(), "load-0".into(), 50),
+                ("live".into(), "load-1".into(), 0),
+            ],
+        }
+    }
+
+    fn summary() -> ShardcastSummary {
+        ShardcastSummary {
+            connections: ConnectionCounts { total: 53 },
+            bytes_in: 1_200_000,
+            bytes_out: 61_000_000,
+            shards: vec![
+                ShardSummary {
+                    shard: 0,
+                    connections: 27,
+                    viewers: 26,
+                    bytes_out: 30_000_000,
+                },
+                ShardSummary {
+                    shard: 1,
+                    connections: 26,
+                    viewers: 24,
+                    bytes_out: 31_000_000,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn server_api_sets_the_server_beside_us() {
+        let view = AdminView {
+            url: "http://127.0.0.1:1985".into(),
+            summary: Ok(summary()),
+            streams: Ok(vec![
+                stream("live", "other", 2, &[2, 0]),
+                stream("live", "load-0", 50, &[26, 24]),
+            ]),
+        };
+        let api = ServerApi::of(view, &own_counts());
+        assert!(api.errors.is_empty());
+        assert_eq!(
+            api.connections,
+            Compared {
+                ours: 51,
+                server: Some(53)
+            }
+        );
+        assert_eq!(api.bytes_out.server, Some(61_000_000));
+        // Sorted by name; ours matched by app and name.
+        assert_eq!(api.streams[0].server.name, "load-0");
+        assert_eq!(api.streams[0].ours_playing, Some(50));
+        assert_eq!(api.streams[1].ours_playing, None);
+        assert_eq!(api.missing_streams, vec!["live/load-1".to_owned()]);
+
+        let mut table = String::new();
+        api.table(&mut table);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(
+            lines[0],
+            "server API http://127.0.0.1:1985 (read as the run ended)"
+        );
+        let row = |first: &str| -> Vec<&str> {
+            lines
+                .iter()
+                .find(|l| l.split_whitespace().next() == Some(first))
+                .unwrap_or_else(|| panic!("no {first} row in\n{table}"))
+                .split_whitespace()
+                .collect()
+        };
+        assert_eq!(row("connections"), ["connections", "51", "53"]);
+        assert_eq!(
+            row("live/load-0"),
+            [
+                "live/load-0",
+                "50",
+                "50",
+                "3",
+                "60000000",
+                "125000.0",
+                "26",
+                "24"
+            ]
+        );
+        assert_eq!(row("live/other")[1], "-");
+        assert_eq!(row("1"), ["1", "26", "24", "31000000"]);
+        assert!(
+            table.contains("not listed by the server: live/load-1"),
+            "{table}"
+        );
+
+        let json = serde_json::to_value(&api).unwrap();
+        assert_eq!(json["connections"]["server"], 53);
+        assert_eq!(json["streams"][0]["viewers"]["per_shard"][1], 24);
+        assert_eq!(json["streams"][0]["kbps"]["send_30s"], 125_000.0);
+        assert_eq!(json["streams"][0]["ours_playing"], 50);
+        assert_eq!(json["shards"][1]["bytes_out"], 31_000_000);
+    }
+
+    #[test]
+    fn unreachable_server_api_is_one_line() {
+        let e = "cannot reach http://127.0.0.1:1985/api/v1/summaries: io: Connection refused";
+        let view = AdminView {
+            url: "http://127.0.0.1:1985".into(),
+            summary: Err(e.into()),
+            streams: Err(e.into()),
+        };
+        let api = ServerApi::of(view, &own_counts());
+        assert_eq!(api.errors, vec![e.to_owned()]);
+        assert_eq!(api.connections.server, None);
+        assert!(api.missing_streams.is_empty(), "unknown, not missing");
+        let mut table = String::new();
+        api.table(&mut table);
+        assert_eq!(table, format!("server API http://127.0.0.1:1985: {e}\n"));
+        let json = serde_json::to_value(&api).unwrap();
+        assert_eq!(json["errors"][0], e);
+        assert!(json["connections"]["server"].is_null());
+        assert_eq!(json["connections"]["ours"], 51);
+    }
+
+    #[test]
+    fn half_an_answer_is_shown_with_its_error() {
+        let view = AdminView {
+            url: "http://127.0.0.1:1985".into(),
+            summary: Ok(summary()),
+            streams: Err("streams: the server answered code 1".into()),
+        };
+        let api = ServerApi::of(view, &own_counts());
+        let mut table = String::new();
+        api.table(&mut table);
+        assert!(
+            table.contains("  error: streams: the server answered code 1"),
+            "{table}"
+        );
+        assert!(table.contains("bytes out"), "{table}");
+        assert!(!table.contains("kbit/s 30s"), "{table}");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! plays stream `i % streams` on thread `i % threads`, so every stream's viewers spread
 //! over every thread. The main thread only watches: it starts the viewers once every
 //! publisher is publishing, samples the server, draws the progress line, and ends the run
-//! at `--duration` or on Ctrl-C (SIGINT or SIGTERM), then gathers each thread's numbers.
+//! at `--duration` or on Ctrl-C (SIGINT or SIGTERM), reads the server's admin API
+//! (`--admin`) while every connection is still up, then gathers each thread's numbers.
 //!
 //! Phases: publishers connect and publish (a refused or failed publish ends the run with
 //! its error: viewers would measure nothing); viewers then start at `--ramp` per second;
@@ -14,6 +15,7 @@
 //! server's CPU time is measured over.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -23,9 +25,10 @@ use glommio::timer::sleep;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::admin::{self, AdminView};
 use crate::report::{
-    Delivered, GeneratorThread, LatencyTrend, LoadGenerator, Messages, Publishers, Report,
-    RunSettings, SATURATED, Server, Summary, Viewers, round3,
+    Delivered, GeneratorThread, LatencyTrend, LoadGenerator, Messages, OwnCounts, Publishers,
+    Report, RunSettings, SATURATED, Server, ServerApi, Summary, Viewers, round3,
 };
 use crate::server_usage::{self, ProcSample};
 use crate::settings::{Settings, SourceSpec};
@@ -238,7 +241,12 @@ struct Watch<'a> {
     generator_steady_start: Option<GeneratorSample>,
     generator_end: Option<GeneratorSample>,
     bytes_at_steady_start: u64,
+    /// Bytes viewers had received at `end`: the admin API is read after it, and what
+    /// arrives meanwhile is outside the measured window.
+    bytes_at_end: u64,
     server_error: Option<String>,
+    /// The admin API's answers (`--admin`), and our counts as they were asked.
+    admin: Option<(AdminView, OwnCounts)>,
     progress: ProgressBar,
     last_bytes: (Instant, u64),
     rate_gbps: f64,
@@ -272,7 +280,9 @@ impl<'a> Watch<'a> {
             generator_steady_start: None,
             generator_end: None,
             bytes_at_steady_start: 0,
+            bytes_at_end: 0,
             server_error: None,
+            admin: None,
             progress,
             last_bytes: (run_start, 0),
             rate_gbps: 0.0,
@@ -354,11 +364,49 @@ impl<'a> Watch<'a> {
         self.end = Some(now);
         self.server_end = self.sample_server();
         self.generator_end = Some(GeneratorSample::take(self.shared));
+        self.bytes_at_end = self.shared.live.bytes_received.load(Ordering::Relaxed);
         if self.steady_start.is_none() {
             // Keep the bytes counter consistent with the (absent) window.
-            self.bytes_at_steady_start = self.shared.live.bytes_received.load(Ordering::Relaxed);
+            self.bytes_at_steady_start = self.bytes_at_end;
+        }
+        // Before the executors stop: once they do, every viewer disconnects and the
+        // server's lists would show nothing of the run.
+        if let Some(target) = &self.settings.admin {
+            let ours = self.own_counts();
+            self.admin = Some((admin::fetch(target), ours));
         }
         Ok(())
+    }
+
+    /// Our side of the admin comparison, now.
+    fn own_counts(&self) -> OwnCounts {
+        let streams = &self.shared.streams;
+        let publishing = streams
+            .iter()
+            .filter(|s| s.publishing.load(Ordering::Relaxed))
+            .count() as u64;
+        let live = &self.shared.live;
+        // Summed by name: a play URL without {n} has every stream's viewers on one stream.
+        let mut playing: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for (url, s) in self.settings.play_urls.iter().zip(streams) {
+            // The server names a stream without the query (`key?token=...`).
+            let name = url.key.split('?').next().unwrap_or_default();
+            *playing
+                .entry((url.app.clone(), name.to_owned()))
+                .or_default() += s.viewers_playing.load(Ordering::Relaxed);
+        }
+        OwnCounts {
+            connections: publishing + live.viewers_playing.load(Ordering::Relaxed),
+            bytes_in: streams
+                .iter()
+                .map(|s| s.bytes_sent.load(Ordering::Relaxed))
+                .sum(),
+            bytes_out: live.bytes_received.load(Ordering::Relaxed),
+            streams: playing
+                .into_iter()
+                .map(|((app, name), n)| (app, name, n))
+                .collect(),
+        }
     }
 
     fn draw(&mut self, now: Instant) {
@@ -396,7 +444,7 @@ impl<'a> Watch<'a> {
         let s = self.settings;
         let end = self.end.unwrap_or_else(Instant::now);
         let live = &self.shared.live;
-        let bytes = live.bytes_received.load(Ordering::Relaxed);
+        let bytes = self.bytes_at_end;
         let viewers_secs = self
             .viewers_start
             .map_or(0.0, |v| end.duration_since(v).as_secs_f64());
@@ -506,6 +554,10 @@ impl<'a> Watch<'a> {
             ),
             viewer_bitrate_kbps: Summary::of(&r.bitrate_kbps, 1.0),
             server,
+            server_api: self
+                .admin
+                .clone()
+                .map(|(view, ours)| ServerApi::of(view, &ours)),
             load_generator: self.generator_report(),
         }
     }
@@ -599,7 +651,7 @@ impl<'a> Watch<'a> {
             None => note,
         };
         let bytes = if note.is_some() && self.steady_start.is_none() {
-            self.shared.live.bytes_received.load(Ordering::Relaxed)
+            self.bytes_at_end
         } else {
             steady_bytes
         };

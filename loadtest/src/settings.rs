@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 use serde::Deserialize;
 
+use crate::admin::AdminTarget;
 use crate::source::SyntheticSettings;
 
 /// Load generator for RTMP relays: publishes P streams and plays each with V viewers,
@@ -97,6 +98,13 @@ pub struct Knobs {
     #[arg(long)]
     #[serde(default)]
     pub no_progress: bool,
+    /// The server's admin HTTP API, e.g. http://127.0.0.1:1985: as the run ends, its
+    /// summaries and stream list are read and shown beside the load generator's numbers.
+    #[arg(long, value_name = "URL")]
+    pub admin: Option<String>,
+    /// Bearer token for the admin API, if it asks for one.
+    #[arg(long, value_name = "TOKEN")]
+    pub admin_token: Option<String>,
 }
 
 impl Knobs {
@@ -125,6 +133,8 @@ impl Knobs {
                 self.server_pid
             },
             no_progress: self.no_progress || base.no_progress,
+            admin: self.admin.or(base.admin),
+            admin_token: self.admin_token.or(base.admin_token),
         }
     }
 }
@@ -269,6 +279,8 @@ pub struct Settings {
     pub json: Option<PathBuf>,
     pub server_pids: Vec<u32>,
     pub progress: bool,
+    /// The server's admin API, read as the run ends.
+    pub admin: Option<AdminTarget>,
 }
 
 impl Settings {
@@ -391,6 +403,14 @@ impl Settings {
                 return Err(format!("--server-pid {pid}: no such process"));
             }
         }
+        if k.admin_token.is_some() && k.admin.is_none() {
+            return Err("--admin-token needs --admin URL".into());
+        }
+        let admin = k
+            .admin
+            .as_deref()
+            .map(|url| AdminTarget::new(url, k.admin_token.clone()))
+            .transpose()?;
         Ok(Settings {
             scenario,
             description,
@@ -409,6 +429,7 @@ impl Settings {
             json: k.json,
             server_pids: k.server_pid,
             progress: !k.no_progress,
+            admin,
         })
     }
 }
@@ -508,6 +529,39 @@ mod tests {
         assert_eq!(s.streams(), 3);
         assert_eq!(s.viewers_per_stream, 2);
         assert_eq!(s.publish_urls[2].key, "s2");
+    }
+
+    #[test]
+    fn admin_from_scenario_and_command_line() {
+        let file: ScenarioFile =
+            toml::from_str("admin = \"http://127.0.0.1:1985/\"\nadmin_token = \"t\"").unwrap();
+        let s = Settings::resolve(None, None, Knobs::default().over(file.knobs)).unwrap();
+        let admin = s.admin.unwrap();
+        assert_eq!(admin.url, "http://127.0.0.1:1985");
+        assert_eq!(admin.token.as_deref(), Some("t"));
+        let cli = Knobs {
+            admin: Some("http://10.0.0.5:1985".into()),
+            ..Knobs::default()
+        };
+        let file: ScenarioFile = toml::from_str("admin = \"http://127.0.0.1:1985\"").unwrap();
+        let s = Settings::resolve(None, None, cli.over(file.knobs)).unwrap();
+        assert_eq!(s.admin.unwrap().url, "http://10.0.0.5:1985");
+        let only_token = Knobs {
+            admin_token: Some("t".into()),
+            ..Knobs::default()
+        };
+        assert!(Settings::resolve(None, None, only_token).is_err());
+        let https = Knobs {
+            admin: Some("https://relay:1985".into()),
+            ..Knobs::default()
+        };
+        assert!(Settings::resolve(None, None, https).is_err());
+        assert!(
+            Settings::resolve(None, None, Knobs::default())
+                .unwrap()
+                .admin
+                .is_none()
+        );
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub struct StreamProgress {
     pub messages_sent: AtomicU64,
     /// The publisher got `NetStream.Publish.Start`.
     pub publishing: AtomicBool,
+    /// This stream's viewers playing now, to set beside the server's count (`--admin`).
+    pub viewers_playing: AtomicU64,
 }
 
 /// Counters all threads update and the progress line reads.

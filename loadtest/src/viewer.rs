@@ -129,6 +129,9 @@ pub async fn run(ctx: Rc<ThreadContext>, spec: ViewerSpec) {
             r.ended = Some(Instant::now());
             *stats.disconnected.entry(reason).or_default() += 1;
             live.viewers_playing.fetch_sub(1, Ordering::Relaxed);
+            ctx.shared.streams[spec.stream]
+                .viewers_playing
+                .fetch_sub(1, Ordering::Relaxed);
             live.viewers_disconnected.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -387,6 +390,9 @@ impl Viewer {
                 self.ctx
                     .shared
                     .live
+                    .viewers_playing
+                    .fetch_add(1, Ordering::Relaxed);
+                self.ctx.shared.streams[spec.stream]
                     .viewers_playing
                     .fetch_add(1, Ordering::Relaxed);
                 None
