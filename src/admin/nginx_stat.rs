@@ -129,7 +129,7 @@ fn stream_xml(x: &mut String, s: &StreamTotals, shards: &[ShardSnapshot]) -> usi
         );
     }
     x.push_str("</meta>\n");
-    let _ = write!(x, "<nclients>{clients}</nclients>\n");
+    let _ = writeln!(x, "<nclients>{clients}</nclients>");
     if s.publisher.is_some() {
         x.push_str("<publishing/>\n<active/>\n");
     }
