@@ -10,6 +10,8 @@
 //! - [`codec`]: codec, frame type and sequence-header detection, legacy and Enhanced RTMP.
 //! - [`flv`]: reading and writing FLV files (header, tags, back pointers).
 //! - [`gop_cache`]: the latest group of pictures, replayed to viewers who join mid-stream.
+//! - [`track_info`]: what the admin API shows about a stream's tracks (codec, profile,
+//!   level, size, frame rate; sample rate, channels), from sequence headers and metadata.
 
 #![forbid(unsafe_code)]
 
