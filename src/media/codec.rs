@@ -50,7 +50,7 @@ pub enum VideoCodec {
 }
 
 impl VideoCodec {
-    fn from_legacy_id(id: u8) -> VideoCodec {
+    pub(crate) fn from_legacy_id(id: u8) -> VideoCodec {
         match id {
             2 => VideoCodec::SorensonH263,
             3 => VideoCodec::ScreenVideo,
@@ -63,7 +63,7 @@ impl VideoCodec {
         }
     }
 
-    fn from_fourcc(fourcc: [u8; 4]) -> VideoCodec {
+    pub(crate) fn from_fourcc(fourcc: [u8; 4]) -> VideoCodec {
         match &fourcc {
             b"avc1" => VideoCodec::Avc,
             b"hvc1" => VideoCodec::Hevc,
@@ -176,7 +176,7 @@ pub enum AudioCodec {
 }
 
 impl AudioCodec {
-    fn from_legacy_format(format: u8) -> AudioCodec {
+    pub(crate) fn from_legacy_format(format: u8) -> AudioCodec {
         match format {
             0 => AudioCodec::Pcm,
             1 => AudioCodec::Adpcm,
@@ -195,7 +195,7 @@ impl AudioCodec {
         }
     }
 
-    fn from_fourcc(fourcc: [u8; 4]) -> AudioCodec {
+    pub(crate) fn from_fourcc(fourcc: [u8; 4]) -> AudioCodec {
         match &fourcc {
             b"Opus" => AudioCodec::Opus,
             b"fLaC" => AudioCodec::Flac,
@@ -359,7 +359,7 @@ fn inspect_enhanced_audio(payload: &[u8], first: u8) -> Option<AudioTagInfo> {
 /// that many bytes of data, then a byte whose low nibble is the next packet type. Returns
 /// the first packet type that is not ModEx and the offset just after it. Every block uses
 /// at least two bytes, so the walk ends within the payload's length.
-fn skip_mod_ex(
+pub(crate) fn skip_mod_ex(
     payload: &[u8],
     mut packet_type: u8,
     mut cursor: usize,
@@ -384,7 +384,7 @@ fn skip_mod_ex(
     Some((packet_type, cursor))
 }
 
-fn read_fourcc(payload: &[u8], at: usize) -> Option<[u8; 4]> {
+pub(crate) fn read_fourcc(payload: &[u8], at: usize) -> Option<[u8; 4]> {
     let end = at.checked_add(4)?;
     payload.get(at..end)?.try_into().ok()
 }

@@ -23,7 +23,9 @@
 //! constant. Bit-level parsing happens in place: emulation-prevention bytes in H.264 and
 //! HEVC NAL units are skipped as they are read rather than copied out.
 
-use crate::media::codec::{AudioCodec, VideoCodec, VideoFrameType, inspect_audio, inspect_video};
+use crate::media::codec::{
+    self, AudioCodec, VideoCodec, VideoFrameType, inspect_audio, inspect_video, read_fourcc,
+};
 use crate::rtmp::amf0::{self, Amf0Value};
 
 /// What a video track is, as far as its headers and metadata tell.
@@ -183,28 +185,23 @@ fn decoder_configuration(codec: VideoCodec, record: &[u8], details: &mut VideoDe
     }
 }
 
-/// Asks `codec.rs` (whose id tables are private) what a FourCC names, by showing it the
-/// smallest Enhanced RTMP header that carries one: key frame, CodedFrames, FourCC.
 fn video_codec_from_fourcc(fourcc: [u8; 4]) -> Option<VideoCodec> {
-    let [a, b, c, d] = fourcc;
-    inspect_video(&[0x80 | (1 << 4) | 1, a, b, c, d]).map(|info| info.codec)
+    Some(VideoCodec::from_fourcc(fourcc))
 }
 
-/// The same for a legacy codec id: inter frame, then a packet-type byte AVC would need.
 fn video_codec_from_legacy_id(id: u8) -> Option<VideoCodec> {
-    inspect_video(&[(2 << 4) | (id & 0x0F), 1]).map(|info| info.codec)
+    Some(VideoCodec::from_legacy_id(id & 0x0F))
 }
 
 fn audio_codec_from_fourcc(fourcc: [u8; 4]) -> Option<AudioCodec> {
-    let [a, b, c, d] = fourcc;
-    inspect_audio(&[(SOUND_FORMAT_EX_HEADER << 4) | 1, a, b, c, d]).map(|info| info.codec)
+    Some(AudioCodec::from_fourcc(fourcc))
 }
 
 fn audio_codec_from_legacy_format(format: u8) -> Option<AudioCodec> {
     if format == SOUND_FORMAT_EX_HEADER || format > 15 {
         return None;
     }
-    inspect_audio(&[format << 4, 1]).map(|info| info.codec)
+    Some(AudioCodec::from_legacy_format(format))
 }
 
 // --- H.264 -----------------------------------------------------------------------------
@@ -1239,29 +1236,8 @@ fn next_track<'a>(
     Some((track_id, fourcc, body))
 }
 
-/// Walks past the ModEx blocks before the real packet type (the layout `codec.rs` reads):
-/// a size (UI8 + 1, or UI16 + 1 after a 255), the data, then a byte whose low nibble is
-/// the next packet type. Each block takes at least two bytes, so the walk is bounded.
-fn skip_mod_ex(payload: &[u8], mut packet_type: u8, mut cursor: usize) -> Option<(u8, usize)> {
-    while packet_type == EX_MOD_EX {
-        let short_size = usize::from(*payload.get(cursor)?) + 1;
-        cursor = cursor.checked_add(1)?;
-        let data_size = if short_size == 256 {
-            let size = usize::from(read_u16(payload, cursor)?) + 1;
-            cursor = cursor.checked_add(2)?;
-            size
-        } else {
-            short_size
-        };
-        cursor = cursor.checked_add(data_size)?;
-        packet_type = *payload.get(cursor)? & 0x0F;
-        cursor = cursor.checked_add(1)?;
-    }
-    Some((packet_type, cursor))
-}
-
-fn read_fourcc(payload: &[u8], at: usize) -> Option<[u8; 4]> {
-    payload.get(at..at.checked_add(4)?)?.try_into().ok()
+fn skip_mod_ex(payload: &[u8], packet_type: u8, cursor: usize) -> Option<(u8, usize)> {
+    codec::skip_mod_ex(payload, packet_type, cursor, EX_MOD_EX)
 }
 
 fn read_u16(data: &[u8], at: usize) -> Option<u16> {
