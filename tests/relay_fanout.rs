@@ -3,11 +3,12 @@
 //! (`shardcast_test_support::script::Script`); `ClientSession` viewers record what they get.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use shardcast::rtmp::ClientEvent;
 use shardcast_test_support::client::{Recorded, Recorder, RtmpClient, plain};
-use shardcast_test_support::relay::{Relay, log_field};
+use shardcast_test_support::relay::Relay;
 use shardcast_test_support::script::{Script, Tag, check_stream, classify, summarize};
 
 /// The relay binary under test.
@@ -58,6 +59,19 @@ fn fifty_viewers_on_two_shards_get_every_message_in_order() {
         viewers.push(Recorder::play(relay.port, "fan"));
         std::thread::sleep(Duration::from_millis(40));
     }
+    // Each viewer's shard, while all of them are connected (the relay closes them once
+    // the grace period after the publisher's end is over).
+    let shard_of: BTreeMap<SocketAddr, u64> = relay
+        .clients()
+        .iter()
+        .filter(|c| c["role"] == "viewer")
+        .map(|c| {
+            (
+                c["addr"].as_str().unwrap().parse().unwrap(),
+                c["shard"].as_u64().unwrap(),
+            )
+        })
+        .collect();
     let _publisher = publishing.join().unwrap();
     for v in &viewers {
         assert!(
@@ -70,34 +84,18 @@ fn fifty_viewers_on_two_shards_get_every_message_in_order() {
     let mut shards = BTreeMap::new();
     for v in viewers {
         let local = v.local;
-        let line = relay
-            .log_lines(&["viewer started", &format!("peer={local} ")])
-            .pop()
-            .or_else(|| {
-                relay
-                    .log()
-                    .lines()
-                    .find(|l| {
-                        l.contains("viewer started")
-                            && log_field(l, "peer") == Some(&local.to_string())
-                    })
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| panic!("no 'viewer started' line for {local}"));
-        *shards
-            .entry(log_field(&line, "shard").unwrap().to_owned())
-            .or_insert(0) += 1;
+        let shard = *shard_of
+            .get(&local)
+            .unwrap_or_else(|| panic!("the admin API did not list viewer {local}"));
+        *shards.entry(shard).or_insert(0) += 1;
         let (events, _) = v.finish();
         let events = plain(&events);
         if let Err(e) = check_stream(&events, &script, script.last()) {
-            panic!(
-                "viewer {local} (shard {:?}): {e}",
-                log_field(&line, "shard")
-            );
+            panic!("viewer {local} (shard {shard}): {e}");
         }
     }
     assert!(
-        shards.contains_key("0") && shards.contains_key("1"),
+        shards.contains_key(&0) && shards.contains_key(&1),
         "viewers landed on both shards: {shards:?}"
     );
 }

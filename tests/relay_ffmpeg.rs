@@ -29,8 +29,8 @@ fn start_publisher(relay: &Relay, key: &str, seconds: u32) -> std::process::Chil
         .spawn()
         .unwrap();
     relay
-        .wait_log(Duration::from_secs(10), |l| {
-            l.contains("publish started") && l.contains(&format!("stream=live/{key}"))
+        .wait_stream(&format!("live/{key}"), Duration::from_secs(10), |s| {
+            s.is_some_and(|s| s["publish"]["active"] == true)
         })
         .expect("the relay accepted ffmpeg's publish");
     child

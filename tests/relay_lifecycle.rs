@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use shardcast::rtmp::ClientEvent;
 use shardcast::rtmp::command::status;
+use shardcast_test_support::admin::ReadyzWatch;
 use shardcast_test_support::client::{Recorder, RtmpClient, plain};
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::script::{Script, status_codes, summarize, video_frame};
@@ -69,8 +70,9 @@ shutdown_timeout_ms = 2000
     };
     assert!(
         relay
-            .wait_log(Duration::from_secs(10), |l| l.contains("publish started")
-                && l.contains("stream=live/cam"))
+            .wait_stream("live/cam", Duration::from_secs(10), |s| {
+                s.is_some_and(|s| s["publish"]["active"] == true)
+            })
             .is_some(),
         "ffmpeg publishes"
     );
@@ -94,19 +96,25 @@ shutdown_timeout_ms = 2000
     }
     assert!(
         relay
-            .wait_log(Duration::from_secs(10), |_| relay
-                .log_lines(&["viewer started", "stream=live/cam"])
-                .len()
-                >= 3)
+            .wait_stream("live/cam", Duration::from_secs(10), |s| {
+                s.is_some_and(|s| s["viewers"]["total"] == 3)
+            })
             .is_some(),
-        "the ffmpeg player plays"
+        "the ffmpeg player plays, beside the two ClientSession viewers"
     );
 
+    // The relay says it is shutting down: /readyz turns 503 until the process is gone.
+    let readyz = ReadyzWatch::start(relay.admin, 3);
     relay.terminate();
     let status = relay
         .wait_exit(Duration::from_secs(6))
         .expect("the relay exited within its shutdown timeout");
     assert!(status.success(), "exit status {status}");
+    let said = readyz.finish();
+    assert!(
+        said.iter().flatten().any(|(_, s)| *s == Some(503)),
+        "/readyz said 503 through the shutdown"
+    );
 
     for v in viewers {
         assert!(
@@ -137,7 +145,6 @@ shutdown_timeout_ms = 2000
     // The real clients end by themselves: ffmpeg's own timeouts are far longer.
     wait_output(ffmpeg_publisher, Duration::from_secs(5));
     wait_output(player, Duration::from_secs(5));
-    assert!(relay.log().contains("shutting down"));
 }
 
 #[test]

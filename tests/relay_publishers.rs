@@ -81,12 +81,11 @@ fn unpublish_and_republish(name: &str, first_shard: usize, second_shard: usize) 
         .collect();
     assert!(
         relay
-            .wait_log(Duration::from_secs(10), |_| relay
-                .log_lines(&["viewer started", "stream=live/grace"])
-                .len()
-                >= 6)
+            .wait_stream("live/grace", Duration::from_secs(10), |s| {
+                s.is_some_and(|s| s["viewers"]["total"] == 6)
+            })
             .is_some(),
-        "the ffmpeg players started"
+        "the ffmpeg players started, beside the four ClientSession viewers"
     );
     first.send_frames(&mut publisher, 30..60, None);
     for v in &viewers {
@@ -170,9 +169,9 @@ fn unpublish_and_republish(name: &str, first_shard: usize, second_shard: usize) 
     );
     assert!(
         relay
-            .wait_log(Duration::from_secs(2), |l| l
-                .contains("stream ended: no publisher within the grace period"))
-            .is_some()
+            .wait_stream("live/grace", Duration::from_secs(2), |s| s.is_none())
+            .is_none(),
+        "the stream ended with the grace period: the admin API no longer lists it"
     );
 
     for v in viewers {
@@ -348,11 +347,9 @@ fn a_second_publisher_on_a_live_key_is_refused() {
             .unwrap_or_else(|e| panic!("viewer {local}: {e}"));
     }
     assert_eq!(
-        relay
-            .log_lines(&["publish refused", "stream=live/busy"])
-            .len(),
-        2,
-        "both refusals logged"
+        relay.metric(r#"shardcast_connections_rejected_total{reason="stream_busy"}"#),
+        Some(2.0),
+        "both refusals counted"
     );
 }
 
@@ -369,14 +366,16 @@ wait_for_publisher_ms = 20000
     first.send_headers(&mut publisher);
     first.send_frames(&mut publisher, 0..20, None);
     drop(publisher);
-    // A viewer arrives while the stream is in its grace period, and waits through its end.
+    // A viewer arrives while the stream is in its grace period, and waits through its end
+    // (the stream stays listed for its waiting viewer, without an origin).
     let waiting = Recorder::play_waiting(&relay, None, "again");
-    assert!(
-        relay
-            .wait_log(Duration::from_secs(5), |l| l
-                .contains("stream ended: no publisher within the grace period"))
-            .is_some()
-    );
+    let ended = relay
+        .wait_stream("live/again", Duration::from_secs(5), |s| {
+            s.is_some_and(|s| s["origin_shard"].is_null())
+        })
+        .expect("the stream ended after its grace period");
+    assert_eq!(ended["publish"]["active"], false);
+    assert_eq!(ended["viewers"]["waiting"], 1, "the viewer still waits");
     // A new publication starts the waiting viewer, which then leaves.
     let second = Script::new(90);
     let mut publisher = RtmpClient::publisher(relay.port, "again");

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use shardcast::rtmp::ClientEvent;
+use shardcast_test_support::admin;
 use shardcast_test_support::client::{ReadEnd, RtmpClient};
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::tools::{ffmpeg_play, framecrc_counts, temp_path, tool, wait_output};
@@ -50,6 +51,20 @@ fn ffmpeg_plays_a_recording_to_its_end_and_exits() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // While it plays, the admin API lists it as a recording's viewer (a stream of its
+    // own, not among the live streams).
+    let player = wait_listed(&relay, Duration::from_secs(10), |c| {
+        c["role"] == "recording_viewer" && c["stream"] == "live/clip"
+    });
+    assert!(
+        player.is_some(),
+        "the admin API lists ffmpeg as the recording's viewer: {:?}",
+        relay.clients()
+    );
+    assert!(
+        relay.stream("live/clip").is_none(),
+        "a recording is no live stream"
+    );
     let out = wait_output(child, Duration::from_secs(30));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "ffmpeg play failed: {stderr}");
@@ -65,14 +80,34 @@ fn ffmpeg_plays_a_recording_to_its_end_and_exits() {
         "a 3 s recording took {:?}",
         started.elapsed()
     );
-    let closed = relay.wait_log(Duration::from_secs(5), |l| {
-        l.contains("connection closed") && l.contains("recording viewer") && l.contains("live/clip")
-    });
-    assert!(
-        closed.is_some(),
-        "the relay logs the recording viewer's end: {}",
-        relay.log()
-    );
+    let id = player.unwrap()["id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while admin::get(relay.admin, &format!("/api/v1/clients/{id}")).status != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "the relay let the recording's viewer go after its end: {:?}",
+            relay.clients()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits up to `limit` for a client the admin API lists for which `pred` holds.
+fn wait_listed(
+    relay: &Relay,
+    limit: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(c) = relay.clients().into_iter().find(&pred) {
+            return Some(c);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -81,7 +116,7 @@ fn a_name_with_a_path_is_never_read_from_disk() {
     make_recording(dir.parent().unwrap(), "secret");
     std::fs::create_dir_all(&dir).unwrap();
     let config = format!(
-        "[app.live]\nrecordings_dir = {:?}\nwait_for_publisher_ms = 1000\n",
+        "[app.live]\nrecordings_dir = {:?}\nwait_for_publisher_ms = 2000\n",
         dir.display().to_string()
     );
     let relay = Relay::start(SHARDCAST, "recordings-path", &config, 1);
@@ -90,10 +125,13 @@ fn a_name_with_a_path_is_never_read_from_disk() {
     viewer.flush().unwrap();
     let mut media = 0;
     let mut not_found = false;
+    // What the admin API said of the viewer while it was connected: its role, and whether
+    // it waited.
+    let mut listed_as = Vec::new();
     // Generous: the machine may be busy; the loop ends as soon as the answer came.
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline && !not_found {
-        match viewer.read_events(Duration::from_millis(200)) {
+        match viewer.read_events(Duration::from_millis(100)) {
             Ok(events) => {
                 for e in events {
                     match e {
@@ -108,6 +146,9 @@ fn a_name_with_a_path_is_never_read_from_disk() {
             Err(ReadEnd::Timeout) => {}
             Err(ReadEnd::Closed) => break,
         }
+        if let Some(c) = relay.client_by_addr(viewer.local, Duration::ZERO) {
+            listed_as.push((c["role"].clone(), c["waiting"].clone()));
+        }
     }
     assert_eq!(media, 0, "nothing of ../secret.flv reached the viewer");
     assert!(
@@ -115,9 +156,14 @@ fn a_name_with_a_path_is_never_read_from_disk() {
         "the viewer waited for a live stream of that name, then was told"
     );
     assert!(
-        relay.log_lines(&["playing a recording"]).is_empty(),
-        "{}",
-        relay.log()
+        listed_as
+            .iter()
+            .any(|(role, waiting)| role == "viewer" && waiting == true),
+        "the admin API listed the viewer as waiting for a live stream: {listed_as:?}"
+    );
+    assert!(
+        listed_as.iter().all(|(role, _)| role != "recording_viewer"),
+        "the viewer never played a recording: {listed_as:?}"
     );
 }
 

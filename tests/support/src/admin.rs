@@ -1,10 +1,15 @@
 //! A small HTTP client for the relay's admin API, over a plain `TcpStream`: enough for
 //! tests to ask `/api/v1/...`, `/metrics` and the health checks, one request per
-//! connection (`Connection: close`), with the status and body as they came.
+//! connection (`Connection: close`), with the status and body as they came; reading one
+//! series out of a `/metrics` scrape ([`metric_value`]); and watching `/readyz` through a
+//! shutdown ([`ReadyzWatch`]).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// One answer: the status code, the headers (lower-case names) and the body.
 #[derive(Clone, Debug)]
@@ -101,4 +106,105 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
 /// `GET path`.
 pub fn get(addr: SocketAddr, path: &str) -> HttpAnswer {
     request(addr, "GET", path, &[], b"").unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// The value of the series `series` (`name`, or `name{label="value",...}` exactly as the
+/// relay writes it) in a scrape in Prometheus' text format; None if it is not there.
+pub fn metric_value(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// One poller's answers from `/readyz`, in order: when each came, and its status (None: no
+/// answer, the listener was gone).
+pub type ReadyzAnswers = Vec<(Instant, Option<u16>)>;
+
+/// `/readyz` asked over and over by a few threads, each over a connection it keeps open,
+/// until [`ReadyzWatch::finish`]: how a test sees a shutdown that takes milliseconds
+/// (asking over kept connections, several at a time, answers every fraction of one).
+pub struct ReadyzWatch {
+    done: Arc<AtomicBool>,
+    pollers: Vec<thread::JoinHandle<ReadyzAnswers>>,
+}
+
+impl ReadyzWatch {
+    /// Starts `pollers` threads asking the admin listener at `addr`.
+    pub fn start(addr: SocketAddr, pollers: usize) -> ReadyzWatch {
+        let done = Arc::new(AtomicBool::new(false));
+        let pollers = (0..pollers)
+            .map(|_| {
+                let done = done.clone();
+                thread::spawn(move || poll_readyz(addr, &done))
+            })
+            .collect();
+        ReadyzWatch { done, pollers }
+    }
+
+    /// Stops asking; each poller's answers.
+    pub fn finish(mut self) -> Vec<ReadyzAnswers> {
+        self.done.store(true, Ordering::Relaxed);
+        std::mem::take(&mut self.pollers)
+            .into_iter()
+            .map(|p| p.join().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for ReadyzWatch {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Asks `GET /readyz` over a kept-alive connection (a new one after each failure) until
+/// `done`, noting when each answer came and its status (None: no answer).
+fn poll_readyz(addr: SocketAddr, done: &AtomicBool) -> ReadyzAnswers {
+    let ask = format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut answers = Vec::new();
+    let mut conn: Option<TcpStream> = None;
+    while !done.load(Ordering::Relaxed) {
+        let status = (|| -> Option<u16> {
+            if conn.is_none() {
+                let s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+                s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+                conn = Some(s);
+            }
+            let s = conn.as_mut()?;
+            s.write_all(ask.as_bytes()).ok()?;
+            // The head, then as much body as it announces.
+            let mut got = Vec::new();
+            let mut buf = [0u8; 1024];
+            let head_end = loop {
+                if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break end + 4;
+                }
+                let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+                got.extend_from_slice(&buf[..n]);
+            };
+            let head = String::from_utf8_lossy(&got[..head_end]).to_ascii_lowercase();
+            let status = head.split_whitespace().nth(1)?.parse().ok()?;
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())?;
+            while got.len() < head_end + length {
+                let n = s.read(&mut buf).ok().filter(|&n| n > 0)?;
+                got.extend_from_slice(&buf[..n]);
+            }
+            if head.contains("connection: close") {
+                conn = None;
+            }
+            Some(status)
+        })();
+        answers.push((Instant::now(), status));
+        if status.is_none() {
+            conn = None;
+            // The listener is gone or going: try again soon, not in a tight loop.
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    answers
 }

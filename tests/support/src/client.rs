@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use shardcast::rtmp::{ClientEvent, ClientSession, ClientSessionConfig, MediaKind};
 
-use crate::relay::{Relay, log_field};
+use crate::relay::Relay;
 use crate::script::summarize;
 
 /// One client connection: `ClientSession` over a blocking `std::net::TcpStream`.
 pub struct RtmpClient {
     pub socket: TcpStream,
     pub session: ClientSession,
-    /// The client's own address: how the relay's log lines name it.
+    /// The client's own address: the `addr` the admin API's client list gives it.
     pub local: SocketAddr,
     /// Events seen while waiting in [`RtmpClient::wait_for`], in order.
     pub seen: Vec<ClientEvent>,
@@ -64,14 +64,15 @@ impl RtmpClient {
     }
 
     /// Connects until the relay's shard `shard` accepts the connection (SO_REUSEPORT picks
-    /// the shard from the connection's addresses, so a few tries find each one).
+    /// the shard from the connection's addresses, so a few tries find each one); the admin
+    /// API's client list says which shard has it.
     pub fn connect_on_shard(relay: &Relay, shard: usize) -> RtmpClient {
         for _ in 0..64 {
             let client = Self::connect(relay.port);
             match relay.shard_of(client.local, Duration::from_secs(5)) {
                 Some(s) if s == shard => return client,
                 Some(_) => {}
-                None => panic!("no 'connection accepted' line for {}", client.local),
+                None => panic!("the admin API does not list {}", client.local),
             }
         }
         panic!("64 connections and none landed on shard {shard}");
@@ -347,24 +348,22 @@ impl Recorder {
         Self::start(client)
     }
 
-    /// Asks to play `live/key` before anyone publishes it, and records once the relay has
-    /// logged that the viewer waits (`NetStream.Play.Start` comes when the publisher does).
+    /// Asks to play `live/key` before anyone publishes it, and records once the admin API
+    /// lists the viewer as waiting (`NetStream.Play.Start` comes when the publisher does).
     pub fn play_waiting(relay: &Relay, client: Option<RtmpClient>, key: &str) -> Recorder {
         let mut client = client.unwrap_or_else(|| RtmpClient::connect(relay.port));
         client.session.play(key);
         client.flush().unwrap();
-        let peer = client.local.to_string();
+        let peer = client.local;
         let deadline = Instant::now() + Duration::from_secs(10);
         // Reading drives the handshake and connect; the play follows by itself.
-        while relay
-            .wait_log(Duration::ZERO, |l| {
-                l.contains("viewer waits for the publisher") && log_field(l, "peer") == Some(&peer)
-            })
-            .is_none()
+        while !relay
+            .client_by_addr(peer, Duration::ZERO)
+            .is_some_and(|c| c["role"] == "viewer" && c["waiting"] == true)
         {
             assert!(
                 Instant::now() < deadline,
-                "{peer} was not registered as a waiting viewer"
+                "{peer} was not listed as a waiting viewer"
             );
             match client.read_events(Duration::from_millis(20)) {
                 Ok(events) => client.seen.extend(events),

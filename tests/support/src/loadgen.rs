@@ -9,8 +9,8 @@ use std::time::Duration;
 use crate::relay::Relay;
 use crate::tools::wait_output;
 
-/// The log filter of a relay under load: warnings only, and the line that says it listens
-/// (which [`Relay`] waits for).
+/// The log filter of a relay under load: warnings only, and the startup lines (what it
+/// listens on), for a failed test's report. [`Relay`] waits for `/readyz`, not for a line.
 pub const LOAD_LOG_FILTER: &str = "warn,shardcast::net::runtime=info";
 
 /// Load runs share 2 cores with everything else: one at a time within a test binary.

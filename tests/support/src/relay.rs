@@ -1,8 +1,10 @@
 //! One `shardcast` process run for a test ([`Relay`]): its config in a temp file, its log
 //! captured to another, started on free ports (media and admin) and stopped (SIGTERM, or
-//! killed when dropped). Tests see what it did through its admin API ([`Relay::api`],
-//! [`Relay::shard_of`], [`Relay::client_by_addr`], [`Relay::stream`]); the log is kept for
-//! a failed test's report and for the few lines no API reports ([`Relay::wait_log`]).
+//! killed when dropped). Tests see what it did through its admin API: the JSON API
+//! ([`Relay::api`], [`Relay::clients`], [`Relay::client_by_addr`], [`Relay::shard_of`],
+//! [`Relay::stream`], [`Relay::wait_stream`]) and `/metrics` ([`Relay::metric`]). The log
+//! is kept for a failed test's report, and for the little no API reports (why a
+//! connection was closed, [`Relay::wait_log`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,8 @@ use crate::admin;
 use crate::tools::{free_port, temp_path};
 
 /// The log filter every test relay runs with: info, plus the connection driver's and the
-/// relay's debug lines (which shard accepted which peer, a viewer skipping video).
+/// relay's debug lines (which shard accepted which peer, a viewer skipping video), so a
+/// failed test's report tells the whole story.
 pub const TEST_LOG_FILTER: &str = "info,shardcast::net=debug,shardcast::relay=debug";
 
 /// One `shardcast` process started for a test, with its config in a temp file and its
@@ -113,15 +116,6 @@ impl Relay {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
-    /// Log lines containing every one of `parts`.
-    pub fn log_lines(&self, parts: &[&str]) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter(|l| parts.iter().all(|p| l.contains(p)))
-            .map(str::to_owned)
-            .collect()
-    }
-
     /// Waits up to `limit` for a log line for which `pred` holds, and returns it.
     pub fn wait_log(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + limit;
@@ -148,21 +142,47 @@ impl Relay {
         answer.json()
     }
 
+    /// Every connected client, as `GET /api/v1/clients` lists them.
+    pub fn clients(&self) -> Vec<serde_json::Value> {
+        let answer = self.api("/api/v1/clients?count=10000");
+        answer["clients"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("no client list: {answer}"))
+    }
+
     /// The client connected from `peer`, as `GET /api/v1/clients` lists it, waiting up to
     /// `limit` for it to appear.
     pub fn client_by_addr(&self, peer: SocketAddr, limit: Duration) -> Option<serde_json::Value> {
         let deadline = Instant::now() + limit;
+        let addr = peer.to_string();
         loop {
-            let clients = self.api("/api/v1/clients?count=10000");
-            let found = clients["clients"]
-                .as_array()
-                .and_then(|list| {
-                    list.iter()
-                        .find(|c| c["addr"].as_str() == Some(&peer.to_string()))
-                })
-                .cloned();
+            let found = self
+                .clients()
+                .into_iter()
+                .find(|c| c["addr"].as_str() == Some(&addr));
             if found.is_some() || Instant::now() > deadline {
                 return found;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits up to `limit` for the client connected from `peer` to leave the client list
+    /// (the relay has closed it, or it left); true once it is gone.
+    pub fn wait_client_gone(&self, peer: SocketAddr, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let addr = peer.to_string();
+        loop {
+            if !self
+                .clients()
+                .iter()
+                .any(|c| c["addr"].as_str() == Some(&addr))
+            {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -199,6 +219,19 @@ impl Relay {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// `GET /metrics`: the whole scrape, in Prometheus' text format.
+    pub fn metrics(&self) -> String {
+        let answer = admin::get(self.admin, "/metrics");
+        assert_eq!(answer.status, 200, "GET /metrics: {}", answer.body);
+        answer.body
+    }
+
+    /// The value of one series on `/metrics` (`name` or `name{label="value",...}`, labels
+    /// as the relay writes them, in order), or None if the scrape has no such series.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        admin::metric_value(&self.metrics(), series)
     }
 
     pub fn pid(&self) -> u32 {
@@ -247,11 +280,4 @@ impl Drop for Relay {
             let _ = std::fs::remove_file(&self.config_path);
         }
     }
-}
-
-/// The value of `key=value` in a plain-text log line (values without spaces; a quoted
-/// value keeps its quotes).
-pub fn log_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
 }
