@@ -129,6 +129,10 @@ pub struct ServerConfig {
     pub idle_connection_timeout_ms: u64,
     /// How long a graceful shutdown waits for connections to finish before closing them.
     pub shutdown_timeout_ms: u64,
+    /// On SIGTERM or SIGINT, `/readyz` turns false at once and the relay keeps serving, new
+    /// clients included, this long (so a load balancer takes the host out) before it stops
+    /// accepting and closes its clients. A second signal ends the wait.
+    pub drain_delay_ms: u64,
     /// glommio's `io_memory` for each shard's executor, in bytes.
     pub io_memory: usize,
 }
@@ -262,6 +266,7 @@ impl Default for ServerConfig {
             handshake_timeout_ms: 5_000,
             idle_connection_timeout_ms: 30_000,
             shutdown_timeout_ms: 3_000,
+            drain_delay_ms: 500,
             io_memory: 64 * KIB,
         }
     }
@@ -439,6 +444,10 @@ impl ServerConfig {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
 
+    pub fn drain_delay(&self) -> Duration {
+        Duration::from_millis(self.drain_delay_ms)
+    }
+
     fn check(&self) -> Result<(), Problem> {
         let key = |name: &str| KeyPath::of(&["server", name]);
         if let Shards::Count(count) = self.shards {
@@ -475,6 +484,12 @@ impl ServerConfig {
             self.idle_connection_timeout_ms,
         )?;
         check_timeout(key("shutdown_timeout_ms"), self.shutdown_timeout_ms)?;
+        check_range(
+            key("drain_delay_ms"),
+            self.drain_delay_ms,
+            0..=MAX_DURATION_MS,
+            " ms",
+        )?;
         check_range(
             key("io_memory"),
             self.io_memory,
@@ -1108,7 +1123,7 @@ mod tests {
         // would not catch a key left undocumented.
         let document = SHIPPED_CONFIG.parse::<toml::Table>().unwrap();
         let section = |name: &str| document[name].as_table().unwrap().len();
-        assert_eq!(section("server"), 11);
+        assert_eq!(section("server"), 12);
         assert_eq!(section("admin"), 3);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);

@@ -192,7 +192,7 @@ impl AdminListener {
             .name("admin")
             .io_memory(64 * 1024)
             .spawn(move || async move {
-                let listener = match glommio::net::TcpListener::bind(addr) {
+                let listener = match super::listener::bind(addr) {
                     Ok(l) => l,
                     Err(e) => {
                         let _ = bound_tx.send(Err(format!(

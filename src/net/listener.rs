@@ -1,17 +1,36 @@
-//! The accept loop each shard runs on its own listening socket.
+//! Listening sockets, and the accept loop each shard runs on its own.
 //!
-//! glommio binds with SO_REUSEPORT, so every shard has its own socket on the ingest port
+//! Every shard binds the ingest port with SO_REUSEPORT, so each has its own socket on it
 //! and the kernel spreads new connections over them: no shard hands connections to
 //! another, and a connection lives its whole life on the core that accepted it.
+//!
+//! [`bind`] also sets SO_REUSEADDR (glommio's own bind sets SO_REUSEPORT only): the
+//! connections a relay closed itself linger in TIME_WAIT on its port, and without it a
+//! restarted relay could not bind that port again for a minute.
 
 use std::rc::Rc;
 use std::time::Instant;
 
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+
 use futures_lite::future;
 use glommio::net::TcpListener;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use super::client_task::serve;
 use super::shard_driver::ShardDriver;
+
+/// A listening socket on `addr` for this executor, with SO_REUSEPORT and SO_REUSEADDR.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    // SAFETY: the descriptor is a listening TCP socket we own and hand over whole.
+    Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
+}
 
 /// Accepts until the shard starts shutting down.
 pub async fn accept_loop(driver: Rc<ShardDriver>, listener: TcpListener) {

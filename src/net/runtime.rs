@@ -6,8 +6,8 @@
 //! silently sharing the port with it. Then each shard's executor is created on its CPU with
 //! a small `io_memory` (the relay does no file DMA), binds the port itself, and reports back
 //! before the relay says it is listening. SIGINT and SIGTERM start a graceful shutdown:
-//! shards stop accepting, tell every client, and the process exits 0 within the configured
-//! bound.
+//! `/readyz` turns false, the relay keeps serving for `drain_delay_ms`, then shards stop
+//! accepting, tell every client, and the process exits 0 within the configured bound.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -182,9 +182,26 @@ pub fn run(config: Config) -> Result<(), StartError> {
     tracing::info!(%addr, shards = shard_count, "shardcast listening");
 
     if let Some(signal) = signals.forever().next() {
-        tracing::info!(signal, "shutting down");
+        tracing::info!(
+            signal,
+            drain_delay_ms = config.server.drain_delay_ms,
+            "shutting down: not ready any more, draining"
+        );
     }
     ready.store(false, Ordering::Release);
+    // The drain: still serving while load balancers notice /readyz; a second signal ends it.
+    let drain_end = Instant::now() + config.server.drain_delay();
+    while Instant::now() < drain_end {
+        if let Some(signal) = signals.pending().next() {
+            tracing::info!(signal, "second signal: ending the drain");
+            break;
+        }
+        std::thread::sleep(
+            drain_end
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(20)),
+        );
+    }
     shutdown(&senders);
     let deadline = Instant::now() + config.server.shutdown_timeout() + Duration::from_millis(500);
     let (done_tx, done_rx) = mpsc::channel();
@@ -223,7 +240,7 @@ async fn shard_main(
             relay.config.server.shutdown_timeout(),
         )
     };
-    let listener = match glommio::net::TcpListener::bind(addr) {
+    let listener = match super::listener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
             let _ = ready.send(Err(format!("shard {id} cannot listen on {addr}: {e}")));
