@@ -4,11 +4,13 @@
 #
 #   benches/admin_scrape.sh                      2000 viewers, 30 s runs, 3 rounds
 #   benches/admin_scrape.sh --viewers 500 --duration 10 --rounds 1
+#   benches/admin_scrape.sh --listings   the scraper also lists every stream and client
+#                                        (/api/v1/streams, /api/v1/clients) every 5th second
 #
 # One shardcast shard pinned to CPU 1, the load generator (and the scraper) on CPU 0. Each
 # round runs the same load twice, alternating which goes first: once with nobody scraping,
-# once with a scraper asking /metrics (and, every 5th second, /api/v1/streams and
-# /api/v1/clients) once a second. It reports the server's CPU seconds in each run, the
+# once with a scraper asking /metrics once a second (with --listings, also /api/v1/streams
+# and /api/v1/clients every 5th second). It reports the server's CPU seconds in each run, the
 # admin thread's own CPU seconds, and the shard thread's; the cost of scraping is the
 # difference in the server's CPU between the paired runs, and (less noisy) the admin
 # thread's CPU plus the shard's snapshot work, as a share of the server's CPU.
@@ -19,6 +21,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VIEWERS=2000
 DURATION=30
 ROUNDS=3
+LISTINGS=0
 PORT=19640
 ADMIN=19641
 while [ $# -gt 0 ]; do
@@ -26,7 +29,8 @@ while [ $# -gt 0 ]; do
         --viewers) VIEWERS="$2"; shift 2 ;;
         --duration) DURATION="$2"; shift 2 ;;
         --rounds) ROUNDS="$2"; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --listings) LISTINGS=1; shift ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -76,7 +80,7 @@ run_once() { # $1 = scrape|quiet ; prints "server admin shard"
             i=0
             while :; do
                 curl -s "127.0.0.1:$ADMIN/metrics" >/dev/null
-                if [ $((i % 5)) -eq 0 ]; then
+                if [ "$LISTINGS" = 1 ] && [ $((i % 5)) -eq 0 ]; then
                     curl -s "127.0.0.1:$ADMIN/api/v1/streams" >/dev/null
                     curl -s "127.0.0.1:$ADMIN/api/v1/clients?count=10000" >/dev/null
                 fi

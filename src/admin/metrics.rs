@@ -35,7 +35,6 @@ pub struct ProcessStats {
     pub virtual_bytes: u64,
     /// Unix time the process started, in seconds.
     pub start_time_seconds: f64,
-    pub open_fds: u64,
     pub max_fds: u64,
     pub threads: u64,
 }
@@ -203,12 +202,6 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         "Start time of the process since unix epoch in seconds.",
         &[],
         p.start_time_seconds,
-    );
-    f.gauge(
-        "process_open_fds",
-        "Number of open file descriptors.",
-        &[],
-        p.open_fds as f64,
     );
     f.gauge(
         "process_max_fds",
