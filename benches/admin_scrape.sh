@@ -49,6 +49,8 @@ cat >"$WORK/shardcast.toml" <<EOF
 cpus = [1]
 [admin]
 listen = "127.0.0.1:$ADMIN"
+[http]
+listen = ""
 [app.live]
 EOF
 

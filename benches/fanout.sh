@@ -403,6 +403,8 @@ EOF
         shardcast-2on1) base+=(server.shards=2 "server.cpus=[1, 1]") ;;
         *) base+=(server.shards=1 "server.cpus=[1]") ;; # shardcast-1, shardcast-before
         esac
+        # No HTTP-FLV port for RTMP runs (a binary from before it existed knows no [http]).
+        [ "$kind" = shardcast-before ] || base+=(http.listen='""')
         local bin=$SHARDCAST_BIN
         if [ "$kind" = shardcast-before ]; then bin=$BEFORE_BIN; fi
         if ! python3 - "${base[@]}" "${overrides[@]}" >"$dir/shardcast.toml" <<'PY'

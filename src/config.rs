@@ -102,6 +102,7 @@ pub struct Config {
     pub viewer: ViewerConfig,
     pub log: LogConfig,
     pub admin: AdminConfig,
+    pub http: HttpConfig,
     /// Applications by name, as written in `[app.NAME]`. Names match the client's RTMP `app`
     /// exactly, case included.
     #[serde(rename = "app")]
@@ -194,6 +195,18 @@ pub struct AdminConfig {
     pub metrics_max_streams: usize,
 }
 
+/// `[http]`: the media HTTP listener, where browsers and players get HTTP-FLV and
+/// WebSocket-FLV (`GET /{app}/{stream}.flv`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `ip:port` every shard serves on (SO_REUSEPORT, as the RTMP port); "" turns it off.
+    pub listen: String,
+    /// `Access-Control-Allow-Origin` of the answers: `*` or one origin
+    /// (`https://player.example.com`), which WebSocket upgrades are checked against too.
+    pub cors_allow_origin: String,
+}
+
 /// `[log]`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -248,6 +261,7 @@ impl Default for Config {
             viewer: ViewerConfig::default(),
             log: LogConfig::default(),
             admin: AdminConfig::default(),
+            http: HttpConfig::default(),
             apps: BTreeMap::from([("live".to_owned(), AppConfig::default())]),
         }
     }
@@ -283,6 +297,41 @@ impl Default for ViewerConfig {
             tcp_nodelay: false,
             send_buffer_bytes: 0,
         }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:8080".to_owned(),
+            cors_allow_origin: "*".to_owned(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to serve on, or None when the listener is off.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        self.listen.trim().parse().ok()
+    }
+
+    fn check(&self) -> Result<(), Problem> {
+        let listen = self.listen.trim();
+        if !listen.is_empty() && listen.parse::<SocketAddr>().is_err() {
+            return Err(Problem::new(
+                KeyPath::of(&["http", "listen"]),
+                format!(
+                    "{listen:?} is not an ip:port address (e.g. \"0.0.0.0:8080\"); use \"\" to turn the HTTP listener off"
+                ),
+            ));
+        }
+        if !crate::http::response::Cors::valid_origin(&self.cors_allow_origin) {
+            return Err(Problem::new(
+                KeyPath::of(&["http", "cors_allow_origin"]),
+                "must be \"*\" or one origin such as \"https://player.example.com\"",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -403,6 +452,7 @@ impl Config {
         self.viewer.check()?;
         self.log.check()?;
         self.admin.check()?;
+        self.http.check()?;
         if self.apps.is_empty() {
             return Err(Problem::new(
                 KeyPath::of(&["app"]),
@@ -1125,6 +1175,7 @@ mod tests {
         let section = |name: &str| document[name].as_table().unwrap().len();
         assert_eq!(section("server"), 12);
         assert_eq!(section("admin"), 3);
+        assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);
         assert_eq!(document["app"]["live"].as_table().unwrap().len(), 11);

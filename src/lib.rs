@@ -37,6 +37,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod http;
 pub mod media;
 pub mod net;
 pub mod performance;

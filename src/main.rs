@@ -24,6 +24,10 @@ struct Cli {
     /// `admin.listen`; "" turns it off.
     #[arg(long, value_name = "ADDR")]
     admin_listen: Option<String>,
+    /// Media HTTP listener address (HTTP-FLV, WebSocket-FLV), overriding `http.listen`;
+    /// "" turns it off.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
     /// Number of shards (cores), overriding `server.shards`: a number or "auto".
     #[arg(long)]
     shards: Option<String>,
@@ -58,6 +62,9 @@ fn main() -> ExitCode {
     };
     if let Some(listen) = cli.listen {
         config.server.listen = listen;
+    }
+    if let Some(http) = &cli.http_listen {
+        config.http.listen = http.clone();
     }
     if let Some(admin) = &cli.admin_listen {
         config.admin.listen = admin.clone();

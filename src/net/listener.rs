@@ -16,14 +16,18 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 
 use futures_lite::future;
 use glommio::net::TcpListener;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Socket, Type};
 
 use super::client_task::serve;
 use super::shard_driver::ShardDriver;
 
 /// A listening socket on `addr` for this executor, with SO_REUSEPORT and SO_REUSEADDR.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.bind(&addr.into())?;
@@ -32,8 +36,16 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     Ok(unsafe { TcpListener::from_raw_fd(socket.into_raw_fd()) })
 }
 
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Rtmp,
+    /// The media HTTP listener: HTTP-FLV and WebSocket-FLV.
+    Http,
+}
+
 /// Accepts until the shard starts shutting down.
-pub async fn accept_loop(driver: Rc<ShardDriver>, listener: TcpListener) {
+pub async fn accept_loop(driver: Rc<ShardDriver>, listener: TcpListener, protocol: Protocol) {
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {
             driver.shutting_down.wait().await;
@@ -53,7 +65,11 @@ pub async fn accept_loop(driver: Rc<ShardDriver>, listener: TcpListener) {
             continue;
         };
         // Refused (shard full, or shutting down): dropping the stream closes it.
-        let Some(id) = driver.relay.borrow_mut().accept(addr, Instant::now()) else {
+        let accepted = match protocol {
+            Protocol::Rtmp => driver.relay.borrow_mut().accept(addr, Instant::now()),
+            Protocol::Http => driver.relay.borrow_mut().accept_http(addr, Instant::now()),
+        };
+        let Some(id) = accepted else {
             continue;
         };
         driver.sockets.borrow_mut().insert(id, stream);

@@ -19,7 +19,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
 use super::admin_listener::AdminListener;
-use super::listener::accept_loop;
+use super::listener::{Protocol, accept_loop};
 use super::mailbox::{Inbox, ShardSender, mailbox};
 use super::shard_driver::ShardDriver;
 use crate::admin::api::ApiSettings;
@@ -44,6 +44,10 @@ pub enum StartError {
         "{addr} (the admin listener) is already in use by another process (stop it, or choose another address with --admin-listen, or turn the admin listener off with --admin-listen \"\")"
     )]
     AdminPortInUse { addr: SocketAddr },
+    #[error(
+        "{addr} (the HTTP-FLV listener) is already in use by another process (stop it, or choose another address with --http-listen, or turn it off with --http-listen \"\")"
+    )]
+    HttpPortInUse { addr: SocketAddr },
     #[error("{0}")]
     Admin(String),
     #[error("{0}")]
@@ -95,6 +99,19 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 return Err(StartError::AdminPortInUse { addr });
             }
             Err(e) => return Err(StartError::Admin(format!("cannot listen on {addr}: {e}"))),
+        }
+    }
+    if let Some(addr) = config.http.listen_addr() {
+        match std::net::TcpListener::bind(addr) {
+            Ok(probe) => drop(probe),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(StartError::HttpPortInUse { addr });
+            }
+            Err(e) => {
+                return Err(StartError::Admin(format!(
+                    "cannot listen on {addr} for HTTP-FLV: {e}"
+                )));
+            }
         }
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -240,6 +257,7 @@ async fn shard_main(
             relay.config.server.shutdown_timeout(),
         )
     };
+    let http_addr = driver.relay.borrow().config.http.listen_addr();
     let listener = match super::listener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
@@ -247,9 +265,23 @@ async fn shard_main(
             return;
         }
     };
+    let http_listener = match http_addr.map(super::listener::bind) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            let addr = http_addr.expect("bound above");
+            let _ = ready.send(Err(format!(
+                "shard {id} cannot listen on {addr} for HTTP-FLV: {e}"
+            )));
+            return;
+        }
+    };
     let _ = ready.send(Ok(()));
     driver.start(inbox);
-    glommio::spawn_local(accept_loop(driver.clone(), listener)).detach();
+    glommio::spawn_local(accept_loop(driver.clone(), listener, Protocol::Rtmp)).detach();
+    if let Some(l) = http_listener {
+        glommio::spawn_local(accept_loop(driver.clone(), l, Protocol::Http)).detach();
+    }
     // Run until shutdown starts, then until the last client has gone (or the bound).
     driver.shutting_down.wait().await;
     let deadline = Instant::now() + shutdown_timeout;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::directory::{ConnId, StreamClock, StreamName};
+use super::http_viewer::HttpViewer;
 use super::rate::RateWindow;
 use super::slab::Key;
 use super::stream::StreamId;
@@ -99,6 +100,9 @@ pub struct Client {
     pub(crate) join_target: u64,
     /// Samples of its byte counters, for its bitrates.
     pub rate: RateWindow,
+    /// Set for a client of the media HTTP listener (HTTP-FLV, WebSocket-FLV); its
+    /// `session` then stays unused.
+    pub http: Option<Box<HttpViewer>>,
 }
 
 impl Client {
@@ -124,6 +128,7 @@ impl Client {
             join_mark: None,
             join_target: 0,
             rate: RateWindow::default(),
+            http: None,
         }
     }
 
@@ -143,8 +148,28 @@ impl Client {
         self.join_mark = Some((now, self.join_target));
     }
 
-    /// Moves what the session wants to send into the write queue.
+    /// Still before its first request (HTTP) or its handshake (RTMP).
+    pub fn is_handshaking(&self) -> bool {
+        match &self.http {
+            Some(_) => matches!(self.role, Role::Idle),
+            None => !self.session.is_handshake_complete(),
+        }
+    }
+
+    /// Bytes received from the client.
+    pub fn bytes_received(&self) -> u64 {
+        match &self.http {
+            Some(h) => h.bytes_received,
+            None => self.session.bytes_received(),
+        }
+    }
+
+    /// Moves what the session wants to send into the write queue (RTMP clients only: an
+    /// HTTP client's bytes are queued by the relay itself).
     pub fn queue_session_output(&mut self) {
+        if self.http.is_some() {
+            return;
+        }
         while let Some(bytes) = self.session.poll_transmit() {
             self.queue.push_pending(bytes);
         }

@@ -18,6 +18,8 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::output::OutputFormat;
+
 /// What kind of message a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FrameKind {
@@ -63,6 +65,20 @@ pub struct Frame {
     /// When the origin made it (the publisher's message arrived), for the relay latency
     /// the shards measure at each fan-out pass.
     pub ingested: Instant,
+    /// This shard's encodings for its FLV viewers, by `OutputFormat::slot`; made as the
+    /// frame joins the ring of a stream that has viewers of that format here
+    /// (`relay/output.rs`), None otherwise.
+    pub encodings: [Option<Bytes>; 3],
+}
+
+impl Frame {
+    /// What a viewer of `format` is sent for this frame.
+    pub fn encoding(&self, format: OutputFormat) -> Option<&Bytes> {
+        match format.slot() {
+            None => Some(&self.bytes),
+            Some(i) => self.encodings[i].as_ref(),
+        }
+    }
 }
 
 /// An entry in the ring: a frame, or a stream event at its place in the order.
@@ -93,7 +109,11 @@ impl RingEntry {
     pub fn memory(&self) -> usize {
         std::mem::size_of::<RingEntry>()
             + match self {
-                RingEntry::Frame(f) => f.bytes.len() + f.payload.len(),
+                RingEntry::Frame(f) => {
+                    f.bytes.len()
+                        + f.payload.len()
+                        + f.encodings.iter().flatten().map(Bytes::len).sum::<usize>()
+                }
                 RingEntry::Event { .. } => 0,
             }
     }
@@ -264,6 +284,7 @@ mod tests {
             bytes: Bytes::from(vec![0u8; len]),
             payload: Bytes::new(),
             ingested: std::time::Instant::now(),
+            encodings: Default::default(),
         })
     }
 

@@ -28,8 +28,10 @@ pub mod client;
 pub mod directory;
 pub mod file_source;
 pub mod frame;
+pub mod http_viewer;
 pub mod message;
 pub mod origin;
+pub mod output;
 pub mod rate;
 pub mod shard;
 #[cfg(test)]

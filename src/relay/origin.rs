@@ -138,6 +138,7 @@ impl Origin {
                 Bytes::new()
             },
             ingested: now,
+            encodings: Default::default(),
         }
     }
 
@@ -170,6 +171,7 @@ impl Origin {
             bytes,
             payload: if metadata { payload } else { Bytes::new() },
             ingested: now,
+            encodings: Default::default(),
         }
     }
 
@@ -205,6 +207,7 @@ impl Origin {
             bytes,
             payload: Bytes::new(),
             ingested: now,
+            encodings: Default::default(),
         }
     }
 

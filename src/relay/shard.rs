@@ -38,8 +38,10 @@ use super::client::{Client, ClientId, Role, RoleKind};
 use super::directory::{Claim, ConnId, StreamClock, StreamDirectory, StreamName, TakeoverPolicy};
 use super::file_source::{FileSource, FileStep, recording_path};
 use super::frame::{FrameRing, RingEntry, StreamEvent};
+use super::http_viewer::HttpRequest;
 use super::message::{AdminRefusal, ShardId, ShardMessage};
 use super::origin::Origin;
+use super::output::OutputFormat;
 use super::rate::RATE_SAMPLE_INTERVAL;
 use super::slab::Slab;
 use super::snapshot::{ClientInfo, ConnectionCounts, PublisherInfo, ShardSnapshot, StreamInfo};
@@ -47,6 +49,7 @@ use super::stats::{RejectReason, ShardStats};
 use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
 use super::write_queue::{FlushOutcome, FlushScratch, Transmit};
 use crate::config::{AppConfig, Config};
+use crate::http::response::{self, Cors};
 use crate::media::codec::{inspect_audio, inspect_video};
 use crate::media::gop_cache::GopCacheLimits;
 use crate::rtmp::chunk::{DecoderLimits, SHARED_STREAM_ID};
@@ -326,6 +329,15 @@ impl Shard {
         Some(id)
     }
 
+    /// A connection was accepted on the media HTTP listener (HTTP-FLV, WebSocket-FLV).
+    pub fn accept_http(&mut self, addr: SocketAddr, now: Instant) -> Option<ClientId> {
+        let id = self.accept(addr, now)?;
+        if let Some(c) = self.clients.get_mut(id.0) {
+            c.http = Some(Box::default());
+        }
+        Some(id)
+    }
+
     /// Bytes arrived from `id`: the session takes them, the relay acts on what they mean,
     /// and what the client is owed is written.
     pub fn handle_input(
@@ -339,6 +351,11 @@ impl Shard {
             return;
         };
         if c.close_reason.is_some() {
+            return;
+        }
+        if c.http.is_some() {
+            self.http_input(id, &bytes, now);
+            self.write(id, now, transmit);
             return;
         }
         let fed = c.session.feed(bytes);
@@ -392,7 +409,7 @@ impl Shard {
         let Some(c) = self.clients.remove(id.0) else {
             return;
         };
-        self.stats.closed_bytes_in += c.session.bytes_received();
+        self.stats.closed_bytes_in += c.bytes_received();
         self.stats.closed_bytes_out += c.queue.bytes_sent;
         let reason = c
             .close_reason
@@ -568,7 +585,7 @@ impl Shard {
     /// again later while the shard has clients.
     fn sample_rates(&mut self, now: Instant) {
         for c in self.clients.values_mut() {
-            let (bytes_in, bytes_out) = (c.session.bytes_received(), c.queue.bytes_sent);
+            let (bytes_in, bytes_out) = (c.bytes_received(), c.queue.bytes_sent);
             c.rate.sample(now, bytes_in, bytes_out);
         }
         for st in self.streams.values_mut() {
@@ -585,7 +602,7 @@ impl Shard {
         let server = &self.config.server;
         let mut at = None::<Instant>;
         let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
-        if !c.session.is_handshake_complete() {
+        if c.is_handshaking() {
             consider(c.accepted + server.handshake_timeout());
         }
         match &c.role {
@@ -635,11 +652,9 @@ impl Shard {
         };
         let server = &self.config.server;
         let since_accept = now.saturating_duration_since(c.accepted);
-        let reason = if !c.session.is_handshake_complete()
-            && since_accept > server.handshake_timeout()
-        {
+        let reason = if c.is_handshaking() && since_accept > server.handshake_timeout() {
             Some(format!(
-                "handshake not completed within {} ms",
+                "handshake (or HTTP request head) not completed within {} ms",
                 server.handshake_timeout_ms
             ))
         } else {
@@ -675,9 +690,28 @@ impl Shard {
             Some(reason) => {
                 let c = self.clients.get_mut(id.0).expect("looked up above");
                 if let Role::Viewer { stream_id, .. } = c.role {
-                    c.session
-                        .reject_play(stream_id, status::PLAY_STREAM_NOT_FOUND, &reason);
-                    c.queue_session_output();
+                    if c.http.is_some() {
+                        if matches!(
+                            c.role,
+                            Role::Viewer {
+                                waiting_since: Some(_),
+                                ..
+                            }
+                        ) {
+                            let cors = Cors {
+                                allow_origin: &self.config.http.cors_allow_origin,
+                            };
+                            c.queue.push_pending(response::error(
+                                404,
+                                "no such stream is published",
+                                &cors,
+                            ));
+                        }
+                    } else {
+                        c.session
+                            .reject_play(stream_id, status::PLAY_STREAM_NOT_FOUND, &reason);
+                        c.queue_session_output();
+                    }
                 }
                 self.close(id, reason);
             }
@@ -1183,7 +1217,7 @@ impl Shard {
         let Some(c) = self.clients.get(id.0) else {
             return;
         };
-        let (app_name, addr) = (c.session.app().to_owned(), c.addr);
+        let app_name = c.session.app().to_owned();
         let app = self.config.app(&app_name).cloned().unwrap_or_default();
         if !app.allow_play {
             self.stats.reject(RejectReason::PlayNotAllowed);
@@ -1214,6 +1248,15 @@ impl Shard {
         {
             return self.play_file(id, stream_id, name, path, now);
         }
+        self.play_stream(id, stream_id, name, now);
+    }
+
+    /// `id` plays the live stream `name` (on RTMP message stream `stream_id`): at once if
+    /// it is live here, else once its publisher arrives.
+    fn play_stream(&mut self, id: ClientId, stream_id: u32, name: StreamName, now: Instant) {
+        let Some(addr) = self.clients.get(id.0).map(|c| c.addr) else {
+            return;
+        };
         let sid = self.local_stream(&name);
         if !self.origins.contains_key(&name)
             && let Some(origin) = self.directory.origin(&name)
@@ -1253,6 +1296,89 @@ impl Shard {
                 tracing::info!(shard = self.id, peer = %addr, stream = %name, "viewer waits for the publisher");
             }
             self.arm_client_deadline(id, now);
+        }
+    }
+
+    /// Input from an HTTP client: its request head, or what it says while it plays.
+    fn http_input(&mut self, id: ClientId, bytes: &[u8], now: Instant) {
+        let cors_origin = self.config.http.cors_allow_origin.clone();
+        let cors = Cors {
+            allow_origin: &cors_origin,
+        };
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        let playing = !matches!(c.role, Role::Idle);
+        let Some(http) = c.http.as_mut() else {
+            return;
+        };
+        if playing {
+            let reply = http.feed_playing(bytes);
+            for frame in reply.send {
+                c.queue.push_pending(frame);
+            }
+            if let Some(reason) = reply.close {
+                self.close(id, reason);
+            }
+            return;
+        }
+        let Some(request) = http.feed_head(bytes, &cors) else {
+            return;
+        };
+        match request {
+            HttpRequest::Answer(answer) => {
+                c.queue.push_pending(answer);
+                tracing::info!(shard = self.id, peer = %c.addr, "HTTP request answered without a stream");
+                self.close(id, "HTTP request answered");
+            }
+            HttpRequest::Play {
+                app,
+                stream,
+                format,
+                response_head,
+                head_only,
+            } => {
+                let addr = c.addr;
+                let refusal = match self.config.app(&app) {
+                    None => Some((404, format!("no application named {app:?}"))),
+                    Some(a) if !a.allow_play => {
+                        self.stats.reject(RejectReason::PlayNotAllowed);
+                        Some((403, "playing is not allowed in this application".to_owned()))
+                    }
+                    Some(_) => None,
+                };
+                let name: StreamName = format!("{app}/{stream}").into();
+                let live_now = self
+                    .stream_ids
+                    .get(&name)
+                    .and_then(|sid| self.streams.get(sid.0))
+                    .is_some_and(|s| s.live)
+                    || self.directory.origin(&name).is_some();
+                let Some(c) = self.clients.get_mut(id.0) else {
+                    return;
+                };
+                if let Some((status, why)) = refusal {
+                    c.queue.push_pending(response::error(status, &why, &cors));
+                    tracing::info!(shard = self.id, peer = %addr, stream = %name, "HTTP play refused: {why}");
+                    self.close(id, format!("HTTP play refused: {why}"));
+                    return;
+                }
+                if head_only {
+                    let answer = if live_now {
+                        response_head
+                    } else {
+                        response::error(404, "no such stream is published", &cors)
+                    };
+                    c.queue.push_pending(answer);
+                    self.close(id, "HEAD answered");
+                    return;
+                }
+                if let Some(http) = c.http.as_mut() {
+                    http.response_head = Some(response_head);
+                }
+                tracing::info!(shard = self.id, peer = %addr, stream = %name, protocol = format.protocol(), "HTTP viewer asks for a stream");
+                self.play_stream(id, 0, name, now);
+            }
         }
     }
 
@@ -1418,9 +1544,13 @@ impl Shard {
                 let Some(s) = self.streams.get_mut(stream.0) else {
                     return;
                 };
+                let started = s.viewers.contains(&id);
                 s.remove_viewer(id);
                 if let Some(c) = self.clients.get(id.0) {
                     s.dropped_closed += c.queue.dropped_frames;
+                    if started {
+                        s.forget_format(c.queue.format);
+                    }
                 }
                 if s.file.is_some() {
                     // A file's stream is its one viewer's own.
@@ -1582,6 +1712,13 @@ impl Shard {
                 continue;
             };
             match &c.role {
+                Role::Viewer { .. } if c.http.is_some() => {
+                    if let Some(end) = c.http.as_ref().and_then(|h| h.ending())
+                        && c.queue.format != OutputFormat::Rtmp
+                    {
+                        c.queue.push_pending(end);
+                    }
+                }
                 Role::Viewer { stream_id, .. } => {
                     let sid = *stream_id;
                     c.session.notify_unpublished(sid);
@@ -1616,7 +1753,7 @@ impl Shard {
                 _ => c.last_role.0,
             };
             connections.add(role);
-            let (c_in, c_out) = (c.session.bytes_received(), c.queue.bytes_sent);
+            let (c_in, c_out) = (c.bytes_received(), c.queue.bytes_sent);
             bytes_in += c_in;
             bytes_out += c_out;
             if !with_clients {
@@ -1627,8 +1764,15 @@ impl Shard {
                 id: c.conn,
                 addr: c.addr,
                 role,
-                protocol: "rtmp",
-                app: c.session.app().to_owned(),
+                protocol: match (&c.http, c.queue.format) {
+                    (Some(_), OutputFormat::Rtmp) => "http",
+                    (_, format) => format.protocol(),
+                },
+                app: match (&c.http, &c.role) {
+                    (Some(_), Role::Viewer { name, .. }) => app_of(name).to_owned(),
+                    (Some(_), _) => String::new(),
+                    (None, _) => c.session.app().to_owned(),
+                },
                 stream: match &c.role {
                     Role::Idle => None,
                     Role::Publisher { name, .. } | Role::Viewer { name, .. } => Some(name.clone()),
@@ -1789,6 +1933,20 @@ fn render_event(c: &mut Client, event: StreamEvent, now: Instant) -> Option<&'st
     let Role::Viewer { stream_id, .. } = c.role else {
         return None;
     };
+    if let Some(http) = &c.http {
+        // FLV has no words for an unpublish or a republish: the viewer stays through the
+        // grace period and gets the new publisher's headers in line. The end ends the
+        // response cleanly.
+        return match event {
+            StreamEvent::Unpublished | StreamEvent::Republished => None,
+            StreamEvent::Ended | StreamEvent::PlayStopped => {
+                if let Some(end) = http.ending() {
+                    c.queue.push_pending(end);
+                }
+                Some("the stream ended")
+            }
+        };
+    }
     let close = match event {
         StreamEvent::Unpublished => {
             c.session.notify_unpublished(stream_id);

@@ -17,6 +17,7 @@ use super::client::{Client, ClientId};
 use super::directory::StreamName;
 use super::file_source::FileSource;
 use super::frame::{Frame, FrameKind, FrameRing, RingEntry, StreamEvent};
+use super::output::{self, OutputFormat};
 use super::rate::RateWindow;
 use super::slab::{Key, Slab};
 use crate::config::FlushOn;
@@ -134,6 +135,9 @@ pub struct LocalStream {
     pub dropped_closed: u64,
     /// Samples of `bytes_in`/`bytes_out`, for the stream's bitrates.
     pub rate: RateWindow,
+    /// Viewers here of each FLV format (`OutputFormat::slot`): frames get those encodings
+    /// as they join the ring while the count is not 0.
+    flv_viewers: [usize; 3],
 }
 
 impl LocalStream {
@@ -167,6 +171,7 @@ impl LocalStream {
             frames: [0; 4],
             dropped_closed: 0,
             rate: RateWindow::default(),
+            flv_viewers: [0; 3],
         }
     }
 
@@ -333,7 +338,15 @@ impl LocalStream {
 
     /// Appends an entry numbered in this ring's sequence. A numbering gap means entries
     /// were lost on the way (an inbox was full): every viewer resumes at the next keyframe.
-    pub fn append(&mut self, entry: RingEntry, now: Instant, clients: &mut Slab<Client>) -> Wake {
+    pub fn append(
+        &mut self,
+        mut entry: RingEntry,
+        now: Instant,
+        clients: &mut Slab<Client>,
+    ) -> Wake {
+        if let RingEntry::Frame(f) = &mut entry {
+            self.encode_for_viewers(f);
+        }
         let seq = entry.seq();
         if seq < self.ring.next_seq() {
             return Wake::Nothing;
@@ -397,6 +410,17 @@ impl LocalStream {
         wake
     }
 
+    /// Gives `f` the encodings this shard's FLV viewers of the stream need: once here, for
+    /// all of them.
+    fn encode_for_viewers(&self, f: &mut Frame) {
+        for format in OutputFormat::FLV {
+            let Some(slot) = format.slot() else { continue };
+            if self.flv_viewers[slot] > 0 && f.encodings[slot].is_none() {
+                f.encodings[slot] = Some(output::encode(f, format, self.settings.chunk_size));
+            }
+        }
+    }
+
     fn remember(&mut self, f: &Frame) {
         match f.kind {
             FrameKind::Audio => self.newest.audio = Some(f.timestamp),
@@ -420,6 +444,9 @@ impl LocalStream {
     /// no GOP that starts at a keyframe to give it (the cache is off, or was abandoned),
     /// its video starts at the next keyframe. Whoever starts it also writes to it.
     pub fn start_viewer(&mut self, id: ClientId, client: &mut Client, stream_id: u32) {
+        if client.http.is_some() {
+            return self.start_flv_viewer(id, client);
+        }
         client.session.accept_play(stream_id, true, false);
         client.queue_session_output();
         // Codec headers are re-encoded at the time this viewer's media of their kind
@@ -469,6 +496,76 @@ impl LocalStream {
         queue.start_at(self.ring.next_seq());
         client.join_target = join_target;
         self.viewers.push(id);
+    }
+
+    /// Starts an HTTP-FLV or WebSocket-FLV viewer: its response head, the FLV header, then
+    /// metadata, codec headers and the cached GOP as FLV tags in its format, then live.
+    fn start_flv_viewer(&mut self, id: ClientId, client: &mut Client) {
+        let Some(http) = client.http.as_mut() else {
+            return;
+        };
+        let Some(format) = http.format else {
+            return;
+        };
+        let Some(slot) = format.slot() else {
+            return;
+        };
+        let queue = &mut client.queue;
+        queue.format = format;
+        if let Some(head) = http.response_head.take() {
+            queue.push_pending(head);
+        }
+        let chunk_size = self.settings.chunk_size;
+        let framed = |body: &[u8]| output::frame_flv(format, body);
+        queue.push_pending(framed(&output::flv_header(
+            self.audio_header.is_some(),
+            self.video_header.is_some() || self.audio_header.is_none(),
+        )));
+        let gop: Vec<&Frame> = self
+            .gop
+            .as_ref()
+            .map(|g| g.iter().map(|c| &c.item).collect())
+            .unwrap_or_default();
+        let first = |kind: FrameKind| gop.iter().find(|f| f.kind == kind).map(|f| f.timestamp);
+        let any_start = gop.first().map(|f| f.timestamp);
+        let video_ts = first(FrameKind::Video)
+            .or(self.newest.video)
+            .or(any_start)
+            .unwrap_or(0);
+        let audio_ts = first(FrameKind::Audio)
+            .or(self.newest.audio)
+            .or(any_start)
+            .unwrap_or(0);
+        for (frame, ts) in [
+            (&self.metadata, 0),
+            (&self.video_header, video_ts),
+            (&self.audio_header, audio_ts),
+        ] {
+            if let Some(f) = frame {
+                queue.push_pending(framed(&output::flv_tag(f, ts, chunk_size)));
+            }
+        }
+        let join_target = queue.bytes_sent + queue.pending_bytes() as u64 + 1;
+        for f in &gop {
+            match &f.encodings[slot] {
+                Some(bytes) => queue.push_pending(bytes.clone()),
+                None => queue.push_pending(output::encode(f, format, chunk_size)),
+            }
+        }
+        if !self.gop.as_ref().is_some_and(|g| g.starts_with_keyframe()) {
+            queue.skip_to_keyframe();
+        }
+        queue.start_at(self.ring.next_seq());
+        client.join_target = join_target;
+        self.flv_viewers[slot] += 1;
+        self.viewers.push(id);
+    }
+
+    /// A viewer of `format` left: frames stop getting that encoding when it was the last.
+    pub fn forget_format(&mut self, format: OutputFormat) {
+        if let Some(slot) = format.slot() {
+            self.flv_viewers[slot] = self.flv_viewers[slot].saturating_sub(1);
+        }
     }
 
     /// Removes a viewer (it left or was closed).
@@ -534,6 +631,7 @@ mod tests {
             bytes: Bytes::from_static(b"x"),
             payload: Bytes::from_static(b"x"),
             ingested: Instant::now(),
+            encodings: Default::default(),
         })
     }
 

@@ -25,6 +25,7 @@ use bytes::Bytes;
 
 use super::client::ClientId;
 use super::frame::{FrameKind, FrameRing, RingEntry, StreamEvent};
+use super::output::OutputFormat;
 use crate::performance::{MAX_IOVECS, MAX_WRITE_BYTES};
 
 /// Where the relay's writes go: the driver's sockets, by client. The relay decides what
@@ -111,6 +112,8 @@ pub struct WriteQueue {
     pub dropped_frames: u64,
     /// Bytes written to the socket.
     pub bytes_sent: u64,
+    /// Which of a frame's encodings this client is sent.
+    pub format: OutputFormat,
 }
 
 impl WriteQueue {
@@ -125,6 +128,7 @@ impl WriteQueue {
             video_enabled: true,
             dropped_frames: 0,
             bytes_sent: 0,
+            format: OutputFormat::Rtmp,
         }
     }
 
@@ -242,7 +246,10 @@ impl WriteQueue {
                             break;
                         }
                         RingEntry::Frame(f) => {
-                            if !self.skips(skip_video, entry) {
+                            // A frame without this viewer's encoding came before it joined.
+                            if let Some(bytes) = f.encoding(self.format)
+                                && !self.skips(skip_video, entry)
+                            {
                                 if f.kind == FrameKind::Video && f.keyframe {
                                     skip_video = false;
                                 }
@@ -250,7 +257,7 @@ impl WriteQueue {
                                     seq,
                                     keyframe: f.keyframe,
                                 };
-                                gather.push(&mut scratch.sources, &f.bytes, source);
+                                gather.push(&mut scratch.sources, bytes, source);
                             }
                         }
                     }
@@ -338,8 +345,11 @@ impl WriteQueue {
                         self.skip_video = false;
                     }
                     self.cursor = seq + 1;
-                    if !done && let Some(RingEntry::Frame(f)) = ring.get(seq) {
-                        self.partial = Some(f.bytes.slice(took..));
+                    if !done
+                        && let Some(RingEntry::Frame(f)) = ring.get(seq)
+                        && let Some(bytes) = f.encoding(self.format)
+                    {
+                        self.partial = Some(bytes.slice(took..));
                     }
                 }
             }
@@ -367,6 +377,7 @@ mod tests {
             bytes: Bytes::from(vec![fill; len]),
             payload: Bytes::new(),
             ingested: std::time::Instant::now(),
+            encodings: Default::default(),
         })
     }
 
@@ -380,6 +391,7 @@ mod tests {
             bytes: Bytes::from(vec![fill; 10]),
             payload: Bytes::new(),
             ingested: std::time::Instant::now(),
+            encodings: Default::default(),
         })
     }
 

@@ -1156,6 +1156,30 @@ pub fn encode_shared(type_id: u8, timestamp: u32, payload: &[u8], chunk_size: u3
     Bytes::from(out)
 }
 
+/// The payload of a message [`encode_shared`] encoded, piece by piece without the chunk
+/// headers between them and without copying: what another output format (an FLV tag for
+/// HTTP viewers) is built from, so a frame keeps one encoding, not two.
+pub fn shared_payload_pieces(
+    encoded: &[u8],
+    type_id: u8,
+    timestamp: u32,
+    chunk_size: u32,
+) -> impl Iterator<Item = &[u8]> {
+    let header = shared_header(type_id, timestamp, 0);
+    let chunk_size = (chunk_size as usize).max(1);
+    let continuation = header.continuation_len();
+    let mut at = header.first_len().min(encoded.len());
+    std::iter::from_fn(move || {
+        if at >= encoded.len() {
+            return None;
+        }
+        let end = (at + chunk_size).min(encoded.len());
+        let piece = &encoded[at..end];
+        at = end + continuation;
+        Some(piece)
+    })
+}
+
 /// The length of [`encode_shared`]'s output, without encoding: for sizing write queues and
 /// accounting before the bytes exist.
 pub fn shared_encoded_len(payload_len: usize, chunk_size: u32, timestamp: u32) -> usize {
@@ -1169,6 +1193,25 @@ mod tests {
 
     fn msg(type_id: u8, stream_id: u32, timestamp: u32, payload: Vec<u8>) -> RtmpMessage {
         RtmpMessage::new(type_id, stream_id, timestamp, payload)
+    }
+
+    #[test]
+    fn shared_payload_pieces_give_back_the_payload() {
+        for (len, chunk, ts) in [
+            (0, 128, 0),
+            (1, 128, 5),
+            (300, 128, 0x00FF_FFFF),
+            (4096, 4096, 7),
+            (5000, 100, 0x0100_0000),
+        ] {
+            let payload = pattern(len, 3);
+            let encoded = encode_shared(9, ts, &payload, chunk);
+            let back: Vec<u8> = shared_payload_pieces(&encoded, 9, ts, chunk)
+                .flatten()
+                .copied()
+                .collect();
+            assert_eq!(back, payload, "len {len} chunk {chunk} ts {ts}");
+        }
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {

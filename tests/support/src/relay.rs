@@ -29,6 +29,8 @@ pub struct Relay {
     pub port: u16,
     /// The admin listener (JSON API, /metrics, health checks).
     pub admin: SocketAddr,
+    /// The media HTTP listener (HTTP-FLV, WebSocket-FLV).
+    pub http: SocketAddr,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
 }
@@ -60,12 +62,14 @@ impl Relay {
         for _ in 0..5 {
             let port = free_port();
             let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let log = std::fs::File::create(&log_path).unwrap();
             let child = Command::new(bin)
                 .arg("--config")
                 .arg(&config_path)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--admin-listen", &admin.to_string()])
+                .args(["--http-listen", &http.to_string()])
                 .args(["--shards", &shards.to_string()])
                 .args(["--log", log_filter])
                 .env_remove("RUST_LOG")
@@ -78,6 +82,7 @@ impl Relay {
                 child: Some(child),
                 port,
                 admin,
+                http,
                 config_path: config_path.clone(),
                 log_path: log_path.clone(),
             };
@@ -105,6 +110,11 @@ impl Relay {
             }
         }
         panic!("no free port for the relay after 5 tries: {last_log}");
+    }
+
+    /// The HTTP-FLV URL of `live/{key}`.
+    pub fn flv_url(&self, key: &str) -> String {
+        format!("http://{}/live/{key}.flv", self.http)
     }
 
     pub fn url(&self, key: &str) -> String {
