@@ -35,7 +35,7 @@ use crate::relay::client::RoleKind;
 use crate::relay::directory::{ConnId, StreamName};
 use crate::relay::message::{AdminRefusal, ShardId};
 use crate::relay::snapshot::{
-    ClientInfo, ConnectionCounts, ShardSnapshot, StreamTotals, streams_across,
+    ClientInfo, ConnectionCounts, PROTOCOLS, ShardSnapshot, StreamTotals, streams_across,
 };
 
 pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
@@ -343,7 +343,11 @@ impl<R: RunningRelay> AdminApi<R> {
                             "recording_viewer": connections.file_viewers,
                             "client": connections.idle,
                         },
-                        "by_protocol": { "rtmp": connections.total() },
+                        "by_protocol": PROTOCOLS
+                            .iter()
+                            .enumerate()
+                            .map(|(p, name)| ((*name).to_owned(), json!(connections.protocol_total(p))))
+                            .collect::<serde_json::Map<String, Value>>(),
                     },
                     "streams": streams.len(),
                     "bytes_in": sum(|s| s.bytes_in),

@@ -23,7 +23,7 @@ use prometheus::{Encoder, TextEncoder};
 use super::track::{audio_codec_name, video_codec_name};
 use crate::relay::client::RoleKind;
 use crate::relay::frame::FrameKind;
-use crate::relay::snapshot::{ConnectionCounts, ShardSnapshot, StreamTotals};
+use crate::relay::snapshot::{ConnectionCounts, PROTOCOLS, ShardSnapshot, StreamTotals};
 use crate::relay::stats::{LatencyHistogram, RejectReason};
 
 /// What the process itself reports (`/proc/self`), for the standard `process_*` series.
@@ -220,26 +220,37 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     for s in shards {
         connections.merge(&s.connections);
     }
-    for (role, n) in [
-        (RoleKind::Publisher, connections.publishers),
-        (RoleKind::Viewer, connections.viewers),
-        (RoleKind::FileViewer, connections.file_viewers),
-        (RoleKind::Client, connections.idle),
-    ] {
-        f.gauge(
-            "shardcast_connections",
-            "Connected clients by protocol and role.",
-            &[("protocol", "rtmp"), ("role", role_label(role))],
-            n as f64,
-        );
+    for (p, protocol) in PROTOCOLS.iter().enumerate() {
+        for (r, role) in [
+            RoleKind::Publisher,
+            RoleKind::Viewer,
+            RoleKind::FileViewer,
+            RoleKind::Client,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            f.gauge(
+                "shardcast_connections",
+                "Connected clients by protocol and role.",
+                &[("protocol", protocol), ("role", role_label(role))],
+                connections.by_protocol[p][r] as f64,
+            );
+        }
     }
     let sum = |g: fn(&ShardSnapshot) -> u64| shards.iter().map(g).sum::<u64>() as f64;
-    f.counter(
-        "shardcast_connections_accepted_total",
-        "Connections accepted, by protocol.",
-        &[("protocol", "rtmp")],
-        sum(|s| s.stats.accepted),
-    );
+    let accepted_http = sum(|s| s.stats.accepted_http);
+    for (protocol, n) in [
+        ("rtmp", sum(|s| s.stats.accepted) - accepted_http),
+        ("http", accepted_http),
+    ] {
+        f.counter(
+            "shardcast_connections_accepted_total",
+            "Connections accepted, by listener protocol (http: HTTP-FLV and WebSocket-FLV).",
+            &[("protocol", protocol)],
+            n,
+        );
+    }
     for reason in RejectReason::ALL {
         f.counter(
             "shardcast_connections_rejected_total",

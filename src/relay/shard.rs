@@ -332,6 +332,7 @@ impl Shard {
     /// A connection was accepted on the media HTTP listener (HTTP-FLV, WebSocket-FLV).
     pub fn accept_http(&mut self, addr: SocketAddr, now: Instant) -> Option<ClientId> {
         let id = self.accept(addr, now)?;
+        self.stats.accepted_http += 1;
         if let Some(c) = self.clients.get_mut(id.0) {
             c.http = Some(Box::default());
         }
@@ -1752,7 +1753,11 @@ impl Shard {
                 Role::Idle => RoleKind::Client,
                 _ => c.last_role.0,
             };
-            connections.add(role);
+            let protocol = match (&c.http, c.queue.format) {
+                (Some(_), OutputFormat::Rtmp) => "http",
+                (_, format) => format.protocol(),
+            };
+            connections.add(role, protocol);
             let (c_in, c_out) = (c.bytes_received(), c.queue.bytes_sent);
             bytes_in += c_in;
             bytes_out += c_out;
@@ -1764,10 +1769,7 @@ impl Shard {
                 id: c.conn,
                 addr: c.addr,
                 role,
-                protocol: match (&c.http, c.queue.format) {
-                    (Some(_), OutputFormat::Rtmp) => "http",
-                    (_, format) => format.protocol(),
-                },
+                protocol,
                 app: match (&c.http, &c.role) {
                     (Some(_), Role::Viewer { name, .. }) => app_of(name).to_owned(),
                     (Some(_), _) => String::new(),

@@ -33,7 +33,10 @@ pub struct ShardSnapshot {
     pub stats: ShardStats,
 }
 
-/// Connected clients by role.
+/// The protocols clients speak, as the API and metrics name them.
+pub const PROTOCOLS: [&str; 4] = ["rtmp", "http_flv", "ws_flv", "http"];
+
+/// Connected clients by role, and by protocol and role.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConnectionCounts {
     pub publishers: usize,
@@ -41,6 +44,8 @@ pub struct ConnectionCounts {
     pub file_viewers: usize,
     /// Connected, neither publishing nor playing.
     pub idle: usize,
+    /// By `PROTOCOLS` index, then role: publisher, viewer, recording viewer, idle.
+    pub by_protocol: [[usize; 4]; 4],
 }
 
 impl ConnectionCounts {
@@ -48,13 +53,36 @@ impl ConnectionCounts {
         self.publishers + self.viewers + self.file_viewers + self.idle
     }
 
-    pub fn add(&mut self, role: RoleKind) {
-        match role {
-            RoleKind::Client => self.idle += 1,
-            RoleKind::Publisher => self.publishers += 1,
-            RoleKind::Viewer => self.viewers += 1,
-            RoleKind::FileViewer => self.file_viewers += 1,
+    /// Counts one client of `role` speaking `protocol` (one of [`PROTOCOLS`]).
+    pub fn add(&mut self, role: RoleKind, protocol: &str) {
+        let r = match role {
+            RoleKind::Publisher => {
+                self.publishers += 1;
+                0
+            }
+            RoleKind::Viewer => {
+                self.viewers += 1;
+                1
+            }
+            RoleKind::FileViewer => {
+                self.file_viewers += 1;
+                2
+            }
+            RoleKind::Client => {
+                self.idle += 1;
+                3
+            }
+        };
+        if let Some(p) = PROTOCOLS.iter().position(|&name| name == protocol) {
+            self.by_protocol[p][r] += 1;
         }
+    }
+
+    /// Clients speaking `PROTOCOLS[p]`.
+    pub fn protocol_total(&self, p: usize) -> usize {
+        self.by_protocol
+            .get(p)
+            .map_or(0, |roles| roles.iter().sum())
     }
 
     pub fn merge(&mut self, other: &ConnectionCounts) {
@@ -62,6 +90,11 @@ impl ConnectionCounts {
         self.viewers += other.viewers;
         self.file_viewers += other.file_viewers;
         self.idle += other.idle;
+        for (mine, theirs) in self.by_protocol.iter_mut().zip(&other.by_protocol) {
+            for (a, b) in mine.iter_mut().zip(theirs) {
+                *a += b;
+            }
+        }
     }
 }
 

@@ -111,7 +111,9 @@ impl LatencyHistogram {
 /// (their bytes) is added from them when a snapshot is taken.
 #[derive(Clone, Debug, Default)]
 pub struct ShardStats {
+    /// Connections accepted, on every listener, and on the media HTTP listener.
     pub accepted: u64,
+    pub accepted_http: u64,
     rejected: [u64; RejectReason::ALL.len()],
     /// Bytes received from and sent to clients that have left.
     pub closed_bytes_in: u64,
