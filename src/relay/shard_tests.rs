@@ -821,3 +821,106 @@ fn counters_follow_what_happened() {
     assert!(without_clients.clients.is_empty());
     assert_eq!(without_clients.connections.total(), 2);
 }
+
+/// An HTTP client of shard `shard` that sent `request`.
+fn http_client(w: &mut World, shard: usize, request: &str) -> ClientId {
+    w.next_port += 1;
+    let addr = SocketAddr::from(([127, 0, 0, 1], w.next_port));
+    let id = w.shards[shard].accept_http(addr, w.now).expect("accepted");
+    let mut wire = ShardWire {
+        shard,
+        wire: &mut w.wire,
+    };
+    w.shards[shard].handle_input(
+        id,
+        Bytes::copy_from_slice(request.as_bytes()),
+        w.now,
+        &mut wire,
+    );
+    w.settle();
+    id
+}
+
+/// What an HTTP client has been sent so far.
+fn http_received(w: &World, shard: usize, id: ClientId) -> Vec<u8> {
+    w.wire
+        .sent
+        .get(&(shard, id))
+        .map(|b| b.to_vec())
+        .unwrap_or_default()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn an_http_flv_viewer_waits_for_the_publisher_then_gets_flv_in_chunks_until_the_end() {
+    let mut w = World::new(2);
+    let v = http_client(&mut w, 1, "GET /live/h.flv HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(
+        http_received(&w, 1, v).is_empty(),
+        "the answer waits for a publisher"
+    );
+    let mut p = w.publisher(0, "h");
+    w.start_media(&mut p, 0);
+    w.send(&mut p, MediaKind::Video, 40, inter(2));
+    let got = http_received(&w, 1, v);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("Content-Type: video/x-flv"));
+    let body = find(&got, b"\r\n\r\n").unwrap() + 4;
+    // The first chunk is the FLV header: "d\r\nFLV" (13 bytes).
+    assert_eq!(&got[body..body + 6], b"d\r\nFLV");
+    // The AVC header, the keyframe and the inter frame follow as FLV video tags.
+    assert!(find(&got[body..], AVC_HEADER).is_some());
+    assert!(find(&got[body..], &keyframe(1)).is_some());
+    assert!(find(&got[body..], &inter(2)).is_some());
+    let snaps = w.snapshots();
+    let c = snaps[1]
+        .clients
+        .iter()
+        .find(|c| c.role == RoleKind::Viewer)
+        .unwrap();
+    assert_eq!(c.protocol, "http_flv");
+    assert_eq!(snaps[1].connections.by_protocol[1][1], 1);
+
+    // The publisher leaves; after the grace period the body ends with the last chunk.
+    w.disconnect(&mut p);
+    w.advance(Duration::from_millis(3500));
+    let got = http_received(&w, 1, v);
+    assert!(got.ends_with(b"0\r\n\r\n"), "the chunked body ended");
+    assert!(w.wire.closed.contains(&(1, v)));
+}
+
+#[test]
+fn http_requests_for_nothing_are_answered_and_closed() {
+    let mut w = World::new(1);
+    for (request, status) in [
+        ("GET /nope/x.flv HTTP/1.1\r\nHost: x\r\n\r\n", "404"),
+        ("POST /live/x.flv HTTP/1.1\r\nHost: x\r\n\r\n", "405"),
+        (
+            "GET /live/..%2fsecret.flv HTTP/1.1\r\nHost: x\r\n\r\n",
+            "400",
+        ),
+        ("OPTIONS /live/x.flv HTTP/1.1\r\nHost: x\r\n\r\n", "204"),
+    ] {
+        let id = http_client(&mut w, 0, request);
+        let got = http_received(&w, 0, id);
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request:?}: {text}"
+        );
+        assert!(w.wire.closed.contains(&(0, id)), "{request:?} closed");
+    }
+    // A head that never ends is closed at the handshake deadline.
+    let slow = http_client(&mut w, 0, "GET /live/x.flv HTTP/1.1\r\nHost:");
+    w.advance(Duration::from_millis(5100));
+    assert!(w.wire.closed.contains(&(0, slow)));
+    // No publisher within wait_for_publisher_ms: 404.
+    let waiting = http_client(&mut w, 0, "GET /live/late.flv HTTP/1.1\r\nHost: x\r\n\r\n");
+    w.advance(Duration::from_millis(4100));
+    let text = String::from_utf8_lossy(&http_received(&w, 0, waiting)).into_owned();
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+}
