@@ -21,7 +21,10 @@
 //!    once; audio waits for the next video frame, at most 50 ms.
 //! 5. **Gather** (`src/relay/write_queue.rs`). The shard's fan-out walks the stream's
 //!    viewers; each viewer's `WriteQueue` gathers what it is owed, the same shared
-//!    buffers, into one `IoSlice` array.
+//!    buffers, into one `IoSlice` array. An HTTP-FLV or WebSocket-FLV viewer
+//!    (`src/relay/http_viewer.rs`, on the media HTTP listener) gathers the frame's FLV
+//!    encoding for its format instead, made once on this shard as the frame joined the
+//!    ring (`src/relay/output.rs`).
 //! 6. **Write** (`src/net/sockets.rs`). The driver writes that array with one `sendmsg` to
 //!    the viewer's socket, found by the viewer's id. A full socket is left to the viewer's
 //!    own task, which waits for it to drain: nothing a viewer does slows the publisher.
