@@ -134,7 +134,9 @@ pub fn parse_head(buf: &[u8]) -> HeadParse {
 /// another version (`GET / HTTP/2.0`: 505), rather than a malformed one whose version
 /// slot holds something else (`GET /a b HTTP/1.1`: 400).
 fn names_other_version(buf: &[u8]) -> bool {
-    let line = buf.split(|&b| b == b'\n').find(|l| !l.is_empty() && *l != b"\r");
+    let line = buf
+        .split(|&b| b == b'\n')
+        .find(|l| !l.is_empty() && *l != b"\r");
     let Some(line) = line else {
         return false;
     };
@@ -691,7 +693,7 @@ mod tests {
         }
 
         #[test]
-        fn any_split_of_a_real_head_is_incomplete_then_complete(cut in 0..CHROME_WS.len()) {
+        fn any_cut_of_a_real_head_is_incomplete(cut in 0..CHROME_WS.len()) {
             prop_assert_eq!(parse_head(&CHROME_WS[..cut]), HeadParse::Incomplete);
         }
     }
