@@ -30,7 +30,8 @@
 //!    own task, which waits for it to drain: nothing a viewer does slows the publisher.
 //!
 //! `src/relay/` and `src/rtmp/` are deterministic (no sockets, clocks or tasks);
-//! `src/net/` drives them. Operators see and steer all of this through `src/admin/` (the
+//! `src/net/` drives them. So is `src/http/`: the request parsing, response heads and
+//! WebSocket framing for HTTP-FLV and WebSocket-FLV viewers. Operators see and steer all of this through `src/admin/` (the
 //! JSON API, `/metrics`, health checks), served by `src/net/admin_listener.rs` on a thread
 //! of its own that asks the shards by message and sums their plain counters
 //! (`src/relay/stats.rs`) at scrape time. `src/performance.rs` holds every performance knob with the

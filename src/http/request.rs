@@ -123,11 +123,25 @@ pub fn parse_head(buf: &[u8]) -> HeadParse {
         Err(httparse::Error::TooManyHeaders) => {
             HeadParse::Rejected(HttpError::new(431, "too many header fields"))
         }
-        Err(httparse::Error::Version) => {
+        Err(httparse::Error::Version) if names_other_version(window) => {
             HeadParse::Rejected(HttpError::new(505, "only HTTP/1.0 and HTTP/1.1"))
         }
         Err(e) => HeadParse::Rejected(HttpError::bad_request(e.to_string())),
     }
+}
+
+/// Whether a request line `httparse` refused for its version is a well-formed line naming
+/// another version (`GET / HTTP/2.0`: 505), rather than a malformed one whose version
+/// slot holds something else (`GET /a b HTTP/1.1`: 400).
+fn names_other_version(buf: &[u8]) -> bool {
+    let line = buf
+        .split(|&b| b == b'\n')
+        .find(|l| !l.is_empty() && *l != b"\r");
+    let Some(line) = line else {
+        return false;
+    };
+    let parts: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    parts.len() == 3 && parts[2].starts_with(b"HTTP/")
 }
 
 /// Turns a complete `httparse` request into a [`RequestHead`].
@@ -557,6 +571,7 @@ mod tests {
     #[test]
     fn malformed_heads() {
         assert_eq!(rejected(b"GET /a/b.flv HTTP/2.0\r\n\r\n"), 505);
+        assert_eq!(rejected(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), 505);
         assert_eq!(
             rejected(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"),
             400
@@ -664,21 +679,22 @@ mod tests {
         }
 
         #[test]
-        fn route_never_panics_on_any_path(path in "[ -~]{0,80}", tail in "(%[0-9a-fA-F]{0,2}|[a-z./\\\\]){0,20}") {
+        fn route_never_panics_on_any_path(path in "[!-~]{0,80}", tail in "(%[0-9a-fA-F]{0,2}|[a-z./\\\\]){0,20}") {
             let raw = format!("GET {path}{tail} HTTP/1.1\r\nHost: x\r\n\r\n");
-            if let HeadParse::Complete { head, .. } = parse_head(raw.as_bytes()) {
-                if let Ok(Route::Flv { app, stream }) = route(&head) {
-                    for name in [&app, &stream] {
-                        prop_assert!(!name.is_empty() && name != "." && name != "..");
-                        prop_assert!(!name.contains(['/', '\\', '\0']));
-                        prop_assert!(name.len() <= MAX_SEGMENT_BYTES);
-                    }
+            if let HeadParse::Complete { head, .. } = parse_head(raw.as_bytes())
+                && let Ok(Route::Flv { app, stream }) = route(&head)
+            {
+                for name in [&app, &stream] {
+                    prop_assert!(!name.is_empty() && name != "." && name != "..");
+                    prop_assert!(!name.contains(['/', '\\', '\0']));
+                    prop_assert!(!name.chars().any(char::is_control));
+                    prop_assert!(name.len() <= MAX_SEGMENT_BYTES);
                 }
             }
         }
 
         #[test]
-        fn any_split_of_a_real_head_is_incomplete_then_complete(cut in 0..CHROME_WS.len()) {
+        fn any_cut_of_a_real_head_is_incomplete(cut in 0..CHROME_WS.len()) {
             prop_assert_eq!(parse_head(&CHROME_WS[..cut]), HeadParse::Incomplete);
         }
     }
