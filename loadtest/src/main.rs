@@ -16,6 +16,8 @@
 
 mod admin;
 mod clock;
+mod flv;
+mod flv_viewer;
 mod h264;
 mod marker;
 mod publisher;

@@ -52,6 +52,8 @@ pub struct RunSettings {
     pub scenario: Option<String>,
     pub description: Option<String>,
     pub url: String,
+    /// How viewers played: `rtmp`, `http-flv` or `ws-flv`.
+    pub protocol: String,
     pub play_url: String,
     pub streams: usize,
     pub viewers_per_stream: u32,
@@ -546,6 +548,7 @@ impl Report {
         if let Some(d) = &s.description {
             let _ = writeln!(out, "scenario: {d}");
         }
+        let _ = writeln!(out, "viewers play: {} {}", s.protocol, s.play_url);
         if s.read_interval_ms > 0.0 {
             let _ = writeln!(
                 out,

@@ -390,9 +390,8 @@ impl<'a> Watch<'a> {
         let mut playing: BTreeMap<(String, String), u64> = BTreeMap::new();
         for (url, s) in self.settings.play_urls.iter().zip(streams) {
             // The server names a stream without the query (`key?token=...`).
-            let name = url.key.split('?').next().unwrap_or_default();
             *playing
-                .entry((url.app.clone(), name.to_owned()))
+                .entry((url.app().to_owned(), url.stream_name().to_owned()))
                 .or_default() += s.viewers_playing.load(Ordering::Relaxed);
         }
         OwnCounts {
@@ -485,6 +484,7 @@ impl<'a> Watch<'a> {
                     .first()
                     .map(ToString::to_string)
                     .unwrap_or_default(),
+                protocol: s.protocol.name().to_owned(),
                 play_url: s
                     .play_urls
                     .first()

@@ -9,7 +9,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser};
+use clap::{Args, Parser, ValueEnum};
 use serde::Deserialize;
 
 use crate::admin::AdminTarget;
@@ -37,9 +37,19 @@ pub struct Knobs {
     #[arg(long, value_name = "TEMPLATE")]
     pub url: Option<String>,
     /// Play URL template, when viewers play from elsewhere (an edge) than publishers push
-    /// to. [default: the publish URL]
+    /// to; for http-flv and ws-flv an http:// URL such as
+    /// http://127.0.0.1:8080/live/load-{⁠n}.flv. [default: the publish URL; for http-flv and
+    /// ws-flv derived from it with --http-port]
     #[arg(long, value_name = "TEMPLATE")]
     pub play_url: Option<String>,
+    /// How viewers play: rtmp, http-flv (GET .../{app}/{stream}.flv) or ws-flv (the same
+    /// path over a WebSocket). [default: rtmp]
+    #[arg(long, value_name = "PROTOCOL")]
+    pub protocol: Option<Protocol>,
+    /// For http-flv and ws-flv without --play-url: the relay's media HTTP port; viewers
+    /// then play rtmp://HOST:PORT/APP/KEY of --url as http://HOST:HTTP_PORT/APP/KEY.flv.
+    #[arg(long, value_name = "PORT")]
+    pub http_port: Option<u16>,
     /// Number of streams, each with its own publisher. [default: 1]
     #[arg(long, value_name = "P")]
     pub streams: Option<u32>,
@@ -113,6 +123,8 @@ impl Knobs {
         Knobs {
             url: self.url.or(base.url),
             play_url: self.play_url.or(base.play_url),
+            protocol: self.protocol.or(base.protocol),
+            http_port: self.http_port.or(base.http_port),
             streams: self.streams.or(base.streams),
             viewers: self.viewers.or(base.viewers),
             ramp: self.ramp.or(base.ramp),
@@ -149,6 +161,147 @@ struct ScenarioFile {
     knobs: Knobs,
 }
 
+/// How viewers play.
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    #[default]
+    Rtmp,
+    HttpFlv,
+    WsFlv,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Rtmp => "rtmp",
+            Protocol::HttpFlv => "http-flv",
+            Protocol::WsFlv => "ws-flv",
+        }
+    }
+}
+
+/// Where an HTTP-FLV (or WebSocket-FLV) URL points: `http://host[:port]/app/stream.flv`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpUrl {
+    /// `host:port` as written (with 80 added when absent), for `Host:`.
+    pub authority: String,
+    pub addr: SocketAddr,
+    /// The request target: `/app/stream.flv` and any query.
+    pub target: String,
+    pub app: String,
+    /// The stream name: the last path segment without `.flv` and the query.
+    pub stream: String,
+}
+
+impl std::fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}{}", self.authority, self.target)
+    }
+}
+
+/// Parses `http://host[:port]/app/stream.flv[?query]` (`ws://` too) and resolves the host.
+pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("ws://"))
+        .ok_or_else(|| format!("{url}: http-flv and ws-flv play http:// URLs"))?;
+    let shape = || format!("{url}: expected http://host[:port]/app/stream.flv");
+    let (authority, path) = rest.split_once('/').ok_or_else(shape)?;
+    let (app, file) = path
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .split_once('/')
+        .ok_or_else(shape)?;
+    let stream = file
+        .strip_suffix(".flv")
+        .filter(|s| !s.is_empty() && !app.is_empty());
+    let stream = stream.ok_or_else(shape)?;
+    let authority = with_port(authority, 80);
+    Ok(HttpUrl {
+        addr: resolve(url, &authority)?,
+        authority,
+        target: format!("/{path}"),
+        app: app.to_owned(),
+        stream: stream.to_owned(),
+    })
+}
+
+/// `authority` with `:port` added when it has none.
+fn with_port(authority: &str, port: u16) -> String {
+    let has_port = authority.rsplit_once(':').is_some_and(|(host, port)| {
+        (!host.contains(':') || host.ends_with(']')) && port.parse::<u16>().is_ok()
+    });
+    if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:{port}")
+    }
+}
+
+fn resolve(url: &str, authority: &str) -> Result<SocketAddr, String> {
+    authority
+        .to_socket_addrs()
+        .map_err(|e| format!("{url}: cannot resolve {authority}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{url}: {authority} resolves to no address"))
+}
+
+/// Where viewers play.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlayUrl {
+    Rtmp(RtmpUrl),
+    /// HTTP-FLV, or WebSocket-FLV when `websocket`.
+    Flv {
+        url: HttpUrl,
+        websocket: bool,
+    },
+}
+
+impl PlayUrl {
+    pub fn app(&self) -> &str {
+        match self {
+            PlayUrl::Rtmp(u) => &u.app,
+            PlayUrl::Flv { url, .. } => &url.app,
+        }
+    }
+
+    /// The stream's name as the server lists it: without a query.
+    pub fn stream_name(&self) -> &str {
+        match self {
+            PlayUrl::Rtmp(u) => u.key.split('?').next().unwrap_or_default(),
+            PlayUrl::Flv { url, .. } => &url.stream,
+        }
+    }
+}
+
+impl std::fmt::Display for PlayUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PlayUrl::Rtmp(u) => u.fmt(f),
+            PlayUrl::Flv { url, websocket } => {
+                let scheme = if *websocket { "ws" } else { "http" };
+                write!(f, "{scheme}://{}{}", url.authority, url.target)
+            }
+        }
+    }
+}
+
+/// The HTTP-FLV URL of an RTMP URL: `rtmp://HOST:PORT/APP/KEY` becomes
+/// `http://HOST:HTTP_PORT/APP/KEY.flv` (a query stays behind `.flv`).
+pub fn derived_flv_url(rtmp: &RtmpUrl, http_port: u16) -> String {
+    let host = match rtmp.authority.rsplit_once(':') {
+        Some((host, _)) => host,
+        None => &rtmp.authority,
+    };
+    let (key, query) = match rtmp.key.split_once('?') {
+        Some((key, query)) => (key, format!("?{query}")),
+        None => (rtmp.key.as_str(), String::new()),
+    };
+    format!("http://{host}:{http_port}/{}/{key}.flv{query}", rtmp.app)
+}
+
 /// Where an RTMP URL points.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RtmpUrl {
@@ -183,19 +336,8 @@ pub fn parse_rtmp_url(url: &str) -> Result<RtmpUrl, String> {
         .split_once('/')
         .filter(|(app, key)| !app.is_empty() && !key.is_empty())
         .ok_or_else(|| format!("{url}: expected rtmp://host[:port]/app/key"))?;
-    let has_port = authority.rsplit_once(':').is_some_and(|(host, port)| {
-        (!host.contains(':') || host.ends_with(']')) && port.parse::<u16>().is_ok()
-    });
-    let authority = if has_port {
-        authority.to_owned()
-    } else {
-        format!("{authority}:1935")
-    };
-    let addr = authority
-        .to_socket_addrs()
-        .map_err(|e| format!("{url}: cannot resolve {authority}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{url}: {authority} resolves to no address"))?;
+    let authority = with_port(authority, 1935);
+    let addr = resolve(url, &authority)?;
     Ok(RtmpUrl {
         authority,
         addr,
@@ -262,7 +404,8 @@ pub struct Settings {
     pub scenario: Option<String>,
     pub description: Option<String>,
     pub publish_urls: Vec<RtmpUrl>,
-    pub play_urls: Vec<RtmpUrl>,
+    pub protocol: Protocol,
+    pub play_urls: Vec<PlayUrl>,
     pub viewers_per_stream: u32,
     pub ramp_per_second: f64,
     pub duration: Duration,
@@ -319,7 +462,7 @@ impl Settings {
             .url
             .map(clean)
             .unwrap_or_else(|| "rtmp://127.0.0.1:1935/live/load-{n}".to_owned());
-        let play_url = k.play_url.map(clean).unwrap_or_else(|| url.clone());
+        let protocol = k.protocol.unwrap_or_default();
         let streams = k.streams.unwrap_or(1);
         if streams == 0 {
             return Err("--streams must be at least 1".into());
@@ -335,7 +478,34 @@ impl Settings {
                 .collect()
         };
         let publish_urls = expand(&url)?;
-        let play_urls = expand(&play_url)?;
+        let play_urls = match (protocol, k.play_url.map(clean)) {
+            (Protocol::Rtmp, template) => expand(template.as_deref().unwrap_or(&url))?
+                .into_iter()
+                .map(PlayUrl::Rtmp)
+                .collect(),
+            (flv, template) => {
+                let websocket = flv == Protocol::WsFlv;
+                let urls: Vec<String> = match (template, k.http_port) {
+                    (Some(t), _) => (0..streams)
+                        .map(|n| t.replace("{n}", &n.to_string()))
+                        .collect(),
+                    (None, Some(port)) => publish_urls
+                        .iter()
+                        .map(|u| derived_flv_url(u, port))
+                        .collect(),
+                    (None, None) => {
+                        return Err(format!(
+                            "--protocol {} needs --play-url (e.g. http://127.0.0.1:8080/live/load-{{n}}.flv) \
+                             or --http-port (the relay's media HTTP port, to derive it from --url)",
+                            flv.name()
+                        ));
+                    }
+                };
+                urls.iter()
+                    .map(|u| parse_http_url(u).map(|url| PlayUrl::Flv { url, websocket }))
+                    .collect::<Result<_, _>>()?
+            }
+        };
         let ramp = k.ramp.unwrap_or(200.0);
         if !(ramp.is_finite() && ramp > 0.0) {
             return Err(format!(
@@ -415,6 +585,7 @@ impl Settings {
             scenario,
             description,
             publish_urls,
+            protocol,
             play_urls,
             viewers_per_stream: k.viewers.unwrap_or(10),
             ramp_per_second: ramp,
@@ -513,6 +684,58 @@ mod tests {
         assert_eq!(u.key, "k?x=1");
         assert!(parse_rtmp_url("http://x/y/z").is_err());
         assert!(parse_rtmp_url("rtmp://127.0.0.1/live").is_err());
+    }
+
+    #[test]
+    fn http_urls() {
+        let u = parse_http_url("http://127.0.0.1/live/a-1.flv?token=x").unwrap();
+        assert_eq!(u.addr.port(), 80);
+        assert_eq!(u.authority, "127.0.0.1:80");
+        assert_eq!(u.target, "/live/a-1.flv?token=x");
+        assert_eq!((u.app.as_str(), u.stream.as_str()), ("live", "a-1"));
+        assert!(parse_http_url("http://127.0.0.1:8080/live/a-1").is_err());
+        assert!(parse_http_url("http://127.0.0.1:8080/a-1.flv").is_err());
+        assert!(parse_http_url("rtmp://127.0.0.1/live/a.flv").is_err());
+        let rtmp = parse_rtmp_url("rtmp://127.0.0.1:1940/app/k?x=1").unwrap();
+        assert_eq!(
+            derived_flv_url(&rtmp, 8080),
+            "http://127.0.0.1:8080/app/k.flv?x=1"
+        );
+    }
+
+    #[test]
+    fn protocol_and_play_urls() {
+        let file: ScenarioFile =
+            toml::from_str("protocol = \"ws-flv\"\nhttp_port = 8081\nstreams = 2").unwrap();
+        let s = Settings::resolve(None, None, Knobs::default().over(file.knobs)).unwrap();
+        assert_eq!(s.protocol, Protocol::WsFlv);
+        assert_eq!(
+            s.play_urls[1].to_string(),
+            "ws://127.0.0.1:8081/live/load-1.flv"
+        );
+        assert_eq!(s.play_urls[1].stream_name(), "load-1");
+        let cli = Knobs {
+            protocol: Some(Protocol::HttpFlv),
+            play_url: Some("http://127.0.0.1:9000/edge/s-{n}.flv".into()),
+            ..Knobs::default()
+        };
+        let s = Settings::resolve(None, None, cli).unwrap();
+        assert_eq!(
+            s.play_urls[0].to_string(),
+            "http://127.0.0.1:9000/edge/s-0.flv"
+        );
+        let no_port = Knobs {
+            protocol: Some(Protocol::HttpFlv),
+            ..Knobs::default()
+        };
+        let e = Settings::resolve(None, None, no_port).unwrap_err();
+        assert!(e.contains("--http-port"), "{e}");
+        let s = Settings::resolve(None, None, Knobs::default()).unwrap();
+        assert_eq!(s.protocol, Protocol::Rtmp);
+        assert_eq!(
+            s.play_urls[0].to_string(),
+            "rtmp://127.0.0.1:1935/live/load-0"
+        );
     }
 
     #[test]

@@ -52,10 +52,11 @@ use shardcast::rtmp::message::{MessageType, RtmpMessage, csid};
 use shardcast::rtmp::{ClientEvent, ClientSession, ClientSessionConfig, MediaKind};
 
 use crate::clock;
+use crate::flv_viewer;
 use crate::marker;
 use crate::run::ThreadContext;
 use crate::scanner::ChunkScanner;
-use crate::settings::RtmpUrl;
+use crate::settings::{PlayUrl, RtmpUrl};
 use crate::stats::{ViewerRecord, ViewerState, record};
 
 /// Bytes asked of the kernel per read.
@@ -69,12 +70,12 @@ const HANDSHAKE_LEN: u64 = 1 + 1536 + 1536;
 pub struct ViewerSpec {
     pub index: usize,
     pub stream: usize,
-    pub url: RtmpUrl,
+    pub url: PlayUrl,
     pub verifying: bool,
 }
 
 /// How a viewer ended.
-enum End {
+pub(crate) enum End {
     /// Never got to play.
     Failed(String),
     /// Played, then the server (or the network) ended it.
@@ -114,7 +115,12 @@ pub async fn run(ctx: Rc<ThreadContext>, spec: ViewerSpec) {
         playing: false,
         end_status: None,
     };
-    let end = viewer.play(&spec).await;
+    let end = match &spec.url {
+        PlayUrl::Rtmp(url) => viewer.play_rtmp(&spec, url).await,
+        PlayUrl::Flv { url, websocket } => {
+            flv_viewer::play(&mut viewer, &spec, url, *websocket).await
+        }
+    };
     let mut r = record.borrow_mut();
     let mut stats = ctx.stats.borrow_mut();
     let live = &ctx.shared.live;
@@ -137,32 +143,41 @@ pub async fn run(ctx: Rc<ThreadContext>, spec: ViewerSpec) {
     }
 }
 
-struct Viewer {
-    ctx: Rc<ThreadContext>,
+/// One viewer's bookkeeping, whatever protocol it plays: play start, and every media
+/// message's checks and timings (`on_video`, `on_audio`). The RTMP player below and the
+/// HTTP-FLV / WebSocket-FLV player (`flv_viewer.rs`) both feed it.
+pub(crate) struct Viewer {
+    pub(crate) ctx: Rc<ThreadContext>,
     record: Rc<RefCell<ViewerRecord>>,
-    started: Instant,
+    /// When the TCP connect started.
+    pub(crate) started: Instant,
     /// Markers the publisher had sent when play started: lower sequence numbers came
     /// from the GOP cache.
     join_seq: u64,
     next_seq: Option<u64>,
     got_keyframe: bool,
-    playing: bool,
+    pub(crate) playing: bool,
     /// The last error or end-of-stream status the server sent while playing.
     end_status: Option<String>,
 }
 
 impl Viewer {
-    async fn play(&mut self, spec: &ViewerSpec) -> End {
+    /// Connects to `addr` with the run's timeouts, and sets up batch reading if the run
+    /// asks for it.
+    pub(crate) async fn connect(
+        &self,
+        spec: &ViewerSpec,
+        addr: SocketAddr,
+    ) -> Result<(TcpStream, Option<BatchReader>), End> {
         let timeout = self.ctx.settings.connect_timeout;
-        let addr = spec.url.addr;
-        let mut stream = match TcpStream::connect_timeout(addr, timeout).await {
+        let stream = match TcpStream::connect_timeout(addr, timeout).await {
             Ok(s) => s,
-            Err(e) => return End::Failed(connect_error(addr, &e.into(), timeout)),
+            Err(e) => return Err(End::Failed(connect_error(addr, &e.into(), timeout))),
         };
         let _ = stream.set_nodelay(true);
         let _ = stream.set_read_timeout(Some(timeout));
         let settings = &self.ctx.settings;
-        let mut batch = (!settings.read_interval.is_zero()).then(|| {
+        let batch = (!settings.read_interval.is_zero()).then(|| {
             if let Some(size) = settings.receive_buffer {
                 set_receive_buffer(stream.as_raw_fd(), size);
             }
@@ -175,71 +190,104 @@ impl Viewer {
                 last_data: Instant::now(),
             }
         });
-        let mut config = ClientSessionConfig::new(&spec.url.app, &spec.url.tc_url());
+        Ok((stream, batch))
+    }
+
+    /// The next read: as data arrives, or (batch readers, once playing) on the batch
+    /// schedule. Counts the bytes; the end of the connection, a timeout or an error come
+    /// back as how the viewer ended.
+    pub(crate) async fn read(
+        &mut self,
+        stream: &mut TcpStream,
+        batch: Option<&mut BatchReader>,
+        buf: &mut [u8],
+    ) -> Result<usize, End> {
+        let timeout = self.ctx.settings.connect_timeout;
+        let read = match batch {
+            Some(b) if self.playing => b.read(stream.as_raw_fd(), buf, timeout).await,
+            _ => stream.read(buf).await,
+        };
+        let n = match read {
+            Ok(0) => return Err(self.closed("connection closed by server")),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(if self.playing {
+                    End::Disconnected(format!(
+                        "no data from server for {:.0} s",
+                        timeout.as_secs_f64()
+                    ))
+                } else {
+                    End::Failed(format!(
+                        "no answer from server within {:.1} s",
+                        timeout.as_secs_f64()
+                    ))
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(self.closed("connection reset by server"));
+            }
+            Err(e) => return Err(self.closed(&format!("read failed: {e}"))),
+        };
+        self.ctx
+            .shared
+            .live
+            .bytes_received
+            .fetch_add(n as u64, Ordering::Relaxed);
+        if self.playing {
+            self.record.borrow_mut().bytes_playing += n as u64;
+        }
+        Ok(n)
+    }
+
+    /// Records the connect time (TCP connect start to `now`).
+    pub(crate) fn connected(&self, now: Instant) {
+        let elapsed = now.duration_since(self.started);
+        record(
+            &mut self.ctx.stats.borrow_mut().connect_us,
+            elapsed.as_micros() as u64,
+        );
+    }
+
+    /// The read buffer's size for this run's way of reading.
+    pub(crate) fn read_size(batch: &Option<BatchReader>) -> usize {
+        if batch.is_some() {
+            BATCH_READ_SIZE
+        } else {
+            READ_SIZE
+        }
+    }
+
+    async fn play_rtmp(&mut self, spec: &ViewerSpec, url: &RtmpUrl) -> End {
+        let timeout = self.ctx.settings.connect_timeout;
+        let (mut stream, mut batch) = match self.connect(spec, url.addr).await {
+            Ok(connected) => connected,
+            Err(end) => return end,
+        };
+        let mut config = ClientSessionConfig::new(&url.app, &url.tc_url());
         config.seed = 0x5EED_0000 ^ spec.index as u64;
         let mut session = ClientSession::new(config);
-        session.play(&spec.url.key);
+        session.play(&url.key);
         if let Err(e) = flush_session(&mut stream, &mut session).await {
             return End::Failed(format!("write failed: {e}"));
         }
         // Counting viewers drop the session once playing.
         let mut session = Some(session);
-        let mut buf = vec![
-            0u8;
-            if batch.is_some() {
-                BATCH_READ_SIZE
-            } else {
-                READ_SIZE
-            }
-        ];
+        let mut buf = vec![0u8; Self::read_size(&batch)];
         let mut received: u64 = 0;
         let mut scanner = ChunkScanner::default();
         let mut control = ControlReplies::default();
         loop {
-            let read = match batch.as_mut() {
-                Some(b) if self.playing => b.read(stream.as_raw_fd(), &mut buf, timeout).await,
-                _ => stream.read(&mut buf).await,
-            };
-            let n = match read {
-                Ok(0) => return self.closed("connection closed by server"),
+            let n = match self.read(&mut stream, batch.as_mut(), &mut buf).await {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    return if self.playing {
-                        End::Disconnected(format!(
-                            "no data from server for {:.0} s",
-                            timeout.as_secs_f64()
-                        ))
-                    } else {
-                        End::Failed(format!(
-                            "no answer from server within {:.1} s",
-                            timeout.as_secs_f64()
-                        ))
-                    };
-                }
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {
-                    return self.closed("connection reset by server");
-                }
-                Err(e) => return self.closed(&format!("read failed: {e}")),
+                Err(end) => return end,
             };
             let now = Instant::now();
             let data = &buf[..n];
             let before = received;
             received += n as u64;
-            self.ctx
-                .shared
-                .live
-                .bytes_received
-                .fetch_add(n as u64, Ordering::Relaxed);
-            if self.playing {
-                self.record.borrow_mut().bytes_playing += n as u64;
-            }
             // The chunk stream starts after S0+S1+S2.
             if before < HANDSHAKE_LEN && received >= HANDSHAKE_LEN {
-                let elapsed = now.duration_since(self.started);
-                record(
-                    &mut self.ctx.stats.borrow_mut().connect_us,
-                    elapsed.as_micros() as u64,
-                );
+                self.connected(now);
             }
             let skip = HANDSHAKE_LEN.saturating_sub(before).min(n as u64) as usize;
             let chunk_data = &data[skip..];
@@ -323,7 +371,7 @@ impl Viewer {
         }
     }
 
-    fn play_timeout(&self, timeout: Duration) -> End {
+    pub(crate) fn play_timeout(&self, timeout: Duration) -> End {
         End::Failed(format!(
             "play did not start within {:.1} s",
             timeout.as_secs_f64()
@@ -331,7 +379,7 @@ impl Viewer {
     }
 
     /// The connection ended: a failure before play started, a disconnect after.
-    fn closed(&self, how: &str) -> End {
+    pub(crate) fn closed(&self, how: &str) -> End {
         if !self.playing {
             return End::Failed(format!("{how} before play started"));
         }
@@ -374,27 +422,7 @@ impl Viewer {
                 None
             }
             ClientEvent::PlayStarted { .. } if !self.playing => {
-                self.playing = true;
-                self.join_seq = self.ctx.shared.streams[spec.stream]
-                    .markers_sent
-                    .load(Ordering::Relaxed);
-                let mut r = self.record.borrow_mut();
-                r.state = ViewerState::Playing;
-                r.play_started = Some(now);
-                let mut stats = self.ctx.stats.borrow_mut();
-                stats.connected += 1;
-                record(
-                    &mut stats.play_start_us,
-                    now.duration_since(self.started).as_micros() as u64,
-                );
-                self.ctx
-                    .shared
-                    .live
-                    .viewers_playing
-                    .fetch_add(1, Ordering::Relaxed);
-                self.ctx.shared.streams[spec.stream]
-                    .viewers_playing
-                    .fetch_add(1, Ordering::Relaxed);
+                self.start_playing(spec.stream, now);
                 None
             }
             ClientEvent::Media {
@@ -418,6 +446,31 @@ impl Viewer {
         }
     }
 
+    /// Play started (`NetStream.Play.Start`, or the answer to an HTTP-FLV request) at `now`.
+    pub(crate) fn start_playing(&mut self, stream: usize, now: Instant) {
+        self.playing = true;
+        self.join_seq = self.ctx.shared.streams[stream]
+            .markers_sent
+            .load(Ordering::Relaxed);
+        let mut r = self.record.borrow_mut();
+        r.state = ViewerState::Playing;
+        r.play_started = Some(now);
+        let mut stats = self.ctx.stats.borrow_mut();
+        stats.connected += 1;
+        record(
+            &mut stats.play_start_us,
+            now.duration_since(self.started).as_micros() as u64,
+        );
+        self.ctx
+            .shared
+            .live
+            .viewers_playing
+            .fetch_add(1, Ordering::Relaxed);
+        self.ctx.shared.streams[stream]
+            .viewers_playing
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     fn on_command_while_playing(&mut self, cmd: &Command) {
         if cmd.name != "onStatus" {
             return;
@@ -438,14 +491,15 @@ impl Viewer {
         }
     }
 
-    fn on_audio(&mut self, timestamp: u32) {
+    /// One audio message (RTMP) or audio tag (FLV).
+    pub(crate) fn on_audio(&mut self, timestamp: u32) {
         self.ctx.stats.borrow_mut().audio_messages += 1;
         self.record.borrow_mut().last_media_timestamp = Some(timestamp);
     }
 
     /// Checks and times one video message. `prefix` holds at least its first bytes;
     /// `whole` is the entire payload when this viewer verifies.
-    fn on_video(
+    pub(crate) fn on_video(
         &mut self,
         prefix: &[u8],
         len: u32,
@@ -496,7 +550,7 @@ impl Viewer {
 }
 
 /// A batch reader's schedule (`--read-interval`): when it next drains its socket.
-struct BatchReader {
+pub(crate) struct BatchReader {
     interval: Duration,
     /// This viewer's offset on the common grid of wake-ups.
     phase: Duration,
