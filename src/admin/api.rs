@@ -9,6 +9,7 @@
 //!
 //! Routes (ids are strings; a stream's id is its `app/stream` name, percent-encoded or
 //! not):
+//! - `GET /` (and `/console/...`): the web console (`console.rs`)
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /stat` (nginx-rtmp's XML)
 //! - `GET /api/v1/versions`, `GET /api/v1/summaries`
 //! - `GET /api/v1/streams?start=&count=`, `GET /api/v1/streams/{id}`,
@@ -21,6 +22,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +73,9 @@ pub struct ApiSettings {
     pub metrics_max_streams: usize,
     /// The configured applications, for nginx-rtmp's `/stat`.
     pub apps: Vec<String>,
+    /// The media HTTP listener (HTTP-FLV, WebSocket-FLV), if on: the console plays from
+    /// its port, and `/api/v1/summaries` says where it is.
+    pub http_listen: Option<SocketAddr>,
 }
 
 /// Default and largest page of `?count=`.
@@ -198,6 +203,9 @@ impl<R: RunningRelay> AdminApi<R> {
             return refusal;
         }
         match (method, segments.as_slice()) {
+            ("GET", segs) if super::console::is_console_path(segs) => {
+                super::console::serve(segs).expect("a console path")
+            }
             ("GET", ["healthz"]) => AdminResponse::text(200, "text/plain", "ok\n"),
             ("GET", ["readyz"]) => {
                 if self.relay.ready() {
@@ -224,6 +232,7 @@ impl<R: RunningRelay> AdminApi<R> {
                     "summaries": "the process, its connections and shards",
                     "streams": "the streams (?start=&count=); /streams/{id}; POST /streams/{id}/data",
                     "clients": "the clients (?start=&count=); /clients/{id}; DELETE /clients/{id}",
+                    "console": "the web console, at /",
                 },
             })),
             ("GET", ["api", "v1", "versions"]) => self.versions(),
@@ -333,6 +342,8 @@ impl<R: RunningRelay> AdminApi<R> {
                     "cpu_percent": cpu_percent,
                     "rss_bytes": process.resident_bytes,
                     "ready": self.relay.ready(),
+                    "http_listen": self.settings.http_listen.map(|a| a.to_string()),
+                    "http_port": self.settings.http_listen.map(|a| a.port()),
                     "shard_count": self.relay.shard_count(),
                     "answered_shards": shards.len(),
                     "connections": {
@@ -507,6 +518,9 @@ impl<R: RunningRelay> AdminApi<R> {
 
 /// The methods a known path takes, for `405`'s `Allow`; empty for an unknown path.
 fn allowed_methods(segments: &[&str]) -> &'static str {
+    if super::console::is_console_path(segments) {
+        return "GET, HEAD";
+    }
     match segments {
         ["healthz"] | ["readyz"] | ["metrics"] | ["stat"] | ["api"] | ["api", "v1"] => "GET, HEAD",
         [
@@ -633,7 +647,6 @@ fn client_json(c: &ClientInfo) -> Value {
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
-    use std::net::SocketAddr;
 
     use super::*;
     use crate::relay::snapshot::{ClientInfo, PublisherInfo, StreamInfo};
@@ -774,6 +787,7 @@ mod tests {
                 token: token.map(str::to_owned),
                 metrics_max_streams: 10,
                 apps: vec!["live".into()],
+                http_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
             },
         )
     }
@@ -898,12 +912,16 @@ mod tests {
         assert_eq!(call(&a, "GET", "/readyz", None, "").0, 503);
         assert_eq!(call(&a, "PUT", "/api/v1/streams", None, "").0, 405);
         assert_eq!(call(&a, "GET", "/api/v2/nothing", None, "").0, 404);
+        assert_eq!(call(&a, "POST", "/", None, "").0, 405);
+        assert_eq!(call(&a, "GET", "/console/nothing.js", None, "").0, 404);
         assert_eq!(
             call(&a, "GET", "/api/v1/versions", None, "").1["data"]["version"],
             env!("CARGO_PKG_VERSION")
         );
         let (status, summary) = call(&a, "GET", "/api/v1/summaries", None, "");
         assert_eq!(status, 200);
+        assert_eq!(summary["data"]["shardcast"]["http_port"], 8080);
+        assert_eq!(summary["data"]["shardcast"]["http_listen"], "0.0.0.0:8080");
         assert_eq!(
             summary["data"]["shardcast"]["shards"]
                 .as_array()

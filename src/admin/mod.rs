@@ -7,6 +7,7 @@
 //! by message (`relay::message::ShardMessage::{Inspect, Kick, InjectData}`), never a lock,
 //! and is summed here, off the shards' cores.
 //!
+//! - `console.rs`: the web console at `/` (its files in `console/`, mpegts.js vendored).
 //! - `api.rs`: the routes (SRS's JSON API, health checks, `/metrics`) and the bearer token.
 //! - `metrics.rs`: the Prometheus text rendering; `nginx_stat.rs`: nginx-rtmp's `/stat` XML.
 //! - `track.rs`: a stream's codecs, resolution and sample rate, as the API shows them.
@@ -14,6 +15,7 @@
 //! - `request.rs`: the request and response as plain values, and JSON error answers.
 
 pub mod api;
+pub mod console;
 pub mod data_message;
 pub mod metrics;
 pub mod nginx_stat;

@@ -132,6 +132,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
                 token: config.admin.token().map(str::to_owned),
                 metrics_max_streams: config.admin.metrics_max_streams,
                 apps: config.apps.keys().cloned().collect(),
+                http_listen: config.http.listen_addr(),
             },
             senders: senders.clone(),
             ready: ready.clone(),
