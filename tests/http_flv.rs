@@ -91,7 +91,11 @@ impl FlvTag {
 /// never go back within a kind.
 fn check_tags(tags: &[FlvTag]) {
     assert!(!tags.is_empty(), "no tags");
-    assert_eq!(tags[0].kind, SCRIPT, "onMetaData comes first: {:?}", tags[0]);
+    assert_eq!(
+        tags[0].kind, SCRIPT,
+        "onMetaData comes first: {:?}",
+        tags[0]
+    );
     assert!(
         tags[0].data.windows(10).any(|w| w == b"onMetaData"),
         "the first tag is onMetaData"
@@ -427,7 +431,11 @@ fn ffmpeg_plays_http_flv_and_a_late_joiner_starts_on_a_keyframe() {
         .expect("the API lists the HTTP viewer");
     assert_eq!(client["protocol"], "http_flv", "{client}");
     let header = reader.flv_header();
-    assert_eq!(header[4] & 0x05, 0x05, "the FLV header flags audio and video");
+    assert_eq!(
+        header[4] & 0x05,
+        0x05,
+        "the FLV header flags audio and video"
+    );
     let tags = reader.tags_until_video_frames(60);
     check_tags(&tags);
 
@@ -532,7 +540,8 @@ fn websocket_flv_plays_answers_pings_and_closes_an_oversize_frame() {
     check_tags(&tags);
 
     // Ping gets pong, between the tags.
-    ws.send(Message::Ping(Bytes::from_static(b"are you there"))).unwrap();
+    ws.send(Message::Ping(Bytes::from_static(b"are you there")))
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         assert!(Instant::now() < deadline, "no pong");
@@ -573,7 +582,10 @@ fn websocket_flv_plays_answers_pings_and_closes_an_oversize_frame() {
     raw.write_all(&frame).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let close_code = loop {
-        assert!(Instant::now() < deadline, "the oversize client was not closed");
+        assert!(
+            Instant::now() < deadline,
+            "the oversize client was not closed"
+        );
         match read_server_frame(&mut raw_reader) {
             None => break None,
             Some((0x8, payload)) => {
@@ -619,7 +631,10 @@ fn hostile_http_requests_are_refused_and_no_viewer_notices() {
     let viewer = FlvReader::get(relay.http, "/live/x.flv");
     assert_eq!(viewer.status, 200);
     let viewer = BackgroundViewer::start(viewer);
-    assert!(viewer.wait_grows(0, Duration::from_secs(10)), "the viewer plays");
+    assert!(
+        viewer.wait_grows(0, Duration::from_secs(10)),
+        "the viewer plays"
+    );
     let http = relay.http;
 
     // A head over 16 KiB.
@@ -636,10 +651,7 @@ fn hostile_http_requests_are_refused_and_no_viewer_notices() {
     assert_eq!(ask("POST", "/live/x.flv").status, 405);
     assert_eq!(ask("DELETE", "/live/x.flv").status, 405);
     assert_eq!(ask("GET", "/../etc/passwd").status, 400);
-    assert_eq!(
-        ask("GET", "/live/..%2f..%2fetc%2fpasswd.flv").status,
-        400
-    );
+    assert_eq!(ask("GET", "/live/..%2f..%2fetc%2fpasswd.flv").status, 400);
     assert_eq!(ask("GET", "/nope").status, 404);
     // CORS preflight.
     let preflight = ask("OPTIONS", "/live/x.flv");
@@ -684,9 +696,7 @@ fn hostile_http_requests_are_refused_and_no_viewer_notices() {
     // A thousand idle connections.
     let rss_before = rss_bytes(&relay);
     let mut idle: Vec<TcpStream> = (0..1000)
-        .map(|i| {
-            TcpStream::connect(http).unwrap_or_else(|e| panic!("idle connection {i}: {e}"))
-        })
+        .map(|i| TcpStream::connect(http).unwrap_or_else(|e| panic!("idle connection {i}: {e}")))
         .collect();
     let rss_open = rss_bytes(&relay);
     let start = Instant::now();
@@ -789,9 +799,25 @@ fn the_stream_ending_ends_the_chunked_body() {
     let mut reader = FlvReader::get(relay.http, "/live/ends.flv");
     assert_eq!(reader.status, 200);
     reader.flv_header();
+    // An HTTP/1.0 viewer gets a close-delimited body.
+    let mut old = FlvReader::request(relay.http, "GET", "/live/ends.flv", "HTTP/1.0");
+    assert_eq!(old.status, 200);
+    assert_eq!(old.header("transfer-encoding"), None);
+    assert_eq!(old.header("connection"), Some("close"));
+    let http10 = thread::spawn(move || {
+        old.flv_header();
+        let mut tags = Vec::new();
+        while let Some(tag) = old.next_tag().expect("the HTTP/1.0 body reads to its end") {
+            tags.push(tag);
+        }
+        tags
+    });
     let mut tags = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while let Some(tag) = reader.next_tag().expect("the body reads cleanly to its end") {
+    while let Some(tag) = reader
+        .next_tag()
+        .expect("the body reads cleanly to its end")
+    {
         assert!(Instant::now() < deadline, "the body did not end");
         tags.push(tag);
     }
@@ -803,6 +829,12 @@ fn the_stream_ending_ends_the_chunked_body() {
         "media came before the end"
     );
     check_tags(&tags);
+    let old_tags = http10.join().unwrap();
+    check_tags(&old_tags);
+    assert!(
+        old_tags.iter().filter(|t| t.kind == VIDEO).count() > 10,
+        "the HTTP/1.0 viewer got media, then EOF"
+    );
     // Then the connection closes.
     let mut rest = Vec::new();
     let n = reader.reader.read_to_end(&mut rest);
