@@ -661,6 +661,8 @@ fn hostile_http_requests_are_refused_and_no_viewer_notices() {
         .expect("Access-Control-Allow-Methods");
     assert!(methods.contains("GET"), "{methods}");
     assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
+    // The relay answers one request per connection, and says so.
+    assert_eq!(preflight.header("connection"), Some("close"));
     // HEAD on the live stream: the head, no body.
     let head = raw_exchange(
         http,
@@ -678,11 +680,12 @@ fn hostile_http_requests_are_refused_and_no_viewer_notices() {
         "HEAD has no body: {}",
         String::from_utf8_lossy(&head)
     );
+    let head_text = String::from_utf8_lossy(&head).to_ascii_lowercase();
     assert!(
-        String::from_utf8_lossy(&head)
-            .to_ascii_lowercase()
-            .contains("content-type: video/x-flv")
+        head_text.contains("content-type: video/x-flv"),
+        "{head_text}"
     );
+    assert!(head_text.contains("connection: close"), "{head_text}");
 
     // A slow loris: a partial head, then nothing.
     let mut loris = TcpStream::connect(http).unwrap();
