@@ -123,11 +123,26 @@ pub fn parse_head(buf: &[u8]) -> HeadParse {
         Err(httparse::Error::TooManyHeaders) => {
             HeadParse::Rejected(HttpError::new(431, "too many header fields"))
         }
+        // httparse says Version for any bad third token of the request line, a space in
+        // the path too (`GET /a b.flv HTTP/1.1`): 505 only when that line is three tokens
+        // and the last names another HTTP version; otherwise the request is malformed.
+        Err(httparse::Error::Version) if !names_other_version(window) => {
+            HeadParse::Rejected(HttpError::bad_request("malformed request line"))
+        }
         Err(httparse::Error::Version) => {
             HeadParse::Rejected(HttpError::new(505, "only HTTP/1.0 and HTTP/1.1"))
         }
         Err(e) => HeadParse::Rejected(HttpError::bad_request(e.to_string())),
     }
+}
+
+/// Whether the request line at the start of `buf` is `METHOD TARGET HTTP/...`: three
+/// tokens, the last an HTTP version (of whatever number).
+fn names_other_version(buf: &[u8]) -> bool {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let tokens: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+    tokens.len() == 3 && tokens[2].starts_with(b"HTTP/")
 }
 
 /// Turns a complete `httparse` request into a [`RequestHead`].
