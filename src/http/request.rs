@@ -681,13 +681,13 @@ mod tests {
         #[test]
         fn route_never_panics_on_any_path(path in "[ -~]{0,80}", tail in "(%[0-9a-fA-F]{0,2}|[a-z./\\\\]){0,20}") {
             let raw = format!("GET {path}{tail} HTTP/1.1\r\nHost: x\r\n\r\n");
-            if let HeadParse::Complete { head, .. } = parse_head(raw.as_bytes()) {
-                if let Ok(Route::Flv { app, stream }) = route(&head) {
-                    for name in [&app, &stream] {
-                        prop_assert!(!name.is_empty() && name != "." && name != "..");
-                        prop_assert!(!name.contains(['/', '\\', '\0']));
-                        prop_assert!(name.len() <= MAX_SEGMENT_BYTES);
-                    }
+            if let HeadParse::Complete { head, .. } = parse_head(raw.as_bytes())
+                && let Ok(Route::Flv { app, stream }) = route(&head)
+            {
+                for name in [&app, &stream] {
+                    prop_assert!(!name.is_empty() && name != "." && name != "..");
+                    prop_assert!(!name.contains(['/', '\\', '\0']));
+                    prop_assert!(name.len() <= MAX_SEGMENT_BYTES);
                 }
             }
         }
