@@ -92,10 +92,12 @@ pub fn flv_head(cors: &Cors, chunked: bool) -> Bytes {
 
 /// The answer to a CORS preflight: 204 allowing `GET, HEAD, OPTIONS` and the common
 /// request headers, cacheable by the browser for a day. A 204 has no body and, by RFC
-/// 9110, no `Content-Length`; the connection stays as the request's `keep_alive` says.
+/// 9110, no `Content-Length`. `Connection: close`: the relay answers one request per
+/// connection, so a client must not send its next request (the `GET` a preflight precedes)
+/// on this one.
 pub fn preflight(cors: &Cors) -> Bytes {
     let mut out = String::with_capacity(384);
-    out.push_str("HTTP/1.1 204 No Content\r\nServer: shardcast\r\n");
+    out.push_str("HTTP/1.1 204 No Content\r\nServer: shardcast\r\nConnection: close\r\n");
     cors.write(&mut out);
     out.push_str("Access-Control-Allow-Methods: GET, HEAD, OPTIONS\r\n");
     out.push_str("Access-Control-Allow-Headers: ");
@@ -263,6 +265,7 @@ mod tests {
         );
         assert_eq!(header(&hs, "access-control-max-age"), Some("86400"));
         assert_eq!(header(&hs, "content-length"), None);
+        assert_eq!(header(&hs, "connection"), Some("close"));
     }
 
     #[test]

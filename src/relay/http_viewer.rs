@@ -112,6 +112,13 @@ impl HttpViewer {
             None => (OutputFormat::HttpFlvChunked, response::flv_head(cors, true)),
         };
         let head_only = head.method == "HEAD";
+        // A HEAD is answered and the connection closed: the head says so (not
+        // `keep-alive`, which would invite a next request nobody reads).
+        let response_head = if head_only {
+            response::flv_head(cors, false)
+        } else {
+            response_head
+        };
         self.format = Some(format);
         Some(HttpRequest::Play {
             app,
