@@ -654,8 +654,13 @@ impl Shard {
         let server = &self.config.server;
         let since_accept = now.saturating_duration_since(c.accepted);
         let reason = if c.is_handshaking() && since_accept > server.handshake_timeout() {
+            let what = if c.http.is_some() {
+                "HTTP request head"
+            } else {
+                "handshake"
+            };
             Some(format!(
-                "handshake (or HTTP request head) not completed within {} ms",
+                "{what} not completed within {} ms",
                 server.handshake_timeout_ms
             ))
         } else {
