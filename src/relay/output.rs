@@ -14,6 +14,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::frame::{Frame, FrameKind};
+use crate::http::{response, websocket};
 use crate::media::flv::{BACK_POINTER_LEN, TAG_HEADER_LEN};
 use crate::rtmp::chunk::shared_payload_pieces;
 use crate::rtmp::message::MessageType;
@@ -67,33 +68,19 @@ fn type_id(kind: FrameKind) -> u8 {
     }
 }
 
-/// The header of an unmasked, final WebSocket binary frame of `len` bytes (RFC 6455 5.2).
-fn websocket_header(len: usize, out: &mut BytesMut) {
-    out.put_u8(0x82);
-    if len < 126 {
-        out.put_u8(len as u8);
-    } else if len <= usize::from(u16::MAX) {
-        out.put_u8(126);
-        out.put_u16(len as u16);
-    } else {
-        out.put_u8(127);
-        out.put_u64(len as u64);
-    }
-}
-
 /// Wraps `body` (FLV bytes) in `format`'s transport framing.
 pub fn frame_flv(format: OutputFormat, body: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(body.len() + 16);
     match format {
         OutputFormat::Rtmp => return Bytes::new(),
         OutputFormat::HttpFlvChunked => {
-            out.put_slice(format!("{:x}\r\n", body.len()).as_bytes());
+            out.put_slice(&response::chunk_prefix(body.len()));
             out.put_slice(body);
-            out.put_slice(b"\r\n");
+            out.put_slice(response::CHUNK_SUFFIX);
         }
         OutputFormat::HttpFlv => out.put_slice(body),
         OutputFormat::WebSocketFlv => {
-            websocket_header(body.len(), &mut out);
+            out.put_slice(&websocket::binary_frame_header(body.len()));
             out.put_slice(body);
         }
     }
@@ -191,8 +178,7 @@ mod tests {
         assert_eq!(ws[0], 0x82);
         assert_eq!(usize::from(ws[1]), bare.len());
         assert_eq!(&ws[2..], &bare[..]);
-        let mut long = BytesMut::new();
-        websocket_header(70_000, &mut long);
+        let long = websocket::binary_frame_header(70_000);
         assert_eq!(&long[..], &[0x82, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
     }
 }
