@@ -387,9 +387,7 @@ fn kicking_a_viewer_closes_it_alone_and_kicking_the_publisher_ends_the_stream() 
         .spawn()
         .unwrap();
     let stream = relay
-        .wait_stream("live/k", Duration::from_secs(10), |s| {
-            s.is_some_and(|s| s["publish"]["active"] == true)
-        })
+        .wait_published("live/k", Duration::from_secs(10))
         .expect("ffmpeg publishes live/k");
     let known = HashSet::from([stream["publisher"]["addr"].as_str().unwrap().to_owned()]);
     let mut player = ffmpeg_viewer(&relay.url("k"));

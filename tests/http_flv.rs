@@ -16,7 +16,7 @@ use shardcast_test_support::admin;
 use shardcast_test_support::client::RtmpClient;
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::script::{AAC_HEADER, AVC_HEADER, audio_frame, video_frame};
-use shardcast_test_support::tools::{tool, wait_output};
+use shardcast_test_support::tools::{error_lines, tool, wait_output};
 use tungstenite::Message;
 
 /// The relay binary under test.
@@ -43,20 +43,9 @@ fn start_publisher(relay: &Relay, key: &str, seconds: u32) -> Child {
         .spawn()
         .unwrap();
     relay
-        .wait_stream(&format!("live/{key}"), Duration::from_secs(10), |s| {
-            s.is_some_and(|s| s["publish"]["active"] == true)
-        })
+        .wait_published(&format!("live/{key}"), Duration::from_secs(10))
         .expect("the relay accepted ffmpeg's publish");
     child
-}
-
-/// Lines of a tool's stderr (it runs with `-loglevel error`, so any line is a problem).
-fn errors(stderr: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .map(str::to_owned)
-        .filter(|l| !l.trim().is_empty())
-        .collect()
 }
 
 /// One FLV tag as read off the wire.
@@ -459,7 +448,7 @@ fn ffmpeg_plays_http_flv_and_a_late_joiner_starts_on_a_keyframe() {
     let played = wait_output(player, Duration::from_secs(30));
     let probed = wait_output(probe, Duration::from_secs(30));
     assert!(
-        played.status.success() && errors(&played.stderr).is_empty(),
+        played.status.success() && error_lines(&played.stderr).is_empty(),
         "ffmpeg decoded 100 frames of http-flv cleanly: {}",
         String::from_utf8_lossy(&played.stderr)
     );

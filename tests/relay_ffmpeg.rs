@@ -9,7 +9,8 @@ use shardcast::rtmp::{ClientEvent, MediaKind};
 use shardcast_test_support::client::RtmpClient;
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::tools::{
-    ffmpeg_play, ffmpeg_publish, ffprobe_codecs, framecrc_counts, temp_path, tool, wait_output,
+    error_lines, ffmpeg_play, ffmpeg_publish, ffprobe_codecs, framecrc_counts, temp_path, tool,
+    wait_output,
 };
 
 /// The relay binary under test.
@@ -29,21 +30,9 @@ fn start_publisher(relay: &Relay, key: &str, seconds: u32) -> std::process::Chil
         .spawn()
         .unwrap();
     relay
-        .wait_stream(&format!("live/{key}"), Duration::from_secs(10), |s| {
-            s.is_some_and(|s| s["publish"]["active"] == true)
-        })
+        .wait_published(&format!("live/{key}"), Duration::from_secs(10))
         .expect("the relay accepted ffmpeg's publish");
     child
-}
-
-/// Lines of a player's stderr that report a problem (it runs with `-loglevel error`, so
-/// any line is one; the end of a live stream is not an error).
-fn errors(stderr: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(stderr)
-        .lines()
-        .map(str::to_owned)
-        .filter(|l| !l.trim().is_empty())
-        .collect()
 }
 
 #[test]
@@ -82,7 +71,7 @@ fn ffmpeg_and_rtmpdump_play_what_ffmpeg_publishes() {
     );
     assert!(audio >= 200, "ffmpeg decoded {audio} audio frames");
     assert_eq!(
-        errors(&played.stderr),
+        error_lines(&played.stderr),
         Vec::<String>::new(),
         "ffmpeg reported decode errors"
     );
@@ -202,7 +191,7 @@ fn a_viewer_joining_mid_stream_starts_at_a_keyframe_at_once() {
         "ffmpeg decoded {video} video frames after joining at 5 s"
     );
     assert_eq!(
-        errors(&played.stderr),
+        error_lines(&played.stderr),
         Vec::<String>::new(),
         "ffmpeg reported decode errors after joining mid-stream"
     );

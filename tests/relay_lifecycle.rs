@@ -70,9 +70,7 @@ shutdown_timeout_ms = 2000
     };
     assert!(
         relay
-            .wait_stream("live/cam", Duration::from_secs(10), |s| {
-                s.is_some_and(|s| s["publish"]["active"] == true)
-            })
+            .wait_published("live/cam", Duration::from_secs(10))
             .is_some(),
         "ffmpeg publishes"
     );

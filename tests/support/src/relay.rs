@@ -211,6 +211,13 @@ impl Relay {
         (answer.status == 200).then(|| answer.json()["stream"].clone())
     }
 
+    /// Waits up to `limit` until the API says `name` (`app/key`) has an active publisher.
+    pub fn wait_published(&self, name: &str, limit: Duration) -> Option<serde_json::Value> {
+        self.wait_stream(name, limit, |s| {
+            s.is_some_and(|s| s["publish"]["active"] == true)
+        })
+    }
+
     /// Waits up to `limit` for `pred` to hold of the stream `name` (None: not there).
     pub fn wait_stream(
         &self,

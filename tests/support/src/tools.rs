@@ -169,3 +169,13 @@ pub fn temp_dir() -> PathBuf {
 pub fn temp_path(name: &str) -> PathBuf {
     temp_dir().join(name)
 }
+
+/// The lines of a tool's stderr when it runs with `-loglevel error`: each one is a problem
+/// (the end of a live stream is not one).
+pub fn error_lines(stderr: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.trim().is_empty())
+        .collect()
+}
