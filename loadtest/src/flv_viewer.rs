@@ -11,10 +11,11 @@
 //! (there is no handshake before the request). From there the FLV stream goes through an
 //! [`FlvWalker`], and every audio and video tag goes to the same bookkeeping as an RTMP
 //! viewer's media messages ([`Viewer::on_video`], [`Viewer::on_audio`]): markers, latency,
-//! loss, order, keyframes. As with RTMP, counting viewers keep only each tag's first bytes
-//! (chunk-size lines, frame headers and tag headers are walked, payloads skipped where they
-//! lie in the read buffer); verifying viewers (`--verify-every`) keep whole payloads and
-//! check their checksums.
+//! loss, order, keyframes. As with RTMP, header-walking viewers keep only each tag's first
+//! bytes (chunk-size lines, frame headers and tag headers are walked, payloads skipped where
+//! they lie in the read buffer); verifying viewers (`--verify-every`) keep whole payloads and
+//! check their checksums; byte-counting viewers walk tags until their first keyframe, then
+//! only count bytes ([`Viewer::count_bytes`]).
 
 use std::time::Instant;
 
@@ -103,6 +104,9 @@ pub(crate) async fn play(v: &mut Viewer, spec: &ViewerSpec, url: &HttpUrl, webso
         }
         if let Some(how) = b.ended.take() {
             return v.closed(&format!("stream ended by server ({how})"));
+        }
+        if v.joined(spec) {
+            return v.count_bytes(&mut stream, spec, None).await;
         }
     }
 }

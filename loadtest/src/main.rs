@@ -33,9 +33,20 @@ mod viewer;
 use std::process::ExitCode;
 
 use clap::Parser;
+use clap::error::ErrorKind;
 
 fn main() -> ExitCode {
-    let cli = settings::Cli::parse();
+    let cli = match settings::Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap turns `{n}` anywhere in help text into a line break, so the help is written
+        // with a word joiner inside the braces and the joiner taken out here: a URL template
+        // copied from `--help` then expands.
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp) => {
+            print!("{}", settings::visible_templates(&e.render().to_string()));
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => e.exit(),
+    };
     let settings = match settings::Settings::from_cli(cli) {
         Ok(s) => s,
         Err(e) => {

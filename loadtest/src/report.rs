@@ -62,6 +62,10 @@ pub struct RunSettings {
     pub threads: usize,
     pub source: String,
     pub verify_every: u32,
+    /// How viewers outside the verifying sample counted: `bytes` or `headers`.
+    pub counting: String,
+    /// How often byte-counting viewers drained their sockets.
+    pub count_interval_ms: f64,
     pub lag_threshold_ms: u64,
     /// Batch readers' interval (`--read-interval`); 0: viewers read as data arrives.
     pub read_interval_ms: f64,
@@ -87,7 +91,13 @@ pub struct Viewers {
     pub disconnected: u64,
     pub disconnected_by_reason: BTreeMap<String, u64>,
     pub playing_at_end: u64,
+    /// Viewers playing at the end that were behind: by media timestamp for the viewers
+    /// that read timestamps, by a stall (no bytes for the lag threshold) for byte-counting
+    /// viewers.
     pub lagging: u64,
+    /// Viewers that joined (first keyframe) and then only counted bytes: latency, loss and
+    /// order come from the others.
+    pub counting_bytes: u64,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -577,6 +587,7 @@ impl Report {
             ("disconnected", v.disconnected),
             ("playing at end", v.playing_at_end),
             ("lagging", v.lagging),
+            ("counting bytes only", v.counting_bytes),
         ] {
             let _ = writeln!(out, "  {name:<22}{value:>12}");
         }

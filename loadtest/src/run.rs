@@ -31,7 +31,7 @@ use crate::report::{
     Report, RunSettings, SATURATED, Server, ServerApi, Summary, Viewers, round3,
 };
 use crate::server_usage::{self, ProcSample};
-use crate::settings::{Settings, SourceSpec};
+use crate::settings::{Counting, Settings, SourceSpec};
 use crate::source::{FileSource, Source, SyntheticSource};
 use crate::stats::{Shared, ThreadReport, ThreadStats, histogram, trend_window};
 use crate::{clock, publisher, viewer};
@@ -189,6 +189,7 @@ async fn thread_main(
             stream,
             url: settings.play_urls[stream].clone(),
             verifying,
+            counts_bytes: !verifying && settings.counting == Counting::Bytes,
         };
         glommio::spawn_local(viewer::run(ctx.clone(), spec)).detach();
         next += settings.threads;
@@ -497,6 +498,8 @@ impl<'a> Watch<'a> {
                 threads: s.threads,
                 source,
                 verify_every: s.verify_every,
+                counting: s.counting.name().to_owned(),
+                count_interval_ms: round3(s.count_interval.as_secs_f64() * 1000.0),
                 lag_threshold_ms: s.lag_threshold.as_millis() as u64,
                 read_interval_ms: round3(s.read_interval.as_secs_f64() * 1000.0),
                 receive_buffer_bytes: s.receive_buffer,
@@ -524,6 +527,7 @@ impl<'a> Watch<'a> {
                 disconnected_by_reason: r.disconnected.clone(),
                 playing_at_end: r.playing_at_end,
                 lagging: r.lagging,
+                counting_bytes: r.counting_bytes,
             },
             messages: Messages {
                 video: r.video_messages,

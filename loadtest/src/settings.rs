@@ -78,11 +78,17 @@ pub struct Knobs {
     /// Synthetic source: keyframe interval, e.g. 2s, 500ms. [default: 2s]
     #[arg(long, value_name = "TIME")]
     pub gop: Option<String>,
-    /// Every K-th viewer verifies whole payloads (checksums) through the library's full
-    /// decoder; the others walk chunk headers only. 1 makes every viewer verify.
-    /// [default: 50]
+    /// The sample: every K-th viewer parses everything through the library's full decoder
+    /// (latency, loss, order, keyframes, payload checksums). 1 makes every viewer verify,
+    /// 0 none. [default: 50]
     #[arg(long, value_name = "K")]
     pub verify_every: Option<u32>,
+    /// How the viewers outside the sample count, once they have their first keyframe:
+    /// `bytes` discards what arrives in the kernel (recv with MSG_TRUNC, nothing copied or
+    /// parsed) and counts it; `headers` walks every chunk or tag header, so latency and
+    /// loss are measured for every viewer, at more CPU. [default: bytes]
+    #[arg(long, value_name = "HOW")]
+    pub counting: Option<Counting>,
     /// A viewer whose last media timestamp is this far behind its publisher's at the end
     /// counts as lagging. [default: 2s]
     #[arg(long, value_name = "TIME")]
@@ -135,6 +141,7 @@ impl Knobs {
             fps: self.fps.or(base.fps),
             gop: self.gop.or(base.gop),
             verify_every: self.verify_every.or(base.verify_every),
+            counting: self.counting.or(base.counting),
             lag_threshold: self.lag_threshold.or(base.lag_threshold),
             read_interval: self.read_interval.or(base.read_interval),
             connect_timeout: self.connect_timeout.or(base.connect_timeout),
@@ -159,6 +166,26 @@ struct ScenarioFile {
     description: Option<String>,
     #[serde(flatten)]
     knobs: Knobs,
+}
+
+/// How the viewers outside the verifying sample count what they receive (`--counting`).
+#[derive(ValueEnum, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Counting {
+    /// Join (first keyframe) as a player, then only count bytes, discarded in the kernel.
+    #[default]
+    Bytes,
+    /// Walk every chunk (or FLV tag) header and check every message's marker.
+    Headers,
+}
+
+impl Counting {
+    pub fn name(self) -> &'static str {
+        match self {
+            Counting::Bytes => "bytes",
+            Counting::Headers => "headers",
+        }
+    }
 }
 
 /// How viewers play.
@@ -398,6 +425,21 @@ pub enum SourceSpec {
     File(PathBuf),
 }
 
+/// How often a byte-counting viewer drains its socket when viewers otherwise read as data
+/// arrives. Draining is one `recv` per viewer per interval whatever arrived, so a longer
+/// interval costs less; 50 ms of a 2.5 Mbit/s stream (16 KB) sits far below the kernel's
+/// default receive buffer (128 KiB), so the relay never sees a full window because of it.
+pub const COUNT_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What `--help` text writes inside `{n}` so clap does not read it as a line break.
+const HELP_JOINER: char = '\u{2060}';
+
+/// `--help` as printed: the word joiners taken out of the URL templates, so `{n}` reads
+/// (and pastes) as typed.
+pub fn visible_templates(help: &str) -> String {
+    help.replace(HELP_JOINER, "")
+}
+
 /// Everything a run needs, resolved and checked.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -412,6 +454,13 @@ pub struct Settings {
     pub threads: usize,
     pub source: SourceSpec,
     pub verify_every: u32,
+    pub counting: Counting,
+    /// How often byte-counting viewers drain their sockets: `read_interval`, or
+    /// [`COUNT_INTERVAL`] when viewers read as data arrives.
+    pub count_interval: Duration,
+    /// SO_RCVBUF byte-counting viewers set, when the default would not hold one
+    /// `count_interval` of the stream.
+    pub count_receive_buffer: Option<usize>,
     pub lag_threshold: Duration,
     /// Batch readers' sleep between drains; zero reads as data arrives.
     pub read_interval: Duration,
@@ -455,9 +504,9 @@ impl Settings {
         description: Option<String>,
         k: Knobs,
     ) -> Result<Settings, String> {
-        // clap turns `{n}` in help text into a line break, so `--help` writes it with a
-        // word joiner inside; a template copied from there still works.
-        let clean = |t: String| t.replace('\u{2060}', "");
+        // A template pasted from an older `--help`, which printed a word joiner inside
+        // the braces, still works.
+        let clean = |t: String| t.replace(HELP_JOINER, "");
         let url = k
             .url
             .map(clean)
@@ -566,6 +615,18 @@ impl Settings {
             }
             _ => None,
         };
+        let counting = k.counting.unwrap_or_default();
+        let count_interval = if read_interval.is_zero() {
+            COUNT_INTERVAL
+        } else {
+            read_interval
+        };
+        let count_receive_buffer = match &source {
+            SourceSpec::Synthetic(x) => {
+                batch_receive_buffer(x, count_interval, default_receive_buffer())
+            }
+            _ => None,
+        };
         let connect_timeout = parse_duration(k.connect_timeout.as_deref().unwrap_or("10s"))
             .map_err(|e| format!("--connect-timeout: {e}"))?;
         for pid in &k.server_pid {
@@ -593,6 +654,9 @@ impl Settings {
             threads,
             source,
             verify_every,
+            counting,
+            count_interval,
+            count_receive_buffer,
             lag_threshold,
             read_interval,
             receive_buffer,

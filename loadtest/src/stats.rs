@@ -126,6 +126,10 @@ pub struct ViewerRecord {
     /// Bytes received since play started.
     pub bytes_playing: u64,
     pub last_media_timestamp: Option<u32>,
+    /// Byte-counting viewers see no timestamps once joined: when bytes last arrived.
+    pub last_data: Option<Instant>,
+    /// Whether this viewer reads media timestamps to the end (it is not byte-counting).
+    pub measures: bool,
 }
 
 impl ViewerRecord {
@@ -137,6 +141,8 @@ impl ViewerRecord {
             ended: None,
             bytes_playing: 0,
             last_media_timestamp: None,
+            last_data: None,
+            measures: true,
         }
     }
 }
@@ -161,6 +167,8 @@ pub struct ThreadStats {
     pub reordered: u64,
     pub corrupted: u64,
     pub verified: u64,
+    /// Viewers that joined and then only counted bytes.
+    pub counting_bytes: u64,
     pub viewers: Vec<Rc<RefCell<ViewerRecord>>>,
 }
 
@@ -184,6 +192,7 @@ impl Default for ThreadStats {
             reordered: 0,
             corrupted: 0,
             verified: 0,
+            counting_bytes: 0,
             viewers: Vec::new(),
         }
     }
@@ -231,6 +240,8 @@ pub struct ThreadReport {
     pub reordered: u64,
     pub corrupted: u64,
     pub verified: u64,
+    /// Viewers that joined and then only counted bytes.
+    pub counting_bytes: u64,
 }
 
 impl ThreadStats {
@@ -256,9 +267,15 @@ impl ThreadStats {
                 let published = shared.streams[v.stream]
                     .last_timestamp
                     .load(Ordering::Relaxed);
-                let behind = match v.last_media_timestamp {
-                    Some(ts) => published.saturating_sub(ts),
-                    None => u32::MAX,
+                let behind = match (v.measures, v.last_media_timestamp, v.last_data) {
+                    (true, Some(ts), _) => published.saturating_sub(ts),
+                    // A byte-counting viewer cannot tell how far behind its media is, only
+                    // that nothing has come for a while: a stall is what lagging looks like.
+                    (false, _, Some(at)) => end
+                        .saturating_duration_since(at)
+                        .as_millis()
+                        .min(u32::MAX as u128) as u32,
+                    _ => u32::MAX,
                 };
                 if behind > lag_ms {
                     lagging += 1;
@@ -285,6 +302,7 @@ impl ThreadStats {
             reordered: self.reordered,
             corrupted: self.corrupted,
             verified: self.verified,
+            counting_bytes: self.counting_bytes,
         }
     }
 }
@@ -327,5 +345,6 @@ impl ThreadReport {
         self.reordered += other.reordered;
         self.corrupted += other.corrupted;
         self.verified += other.verified;
+        self.counting_bytes += other.counting_bytes;
     }
 }

@@ -1,21 +1,25 @@
 //! One viewer: a full RTMP player (handshake, `connect`, `createStream`, `play`, window
 //! acknowledgements, ping responses) that checks and times what it receives.
 //!
-//! Two kinds, chosen per viewer (`--verify-every`):
-//! - A *counting* viewer (the default) runs the library's `ClientSession` only until
+//! Three kinds, chosen per viewer (`--verify-every`, `--counting`):
+//! - A *header-walking* viewer runs the library's `ClientSession` only until
 //!   `NetStream.Play.Start`. From the end of the handshake on, every byte also goes through
 //!   a [`ChunkScanner`], which follows the chunk headers with the library's chunk layer and
 //!   keeps the first bytes of each message; once playing, only the scanner runs, and the
 //!   viewer answers the server's control traffic itself (acknowledgements, pings). It
 //!   never copies or assembles a media payload, so its cost is one `recv` into a reused
 //!   buffer and a header walk.
+//! - A *byte-counting* viewer (the default outside the sample) is a header-walking viewer
+//!   until its first keyframe, so its join is timed; then [`Viewer::count_bytes`] drains
+//!   its socket on a staggered schedule with `recv(MSG_TRUNC)`, which discards in the
+//!   kernel: no copy, no parsing, only a byte count (and window acknowledgements from it).
 //! - A *verifying* viewer feeds everything to `ClientSession`, whose decoder assembles every
 //!   message, and checks each video payload's checksum against its marker: it is the
 //!   sample that proves the bytes arrive intact, and cross-checks the scanner.
 //!
-//! Both kinds count loss and reordering from the markers' sequence numbers, time relay
-//! latency from the markers' send times, and record connect time, time to first keyframe
-//! and bitrate. Latency is recorded only for messages the publisher sent after this viewer
+//! Verifying and header-walking viewers count loss and reordering from the markers'
+//! sequence numbers, time relay latency from the markers' send times, and record connect
+//! time, time to first keyframe and bitrate. Latency is recorded only for messages the publisher sent after this viewer
 //! started playing: earlier ones come from the relay's GOP cache, late by design.
 //!
 //! Time to first keyframe runs from the start of the TCP connect to the arrival of the first
@@ -64,6 +68,15 @@ const READ_SIZE: usize = 16 * 1024;
 /// Bytes asked of the kernel per read by batch readers, which find a whole interval
 /// waiting.
 const BATCH_READ_SIZE: usize = 64 * 1024;
+/// Bytes a byte-counting viewer discards per `recv`.
+const DISCARD_SIZE: usize = 256 * 1024;
+
+thread_local! {
+    /// The one buffer every byte-counting viewer on a thread hands to `recv(MSG_TRUNC)`,
+    /// which does not write it: `recv` wants a buffer, and one per viewer would be waste.
+    static DISCARD: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; DISCARD_SIZE].into_boxed_slice());
+}
+
 /// What the server sends before its first chunk: S0, S1 and S2.
 const HANDSHAKE_LEN: u64 = 1 + 1536 + 1536;
 
@@ -72,6 +85,8 @@ pub struct ViewerSpec {
     pub stream: usize,
     pub url: PlayUrl,
     pub verifying: bool,
+    /// Once it has its first keyframe, only count bytes (`--counting bytes`).
+    pub counts_bytes: bool,
 }
 
 /// How a viewer ended.
@@ -207,6 +222,12 @@ impl Viewer {
             Some(b) if self.playing => b.read(stream.as_raw_fd(), buf, timeout).await,
             _ => stream.read(buf).await,
         };
+        self.received(read)
+    }
+
+    /// Counts what one read brought, or says how the viewer ended.
+    fn received(&mut self, read: io::Result<usize>) -> Result<usize, End> {
+        let timeout = self.ctx.settings.connect_timeout;
         let n = match read {
             Ok(0) => return Err(self.closed("connection closed by server")),
             Ok(n) => n,
@@ -237,6 +258,56 @@ impl Viewer {
             self.record.borrow_mut().bytes_playing += n as u64;
         }
         Ok(n)
+    }
+
+    /// Whether a byte-counting viewer has what it joins for (play started, first keyframe
+    /// timed) and can stop parsing.
+    pub(crate) fn joined(&self, spec: &ViewerSpec) -> bool {
+        spec.counts_bytes && self.playing && self.got_keyframe
+    }
+
+    /// The rest of a byte-counting viewer's life: every `count_interval` (staggered over
+    /// the viewers) it drains its socket with `recv(MSG_TRUNC)`, which frees the kernel's
+    /// buffers without copying a byte, and counts what was there. RTMP viewers pass
+    /// `acks` (their window-acknowledgement state and the chunk-stream bytes so far): an
+    /// acknowledgement needs only the byte count, so they keep sending them.
+    pub(crate) async fn count_bytes(
+        &mut self,
+        stream: &mut TcpStream,
+        spec: &ViewerSpec,
+        mut acks: Option<(ControlReplies, u64)>,
+    ) -> End {
+        let settings = self.ctx.settings.clone();
+        self.record.borrow_mut().measures = false;
+        self.ctx.stats.borrow_mut().counting_bytes += 1;
+        if let Some(size) = settings.count_receive_buffer {
+            set_receive_buffer(stream.as_raw_fd(), size);
+        }
+        let mut reader = BatchReader {
+            interval: settings.count_interval,
+            phase: settings
+                .count_interval
+                .mul_f64(spec.index as f64 / settings.total_viewers().max(1) as f64),
+            draining: false,
+            last_data: Instant::now(),
+        };
+        let timeout = settings.connect_timeout;
+        loop {
+            let n = match self.received(reader.discard(stream.as_raw_fd(), timeout).await) {
+                Ok(n) => n,
+                Err(end) => return end,
+            };
+            self.record.borrow_mut().last_data = Some(reader.last_data);
+            if let Some((control, chunk_bytes)) = acks.as_mut() {
+                *chunk_bytes += n as u64;
+                control.acknowledge(*chunk_bytes);
+                if let Some(out) = control.take()
+                    && let Err(e) = stream.write_all(&out).await
+                {
+                    return self.closed(&format!("write failed: {e}"));
+                }
+            }
+        }
     }
 
     /// Records the connect time (TCP connect start to `now`).
@@ -363,6 +434,12 @@ impl Viewer {
                     {
                         return self.closed(&format!("write failed: {e}"));
                     }
+                }
+                if answering && self.joined(spec) {
+                    let chunk_bytes = scanner.bytes();
+                    return self
+                        .count_bytes(&mut stream, spec, Some((control, chunk_bytes)))
+                        .await;
                 }
             }
             if !self.playing && now.duration_since(self.started) > timeout {
@@ -595,6 +672,54 @@ impl BatchReader {
         }
     }
 
+    /// A byte-counting viewer's next read: as [`BatchReader::read`], but the kernel drops
+    /// the bytes instead of copying them (`MSG_TRUNC` on a TCP socket), into the thread's
+    /// one discard buffer, which it never writes. A read shorter than asked for ends the
+    /// drain without the `recv` that would only say `EAGAIN`: whatever came since waits
+    /// for the next wake-up.
+    async fn discard(&mut self, fd: RawFd, timeout: Duration) -> io::Result<usize> {
+        loop {
+            if !self.draining {
+                let now = Instant::now();
+                sleep(self.next_wake(now).saturating_duration_since(now)).await;
+                self.draining = true;
+            }
+            let n = DISCARD.with_borrow_mut(|buf| {
+                // SAFETY: `fd` is the socket the viewer's `TcpStream` owns and keeps open,
+                // no glommio read is pending on it, and `buf` is writable for its length
+                // (with MSG_TRUNC the kernel does not write it at all).
+                unsafe {
+                    libc::recv(
+                        fd,
+                        buf.as_mut_ptr().cast(),
+                        buf.len(),
+                        libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                    )
+                }
+            });
+            if n >= 0 {
+                if n > 0 {
+                    self.last_data = Instant::now();
+                }
+                if (n as usize) < DISCARD_SIZE {
+                    self.draining = false;
+                }
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => {
+                    self.draining = false;
+                    if self.last_data.elapsed() > timeout {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                }
+                io::ErrorKind::Interrupted => {}
+                _ => return Err(e),
+            }
+        }
+    }
+
     /// The first wake-up after `now`: the grid `epoch + phase + k * interval`.
     fn next_wake(&self, now: Instant) -> Instant {
         let interval = self.interval.as_micros().max(1) as u64;
@@ -632,7 +757,7 @@ async fn flush_session(stream: &mut TcpStream, session: &mut ClientSession) -> i
 /// The control messages a counting viewer sends itself once the session is out of the
 /// loop: acknowledgements of the server's window, and ping responses.
 #[derive(Default)]
-struct ControlReplies {
+pub(crate) struct ControlReplies {
     peer_window: u32,
     /// Chunk-stream bytes received when the last acknowledgement went out.
     acked: u64,

@@ -23,7 +23,8 @@ fn json_u64(v: &Value, path: &[&str]) -> u64 {
 
 /// Runs 1 stream x 10 viewers for 4 s, with the options `play` gives for the relay, and
 /// checks the report.
-fn ten_viewers(name: &str, protocol: &str, play: impl Fn(&Relay) -> Vec<String>) {
+/// Ten viewers, two of them verifying; the other eight count as `counting` says.
+fn ten_viewers(name: &str, protocol: &str, counting: &str, play: impl Fn(&Relay) -> Vec<String>) {
     let _serial = serial();
     let server = LOAD.start_relay(name);
     let json = temp_dir().join(format!("{name}.json"));
@@ -40,6 +41,8 @@ fn ten_viewers(name: &str, protocol: &str, play: impl Fn(&Relay) -> Vec<String>)
         "4s",
         "--verify-every",
         "5",
+        "--counting",
+        counting,
     ];
     args.extend(play.iter().map(String::as_str));
     args.push("--json");
@@ -85,10 +88,16 @@ fn ten_viewers(name: &str, protocol: &str, play: impl Fn(&Relay) -> Vec<String>)
         "the verifying viewers checked payloads:\n{table}"
     );
     assert!(json_u64(&report, &["messages", "audio"]) > 0, "{table}");
+    let (counting_bytes, timed_viewers) = if counting == "bytes" { (8, 2) } else { (0, 10) };
+    assert_eq!(
+        json_u64(&report, &["viewers", "counting_bytes"]),
+        counting_bytes,
+        "{table}"
+    );
     let latency_count = json_u64(&report, &["latency_ms", "count"]);
     assert!(
-        latency_count > 500,
-        "10 viewers x ~100 live frames: got {latency_count}\n{table}"
+        latency_count > 50 * timed_viewers,
+        "{timed_viewers} viewers x ~100 live frames: got {latency_count}\n{table}"
     );
     assert!(
         report["latency_ms"]["p99"].as_f64().unwrap() > 0.0,
@@ -102,18 +111,20 @@ fn ten_viewers(name: &str, protocol: &str, play: impl Fn(&Relay) -> Vec<String>)
     );
 }
 
-/// HTTP-FLV, playing the relay's HTTP-FLV URL template (`--play-url`).
+/// HTTP-FLV, playing the relay's HTTP-FLV URL template (`--play-url`), every viewer
+/// walking every tag.
 #[test]
 fn http_flv_viewers_play_and_lose_nothing() {
-    ten_viewers("load-http-flv", "http-flv", |relay| {
+    ten_viewers("load-http-flv", "http-flv", "headers", |relay| {
         vec!["--play-url".into(), relay.flv_url("load-{n}")]
     });
 }
 
-/// WebSocket-FLV, the play URL derived from `--url` and `--http-port`.
+/// WebSocket-FLV, the play URL derived from `--url` and `--http-port`; all but the sample
+/// count bytes once joined.
 #[test]
 fn ws_flv_viewers_play_and_lose_nothing() {
-    ten_viewers("load-ws-flv", "ws-flv", |relay| {
+    ten_viewers("load-ws-flv", "ws-flv", "bytes", |relay| {
         vec!["--http-port".into(), relay.http.port().to_string()]
     });
 }

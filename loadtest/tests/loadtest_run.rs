@@ -1,6 +1,6 @@
 //! shardcast-load against a real shardcast: 1 stream, 50 viewers, 5 s of the synthetic
-//! source. Every viewer plays, nothing is lost or reordered, latency is measured, and the
-//! JSON report says what the table says.
+//! source. Every viewer plays, nothing is lost or reordered, latency is measured by the
+//! verifying sample, and the JSON report says what the table says.
 
 use std::time::Duration;
 
@@ -74,10 +74,16 @@ fn fifty_viewers_of_one_stream_all_play_and_lose_nothing() {
         json_u64(&report, &["messages", "verified"]) > 0,
         "the verifying viewer checked payloads:\n{table}"
     );
+    // Viewer 0 is the verifying sample (1 in 50); the other 49 join, then count bytes.
+    assert_eq!(
+        json_u64(&report, &["viewers", "counting_bytes"]),
+        49,
+        "{table}"
+    );
     let latency_count = json_u64(&report, &["latency_ms", "count"]);
     assert!(
-        latency_count > 1000,
-        "50 viewers x ~140 live frames: got {latency_count}\n{table}"
+        latency_count > 80,
+        "the sample's ~140 live frames: got {latency_count}\n{table}"
     );
     assert!(report["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
     assert_eq!(json_u64(&report, &["connect_ms", "count"]), 50, "{table}");
