@@ -10,12 +10,14 @@
 //! - `source.rs`, `h264.rs`, `marker.rs`: what publishers send, and the marker (sequence
 //!   number and send time) in every video message;
 //! - `publisher.rs`, `viewer.rs`, `scanner.rs`: the two roles, on `ClientSession`;
+//!   `discard.rs` drains the viewers that only count bytes;
 //! - `run.rs`, `stats.rs`, `clock.rs`, `server_usage.rs`: threads, phases, measurements;
 //! - `admin.rs`: the server's own view, from its admin HTTP API (`--admin`);
 //! - `report.rs`: the table and the JSON.
 
 mod admin;
 mod clock;
+mod discard;
 mod flv;
 mod flv_viewer;
 mod h264;

@@ -26,6 +26,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::admin::{self, AdminView};
+use crate::discard::Discarder;
 use crate::report::{
     Delivered, GeneratorThread, LatencyTrend, LoadGenerator, Messages, OwnCounts, Publishers,
     Report, RunSettings, SATURATED, Server, ServerApi, Summary, Viewers, round3,
@@ -48,6 +49,8 @@ pub struct ThreadContext {
     pub shared: Arc<Shared>,
     pub settings: Arc<Settings>,
     pub stats: RefCell<ThreadStats>,
+    /// Drains the thread's byte-counting viewers.
+    pub discarder: Rc<Discarder>,
 }
 
 /// Why a run could not produce a report.
@@ -153,7 +156,15 @@ async fn thread_main(
         shared: shared.clone(),
         settings: settings.clone(),
         stats: RefCell::new(ThreadStats::default()),
+        discarder: Rc::new(Discarder::new(
+            settings.count_interval,
+            settings.connect_timeout,
+            shared.clone(),
+        )),
     });
+    if settings.counting == Counting::Bytes {
+        glommio::spawn_local(ctx.discarder.clone().run()).detach();
+    }
     if let Ok(mut ids) = shared.thread_ids.lock() {
         // SAFETY: gettid has no preconditions.
         ids.push((index, unsafe { libc::gettid() }));

@@ -10,9 +10,10 @@
 //!   never copies or assembles a media payload, so its cost is one `recv` into a reused
 //!   buffer and a header walk.
 //! - A *byte-counting* viewer (the default outside the sample) is a header-walking viewer
-//!   until its first keyframe, so its join is timed; then [`Viewer::count_bytes`] drains
-//!   its socket on a staggered schedule with `recv(MSG_TRUNC)`, which discards in the
-//!   kernel: no copy, no parsing, only a byte count (and window acknowledgements from it).
+//!   until its first keyframe, so its join is timed; then [`Viewer::count_bytes`] hands
+//!   its socket to the thread's one drain loop (`src/discard.rs`), which empties it on a
+//!   staggered schedule with `recv(MSG_TRUNC)`, discarding in the kernel: no copy, no
+//!   parsing, only a byte count (and window acknowledgements from it).
 //! - A *verifying* viewer feeds everything to `ClientSession`, whose decoder assembles every
 //!   message, and checks each video payload's checksum against its marker: it is the
 //!   sample that proves the bytes arrive intact, and cross-checks the scanner.
@@ -56,6 +57,7 @@ use shardcast::rtmp::message::{MessageType, RtmpMessage, csid};
 use shardcast::rtmp::{ClientEvent, ClientSession, ClientSessionConfig, MediaKind};
 
 use crate::clock;
+use crate::discard::{Ended, Handover};
 use crate::flv_viewer;
 use crate::marker;
 use crate::run::ThreadContext;
@@ -68,15 +70,6 @@ const READ_SIZE: usize = 16 * 1024;
 /// Bytes asked of the kernel per read by batch readers, which find a whole interval
 /// waiting.
 const BATCH_READ_SIZE: usize = 64 * 1024;
-/// Bytes a byte-counting viewer discards per `recv`.
-const DISCARD_SIZE: usize = 256 * 1024;
-
-thread_local! {
-    /// The one buffer every byte-counting viewer on a thread hands to `recv(MSG_TRUNC)`,
-    /// which does not write it: `recv` wants a buffer, and one per viewer would be waste.
-    static DISCARD: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; DISCARD_SIZE].into_boxed_slice());
-}
-
 /// What the server sends before its first chunk: S0, S1 and S2.
 const HANDSHAKE_LEN: u64 = 1 + 1536 + 1536;
 
@@ -266,16 +259,18 @@ impl Viewer {
         spec.counts_bytes && self.playing && self.got_keyframe
     }
 
-    /// The rest of a byte-counting viewer's life: every `count_interval` (staggered over
-    /// the viewers) it drains its socket with `recv(MSG_TRUNC)`, which frees the kernel's
+    /// The rest of a byte-counting viewer's life: its thread's [`Discarder`] drains the
+    /// socket every `count_interval` with `recv(MSG_TRUNC)`, which frees the kernel's
     /// buffers without copying a byte, and counts what was there. RTMP viewers pass
     /// `acks` (their window-acknowledgement state and the chunk-stream bytes so far): an
     /// acknowledgement needs only the byte count, so they keep sending them.
+    ///
+    /// [`Discarder`]: crate::discard::Discarder
     pub(crate) async fn count_bytes(
         &mut self,
         stream: &mut TcpStream,
         spec: &ViewerSpec,
-        mut acks: Option<(ControlReplies, u64)>,
+        acks: Option<(ControlReplies, u64)>,
     ) -> End {
         let settings = self.ctx.settings.clone();
         self.record.borrow_mut().measures = false;
@@ -283,30 +278,22 @@ impl Viewer {
         if let Some(size) = settings.count_receive_buffer {
             set_receive_buffer(stream.as_raw_fd(), size);
         }
-        let mut reader = BatchReader {
-            interval: settings.count_interval,
-            phase: settings
-                .count_interval
-                .mul_f64(spec.index as f64 / settings.total_viewers().max(1) as f64),
-            draining: false,
-            last_data: Instant::now(),
+        let handover = Handover {
+            fd: stream.as_raw_fd(),
+            index: spec.index,
+            record: self.record.clone(),
+            acks,
         };
-        let timeout = settings.connect_timeout;
-        loop {
-            let n = match self.received(reader.discard(stream.as_raw_fd(), timeout).await) {
-                Ok(n) => n,
-                Err(end) => return end,
-            };
-            self.record.borrow_mut().last_data = Some(reader.last_data);
-            if let Some((control, chunk_bytes)) = acks.as_mut() {
-                *chunk_bytes += n as u64;
-                control.acknowledge(*chunk_bytes);
-                if let Some(out) = control.take()
-                    && let Err(e) = stream.write_all(&out).await
-                {
-                    return self.closed(&format!("write failed: {e}"));
-                }
+        match self.ctx.discarder.drain(handover).await {
+            Ended::Closed => self.closed("connection closed by server"),
+            Ended::Silent => End::Disconnected(format!(
+                "no data from server for {:.0} s",
+                settings.connect_timeout.as_secs_f64()
+            )),
+            Ended::Error(e) if e.kind() == io::ErrorKind::ConnectionReset => {
+                self.closed("connection reset by server")
             }
+            Ended::Error(e) => self.closed(&format!("read failed: {e}")),
         }
     }
 
@@ -672,54 +659,6 @@ impl BatchReader {
         }
     }
 
-    /// A byte-counting viewer's next read: as [`BatchReader::read`], but the kernel drops
-    /// the bytes instead of copying them (`MSG_TRUNC` on a TCP socket), into the thread's
-    /// one discard buffer, which it never writes. A read shorter than asked for ends the
-    /// drain without the `recv` that would only say `EAGAIN`: whatever came since waits
-    /// for the next wake-up.
-    async fn discard(&mut self, fd: RawFd, timeout: Duration) -> io::Result<usize> {
-        loop {
-            if !self.draining {
-                let now = Instant::now();
-                sleep(self.next_wake(now).saturating_duration_since(now)).await;
-                self.draining = true;
-            }
-            let n = DISCARD.with_borrow_mut(|buf| {
-                // SAFETY: `fd` is the socket the viewer's `TcpStream` owns and keeps open,
-                // no glommio read is pending on it, and `buf` is writable for its length
-                // (with MSG_TRUNC the kernel does not write it at all).
-                unsafe {
-                    libc::recv(
-                        fd,
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_DONTWAIT | libc::MSG_TRUNC,
-                    )
-                }
-            });
-            if n >= 0 {
-                if n > 0 {
-                    self.last_data = Instant::now();
-                }
-                if (n as usize) < DISCARD_SIZE {
-                    self.draining = false;
-                }
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::WouldBlock => {
-                    self.draining = false;
-                    if self.last_data.elapsed() > timeout {
-                        return Err(io::ErrorKind::TimedOut.into());
-                    }
-                }
-                io::ErrorKind::Interrupted => {}
-                _ => return Err(e),
-            }
-        }
-    }
-
     /// The first wake-up after `now`: the grid `epoch + phase + k * interval`.
     fn next_wake(&self, now: Instant) -> Instant {
         let interval = self.interval.as_micros().max(1) as u64;
@@ -771,7 +710,7 @@ impl ControlReplies {
         ChunkEncoder::new().encode(csid::PROTOCOL_CONTROL, &message.to_message(), &mut self.out);
     }
 
-    fn acknowledge(&mut self, received: u64) {
+    pub(crate) fn acknowledge(&mut self, received: u64) {
         if self.peer_window > 0 && received - self.acked >= u64::from(self.peer_window) {
             self.acked = received;
             self.send(ControlMessage::Acknowledgement {
@@ -780,7 +719,7 @@ impl ControlReplies {
         }
     }
 
-    fn take(&mut self) -> Option<Bytes> {
+    pub(crate) fn take(&mut self) -> Option<Bytes> {
         (!self.out.is_empty()).then(|| self.out.split().freeze())
     }
 }
