@@ -780,9 +780,9 @@ impl AppConfig {
         }
         let template = Path::new(&self.record_file);
         let escapes = template.is_absolute()
-            || template.components().any(|c| {
-                !matches!(c, std::path::Component::Normal(_))
-            });
+            || template
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)));
         if self.record_file.trim().is_empty() || escapes {
             return Err(Problem::new(
                 key("record_file"),

@@ -104,12 +104,18 @@ pub fn indexed_metadata(
         .collect();
     let build = |properties: &mut Vec<(String, Amf0Value)>, media_start: u64| {
         let mut p = properties.clone();
-        p.push(("duration".into(), Amf0Value::Number(duration_ms as f64 / 1000.0)));
+        p.push((
+            "duration".into(),
+            Amf0Value::Number(duration_ms as f64 / 1000.0),
+        ));
         p.push((
             "filesize".into(),
             Amf0Value::Number((media_start + media_len) as f64),
         ));
-        p.push(("hasKeyframes".into(), Amf0Value::Boolean(!keyframes.is_empty())));
+        p.push((
+            "hasKeyframes".into(),
+            Amf0Value::Boolean(!keyframes.is_empty()),
+        ));
         p.push((
             "lastkeyframetimestamp".into(),
             Amf0Value::Number(keyframes.last().map_or(0.0, |k| k.time_ms as f64 / 1000.0)),
@@ -202,6 +208,9 @@ mod tests {
     fn hostile_metadata_is_just_left_out() {
         let body = indexed_metadata(&[0x08, 0xFF, 0xFF], 0, 0, &[]);
         let values = amf0::decode_all(&body).unwrap();
-        assert_eq!(values[1].get("hasKeyframes"), Some(&Amf0Value::Boolean(false)));
+        assert_eq!(
+            values[1].get("hasKeyframes"),
+            Some(&Amf0Value::Boolean(false))
+        );
     }
 }

@@ -71,7 +71,13 @@ fn boxed(out: &mut BytesMut, kind: &[u8; 4], body: impl FnOnce(&mut BytesMut)) {
     out[start..start + 4].copy_from_slice(&size.to_be_bytes());
 }
 
-fn full(out: &mut BytesMut, kind: &[u8; 4], version: u8, flags: u32, body: impl FnOnce(&mut BytesMut)) {
+fn full(
+    out: &mut BytesMut,
+    kind: &[u8; 4],
+    version: u8,
+    flags: u32,
+    body: impl FnOnce(&mut BytesMut),
+) {
     boxed(out, kind, |o| {
         o.put_u32((u32::from(version) << 24) | (flags & 0x00FF_FFFF));
         body(o)
@@ -143,8 +149,14 @@ impl Fmp4Muxer {
             .as_deref()
             .filter(|sh| sh.len() > 2 && sh[0] >> 4 == 10 && sh[1] == 0)
             .map(|sh| sh[2..].to_vec());
-        let vdetails = video_header.as_deref().and_then(video_details).unwrap_or_default();
-        let adetails = audio_header.as_deref().and_then(audio_details).unwrap_or_default();
+        let vdetails = video_header
+            .as_deref()
+            .and_then(video_details)
+            .unwrap_or_default();
+        let adetails = audio_header
+            .as_deref()
+            .and_then(audio_details)
+            .unwrap_or_default();
         let mut out = BytesMut::with_capacity(1024);
         boxed(&mut out, b"ftyp", |o| {
             o.put_slice(b"isom");
@@ -211,7 +223,10 @@ impl Fmp4Muxer {
                 });
             }
             boxed(o, b"mvex", |o| {
-                for (present, id) in [(video.is_some(), VIDEO_TRACK), (audio.is_some(), AUDIO_TRACK)] {
+                for (present, id) in [
+                    (video.is_some(), VIDEO_TRACK),
+                    (audio.is_some(), AUDIO_TRACK),
+                ] {
                     if present {
                         full(o, b"trex", 0, 0, |o| {
                             o.put_u32(id);
@@ -247,7 +262,13 @@ impl Fmp4Muxer {
 
     /// One FLV audio or video payload at file time `ms`. Returns a finished fragment when
     /// this video keyframe starts a new one.
-    pub fn push(&mut self, kind: SampleKind, ms: u32, keyframe: bool, pieces: Vec<Bytes>) -> Option<Vec<Bytes>> {
+    pub fn push(
+        &mut self,
+        kind: SampleKind,
+        ms: u32,
+        keyframe: bool,
+        pieces: Vec<Bytes>,
+    ) -> Option<Vec<Bytes>> {
         let h = head(&pieces, 8);
         match kind {
             SampleKind::Video => {
@@ -308,14 +329,22 @@ impl Fmp4Muxer {
     }
 
     fn has_samples(&self) -> bool {
-        self.video.as_ref().is_some_and(|(_, t)| !t.samples.is_empty())
+        self.video
+            .as_ref()
+            .is_some_and(|(_, t)| !t.samples.is_empty())
             || self.audio.as_ref().is_some_and(|t| !t.samples.is_empty())
     }
 
     /// The file time of the oldest sample not yet in a fragment.
     pub fn buffered_since(&self) -> Option<u32> {
-        let v = self.video.as_ref().and_then(|(_, t)| t.samples.first().map(|s| s.dts));
-        let a = self.audio.as_ref().and_then(|t| t.samples.first().map(|s| s.dts));
+        let v = self
+            .video
+            .as_ref()
+            .and_then(|(_, t)| t.samples.first().map(|s| s.dts));
+        let a = self
+            .audio
+            .as_ref()
+            .and_then(|t| t.samples.first().map(|s| s.dts));
         match (v, a) {
             (Some(v), Some(a)) => Some(v.min(a)),
             (v, a) => v.or(a),
@@ -371,7 +400,8 @@ impl Fmp4Muxer {
         let probe = write_moof(&tracks, 0, self.sequence);
         let moof = write_moof(&tracks, probe.len() as u32, self.sequence);
         let data_len: u32 = tracks.iter().flat_map(|t| &t.samples).map(|s| s.size).sum();
-        let mut out = Vec::with_capacity(2 + tracks.iter().map(|t| t.samples.len() * 2).sum::<usize>());
+        let mut out =
+            Vec::with_capacity(2 + tracks.iter().map(|t| t.samples.len() * 2).sum::<usize>());
         let mut head = moof;
         head.put_u32(data_len + 8);
         head.put_slice(b"mdat");
@@ -463,7 +493,11 @@ fn trak(o: &mut BytesMut, id: u32, video: bool, w: u32, h: u32, entry: impl FnOn
                 o.put_u32(0);
                 o.put_slice(if video { b"vide" } else { b"soun" });
                 o.put_bytes(0, 12);
-                o.put_slice(if video { b"VideoHandler\0" } else { b"SoundHandler\0" });
+                o.put_slice(if video {
+                    b"VideoHandler\0"
+                } else {
+                    b"SoundHandler\0"
+                });
             });
             boxed(o, b"minf", |o| {
                 if video {
@@ -502,20 +536,39 @@ mod tests {
     #[test]
     fn fragments_describe_their_samples() {
         let (mut m, init) = Fmp4Muxer::new(
-            Some(Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1F, 0xFF, 0xE0, 0])),
+            Some(Bytes::from_static(&[
+                0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1F, 0xFF, 0xE0, 0,
+            ])),
             Some(Bytes::from_static(&[0xAF, 0, 0x12, 0x10])),
         );
         assert_eq!(&init[4..8], b"ftyp");
         let key = Bytes::from_static(&[0x17, 1, 0, 0, 0x21, 0, 0, 0, 1, 0x65]);
-        assert!(m.push(SampleKind::Video, 0, true, vec![key.clone()]).is_none());
-        m.push(SampleKind::Audio, 0, false, vec![Bytes::from_static(&[0xAF, 1, 9, 9])]);
-        m.push(SampleKind::Video, 40, false, vec![Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41])]);
+        assert!(
+            m.push(SampleKind::Video, 0, true, vec![key.clone()])
+                .is_none()
+        );
+        m.push(
+            SampleKind::Audio,
+            0,
+            false,
+            vec![Bytes::from_static(&[0xAF, 1, 9, 9])],
+        );
+        m.push(
+            SampleKind::Video,
+            40,
+            false,
+            vec![Bytes::from_static(&[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41])],
+        );
         let frag = m.push(SampleKind::Video, 80, true, vec![key]).unwrap();
         let bytes: Vec<u8> = frag.concat();
         assert_eq!(&bytes[4..8], b"moof");
         let moof_len = u32::from_be_bytes(bytes[0..4].try_into().unwrap()) as usize;
         assert_eq!(&bytes[moof_len + 4..moof_len + 8], b"mdat");
-        assert_eq!(bytes.len(), moof_len + 8 + 5 + 5 + 2, "two video samples, one audio");
+        assert_eq!(
+            bytes.len(),
+            moof_len + 8 + 5 + 5 + 2,
+            "two video samples, one audio"
+        );
         assert_eq!(m.buffered_since(), Some(80));
     }
 }

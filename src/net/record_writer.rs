@@ -193,7 +193,9 @@ impl Writer {
                 if failed {
                     // Again, for the error itself.
                     let path = self.files[&id].path.clone();
-                    let error = create_unique(&path).err().unwrap_or_else(|| io::Error::other("cannot create"));
+                    let error = create_unique(&path)
+                        .err()
+                        .unwrap_or_else(|| io::Error::other("cannot create"));
                     self.fail(id, "creating", error);
                 } else {
                     tracing::info!(path = %self.files[&id].path.display(), "recording to file");
@@ -243,11 +245,21 @@ fn create_unique(path: &Path) -> io::Result<(PathBuf, File)> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let ext = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
     let mut candidate = path.to_owned();
     for n in 1..1000 {
-        match OpenOptions::new().write(true).create_new(true).open(&candidate) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&candidate)
+        {
             Ok(file) => return Ok((candidate, file)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 candidate = path.with_file_name(format!("{stem}-{n}{ext}"));
@@ -255,7 +267,10 @@ fn create_unique(path: &Path) -> io::Result<(PathBuf, File)> {
             Err(e) => return Err(e),
         }
     }
-    Err(io::Error::new(io::ErrorKind::AlreadyExists, "999 files of that name already"))
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "999 files of that name already",
+    ))
 }
 
 /// Rewrites a closed FLV file with its duration and keyframe index in `onMetaData`.
@@ -264,7 +279,12 @@ fn rewrite_indexed(path: &Path, index: &FlvIndex) -> io::Result<()> {
     let media_len = original.metadata()?.len().saturating_sub(index.media_start);
     let mut header = [0u8; 13];
     original.read_exact(&mut header)?;
-    let body = flv_file::indexed_metadata(&index.metadata, index.duration_ms, media_len, &index.keyframes);
+    let body = flv_file::indexed_metadata(
+        &index.metadata,
+        index.duration_ms,
+        media_len,
+        &index.keyframes,
+    );
     let mut part_name = path.as_os_str().to_owned();
     part_name.push(".part");
     let part = PathBuf::from(part_name);

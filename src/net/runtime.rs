@@ -21,9 +21,9 @@ use thiserror::Error;
 use super::admin_listener::AdminListener;
 use super::listener::{Protocol, accept_loop};
 use super::mailbox::{Inbox, ShardSender, mailbox};
+use super::record_writer;
 use super::shard_driver::ShardDriver;
 use crate::admin::api::ApiSettings;
-use super::record_writer;
 use crate::config::{Config, RecordMode};
 use crate::performance::INBOX_CAPACITY;
 use crate::relay::directory::StreamDirectory;
@@ -165,10 +165,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
     // The recordings' disk writer: a thread of its own, so no shard waits for a disk. It
     // ends once every shard has dropped its handle, after their last closes.
-    let records = config
-        .apps
-        .values()
-        .any(|a| a.record != RecordMode::Off);
+    let records = config.apps.values().any(|a| a.record != RecordMode::Off);
     let (mut record_handles, record_thread) = if records {
         // A file size limit (ulimit -f) must fail the write, not kill the relay.
         // SAFETY: setting a signal's disposition to "ignore" has no preconditions.

@@ -18,10 +18,10 @@ use bytes::Bytes;
 use glommio::io::BufferedFile;
 
 use super::mailbox::{Inbox, SendError, ShardSender};
+use super::record_writer::RecordHandle;
 use super::sockets::{SendNow, SocketTable};
 use super::wakeup::{Latch, Signal};
 use crate::performance::{INBOX_BATCH, VIEWERS_PER_YIELD};
-use super::record_writer::RecordHandle;
 use crate::relay::message::{ShardId, ShardMessage};
 use crate::relay::recorder::{RecordOp, RecordingId};
 use crate::relay::shard::{Output, Shard};

@@ -106,7 +106,8 @@ impl RecordSettings {
             segment_ms: app.record_segment_ms.min(u64::from(u32::MAX)) as u32,
             max_bytes: app.record_max_bytes,
             flush: app.record_flush(),
-            on_done: (!app.on_record_done.is_empty()).then(|| Arc::from(app.on_record_done.as_str())),
+            on_done: (!app.on_record_done.is_empty())
+                .then(|| Arc::from(app.on_record_done.as_str())),
             chunk_size,
         }
     }
@@ -271,9 +272,7 @@ impl Recorder {
         }
         // A file starts at a keyframe, or at any audio frame of a stream without video.
         let starts_file = f.keyframe
-            || (f.kind == FrameKind::Audio
-                && !f.sequence_header
-                && self.video_header.is_none());
+            || (f.kind == FrameKind::Audio && !f.sequence_header && self.video_header.is_none());
         let split = match &self.state {
             State::Idle => return,
             State::Waiting => starts_file,
@@ -302,7 +301,11 @@ impl Recorder {
         seg.last_ms = seg.last_ms.max(ts);
         let chunk_size = self.settings.chunk_size;
         match &mut seg.body {
-            Body::Flv { media_start, keyframes, .. } => {
+            Body::Flv {
+                media_start,
+                keyframes,
+                ..
+            } => {
                 if f.keyframe {
                     keyframes.push(Keyframe {
                         time_ms: ts,
@@ -310,7 +313,13 @@ impl Recorder {
                     });
                 }
                 let pieces = payload(f, chunk_size);
-                let len = push_flv_tag(&mut seg.scratch, &mut seg.pending, tag_type(f.kind), ts, pieces);
+                let len = push_flv_tag(
+                    &mut seg.scratch,
+                    &mut seg.pending,
+                    tag_type(f.kind),
+                    ts,
+                    pieces,
+                );
                 seg.len += len;
                 seg.pending_since.get_or_insert(now);
             }
@@ -327,7 +336,10 @@ impl Recorder {
                 }
                 // A fragment also ends when the flush interval is up, so that a crash
                 // loses at most that much.
-                if mux.buffered_since().is_some_and(|t| ts.saturating_sub(t) >= self.settings.flush.as_millis() as u32) {
+                if mux
+                    .buffered_since()
+                    .is_some_and(|t| ts.saturating_sub(t) >= self.settings.flush.as_millis() as u32)
+                {
                     let fragment = mux.fragment();
                     seg.len += fragment.iter().map(|b| b.len() as u64).sum::<u64>();
                     seg.pending.extend(fragment);
@@ -344,7 +356,14 @@ impl Recorder {
     }
 
     /// Opens a file starting at `f` (a keyframe), with the headers repeated first.
-    fn open(&mut self, f: &Frame, now: Instant, wall_ms: u64, id: RecordingId, out: &mut Vec<RecordOp>) {
+    fn open(
+        &mut self,
+        f: &Frame,
+        now: Instant,
+        wall_ms: u64,
+        id: RecordingId,
+        out: &mut Vec<RecordOp>,
+    ) {
         let seq = self.segments;
         self.segments += 1;
         let file = render_file_name(
@@ -370,14 +389,35 @@ impl Recorder {
                 let has_video = self.video_header.is_some() || f.kind == FrameKind::Video;
                 let has_audio = self.audio_header.is_some();
                 let mut len = flv_file::FILE_HEADER_LEN;
-                pending.push(Bytes::copy_from_slice(&flv_file::file_header(has_audio, has_video)));
-                let metadata = self.metadata.as_ref().map(|m| m.payload.clone()).unwrap_or_default();
+                pending.push(Bytes::copy_from_slice(&flv_file::file_header(
+                    has_audio, has_video,
+                )));
+                let metadata = self
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.payload.clone())
+                    .unwrap_or_default();
                 if !metadata.is_empty() {
-                    len += push_flv_tag(&mut scratch, &mut pending, TAG_TYPE_SCRIPT_DATA, 0, vec![metadata.clone()]);
+                    len += push_flv_tag(
+                        &mut scratch,
+                        &mut pending,
+                        TAG_TYPE_SCRIPT_DATA,
+                        0,
+                        vec![metadata.clone()],
+                    );
                 }
                 let media_start = len;
-                for h in [&self.video_header, &self.audio_header].into_iter().flatten() {
-                    len += push_flv_tag(&mut scratch, &mut pending, tag_type(h.kind), 0, vec![h.payload.clone()]);
+                for h in [&self.video_header, &self.audio_header]
+                    .into_iter()
+                    .flatten()
+                {
+                    len += push_flv_tag(
+                        &mut scratch,
+                        &mut pending,
+                        tag_type(h.kind),
+                        0,
+                        vec![h.payload.clone()],
+                    );
                 }
                 (
                     Body::Flv {
@@ -561,7 +601,10 @@ pub fn render_file_name(
             } else if let Some(n) = field("{stream}") {
                 (sanitize(stream), n)
             } else if let Some(n) = field("{time}") {
-                (format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}-{ms:03}"), n)
+                (
+                    format!("{y:04}{mo:02}{d:02}-{h:02}{mi:02}{s:02}-{ms:03}"),
+                    n,
+                )
             } else if let Some(n) = field("{unix}") {
                 ((unix_ms / 1000).to_string(), n)
             } else if let Some(n) = field("{unix_ms}") {
@@ -612,7 +655,14 @@ mod tests {
     #[test]
     fn hostile_stream_keys_stay_in_the_directory() {
         let t = "{app}/{stream}-{time}.{ext}";
-        for key in ["../../etc/passwd", "/abs", "..", "a\0b", "%2e%2e/x", "..\\..\\x"] {
+        for key in [
+            "../../etc/passwd",
+            "/abs",
+            "..",
+            "a\0b",
+            "%2e%2e/x",
+            "..\\..\\x",
+        ] {
             let name = render_file_name(t, "live", key, 0, 0, "flv");
             let path = Path::new(&name);
             assert!(path.is_relative(), "{name}");
@@ -621,7 +671,11 @@ mod tests {
                     .all(|c| matches!(c, std::path::Component::Normal(_))),
                 "{name}"
             );
-            assert_eq!(path.components().count(), 2, "{name}: one directory, one file");
+            assert_eq!(
+                path.components().count(),
+                2,
+                "{name}: one directory, one file"
+            );
         }
         assert_eq!(
             render_file_name("../{stream}/%Y/x", "live", "k", 0, 0, "flv"),
@@ -634,7 +688,14 @@ mod tests {
         // 2026-12-02 14:27:37.123 UTC
         let ms = 1_796_221_657_123;
         assert_eq!(
-            render_file_name("{app}/{stream}-{time}-{seq}.{ext}", "live", "cam", ms, 3, "mp4"),
+            render_file_name(
+                "{app}/{stream}-{time}-{seq}.{ext}",
+                "live",
+                "cam",
+                ms,
+                3,
+                "mp4"
+            ),
             "live/cam-20261202-142737-123-3.mp4"
         );
         assert_eq!(
@@ -684,16 +745,38 @@ mod tests {
             next
         };
         let mut ops = Vec::new();
-        r.push(&frame(FrameKind::Video, 0, false, true, &[0x17, 0, 0, 0, 0, 1]), now, 0, &mut id, &mut ops);
-        r.push(&frame(FrameKind::Video, 10, false, false, &[0x27, 1, 0, 0, 0, 9]), now, 0, &mut id, &mut ops);
+        r.push(
+            &frame(FrameKind::Video, 0, false, true, &[0x17, 0, 0, 0, 0, 1]),
+            now,
+            0,
+            &mut id,
+            &mut ops,
+        );
+        r.push(
+            &frame(FrameKind::Video, 10, false, false, &[0x27, 1, 0, 0, 0, 9]),
+            now,
+            0,
+            &mut id,
+            &mut ops,
+        );
         assert!(ops.is_empty(), "nothing before the first keyframe");
         let big = [vec![0x17, 1, 0, 0, 0], vec![7u8; 500]].concat();
         let mut media = 0;
         for i in 0..50u32 {
             let ts = 100 + i * 100;
             let key = i % 7 == 0;
-            let body = if key { big.clone() } else { vec![0x27, 1, 0, 0, 0, i as u8] };
-            r.push(&frame(FrameKind::Video, ts, key, false, &body), now, 0, &mut id, &mut ops);
+            let body = if key {
+                big.clone()
+            } else {
+                vec![0x27, 1, 0, 0, 0, i as u8]
+            };
+            r.push(
+                &frame(FrameKind::Video, ts, key, false, &body),
+                now,
+                0,
+                &mut id,
+                &mut ops,
+            );
             media += 1;
         }
         r.stop(&mut ops);
@@ -710,7 +793,11 @@ mod tests {
                 RecordOp::Close { index, .. } => files.last_mut().unwrap().2 = index,
             }
         }
-        assert_eq!(files.len(), 5, "keyframes at 0.7 s steps, 1 s segments: 0, 1.4, 2.8, 4.2 and 4.9");
+        assert_eq!(
+            files.len(),
+            5,
+            "keyframes at 0.7 s steps, 1 s segments: 0, 1.4, 2.8, 4.2 and 4.9"
+        );
         let mut seen = 0;
         for (i, (path, bytes, index)) in files.iter().enumerate() {
             assert_eq!(path, &PathBuf::from(format!("/rec/cam-{i}.flv")));
@@ -721,7 +808,11 @@ mod tests {
             assert_eq!(tags[1].timestamp, 0);
             seen += tags.len() - 1;
             let index = index.as_ref().unwrap();
-            assert_eq!(index.keyframes[0].offset, flv_file::tag_len(6), "after the header");
+            assert_eq!(
+                index.keyframes[0].offset,
+                flv_file::tag_len(6),
+                "after the header"
+            );
             assert_eq!(index.media_start + index.media_len, bytes.len() as u64);
         }
         assert_eq!(seen, media);

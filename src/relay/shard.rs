@@ -43,12 +43,12 @@ use super::message::{AdminRefusal, ShardId, ShardMessage};
 use super::origin::Origin;
 use super::output::OutputFormat;
 use super::rate::RATE_SAMPLE_INTERVAL;
+use super::recorder::{RecordOp, RecordSettings, RecordStatus, Recorder, RecordingId};
 use super::slab::Slab;
 use super::snapshot::{ClientInfo, ConnectionCounts, PublisherInfo, ShardSnapshot, StreamInfo};
 use super::stats::{RejectReason, ShardStats};
 use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
 use super::write_queue::{FlushOutcome, FlushScratch, Transmit};
-use super::recorder::{RecordOp, RecordSettings, RecordStatus, Recorder, RecordingId};
 use crate::config::{AppConfig, Config, RecordMode};
 use crate::http::response::{self, Cors};
 use crate::media::codec::{inspect_audio, inspect_video};
@@ -645,7 +645,12 @@ impl Shard {
     }
 
     /// The admin API starts or stops recording `name` (an application with `record` on).
-    fn record_command(&mut self, name: &StreamName, start: bool, now: Instant) -> Result<RecordStatus, AdminRefusal> {
+    fn record_command(
+        &mut self,
+        name: &StreamName,
+        start: bool,
+        now: Instant,
+    ) -> Result<RecordStatus, AdminRefusal> {
         let state = self.origins.get_mut(name).ok_or(AdminRefusal::NotFound)?;
         if state.publisher.is_none() {
             return Err(AdminRefusal::NotLive);
@@ -1031,7 +1036,8 @@ impl Shard {
             && let Some(rec) = self.origins.get_mut(name).and_then(|s| s.recorder.as_mut())
             && rec.is_active()
         {
-            let wall_ms = self.wall_epoch_ms + now.saturating_duration_since(self.epoch).as_millis() as u64;
+            let wall_ms =
+                self.wall_epoch_ms + now.saturating_duration_since(self.epoch).as_millis() as u64;
             let (shard, counter) = (self.id as u64, &mut self.recordings);
             let mut id = || {
                 *counter += 1;
@@ -1982,7 +1988,9 @@ impl Shard {
                         .live_since
                         .filter(|_| s.live)
                         .map(|t| now.saturating_duration_since(t)),
-                    record: state.and_then(|o| o.recorder.as_ref()).map(Recorder::status),
+                    record: state
+                        .and_then(|o| o.recorder.as_ref())
+                        .map(Recorder::status),
                 }
             })
             .collect();

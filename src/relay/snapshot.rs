@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::recorder::RecordStatus;
 use super::client::RoleKind;
 use super::directory::{ConnId, StreamName};
 use super::message::ShardId;
+use super::recorder::RecordStatus;
 use super::stats::ShardStats;
 use crate::media::codec::{AudioCodec, VideoCodec};
 
