@@ -1284,7 +1284,7 @@ mod tests {
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);
-        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 11);
+        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 19);
     }
 
     #[test]

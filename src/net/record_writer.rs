@@ -41,8 +41,39 @@ const CALLBACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct Job {
     shard: ShardId,
-    op: RecordOp,
+    /// None: every shard has finished; write what is queued and end.
+    op: Option<RecordOp>,
     bytes: usize,
+}
+
+/// Ends the writer once the shards are done: [`WriterEnd::finish`] queues the end behind
+/// their last operations and waits (up to a bound) for the writer to get there.
+pub struct WriterEnd {
+    tx: Sender<Job>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl WriterEnd {
+    /// Returns whether the writer finished within `limit`.
+    pub fn finish(self, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        let job = Job {
+            shard: 0,
+            op: None,
+            bytes: 0,
+        };
+        if self.tx.send_deadline(job, deadline).is_err() {
+            return false;
+        }
+        while !self.thread.is_finished() {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.thread.join();
+        true
+    }
 }
 
 /// A shard's end of the writer.
@@ -54,7 +85,7 @@ pub struct RecordHandle {
 }
 
 /// Starts the writer thread; one handle per shard.
-pub fn start(shards: usize) -> io::Result<(Vec<RecordHandle>, std::thread::JoinHandle<()>)> {
+pub fn start(shards: usize) -> io::Result<(Vec<RecordHandle>, WriterEnd)> {
     let (tx, rx) = crossbeam_channel::bounded(QUEUE_OPS);
     let queued = Arc::new(AtomicUsize::new(0));
     let (fail_tx, fail_rx): (Vec<_>, Vec<_>) =
@@ -77,7 +108,7 @@ pub fn start(shards: usize) -> io::Result<(Vec<RecordHandle>, std::thread::JoinH
             failures,
         })
         .collect();
-    Ok((handles, thread))
+    Ok((handles, WriterEnd { tx, thread }))
 }
 
 impl RecordHandle {
@@ -100,7 +131,7 @@ impl RecordHandle {
         }
         let job = Job {
             shard: self.shard,
-            op,
+            op: Some(op),
             bytes,
         };
         match self.tx.try_send(job) {
@@ -139,11 +170,14 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: Receiver<Job>) {
-        // Ends when every shard's handle is gone (the shards have finished), after the
-        // last close was written.
+        // Ends when the runtime says the shards have finished (after their last closes,
+        // queued before), or when every sender is gone.
         while let Ok(job) = rx.recv() {
             self.queued.fetch_sub(job.bytes, Ordering::Relaxed);
-            self.handle(job.shard, job.op);
+            let Some(op) = job.op else {
+                break;
+            };
+            self.handle(job.shard, op);
         }
         for (_, f) in self.files.drain() {
             if let Some(mut file) = f.file {

@@ -255,17 +255,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .is_err()
     {
         tracing::warn!("shards did not finish within the shutdown timeout; exiting anyway");
-    } else if let Some(thread) = record_thread {
-        // The shards are gone and so are their handles: the writer finishes what they
-        // queued (the last closes and index rewrites) and ends.
-        let (done_tx, done_rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = thread.join();
-            let _ = done_tx.send(());
-        });
-        if done_rx.recv_timeout(Duration::from_secs(10)).is_err() {
-            tracing::warn!("the recording writer did not finish within 10 s; exiting anyway");
-        }
+    } else if let Some(writer) = record_thread
+        && !writer.finish(Duration::from_secs(10))
+    {
+        // The shards are done: the writer finishes what they queued (the last closes and
+        // index rewrites) and ends, unless the disk is too slow even for that.
+        tracing::warn!("the recording writer did not finish within 10 s; exiting anyway");
     }
     Ok(())
 }

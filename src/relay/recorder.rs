@@ -329,21 +329,23 @@ impl Recorder {
                     FrameKind::Audio if !f.sequence_header => SampleKind::Audio,
                     _ => return,
                 };
-                if let Some(fragment) = mux.push(kind, ts, f.keyframe, payload(f, chunk_size)) {
-                    seg.len += fragment.iter().map(|b| b.len() as u64).sum::<u64>();
-                    seg.pending.extend(fragment);
-                    seg.pending_since.get_or_insert(now);
-                }
+                let mut fragments = mux
+                    .push(kind, ts, f.keyframe, payload(f, chunk_size))
+                    .unwrap_or_default();
                 // A fragment also ends when the flush interval is up, so that a crash
                 // loses at most that much.
                 if mux
                     .buffered_since()
                     .is_some_and(|t| ts.saturating_sub(t) >= self.settings.flush.as_millis() as u32)
                 {
-                    let fragment = mux.fragment();
-                    seg.len += fragment.iter().map(|b| b.len() as u64).sum::<u64>();
-                    seg.pending.extend(fragment);
-                    seg.pending_since.get_or_insert(now);
+                    fragments.extend(mux.fragment());
+                }
+                if !fragments.is_empty() {
+                    // A fragment already gathers at most a flush interval of media: hand
+                    // it over at once.
+                    seg.len += fragments.iter().map(|b| b.len() as u64).sum::<u64>();
+                    seg.pending.extend(fragments);
+                    seg.flush(out);
                 }
             }
         }
@@ -381,7 +383,6 @@ impl Recorder {
             stream: self.stream.clone(),
             on_done: self.settings.on_done.clone(),
         });
-        let chunk_size = self.settings.chunk_size;
         let mut pending = Vec::new();
         let mut scratch = BytesMut::with_capacity(4096);
         let (body, len) = match self.settings.format {
@@ -437,7 +438,6 @@ impl Recorder {
                 (Body::Mp4(Box::new(mux)), len)
             }
         };
-        let _ = chunk_size;
         self.state = State::Recording(Segment {
             id,
             file,
@@ -795,8 +795,8 @@ mod tests {
         }
         assert_eq!(
             files.len(),
-            5,
-            "keyframes at 0.7 s steps, 1 s segments: 0, 1.4, 2.8, 4.2 and 4.9"
+            4,
+            "keyframes every 0.7 s from 0.1 s, 1 s segments: cut at 1.5, 2.9 and 4.3 s"
         );
         let mut seen = 0;
         for (i, (path, bytes, index)) in files.iter().enumerate() {

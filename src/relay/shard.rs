@@ -649,7 +649,6 @@ impl Shard {
         &mut self,
         name: &StreamName,
         start: bool,
-        now: Instant,
     ) -> Result<RecordStatus, AdminRefusal> {
         let state = self.origins.get_mut(name).ok_or(AdminRefusal::NotFound)?;
         if state.publisher.is_none() {
@@ -667,7 +666,6 @@ impl Shard {
         }
         let status = rec.status();
         self.emit_record_ops();
-        let _ = now;
         Ok(status)
     }
 
@@ -1832,7 +1830,7 @@ impl Shard {
                 stream,
                 start,
                 reply,
-            } => reply.send(self.record_command(&stream, start, now)),
+            } => reply.send(self.record_command(&stream, start)),
             ShardMessage::Shutdown => self.begin_shutdown(),
         }
     }
