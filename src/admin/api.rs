@@ -239,7 +239,7 @@ impl<R: RunningRelay> AdminApi<R> {
                 "urls": {
                     "versions": "the version of shardcast",
                     "summaries": "the process, its connections and shards",
-                    "streams": "the streams (?start=&count=); /streams/{id}; POST /streams/{id}/data",
+                    "streams": "the streams (?start=&count=); /streams/{id}; POST /streams/{id}/data; POST /streams/{id}/record",
                     "clients": "the clients (?start=&count=); /clients/{id}; DELETE /clients/{id}",
                     "console": "the web console, at /",
                 },

@@ -207,12 +207,15 @@ impl Writer {
                 stream,
                 on_done,
             } => {
-                let opened = create_unique(&path);
-                let (path, file) = match opened {
-                    Ok((path, file)) => (path, Some(BufWriter::with_capacity(256 << 10, file))),
-                    Err(_) => (path, None),
+                let (path, file, error) = match create_unique(&path) {
+                    Ok((path, file)) => {
+                        (path, Some(BufWriter::with_capacity(256 << 10, file)), None)
+                    }
+                    Err(e) => (path, None, Some(e)),
                 };
-                let failed = file.is_none();
+                if error.is_none() {
+                    tracing::info!(path = %path.display(), "recording to file");
+                }
                 self.files.insert(
                     id,
                     OpenFile {
@@ -224,15 +227,8 @@ impl Writer {
                         on_done,
                     },
                 );
-                if failed {
-                    // Again, for the error itself.
-                    let path = self.files[&id].path.clone();
-                    let error = create_unique(&path)
-                        .err()
-                        .unwrap_or_else(|| io::Error::other("cannot create"));
+                if let Some(error) = error {
                     self.fail(id, "creating", error);
-                } else {
-                    tracing::info!(path = %self.files[&id].path.display(), "recording to file");
                 }
             }
             RecordOp::Write { id, data } => {

@@ -1791,7 +1791,12 @@ impl Shard {
             }
             ShardMessage::OriginMoved { stream, origin } => {
                 // If this shard was the origin, its publisher (if any) has been replaced.
-                let removed = self.origins.remove(&stream);
+                let mut removed = self.origins.remove(&stream);
+                // Its recording ends here; the new origin records from its own publish.
+                if let Some(rec) = removed.as_mut().and_then(|s| s.recorder.as_mut()) {
+                    rec.stop(&mut self.record_ops);
+                    self.emit_record_ops();
+                }
                 if let Some((old, _)) = removed.and_then(|state| state.publisher) {
                     self.leave_role(old);
                     self.close(old, "taken over by a new publisher on another core");
