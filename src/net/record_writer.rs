@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::media::flv::TAG_TYPE_SCRIPT_DATA;
 use crate::media::flv_file;
@@ -145,10 +145,7 @@ impl RecordHandle {
 
     /// The next recording the writer gave up on, with why.
     pub fn next_failure(&self) -> Option<(RecordingId, String)> {
-        match self.failures.try_recv() {
-            Ok(f) => Some(f),
-            Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-        }
+        self.failures.try_recv().ok()
     }
 }
 
