@@ -252,6 +252,55 @@ pub struct AppConfig {
     /// Directory of `.flv` files playable by name; empty means none. A relative path is
     /// relative to the working directory.
     pub recordings_dir: PathBuf,
+    /// Recording (DVR): which live streams are written to disk.
+    pub record: RecordMode,
+    /// Where recordings go; every file lands under it. Required when `record` is not "off".
+    pub record_dir: PathBuf,
+    /// File name template under `record_dir` (see [`crate::relay::recorder::render_file_name`]).
+    pub record_file: String,
+    pub record_format: RecordFormat,
+    /// A segment ends at the first keyframe at or after this much media; 0: no time limit.
+    pub record_segment_ms: u64,
+    /// A segment ends at the first keyframe at or after this many bytes; 0: no size limit.
+    pub record_max_bytes: u64,
+    /// Recorded media is handed to the disk at least this often (what a crash may lose).
+    pub record_flush_ms: u64,
+    /// URL POSTed (form-encoded, nginx-rtmp's `on_record_done`) when a file is closed; "" none.
+    pub on_record_done: String,
+}
+
+/// `app.*.record`: which streams are recorded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordMode {
+    /// Nothing is recorded.
+    #[default]
+    Off,
+    /// Every stream, from its publish to its unpublish.
+    All,
+    /// Streams the admin API starts (`POST /api/v1/streams/{id}/record`).
+    Manual,
+}
+
+/// `app.*.record_format`: the container recordings are written in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFormat {
+    /// FLV tags as they came, with `onMetaData` duration and keyframe index on close.
+    #[default]
+    Flv,
+    /// Fragmented MP4 (ftyp+moov, then moof+mdat fragments): playable while it grows.
+    Mp4,
+}
+
+impl RecordFormat {
+    /// The file name extension (`{ext}` in `record_file`).
+    pub fn extension(self) -> &'static str {
+        match self {
+            RecordFormat::Flv => "flv",
+            RecordFormat::Mp4 => "mp4",
+        }
+    }
 }
 
 impl Default for Config {
@@ -403,6 +452,14 @@ impl Default for AppConfig {
             allow_publish: true,
             allow_play: true,
             recordings_dir: PathBuf::new(),
+            record: RecordMode::Off,
+            record_dir: PathBuf::new(),
+            record_file: "{app}/{stream}-{time}.{ext}".to_owned(),
+            record_format: RecordFormat::Flv,
+            record_segment_ms: 0,
+            record_max_bytes: 0,
+            record_flush_ms: 1000,
+            on_record_done: String::new(),
         }
     }
 }
@@ -697,7 +754,56 @@ impl AppConfig {
             self.wait_for_publisher_ms,
             0..=MAX_DURATION_MS,
             " ms",
-        )
+        )?;
+        self.check_record(name)
+    }
+
+    fn check_record(&self, name: &str) -> Result<(), Problem> {
+        let key = |field: &str| KeyPath::of(&["app", name, field]);
+        check_range(
+            key("record_segment_ms"),
+            self.record_segment_ms,
+            0..=MAX_DURATION_MS,
+            " ms",
+        )?;
+        check_range(
+            key("record_flush_ms"),
+            self.record_flush_ms,
+            1..=60_000,
+            " ms",
+        )?;
+        if self.record != RecordMode::Off && self.record_dir.as_os_str().is_empty() {
+            return Err(Problem::new(
+                key("record_dir"),
+                "recording is on (record is not \"off\"): record_dir must name a directory",
+            ));
+        }
+        let template = Path::new(&self.record_file);
+        let escapes = template.is_absolute()
+            || template
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)));
+        if self.record_file.trim().is_empty() || escapes {
+            return Err(Problem::new(
+                key("record_file"),
+                "must be a relative path under record_dir without '.' or '..' parts, e.g. \"{app}/{stream}-{time}.{ext}\"",
+            ));
+        }
+        if !(self.on_record_done.is_empty()
+            || self.on_record_done.starts_with("http://")
+            || self.on_record_done.starts_with("https://"))
+        {
+            return Err(Problem::new(
+                key("on_record_done"),
+                "must be an http:// or https:// URL, or \"\" for none",
+            ));
+        }
+        Ok(())
+    }
+
+    /// How often recorded media is handed to the disk.
+    pub fn record_flush(&self) -> Duration {
+        Duration::from_millis(self.record_flush_ms)
     }
 }
 
@@ -1178,7 +1284,7 @@ mod tests {
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);
-        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 11);
+        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 19);
     }
 
     #[test]

@@ -29,6 +29,11 @@
 //!    the viewer's socket, found by the viewer's id. A full socket is left to the viewer's
 //!    own task, which waits for it to drain: nothing a viewer does slows the publisher.
 //!
+//! Recording branches off at step 3: on the origin shard, each frame also goes to the
+//! stream's recorder (`src/relay/recorder.rs`), which decides files, segments and flushes
+//! and hands its writes, the same shared buffers, to a disk writer thread
+//! (`src/net/record_writer.rs`) through a bounded queue, so a disk never slows a shard.
+//!
 //! `src/relay/` and `src/rtmp/` are deterministic (no sockets, clocks or tasks);
 //! `src/net/` drives them. So is `src/http/`: the request parsing, response heads and
 //! WebSocket framing for HTTP-FLV and WebSocket-FLV viewers. Operators see and steer all of this through `src/admin/` (the

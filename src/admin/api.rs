@@ -13,7 +13,8 @@
 //! - `GET /healthz`, `GET /readyz`, `GET /metrics`, `GET /stat` (nginx-rtmp's XML)
 //! - `GET /api/v1/versions`, `GET /api/v1/summaries`
 //! - `GET /api/v1/streams?start=&count=`, `GET /api/v1/streams/{id}`,
-//!   `POST /api/v1/streams/{id}/data`
+//!   `POST /api/v1/streams/{id}/data`, `POST /api/v1/streams/{id}/record`
+//!   (`{"action": "start"}` or `{"action": "stop"}`, in an application with `record` on)
 //! - `GET /api/v1/clients?start=&count=`, `GET /api/v1/clients/{id}`,
 //!   `DELETE /api/v1/clients/{id}`
 //!
@@ -36,6 +37,7 @@ use super::track::{StreamTracks, audio_codec_name, video_codec_name};
 use crate::relay::client::RoleKind;
 use crate::relay::directory::{ConnId, StreamName};
 use crate::relay::message::{AdminRefusal, ShardId};
+use crate::relay::recorder::RecordStatus;
 use crate::relay::snapshot::{
     ClientInfo, ConnectionCounts, PROTOCOLS, ShardSnapshot, StreamTotals, streams_across,
 };
@@ -56,6 +58,13 @@ pub trait RunningRelay {
         stream: StreamName,
         payload: Bytes,
     ) -> LocalFuture<'_, Result<u32, AdminRefusal>>;
+    /// Starts (`start`) or stops recording `stream` on its origin `shard`.
+    fn record(
+        &self,
+        shard: ShardId,
+        stream: StreamName,
+        start: bool,
+    ) -> LocalFuture<'_, Result<RecordStatus, AdminRefusal>>;
     fn shard_count(&self) -> usize;
     /// Messages waiting in each shard's inbox.
     fn inbox_depths(&self) -> Vec<usize>;
@@ -230,7 +239,7 @@ impl<R: RunningRelay> AdminApi<R> {
                 "urls": {
                     "versions": "the version of shardcast",
                     "summaries": "the process, its connections and shards",
-                    "streams": "the streams (?start=&count=); /streams/{id}; POST /streams/{id}/data",
+                    "streams": "the streams (?start=&count=); /streams/{id}; POST /streams/{id}/data; POST /streams/{id}/record",
                     "clients": "the clients (?start=&count=); /clients/{id}; DELETE /clients/{id}",
                     "console": "the web console, at /",
                 },
@@ -240,6 +249,9 @@ impl<R: RunningRelay> AdminApi<R> {
             ("GET", ["api", "v1", "streams"]) => self.streams(&req.query).await,
             ("POST", ["api", "v1", "streams", id @ .., "data"]) if !id.is_empty() => {
                 self.inject(&id.join("/"), &req).await
+            }
+            ("POST", ["api", "v1", "streams", id @ .., "record"]) if !id.is_empty() => {
+                self.record(&id.join("/"), &req).await
             }
             ("GET", ["api", "v1", "streams", id @ ..]) if !id.is_empty() => {
                 self.stream(&id.join("/")).await
@@ -442,6 +454,49 @@ impl<R: RunningRelay> AdminApi<R> {
             Err(AdminRefusal::NotLive) => {
                 AdminResponse::error(409, &format!("stream {id:?} has no publisher now"))
             }
+            Err(AdminRefusal::NotRecordable) => AdminResponse::error(
+                409,
+                &format!("stream {id:?} is in an application that does not record"),
+            ),
+        }
+    }
+
+    /// `POST /api/v1/streams/{id}/record` with `{"action": "start"}` or `{"action": "stop"}`.
+    async fn record(&self, id: &str, req: &AdminRequest) -> AdminResponse {
+        let body: Value = match serde_json::from_slice(&req.body) {
+            Ok(v) => v,
+            Err(e) => return AdminResponse::error(400, &format!("the body is not JSON: {e}")),
+        };
+        let start = match body.get("action").and_then(Value::as_str) {
+            Some("start") => true,
+            Some("stop") => false,
+            _ => {
+                return AdminResponse::error(
+                    400,
+                    "the body must be {\"action\": \"start\"} or {\"action\": \"stop\"}",
+                );
+            }
+        };
+        let shards = self.relay.inspect(false).await;
+        let Some(stream) = streams_across(&shards).into_iter().find(|s| &*s.name == id) else {
+            return AdminResponse::error(404, &format!("no stream {id:?}"));
+        };
+        let Some(origin) = stream.origin.filter(|_| stream.publisher.is_some()) else {
+            return AdminResponse::error(409, &format!("stream {id:?} has no publisher now"));
+        };
+        match self.relay.record(origin, stream.name.clone(), start).await {
+            Ok(status) => {
+                tracing::info!(peer = %req.peer, stream = %stream.name, start, "recording changed through the admin API");
+                ok(json!({ "stream": id, "record": record_json(Some(&status)) }))
+            }
+            Err(AdminRefusal::NotFound) => AdminResponse::error(404, &format!("no stream {id:?}")),
+            Err(AdminRefusal::NotLive) => {
+                AdminResponse::error(409, &format!("stream {id:?} has no publisher now"))
+            }
+            Err(AdminRefusal::NotRecordable) => AdminResponse::error(
+                409,
+                &format!("stream {id:?} is in an application with record = \"off\""),
+            ),
         }
     }
 
@@ -528,7 +583,7 @@ fn allowed_methods(segments: &[&str]) -> &'static str {
             "v1",
             "versions" | "summaries" | "streams" | "clients",
         ] => "GET, HEAD",
-        ["api", "v1", "streams", id @ .., "data"] if !id.is_empty() => "POST",
+        ["api", "v1", "streams", id @ .., "data" | "record"] if !id.is_empty() => "POST",
         ["api", "v1", "streams", _, ..] => "GET, HEAD",
         ["api", "v1", "clients", _] => "GET, HEAD, DELETE",
         _ => "",
@@ -606,7 +661,21 @@ fn stream_json(s: &StreamTotals) -> Value {
         "gop_cache_bytes": s.gop_cache_bytes,
         "live_since_ms": since(s.live_for),
         "origin_shard": s.origin,
+        "record": record_json(s.record.as_ref()),
     })
+}
+
+/// A stream's recording: `null` in an application that does not record.
+fn record_json(r: Option<&RecordStatus>) -> Value {
+    match r {
+        None => Value::Null,
+        Some(r) => json!({
+            "state": r.state,
+            "file": r.file,
+            "files": r.files,
+            "error": r.error,
+        }),
+    }
 }
 
 fn client_json(c: &ClientInfo) -> Value {
@@ -706,6 +775,7 @@ mod tests {
             gop_cache_bytes: 100,
             ring_memory: 0,
             live_for: Some(Duration::from_secs(4)),
+            record: None,
         }
     }
 
@@ -753,6 +823,20 @@ mod tests {
         ) -> LocalFuture<'_, Result<u32, AdminRefusal>> {
             self.injected.borrow_mut().push((shard, stream, payload));
             Box::pin(async { Ok(1234) })
+        }
+
+        fn record(
+            &self,
+            _shard: ShardId,
+            _stream: StreamName,
+            start: bool,
+        ) -> LocalFuture<'_, Result<RecordStatus, AdminRefusal>> {
+            Box::pin(async move {
+                Ok(RecordStatus {
+                    state: if start { "waiting" } else { "off" },
+                    ..RecordStatus::default()
+                })
+            })
         }
 
         fn shard_count(&self) -> usize {

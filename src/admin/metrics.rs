@@ -295,6 +295,24 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         &[],
         sum(|s| s.stats.takeovers),
     );
+    f.counter(
+        "shardcast_record_files_total",
+        "Recording files opened.",
+        &[],
+        sum(|s| s.stats.record_files),
+    );
+    f.counter(
+        "shardcast_record_bytes_total",
+        "Bytes of recordings handed to the disk writer.",
+        &[],
+        sum(|s| s.stats.record_bytes),
+    );
+    f.counter(
+        "shardcast_record_errors_total",
+        "Recordings stopped by a failed write (full or failing disk) or a disk too slow to keep up.",
+        &[],
+        sum(|s| s.stats.record_errors),
+    );
 
     for s in shards {
         let shard = s.shard.to_string();

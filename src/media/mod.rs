@@ -9,6 +9,8 @@
 //!
 //! - [`codec`]: codec, frame type and sequence-header detection, legacy and Enhanced RTMP.
 //! - [`flv`]: reading and writing FLV files (header, tags, back pointers).
+//! - [`flv_file`]: writing FLV recordings, and the keyframe index a closed one gets.
+//! - [`fmp4`]: fragmented MP4 for recordings (init segment, moof+mdat fragments).
 //! - [`gop_cache`]: the latest group of pictures, replayed to viewers who join mid-stream.
 //! - [`track_info`]: what the admin API shows about a stream's tracks (codec, profile,
 //!   level, size, frame rate; sample rate, channels), from sequence headers and metadata.
@@ -17,5 +19,7 @@
 
 pub mod codec;
 pub mod flv;
+pub mod flv_file;
+pub mod fmp4;
 pub mod gop_cache;
 pub mod track_info;

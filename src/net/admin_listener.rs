@@ -31,6 +31,7 @@ use crate::admin::metrics::ProcessStats;
 use crate::admin::request::{AdminRequest, AdminResponse};
 use crate::relay::directory::{ConnId, StreamName};
 use crate::relay::message::{AdminRefusal, Reply, ShardId, ShardMessage};
+use crate::relay::recorder::RecordStatus;
 use crate::relay::snapshot::ShardSnapshot;
 
 /// How long a request waits for the shards' answers.
@@ -125,6 +126,24 @@ impl RunningRelay for RelayLink {
             self.gather(std::iter::once(shard), |reply| ShardMessage::InjectData {
                 stream: stream.clone(),
                 payload: payload.clone(),
+                reply,
+            })
+            .await
+            .pop()
+            .unwrap_or(Err(AdminRefusal::NotFound))
+        })
+    }
+
+    fn record(
+        &self,
+        shard: ShardId,
+        stream: StreamName,
+        start: bool,
+    ) -> LocalFuture<'_, Result<RecordStatus, AdminRefusal>> {
+        Box::pin(async move {
+            self.gather(std::iter::once(shard), |reply| ShardMessage::Record {
+                stream: stream.clone(),
+                start,
                 reply,
             })
             .await

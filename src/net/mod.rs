@@ -16,6 +16,8 @@
 //! - `admin_listener.rs`: the admin API's thread, which asks the shards by message.
 //! - `admin_http.rs`: the admin listener's HTTP server (hyper on glommio), with its caps on
 //!   connections, head and body sizes, and idle time.
+//! - `record_writer.rs`: the recordings' disk writer thread, fed by a bounded channel so
+//!   a slow or full disk stops a recording, never a shard.
 //! - `process.rs`: the process's CPU time, memory and descriptors, from `/proc/self`.
 
 pub mod admin_http;
@@ -24,6 +26,7 @@ pub mod client_task;
 pub mod listener;
 pub mod mailbox;
 pub mod process;
+pub mod record_writer;
 pub mod runtime;
 pub mod shard_driver;
 pub mod sockets;

@@ -21,9 +21,10 @@ use thiserror::Error;
 use super::admin_listener::AdminListener;
 use super::listener::{Protocol, accept_loop};
 use super::mailbox::{Inbox, ShardSender, mailbox};
+use super::record_writer;
 use super::shard_driver::ShardDriver;
 use crate::admin::api::ApiSettings;
-use crate::config::Config;
+use crate::config::{Config, RecordMode};
 use crate::performance::INBOX_CAPACITY;
 use crate::relay::directory::StreamDirectory;
 use crate::relay::message::ShardMessage;
@@ -162,9 +163,27 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     }
 
+    // The recordings' disk writer: a thread of its own, so no shard waits for a disk. It
+    // ends once every shard has dropped its handle, after their last closes.
+    let records = config.apps.values().any(|a| a.record != RecordMode::Off);
+    let (mut record_handles, record_thread) = if records {
+        // A file size limit (ulimit -f) must fail the write, not kill the relay.
+        // SAFETY: setting a signal's disposition to "ignore" has no preconditions.
+        unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+        let (handles, thread) = record_writer::start(shard_count)
+            .map_err(|e| StartError::Executor(format!("cannot start the recording writer: {e}")))?;
+        (handles.into_iter().map(Some).collect(), Some(thread))
+    } else {
+        ((0..shard_count).map(|_| None).collect::<Vec<_>>(), None)
+    };
+    let wall_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        .saturating_sub(started.elapsed().as_millis() as u64);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
     for (id, inbox) in inboxes.into_iter().enumerate() {
+        let record = record_handles[id].take();
         let cpu = config.server.cpu_for_shard(id);
         let config = config.clone();
         let senders = senders.clone();
@@ -175,8 +194,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .io_memory(config.server.io_memory);
         let handle = builder
             .spawn(move || async move {
-                let relay = Shard::new(id, shard_count, config, directory, started);
-                shard_main(ShardDriver::new(relay, senders), inbox, ready).await;
+                let mut relay = Shard::new(id, shard_count, config, directory, started);
+                relay.set_wall_clock(wall_ms);
+                shard_main(ShardDriver::new(relay, senders, record), inbox, ready).await;
             })
             .map_err(|e| executor_error(id, cpu, e))?;
         handles.push(handle);
@@ -235,6 +255,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .is_err()
     {
         tracing::warn!("shards did not finish within the shutdown timeout; exiting anyway");
+    } else if let Some(writer) = record_thread
+        && !writer.finish(Duration::from_secs(10))
+    {
+        // The shards are done: the writer finishes what they queued (the last closes and
+        // index rewrites) and ends, unless the disk is too slow even for that.
+        tracing::warn!("the recording writer did not finish within 10 s; exiting anyway");
     }
     Ok(())
 }

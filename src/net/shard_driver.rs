@@ -10,7 +10,7 @@
 //! the relay's outputs. The clock is read here and only here, and passed in.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -18,10 +18,12 @@ use bytes::Bytes;
 use glommio::io::BufferedFile;
 
 use super::mailbox::{Inbox, SendError, ShardSender};
+use super::record_writer::RecordHandle;
 use super::sockets::{SendNow, SocketTable};
 use super::wakeup::{Latch, Signal};
 use crate::performance::{INBOX_BATCH, VIEWERS_PER_YIELD};
 use crate::relay::message::{ShardId, ShardMessage};
+use crate::relay::recorder::{RecordOp, RecordingId};
 use crate::relay::shard::{Output, Shard};
 use crate::relay::stream::StreamId;
 
@@ -41,10 +43,19 @@ pub struct ShardDriver {
     pub shutting_down: Latch,
     /// Notified when a client's socket is gone: shutdown waits for the last one.
     pub client_gone: Signal,
+    /// This shard's end of the recordings' disk writer.
+    record: Option<RecordHandle>,
+    /// Recordings stopped because the writer could not take more: their later operations
+    /// (already decided by the relay) are dropped.
+    failed_recordings: RefCell<HashSet<RecordingId>>,
 }
 
 impl ShardDriver {
-    pub fn new(relay: Shard, senders: Vec<ShardSender<ShardMessage>>) -> Rc<ShardDriver> {
+    pub fn new(
+        relay: Shard,
+        senders: Vec<ShardSender<ShardMessage>>,
+        record: Option<RecordHandle>,
+    ) -> Rc<ShardDriver> {
         Rc::new(ShardDriver {
             id: relay.id,
             relay: RefCell::new(relay),
@@ -56,6 +67,8 @@ impl ShardDriver {
             files: RefCell::new(HashMap::new()),
             shutting_down: Latch::default(),
             client_gone: Signal::default(),
+            record,
+            failed_recordings: RefCell::new(HashSet::new()),
         })
     }
 
@@ -68,6 +81,11 @@ impl ShardDriver {
 
     /// Carries out everything the relay has asked for since the last call.
     pub fn process(self: &Rc<Self>) {
+        if let Some(record) = &self.record {
+            while let Some((id, reason)) = record.next_failure() {
+                self.relay.borrow_mut().record_failed(id, reason);
+            }
+        }
         loop {
             let Some(out) = self.relay.borrow_mut().poll_output() else {
                 break;
@@ -106,6 +124,7 @@ impl ShardDriver {
                 Output::CloseFile(stream) => {
                     self.files.borrow_mut().remove(&stream);
                 }
+                Output::Record(op) => self.record(op),
             }
         }
         // The timer task sleeps for the relay's next deadline: wake it when that deadline
@@ -119,6 +138,29 @@ impl ShardDriver {
         }
         if self.relay.borrow().is_shutting_down() && !self.shutting_down.is_set() {
             self.shutting_down.set();
+        }
+    }
+
+    /// Hands a recording operation to the disk writer; if it cannot take it now, the
+    /// recording stops (never the shard), and its file is closed as it is.
+    fn record(&self, op: RecordOp) {
+        let Some(record) = &self.record else {
+            return;
+        };
+        let id = op.id();
+        if self.failed_recordings.borrow().contains(&id) {
+            if let RecordOp::Close { .. } = op {
+                self.failed_recordings.borrow_mut().remove(&id);
+            }
+            return;
+        }
+        if let Err(reason) = record.submit(op) {
+            tracing::error!(shard = self.id, recording = id, %reason, "recording stopped");
+            self.failed_recordings.borrow_mut().insert(id);
+            // The file as written so far is closed (unindexed), unless even that cannot
+            // be queued: then it stays open until the process ends.
+            let _ = record.submit(RecordOp::Close { id, index: None });
+            self.relay.borrow_mut().record_failed(id, reason);
         }
     }
 

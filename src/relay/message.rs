@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use super::directory::{ConnId, StreamName};
 use super::frame::RingEntry;
+use super::recorder::RecordStatus;
 use super::snapshot::ShardSnapshot;
 use super::stream::StreamSnapshot;
 
@@ -36,6 +37,8 @@ pub enum AdminRefusal {
     NotFound,
     /// The stream is known but not live (nobody publishes it now).
     NotLive,
+    /// The stream's application does not record (`record = "off"`).
+    NotRecordable,
 }
 
 pub enum ShardMessage {
@@ -84,6 +87,13 @@ pub enum ShardMessage {
         stream: StreamName,
         payload: Bytes,
         reply: Reply<Result<u32, AdminRefusal>>,
+    },
+    /// Start (`start`) or stop recording `stream`, which this shard is the origin of;
+    /// answers the recording's state.
+    Record {
+        stream: StreamName,
+        start: bool,
+        reply: Reply<Result<RecordStatus, AdminRefusal>>,
     },
     /// Stop accepting, tell every client, and finish.
     Shutdown,

@@ -10,6 +10,8 @@
 //! - `frame.rs`: frames, stream events, and the per-stream ring of recent ones.
 //! - `origin.rs`: a source's messages made into frames, each encoded once.
 //! - `file_source.rs`: a stored FLV file as a stream's source.
+//! - `recorder.rs`: recording (DVR): which frames go to which file and when, as values
+//!   the driver's disk writer carries out.
 //! - `directory.rs`: which shard is the origin of each stream (read on arrivals only).
 //! - `message.rs`: what shards send each other; `snapshot.rs`: what a shard tells about
 //!   itself.
@@ -33,6 +35,7 @@ pub mod message;
 pub mod origin;
 pub mod output;
 pub mod rate;
+pub mod recorder;
 pub mod shard;
 #[cfg(test)]
 mod shard_tests;

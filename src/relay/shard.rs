@@ -43,12 +43,13 @@ use super::message::{AdminRefusal, ShardId, ShardMessage};
 use super::origin::Origin;
 use super::output::OutputFormat;
 use super::rate::RATE_SAMPLE_INTERVAL;
+use super::recorder::{RecordOp, RecordSettings, RecordStatus, Recorder, RecordingId};
 use super::slab::Slab;
 use super::snapshot::{ClientInfo, ConnectionCounts, PublisherInfo, ShardSnapshot, StreamInfo};
 use super::stats::{RejectReason, ShardStats};
 use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
 use super::write_queue::{FlushOutcome, FlushScratch, Transmit};
-use crate::config::{AppConfig, Config};
+use crate::config::{AppConfig, Config, RecordMode};
 use crate::http::response::{self, Cors};
 use crate::media::codec::{inspect_audio, inspect_video};
 use crate::media::gop_cache::GopCacheLimits;
@@ -81,6 +82,9 @@ pub enum Output {
     CloseFile(StreamId),
     /// The client became a viewer: give its socket the viewer socket options.
     Playing(ClientId),
+    /// Hand this to the disk writer (`src/net/record_writer.rs`); if it cannot take it,
+    /// call [`Shard::record_failed`].
+    Record(RecordOp),
 }
 
 impl std::fmt::Debug for ShardMessage {
@@ -94,6 +98,7 @@ impl std::fmt::Debug for ShardMessage {
             ShardMessage::Inspect { .. } => "Inspect",
             ShardMessage::Kick { .. } => "Kick",
             ShardMessage::InjectData { .. } => "InjectData",
+            ShardMessage::Record { .. } => "Record",
             ShardMessage::Shutdown => "Shutdown",
         };
         f.write_str(name)
@@ -150,6 +155,8 @@ struct OriginState {
     /// Bumped at each unpublish, so a grace timer from an earlier unpublish does nothing.
     grace_epoch: u64,
     since: Instant,
+    /// The stream's recording, in an application with `record` on.
+    recorder: Option<Recorder>,
 }
 
 pub struct Shard {
@@ -178,6 +185,11 @@ pub struct Shard {
     pub stats: ShardStats,
     /// The sampling timer is armed (it runs while the shard has clients).
     sampling: bool,
+    /// The wall clock (Unix ms) at `epoch`, for recordings' file names.
+    wall_epoch_ms: u64,
+    /// Recordings opened here (the low bits of their ids).
+    recordings: u64,
+    record_ops: Vec<RecordOp>,
 }
 
 impl Shard {
@@ -210,7 +222,16 @@ impl Shard {
             shutting_down: false,
             stats: ShardStats::default(),
             sampling: false,
+            wall_epoch_ms: 0,
+            recordings: 0,
+            record_ops: Vec::new(),
         }
+    }
+
+    /// Tells the shard the wall clock (Unix ms) at its `epoch`: recordings' file names
+    /// carry their start time.
+    pub fn set_wall_clock(&mut self, unix_ms_at_epoch: u64) {
+        self.wall_epoch_ms = unix_ms_at_epoch;
     }
 
     // ---- what the driver asks ------------------------------------------------------------
@@ -577,9 +598,75 @@ impl Shard {
                 }
                 Timer::FileEnd(id) => self.end_file_viewer(id, now),
                 Timer::Grace { name, epoch } => self.end_grace(&name, epoch, now),
-                Timer::Sample => self.sample_rates(now),
+                Timer::Sample => {
+                    self.sample_rates(now);
+                    self.flush_recordings(now);
+                }
             }
         }
+    }
+
+    /// Hands the recorders' operations to the driver, counting what goes to disk.
+    fn emit_record_ops(&mut self) {
+        for op in self.record_ops.drain(..) {
+            match &op {
+                RecordOp::Open { .. } => self.stats.record_files += 1,
+                RecordOp::Write { data, .. } => {
+                    self.stats.record_bytes += data.iter().map(|b| b.len() as u64).sum::<u64>()
+                }
+                RecordOp::Close { .. } => {}
+            }
+            self.outputs.push_back(Output::Record(op));
+        }
+    }
+
+    /// Hands over recorded bytes that have waited `record_flush_ms` (for a stream whose
+    /// publisher went quiet; a flowing stream flushes as its frames arrive).
+    fn flush_recordings(&mut self, now: Instant) {
+        for state in self.origins.values_mut() {
+            if let Some(rec) = state.recorder.as_mut() {
+                rec.flush_due(now, &mut self.record_ops);
+            }
+        }
+        self.emit_record_ops();
+    }
+
+    /// The disk writer could not carry out recording `id` (a full or failing disk, or its
+    /// queue was full): that recording stops; the stream goes on.
+    pub fn record_failed(&mut self, id: RecordingId, reason: String) {
+        self.stats.record_errors += 1;
+        for (name, state) in self.origins.iter_mut() {
+            if let Some(rec) = state.recorder.as_mut()
+                && rec.failed(id, reason.clone())
+            {
+                tracing::error!(shard = self.id, stream = %name, %reason, "recording stopped; the stream goes on");
+            }
+        }
+    }
+
+    /// The admin API starts or stops recording `name` (an application with `record` on).
+    fn record_command(
+        &mut self,
+        name: &StreamName,
+        start: bool,
+    ) -> Result<RecordStatus, AdminRefusal> {
+        let state = self.origins.get_mut(name).ok_or(AdminRefusal::NotFound)?;
+        if state.publisher.is_none() {
+            return Err(AdminRefusal::NotLive);
+        }
+        let Some(rec) = state.recorder.as_mut() else {
+            return Err(AdminRefusal::NotRecordable);
+        };
+        if start {
+            rec.start();
+            tracing::info!(shard = self.id, stream = %name, "recording started through the admin API");
+        } else {
+            rec.stop(&mut self.record_ops);
+            tracing::info!(shard = self.id, stream = %name, "recording stopped through the admin API");
+        }
+        let status = rec.status();
+        self.emit_record_ops();
+        Ok(status)
     }
 
     /// Samples every client's and stream's byte counters for their bitrates, and looks
@@ -943,6 +1030,20 @@ impl Shard {
 
     /// [`Shard::push_entry`] for what a source sent: `bytes_in` payload bytes.
     fn push_ingested(&mut self, name: &StreamName, entry: RingEntry, bytes_in: u64, now: Instant) {
+        if let RingEntry::Frame(f) = &entry
+            && let Some(rec) = self.origins.get_mut(name).and_then(|s| s.recorder.as_mut())
+            && rec.is_active()
+        {
+            let wall_ms =
+                self.wall_epoch_ms + now.saturating_duration_since(self.epoch).as_millis() as u64;
+            let (shard, counter) = (self.id as u64, &mut self.recordings);
+            let mut id = || {
+                *counter += 1;
+                (shard << 48) | *counter
+            };
+            rec.push(f, now, wall_ms, &mut id, &mut self.record_ops);
+            self.emit_record_ops();
+        }
         if let Some(state) = self.origins.get(name) {
             for &shard in &state.subscribers {
                 self.outputs.push_back(Output::Send {
@@ -1037,6 +1138,7 @@ impl Shard {
                 clock: clock.clone(),
                 grace_epoch: 0,
                 since: now,
+                recorder: None,
             });
         state.clock = clock.clone();
         state.grace_epoch += 1;
@@ -1111,6 +1213,18 @@ impl Shard {
         }
         self.arm_client_deadline(id, now);
         self.start_waiting(sid, now);
+        if app.record != RecordMode::Off
+            && let Some(state) = self.origins.get_mut(&name)
+        {
+            let key = name.split_once('/').map_or("", |(_, k)| k);
+            let recorder = state.recorder.get_or_insert_with(|| {
+                let settings = RecordSettings::from_app(&app, self.config.server.chunk_size);
+                Recorder::new(Arc::new(settings), &app_name, key)
+            });
+            if app.record == RecordMode::All {
+                recorder.start();
+            }
+        }
     }
 
     /// A media message from a publisher.
@@ -1173,8 +1287,13 @@ impl Shard {
         }
         state.publisher = None;
         state.grace_epoch += 1;
+        if let Some(rec) = state.recorder.as_mut() {
+            // One file per publish: a republish within the grace period starts a new one.
+            rec.stop(&mut self.record_ops);
+        }
         let epoch = state.grace_epoch;
         let event = state.origin.event(StreamEvent::Unpublished);
+        self.emit_record_ops();
         tracing::info!(shard = self.id, stream = %name, "publisher left; viewers wait for the grace period");
         self.push_entry(&name, event, now);
         let grace = self
@@ -1206,7 +1325,12 @@ impl Shard {
         if let Some(event) = event {
             self.push_entry(name, event, now);
         }
-        self.origins.remove(name);
+        if let Some(mut state) = self.origins.remove(name)
+            && let Some(rec) = state.recorder.as_mut()
+        {
+            rec.stop(&mut self.record_ops);
+            self.emit_record_ops();
+        }
         self.release_stream_if_unused(name);
     }
 
@@ -1667,7 +1791,12 @@ impl Shard {
             }
             ShardMessage::OriginMoved { stream, origin } => {
                 // If this shard was the origin, its publisher (if any) has been replaced.
-                let removed = self.origins.remove(&stream);
+                let mut removed = self.origins.remove(&stream);
+                // Its recording ends here; the new origin records from its own publish.
+                if let Some(rec) = removed.as_mut().and_then(|s| s.recorder.as_mut()) {
+                    rec.stop(&mut self.record_ops);
+                    self.emit_record_ops();
+                }
                 if let Some((old, _)) = removed.and_then(|state| state.publisher) {
                     self.leave_role(old);
                     self.close(old, "taken over by a new publisher on another core");
@@ -1702,6 +1831,11 @@ impl Shard {
                 self.push_entry(&stream, RingEntry::Frame(frame), now);
                 reply.send(Ok(timestamp));
             }
+            ShardMessage::Record {
+                stream,
+                start,
+                reply,
+            } => reply.send(self.record_command(&stream, start)),
             ShardMessage::Shutdown => self.begin_shutdown(),
         }
     }
@@ -1857,6 +1991,9 @@ impl Shard {
                         .live_since
                         .filter(|_| s.live)
                         .map(|t| now.saturating_duration_since(t)),
+                    record: state
+                        .and_then(|o| o.recorder.as_ref())
+                        .map(Recorder::status),
                 }
             })
             .collect();

@@ -189,7 +189,10 @@ impl World {
                 };
                 while self.shards[i].fan_out(now, &mut wire, 3) {}
             }
-            Output::WaitWritable(_) | Output::Playing(_) | Output::CloseFile(_) => {}
+            Output::WaitWritable(_)
+            | Output::Playing(_)
+            | Output::CloseFile(_)
+            | Output::Record(_) => {}
             Output::Close(id) => {
                 let mut wire = ShardWire {
                     shard: i,

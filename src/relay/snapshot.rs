@@ -16,6 +16,7 @@ use bytes::Bytes;
 use super::client::RoleKind;
 use super::directory::{ConnId, StreamName};
 use super::message::ShardId;
+use super::recorder::RecordStatus;
 use super::stats::ShardStats;
 use crate::media::codec::{AudioCodec, VideoCodec};
 
@@ -164,6 +165,8 @@ pub struct StreamInfo {
     pub gop_cache_bytes: usize,
     pub ring_memory: usize,
     pub live_for: Option<Duration>,
+    /// The recording, on the origin shard of a stream whose application records.
+    pub record: Option<RecordStatus>,
 }
 
 /// One stream as the whole server sees it.
@@ -190,6 +193,8 @@ pub struct StreamTotals {
     pub dropped_frames: u64,
     pub gop_cache_bytes: usize,
     pub live_for: Option<Duration>,
+    /// The recording, from the origin shard.
+    pub record: Option<RecordStatus>,
 }
 
 impl StreamTotals {
@@ -232,6 +237,7 @@ pub fn streams_across(shards: &[ShardSnapshot]) -> Vec<StreamTotals> {
                     dropped_frames: 0,
                     gop_cache_bytes: 0,
                     live_for: None,
+                    record: None,
                 });
             if s.origin {
                 t.origin = Some(s.shard);
@@ -241,6 +247,7 @@ pub fn streams_across(shards: &[ShardSnapshot]) -> Vec<StreamTotals> {
                 t.frames = s.frames;
                 t.gop_cache_bytes = s.gop_cache_bytes;
                 t.live_for = s.live_for;
+                t.record = s.record.clone();
             }
             // The origin's view of the codecs wins; a subscriber's fills in until then.
             if s.origin || t.video_header.is_none() && t.audio_header.is_none() {

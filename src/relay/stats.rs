@@ -130,6 +130,11 @@ pub struct ShardStats {
     pub join_time: LatencyHistogram,
     /// From a frame's arrival at its origin to the start of a fan-out pass that sends it.
     pub relay_latency: LatencyHistogram,
+    /// Recording files opened, bytes handed to the disk writer, recordings stopped by a
+    /// write error or a full writer queue.
+    pub record_files: u64,
+    pub record_bytes: u64,
+    pub record_errors: u64,
 }
 
 impl ShardStats {
