@@ -51,6 +51,8 @@ use serde::Deserialize;
 use serde::de::{self, Unexpected, Visitor};
 use toml::de::{DeTable, DeValue};
 
+pub use crate::access::network_rules::Cidr;
+
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 const GIB: usize = 1024 * MIB;
@@ -252,6 +254,135 @@ pub struct AppConfig {
     /// Directory of `.flv` files playable by name; empty means none. A relative path is
     /// relative to the working directory.
     pub recordings_dir: PathBuf,
+    /// `[app.NAME.auth]`: who may publish and play (`src/access/`).
+    pub auth: AuthConfig,
+}
+
+/// `[app.NAME.auth]`: stream keys, signed links, HTTP callbacks and network rules. Every
+/// part is off while empty; the parts combine (all that are on must pass).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Stream name → the key its publisher must send (`?key=`); once not empty, a name it
+    /// does not list cannot be published.
+    pub publish_keys: BTreeMap<String, String>,
+    /// The same for playing.
+    pub play_keys: BTreeMap<String, String>,
+    /// The HMAC key of signed links (`?exp=&sig=`).
+    pub secret: String,
+    pub sign_publish: bool,
+    pub sign_play: bool,
+    /// nginx-rtmp-style notification URLs (`http://`); "" is off.
+    pub on_connect: String,
+    pub on_publish: String,
+    pub on_play: String,
+    pub on_publish_done: String,
+    pub on_play_done: String,
+    /// A callback not answered within this long refuses the client.
+    pub callback_timeout_ms: u64,
+    pub allow_publish: Vec<Cidr>,
+    pub deny_publish: Vec<Cidr>,
+    pub allow_play: Vec<Cidr>,
+    pub deny_play: Vec<Cidr>,
+}
+
+/// By hand, so that the keys and the secret never reach a log through `{:?}` of a config.
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = |keys: &BTreeMap<String, String>| keys.keys().cloned().collect::<Vec<_>>();
+        f.debug_struct("AuthConfig")
+            .field("publish_keys (names)", &names(&self.publish_keys))
+            .field("play_keys (names)", &names(&self.play_keys))
+            .field("secret", &if self.secret.is_empty() { "" } else { "***" })
+            .field("sign_publish", &self.sign_publish)
+            .field("sign_play", &self.sign_play)
+            .field("on_connect", &self.on_connect)
+            .field("on_publish", &self.on_publish)
+            .field("on_play", &self.on_play)
+            .field("on_publish_done", &self.on_publish_done)
+            .field("on_play_done", &self.on_play_done)
+            .field("callback_timeout_ms", &self.callback_timeout_ms)
+            .field("allow_publish", &self.allow_publish)
+            .field("deny_publish", &self.deny_publish)
+            .field("allow_play", &self.allow_play)
+            .field("deny_play", &self.deny_play)
+            .finish()
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            publish_keys: BTreeMap::new(),
+            play_keys: BTreeMap::new(),
+            secret: String::new(),
+            sign_publish: false,
+            sign_play: false,
+            on_connect: String::new(),
+            on_publish: String::new(),
+            on_play: String::new(),
+            on_publish_done: String::new(),
+            on_play_done: String::new(),
+            callback_timeout_ms: 5_000,
+            allow_publish: Vec::new(),
+            deny_publish: Vec::new(),
+            allow_play: Vec::new(),
+            deny_play: Vec::new(),
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn callback_timeout(&self) -> Duration {
+        Duration::from_millis(self.callback_timeout_ms)
+    }
+
+    fn check(&self, app: &str) -> Result<(), Problem> {
+        let key = |field: &str| KeyPath::of(&["app", app, "auth", field]);
+        for (field, table) in [
+            ("publish_keys", &self.publish_keys),
+            ("play_keys", &self.play_keys),
+        ] {
+            for (name, value) in table {
+                if name.is_empty() || name.contains(['/', '?']) {
+                    return Err(Problem::new(
+                        KeyPath::of(&["app", app, "auth", field, name]),
+                        "a stream name must not be empty nor contain '/' or '?'",
+                    ));
+                }
+                if value.is_empty() {
+                    return Err(Problem::new(
+                        KeyPath::of(&["app", app, "auth", field, name]),
+                        "a key must not be empty (leave the name out to need no key)",
+                    ));
+                }
+            }
+        }
+        if (self.sign_publish || self.sign_play) && self.secret.len() < 16 {
+            return Err(Problem::new(
+                key("secret"),
+                "sign_publish and sign_play need a secret of at least 16 characters",
+            ));
+        }
+        for (field, url) in [
+            ("on_connect", &self.on_connect),
+            ("on_publish", &self.on_publish),
+            ("on_play", &self.on_play),
+            ("on_publish_done", &self.on_publish_done),
+            ("on_play_done", &self.on_play_done),
+        ] {
+            if !url.is_empty() {
+                crate::access::callback::check_url(url)
+                    .map_err(|reason| Problem::new(key(field), reason))?;
+            }
+        }
+        check_range(
+            key("callback_timeout_ms"),
+            self.callback_timeout_ms,
+            1..=60_000,
+            " ms (at most a minute: a client waits that long)",
+        )
+    }
 }
 
 impl Default for Config {
@@ -403,6 +534,7 @@ impl Default for AppConfig {
             allow_publish: true,
             allow_play: true,
             recordings_dir: PathBuf::new(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -697,7 +829,8 @@ impl AppConfig {
             self.wait_for_publisher_ms,
             0..=MAX_DURATION_MS,
             " ms",
-        )
+        )?;
+        self.auth.check(name)
     }
 }
 

@@ -16,10 +16,13 @@
 //! - `admin_listener.rs`: the admin API's thread, which asks the shards by message.
 //! - `admin_http.rs`: the admin listener's HTTP server (hyper on glommio), with its caps on
 //!   connections, head and body sizes, and idle time.
+//! - `callback_client.rs`: access control's HTTP callbacks, each a task of its own with a
+//!   timeout, so a shard never waits on a backend.
 //! - `process.rs`: the process's CPU time, memory and descriptors, from `/proc/self`.
 
 pub mod admin_http;
 pub mod admin_listener;
+pub mod callback_client;
 pub mod client_task;
 pub mod listener;
 pub mod mailbox;
