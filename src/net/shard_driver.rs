@@ -22,6 +22,7 @@ use super::mailbox::{Inbox, SendError, ShardSender};
 use super::sockets::{SendNow, SocketTable};
 use super::wakeup::{Latch, Signal};
 use crate::access::callback::{CallbackAnswer, CallbackRequest, MAX_IN_FLIGHT_PER_SHARD};
+use crate::access::query::redact_url;
 use crate::performance::{INBOX_BATCH, VIEWERS_PER_YIELD};
 use crate::relay::client::ClientId;
 use crate::relay::message::{ShardId, ShardMessage};
@@ -223,7 +224,7 @@ impl ShardDriver {
     async fn callback(self: Rc<Self>, client: ClientId, ticket: u64, request: CallbackRequest) {
         let answer = callback_client::call(&request).await;
         if let CallbackAnswer::Failed(why) = &answer {
-            tracing::warn!(shard = self.id, call = request.call.as_str(), url = %request.url, "access callback failed: {why}");
+            tracing::warn!(shard = self.id, call = request.call.as_str(), url = %redact_url(&request.url), "access callback failed: {why}");
         }
         {
             let sockets = self.sockets.borrow();
@@ -241,7 +242,7 @@ impl ShardDriver {
     /// Makes a fire-and-forget callback (`on_*_done`), unless too many are under way.
     fn notify(self: &Rc<Self>, request: CallbackRequest) {
         if self.notifies_in_flight.get() >= MAX_IN_FLIGHT_PER_SHARD {
-            tracing::warn!(shard = self.id, call = request.call.as_str(), url = %request.url, "access notification dropped: too many under way");
+            tracing::warn!(shard = self.id, call = request.call.as_str(), url = %redact_url(&request.url), "access notification dropped: too many under way");
             return;
         }
         self.notifies_in_flight
@@ -249,7 +250,7 @@ impl ShardDriver {
         let driver = self.clone();
         glommio::spawn_local(async move {
             if let CallbackAnswer::Failed(why) = callback_client::call(&request).await {
-                tracing::warn!(shard = driver.id, call = request.call.as_str(), url = %request.url, "access notification failed: {why}");
+                tracing::warn!(shard = driver.id, call = request.call.as_str(), url = %redact_url(&request.url), "access notification failed: {why}");
             }
             driver
                 .notifies_in_flight

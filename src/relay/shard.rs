@@ -1075,9 +1075,7 @@ impl Shard {
             return;
         };
         let (app_name, addr) = (c.session.app().to_owned(), c.addr);
-        let Some(app) = self.config.app(&app_name) else {
-            return;
-        };
+        let app = self.config.app(&app_name).cloned().unwrap_or_default();
         if !app.allow_publish {
             self.stats.reject(RejectReason::PublishNotAllowed);
             self.reject_publish(
