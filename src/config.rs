@@ -1311,7 +1311,49 @@ mod tests {
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);
-        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 11);
+        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 12);
+        assert_eq!(
+            document["app"]["live"]["auth"].as_table().unwrap().len(),
+            16
+        );
+    }
+
+    #[test]
+    fn auth_mistakes_name_their_key() {
+        for (text, key) in [
+            (
+                "[app.live.auth]\nsign_play = true\nsecret = \"short\"\n",
+                "app.live.auth.secret",
+            ),
+            (
+                "[app.live.auth]\non_publish = \"https://auth/cb\"\n",
+                "app.live.auth.on_publish",
+            ),
+            (
+                "[app.live.auth]\ncallback_timeout_ms = 0\n",
+                "app.live.auth.callback_timeout_ms",
+            ),
+            (
+                "[app.live.auth]\npublish_keys = { demo = \"\" }\n",
+                "app.live.auth.publish_keys.demo",
+            ),
+        ] {
+            assert_eq!(rejected_key(text), key, "{text}");
+        }
+        for text in [
+            "[app.live.auth]\ndeny_play = [\"10.0.0.0/33\"]\n",
+            "[app.live.auth]\nkeys = {}\n",
+        ] {
+            let key = rejected_key(text);
+            assert!(key.starts_with("app.live.auth"), "{text}: {key}");
+        }
+        let good = Config::from_toml_str(
+            "[app.live.auth]\npublish_keys = { demo = \"s3cret\" }\nallow_play = [\"10.0.0.0/8\", \"::1\"]\n",
+        )
+        .unwrap();
+        let auth = &good.app("live").unwrap().auth;
+        assert_eq!(auth.allow_play.len(), 2);
+        assert!(!format!("{auth:?}").contains("s3cret"), "Debug hides keys");
     }
 
     #[test]

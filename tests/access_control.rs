@@ -307,11 +307,17 @@ impl Backend {
     fn wait_call(&self, call: &str, name: &str) -> Option<Fields> {
         let deadline = Instant::now() + WAIT;
         loop {
-            let found = self.seen.lock().unwrap().iter().find(|f| {
-                f.get("call").map(String::as_str) == Some(call)
-                    && f.get("name").map(String::as_str) == Some(name)
-            });
-            if let Some(found) = found.cloned() {
+            let found = self
+                .seen
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|f| {
+                    f.get("call").map(String::as_str) == Some(call)
+                        && f.get("name").map(String::as_str) == Some(name)
+                })
+                .cloned();
+            if let Some(found) = found {
                 return Some(found);
             }
             if Instant::now() > deadline {

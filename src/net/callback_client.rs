@@ -72,26 +72,26 @@ async fn exchange(request: &CallbackRequest) -> io::Result<CallbackAnswer> {
         .header(header::CONNECTION, HeaderValue::from_static("close"))
         .body(Full::new(Bytes::from(request.body.clone())))
         .map_err(io::Error::other)?;
-    // The connection is driven beside the request; whichever ends first decides, and the
-    // other is dropped with the socket.
-    let response = future::or(
-        async {
-            sender
-                .send_request(http_request)
-                .await
-                .map_err(io::Error::other)
-        },
-        async {
-            match connection.await {
-                Ok(()) => Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the backend closed the connection without answering",
-                )),
-                Err(e) => Err(io::Error::other(e)),
-            }
-        },
-    )
-    .await?;
+    // The connection is driven beside the request. With `Connection: close` it may end in
+    // the same poll that hands the answer over, so when it ends first the answer is looked
+    // for once more before calling it missing. Both go when this function returns (the
+    // timeout drops them), and the socket with them.
+    let mut answer = std::pin::pin!(sender.send_request(http_request));
+    let first = future::or(async { Some((&mut answer).await) }, async {
+        let _ = connection.await;
+        None
+    })
+    .await;
+    let response = match first {
+        Some(response) => response,
+        None => future::poll_once(&mut answer).await.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the backend closed the connection without answering",
+            )
+        })?,
+    }
+    .map_err(io::Error::other)?;
     let location = response
         .headers()
         .get(header::LOCATION)
