@@ -1314,7 +1314,7 @@ mod tests {
         assert_eq!(document["app"]["live"].as_table().unwrap().len(), 12);
         assert_eq!(
             document["app"]["live"]["auth"].as_table().unwrap().len(),
-            16
+            15
         );
     }
 
