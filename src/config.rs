@@ -51,6 +51,8 @@ use serde::Deserialize;
 use serde::de::{self, Unexpected, Visitor};
 use toml::de::{DeTable, DeValue};
 
+pub use crate::access::network_rules::Cidr;
+
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 const GIB: usize = 1024 * MIB;
@@ -267,6 +269,8 @@ pub struct AppConfig {
     pub record_flush_ms: u64,
     /// URL POSTed (form-encoded, nginx-rtmp's `on_record_done`) when a file is closed; "" none.
     pub on_record_done: String,
+    /// `[app.NAME.auth]`: who may publish and play (`src/access/`).
+    pub auth: AuthConfig,
 }
 
 /// `app.*.record`: which streams are recorded.
@@ -300,6 +304,133 @@ impl RecordFormat {
             RecordFormat::Flv => "flv",
             RecordFormat::Mp4 => "mp4",
         }
+    }
+}
+
+/// `[app.NAME.auth]`: stream keys, signed links, HTTP callbacks and network rules. Every
+/// part is off while empty; the parts combine (all that are on must pass).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Stream name → the key its publisher must send (`?key=`); once not empty, a name it
+    /// does not list cannot be published.
+    pub publish_keys: BTreeMap<String, String>,
+    /// The same for playing.
+    pub play_keys: BTreeMap<String, String>,
+    /// The HMAC key of signed links (`?exp=&sig=`).
+    pub secret: String,
+    pub sign_publish: bool,
+    pub sign_play: bool,
+    /// nginx-rtmp-style notification URLs (`http://`); "" is off.
+    pub on_connect: String,
+    pub on_publish: String,
+    pub on_play: String,
+    pub on_publish_done: String,
+    pub on_play_done: String,
+    /// A callback not answered within this long refuses the client.
+    pub callback_timeout_ms: u64,
+    pub allow_publish: Vec<Cidr>,
+    pub deny_publish: Vec<Cidr>,
+    pub allow_play: Vec<Cidr>,
+    pub deny_play: Vec<Cidr>,
+}
+
+/// By hand, so that the keys and the secret never reach a log through `{:?}` of a config.
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = |keys: &BTreeMap<String, String>| keys.keys().cloned().collect::<Vec<_>>();
+        f.debug_struct("AuthConfig")
+            .field("publish_keys (names)", &names(&self.publish_keys))
+            .field("play_keys (names)", &names(&self.play_keys))
+            .field("secret", &if self.secret.is_empty() { "" } else { "***" })
+            .field("sign_publish", &self.sign_publish)
+            .field("sign_play", &self.sign_play)
+            .field("on_connect", &self.on_connect)
+            .field("on_publish", &self.on_publish)
+            .field("on_play", &self.on_play)
+            .field("on_publish_done", &self.on_publish_done)
+            .field("on_play_done", &self.on_play_done)
+            .field("callback_timeout_ms", &self.callback_timeout_ms)
+            .field("allow_publish", &self.allow_publish)
+            .field("deny_publish", &self.deny_publish)
+            .field("allow_play", &self.allow_play)
+            .field("deny_play", &self.deny_play)
+            .finish()
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            publish_keys: BTreeMap::new(),
+            play_keys: BTreeMap::new(),
+            secret: String::new(),
+            sign_publish: false,
+            sign_play: false,
+            on_connect: String::new(),
+            on_publish: String::new(),
+            on_play: String::new(),
+            on_publish_done: String::new(),
+            on_play_done: String::new(),
+            callback_timeout_ms: 5_000,
+            allow_publish: Vec::new(),
+            deny_publish: Vec::new(),
+            allow_play: Vec::new(),
+            deny_play: Vec::new(),
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn callback_timeout(&self) -> Duration {
+        Duration::from_millis(self.callback_timeout_ms)
+    }
+
+    fn check(&self, app: &str) -> Result<(), Problem> {
+        let key = |field: &str| KeyPath::of(&["app", app, "auth", field]);
+        for (field, table) in [
+            ("publish_keys", &self.publish_keys),
+            ("play_keys", &self.play_keys),
+        ] {
+            for (name, value) in table {
+                if name.is_empty() || name.contains(['/', '?']) {
+                    return Err(Problem::new(
+                        KeyPath::of(&["app", app, "auth", field, name]),
+                        "a stream name must not be empty nor contain '/' or '?'",
+                    ));
+                }
+                if value.is_empty() {
+                    return Err(Problem::new(
+                        KeyPath::of(&["app", app, "auth", field, name]),
+                        "a key must not be empty (leave the name out to need no key)",
+                    ));
+                }
+            }
+        }
+        if (self.sign_publish || self.sign_play) && self.secret.len() < 16 {
+            return Err(Problem::new(
+                key("secret"),
+                "sign_publish and sign_play need a secret of at least 16 characters",
+            ));
+        }
+        for (field, url) in [
+            ("on_connect", &self.on_connect),
+            ("on_publish", &self.on_publish),
+            ("on_play", &self.on_play),
+            ("on_publish_done", &self.on_publish_done),
+            ("on_play_done", &self.on_play_done),
+        ] {
+            if !url.is_empty() {
+                crate::access::callback::check_url(url)
+                    .map_err(|reason| Problem::new(key(field), reason))?;
+            }
+        }
+        check_range(
+            key("callback_timeout_ms"),
+            self.callback_timeout_ms,
+            1..=60_000,
+            " ms (at most a minute: a client waits that long)",
+        )
     }
 }
 
@@ -460,6 +591,7 @@ impl Default for AppConfig {
             record_max_bytes: 0,
             record_flush_ms: 1000,
             on_record_done: String::new(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -755,7 +887,8 @@ impl AppConfig {
             0..=MAX_DURATION_MS,
             " ms",
         )?;
-        self.check_record(name)
+        self.check_record(name)?;
+        self.auth.check(name)
     }
 
     fn check_record(&self, name: &str) -> Result<(), Problem> {
@@ -1284,7 +1417,49 @@ mod tests {
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);
-        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 19);
+        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 20);
+        assert_eq!(
+            document["app"]["live"]["auth"].as_table().unwrap().len(),
+            15
+        );
+    }
+
+    #[test]
+    fn auth_mistakes_name_their_key() {
+        for (text, key) in [
+            (
+                "[app.live.auth]\nsign_play = true\nsecret = \"short\"\n",
+                "app.live.auth.secret",
+            ),
+            (
+                "[app.live.auth]\non_publish = \"https://auth/cb\"\n",
+                "app.live.auth.on_publish",
+            ),
+            (
+                "[app.live.auth]\ncallback_timeout_ms = 0\n",
+                "app.live.auth.callback_timeout_ms",
+            ),
+            (
+                "[app.live.auth]\npublish_keys = { demo = \"\" }\n",
+                "app.live.auth.publish_keys.demo",
+            ),
+        ] {
+            assert_eq!(rejected_key(text), key, "{text}");
+        }
+        for text in [
+            "[app.live.auth]\ndeny_play = [\"10.0.0.0/33\"]\n",
+            "[app.live.auth]\nkeys = {}\n",
+        ] {
+            let key = rejected_key(text);
+            assert!(key.starts_with("app.live.auth"), "{text}: {key}");
+        }
+        let good = Config::from_toml_str(
+            "[app.live.auth]\npublish_keys = { demo = \"s3cret\" }\nallow_play = [\"10.0.0.0/8\", \"::1\"]\n",
+        )
+        .unwrap();
+        let auth = &good.app("live").unwrap().auth;
+        assert_eq!(auth.allow_play.len(), 2);
+        assert!(!format!("{auth:?}").contains("s3cret"), "Debug hides keys");
     }
 
     #[test]

@@ -44,6 +44,7 @@
 //! is the bundled load generator, built on the client role
 //! (`src/rtmp/client_session.rs`).
 
+pub mod access;
 pub mod admin;
 pub mod config;
 pub mod http;

@@ -18,10 +18,13 @@
 //!   connections, head and body sizes, and idle time.
 //! - `record_writer.rs`: the recordings' disk writer thread, fed by a bounded channel so
 //!   a slow or full disk stops a recording, never a shard.
+//! - `callback_client.rs`: access control's HTTP callbacks, each a task of its own with a
+//!   timeout, so a shard never waits on a backend.
 //! - `process.rs`: the process's CPU time, memory and descriptors, from `/proc/self`.
 
 pub mod admin_http;
 pub mod admin_listener;
+pub mod callback_client;
 pub mod client_task;
 pub mod listener;
 pub mod mailbox;

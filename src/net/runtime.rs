@@ -176,10 +176,6 @@ pub fn run(config: Config) -> Result<(), StartError> {
     } else {
         ((0..shard_count).map(|_| None).collect::<Vec<_>>(), None)
     };
-    let wall_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-        .saturating_sub(started.elapsed().as_millis() as u64);
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
     for (id, inbox) in inboxes.into_iter().enumerate() {
@@ -194,8 +190,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             .io_memory(config.server.io_memory);
         let handle = builder
             .spawn(move || async move {
-                let mut relay = Shard::new(id, shard_count, config, directory, started);
-                relay.set_wall_clock(wall_ms);
+                let relay = Shard::new(id, shard_count, config, directory, started);
                 shard_main(ShardDriver::new(relay, senders, record), inbox, ready).await;
             })
             .map_err(|e| executor_error(id, cpu, e))?;

@@ -12,16 +12,20 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use glommio::io::BufferedFile;
 
+use super::callback_client;
 use super::mailbox::{Inbox, SendError, ShardSender};
 use super::record_writer::RecordHandle;
 use super::sockets::{SendNow, SocketTable};
 use super::wakeup::{Latch, Signal};
+use crate::access::callback::{CallbackAnswer, CallbackRequest, MAX_IN_FLIGHT_PER_SHARD};
+use crate::access::query::redact_url;
 use crate::performance::{INBOX_BATCH, VIEWERS_PER_YIELD};
+use crate::relay::client::ClientId;
 use crate::relay::message::{ShardId, ShardMessage};
 use crate::relay::recorder::{RecordOp, RecordingId};
 use crate::relay::shard::{Output, Shard};
@@ -48,6 +52,8 @@ pub struct ShardDriver {
     /// Recordings stopped because the writer could not take more: their later operations
     /// (already decided by the relay) are dropped.
     failed_recordings: RefCell<HashSet<RecordingId>>,
+    /// `on_*_done` notifications under way (bounded like the callbacks clients wait for).
+    notifies_in_flight: Cell<usize>,
 }
 
 impl ShardDriver {
@@ -56,7 +62,7 @@ impl ShardDriver {
         senders: Vec<ShardSender<ShardMessage>>,
         record: Option<RecordHandle>,
     ) -> Rc<ShardDriver> {
-        Rc::new(ShardDriver {
+        let driver = Rc::new(ShardDriver {
             id: relay.id,
             relay: RefCell::new(relay),
             sockets: RefCell::new(SocketTable::default()),
@@ -69,7 +75,10 @@ impl ShardDriver {
             client_gone: Signal::default(),
             record,
             failed_recordings: RefCell::new(HashSet::new()),
-        })
+            notifies_in_flight: Cell::new(0),
+        });
+        driver.read_wall_clock();
+        driver
     }
 
     /// Starts the shard's own tasks: inbox, fan-out, timer.
@@ -125,6 +134,14 @@ impl ShardDriver {
                     self.files.borrow_mut().remove(&stream);
                 }
                 Output::Record(op) => self.record(op),
+                Output::Callback {
+                    client,
+                    ticket,
+                    request,
+                } => {
+                    glommio::spawn_local(self.clone().callback(client, ticket, request)).detach();
+                }
+                Output::Notify(request) => self.notify(request),
             }
         }
         // The timer task sleeps for the relay's next deadline: wake it when that deadline
@@ -229,9 +246,59 @@ impl ShardDriver {
                 }
             }
             self.timer_target.set(None);
+            self.read_wall_clock();
             self.relay.borrow_mut().handle_timeout(Instant::now());
             self.process();
         }
+    }
+
+    /// Tells the relay the unix time (for signed links' expiry). Read here, once a second
+    /// or so while the shard has clients (the rate sampling timer), rather than per input:
+    /// the relay adds the monotonic time since, which cannot drift from it in a second.
+    fn read_wall_clock(&self) {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.relay.borrow_mut().set_wall_clock(Instant::now(), unix);
+    }
+
+    /// Makes an access-control callback for a waiting client and hands the answer back.
+    async fn callback(self: Rc<Self>, client: ClientId, ticket: u64, request: CallbackRequest) {
+        let answer = callback_client::call(&request).await;
+        if let CallbackAnswer::Failed(why) = &answer {
+            tracing::warn!(shard = self.id, call = request.call.as_str(), url = %redact_url(&request.url), "access callback failed: {why}");
+        }
+        {
+            let sockets = self.sockets.borrow();
+            self.relay.borrow_mut().handle_callback_answer(
+                client,
+                ticket,
+                answer,
+                Instant::now(),
+                &mut SendNow(&sockets),
+            );
+        }
+        self.process();
+    }
+
+    /// Makes a fire-and-forget callback (`on_*_done`), unless too many are under way.
+    fn notify(self: &Rc<Self>, request: CallbackRequest) {
+        if self.notifies_in_flight.get() >= MAX_IN_FLIGHT_PER_SHARD {
+            tracing::warn!(shard = self.id, call = request.call.as_str(), url = %redact_url(&request.url), "access notification dropped: too many under way");
+            return;
+        }
+        self.notifies_in_flight
+            .set(self.notifies_in_flight.get() + 1);
+        let driver = self.clone();
+        glommio::spawn_local(async move {
+            if let CallbackAnswer::Failed(why) = callback_client::call(&request).await {
+                tracing::warn!(shard = driver.id, call = request.call.as_str(), url = %redact_url(&request.url), "access notification failed: {why}");
+            }
+            driver
+                .notifies_in_flight
+                .set(driver.notifies_in_flight.get() - 1);
+        })
+        .detach();
     }
 
     /// Reads a piece of a stored file for its source, through io_uring: the shard never

@@ -12,12 +12,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use super::directory::{ConnId, StreamClock, StreamName};
 use super::http_viewer::HttpViewer;
+use super::output::OutputFormat;
 use super::rate::RateWindow;
 use super::slab::Key;
 use super::stream::StreamId;
 use super::write_queue::WriteQueue;
+use crate::access::query::QueryArgs;
 use crate::rtmp::ServerSession;
 
 /// A client's handle in its shard.
@@ -103,6 +107,55 @@ pub struct Client {
     /// Set for a client of the media HTTP listener (HTTP-FLV, WebSocket-FLV); its
     /// `session` then stays unused.
     pub http: Option<Box<HttpViewer>>,
+    /// What its `connect` said, for access control's callbacks.
+    pub connect: ConnectInfo,
+    /// The query arguments of its last publish or play (with its tcUrl's), which the
+    /// `_done` callbacks repeat.
+    pub args: QueryArgs,
+    /// A callback decides what happens next: its input waits here meanwhile.
+    pub pending: Option<Box<PendingCallback>>,
+}
+
+/// What a client's `connect` command said about it.
+#[derive(Debug, Default)]
+pub struct ConnectInfo {
+    pub tc_url: String,
+    pub flash_ver: String,
+    pub page_url: String,
+}
+
+/// A client waiting for the answer of an access-control callback.
+#[derive(Debug)]
+pub struct PendingCallback {
+    /// Matches the answer to the question (a client may ask again after an answer).
+    pub ticket: u64,
+    /// What the client asked for, done or refused when the answer comes.
+    pub action: PendingAction,
+    /// Input that arrived meanwhile, fed to the client in order once the answer is in.
+    pub buffered: Vec<Bytes>,
+    pub buffered_len: usize,
+}
+
+/// The request a callback's answer decides.
+#[derive(Debug)]
+pub enum PendingAction {
+    Connect,
+    Publish {
+        stream_id: u32,
+        stream: String,
+    },
+    Play {
+        stream_id: u32,
+        stream: String,
+    },
+    /// An HTTP-FLV or WebSocket-FLV play, with what its answer starts with.
+    HttpPlay {
+        app: String,
+        stream: String,
+        format: OutputFormat,
+        response_head: Bytes,
+        head_only: bool,
+    },
 }
 
 impl Client {
@@ -129,6 +182,9 @@ impl Client {
             join_target: 0,
             rate: RateWindow::default(),
             http: None,
+            connect: ConnectInfo::default(),
+            args: QueryArgs::default(),
+            pending: None,
         }
     }
 

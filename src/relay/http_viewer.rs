@@ -29,6 +29,8 @@ pub enum HttpRequest {
     Play {
         app: String,
         stream: String,
+        /// The request's query (`?key=...`), for access control.
+        query: String,
         format: OutputFormat,
         response_head: Bytes,
         head_only: bool,
@@ -123,6 +125,7 @@ impl HttpViewer {
         Some(HttpRequest::Play {
             app,
             stream,
+            query: head.query.clone(),
             format,
             response_head,
             head_only,

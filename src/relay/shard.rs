@@ -35,6 +35,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::client::{Client, ClientId, Role, RoleKind};
+use super::client::{PendingAction, PendingCallback};
 use super::directory::{Claim, ConnId, StreamClock, StreamDirectory, StreamName, TakeoverPolicy};
 use super::file_source::{FileSource, FileStep, recording_path};
 use super::frame::{FrameRing, RingEntry, StreamEvent};
@@ -49,6 +50,9 @@ use super::snapshot::{ClientInfo, ConnectionCounts, PublisherInfo, ShardSnapshot
 use super::stats::{RejectReason, ShardStats};
 use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
 use super::write_queue::{FlushOutcome, FlushScratch, Transmit};
+use crate::access::callback::{self, Call, CallbackAnswer, CallbackRequest, Notice, Verdict};
+use crate::access::query::{self, QueryArgs};
+use crate::access::{self, AccessRequest, Action, Denial, DenialKind};
 use crate::config::{AppConfig, Config, RecordMode};
 use crate::http::response::{self, Cors};
 use crate::media::codec::{inspect_audio, inspect_video};
@@ -85,6 +89,16 @@ pub enum Output {
     /// Hand this to the disk writer (`src/net/record_writer.rs`); if it cannot take it,
     /// call [`Shard::record_failed`].
     Record(RecordOp),
+    /// Make this access-control callback (`src/access/callback.rs`) without blocking the
+    /// shard, and hand its answer, or its failure after `request.timeout`, to
+    /// [`Shard::handle_callback_answer`] with `client` and `ticket`.
+    Callback {
+        client: ClientId,
+        ticket: u64,
+        request: CallbackRequest,
+    },
+    /// Make this callback and ignore its answer (`on_publish_done`, `on_play_done`).
+    Notify(CallbackRequest),
 }
 
 impl std::fmt::Debug for ShardMessage {
@@ -185,11 +199,15 @@ pub struct Shard {
     pub stats: ShardStats,
     /// The sampling timer is armed (it runs while the shard has clients).
     sampling: bool,
-    /// The wall clock (Unix ms) at `epoch`, for recordings' file names.
-    wall_epoch_ms: u64,
     /// Recordings opened here (the low bits of their ids).
     recordings: u64,
     record_ops: Vec<RecordOp>,
+    /// The wall clock as the driver last read it: an instant and the unix time then, so
+    /// signed links' expiry is checked without the relay reading a clock.
+    wall_clock: (Instant, Duration),
+    /// Clients waiting for a callback's answer.
+    callbacks_in_flight: usize,
+    next_ticket: u64,
 }
 
 impl Shard {
@@ -222,16 +240,33 @@ impl Shard {
             shutting_down: false,
             stats: ShardStats::default(),
             sampling: false,
-            wall_epoch_ms: 0,
             recordings: 0,
             record_ops: Vec::new(),
+            wall_clock: (epoch, Duration::ZERO),
+            callbacks_in_flight: 0,
+            next_ticket: 1,
         }
     }
 
-    /// Tells the shard the wall clock (Unix ms) at its `epoch`: recordings' file names
-    /// carry their start time.
-    pub fn set_wall_clock(&mut self, unix_ms_at_epoch: u64) {
-        self.wall_epoch_ms = unix_ms_at_epoch;
+    /// The driver read the wall clock: at `now` it was `unix` since the unix epoch.
+    pub fn set_wall_clock(&mut self, now: Instant, unix: Duration) {
+        self.wall_clock = (now, unix);
+    }
+
+    /// Unix seconds at `now`, from the driver's last reading of the wall clock.
+    fn unix_now(&self, now: Instant) -> u64 {
+        self.unix_ms(now) / 1000
+    }
+
+    /// Unix milliseconds at `now` (signed links' expiry, recordings' file names).
+    fn unix_ms(&self, now: Instant) -> u64 {
+        let (at, unix) = self.wall_clock;
+        (unix + now.saturating_duration_since(at)).as_millis() as u64
+    }
+
+    /// How many clients wait for a callback's answer.
+    pub fn callbacks_in_flight(&self) -> usize {
+        self.callbacks_in_flight
     }
 
     // ---- what the driver asks ------------------------------------------------------------
@@ -375,6 +410,16 @@ impl Shard {
         if c.close_reason.is_some() {
             return;
         }
+        if let Some(pending) = c.pending.as_mut() {
+            // Its callback decides what this input means: keep it, bounded, in order.
+            pending.buffered_len += bytes.len();
+            pending.buffered.push(bytes);
+            if pending.buffered_len > MAX_INPUT_WHILE_PENDING {
+                tracing::warn!(shard = self.id, peer = %c.addr, limit = MAX_INPUT_WHILE_PENDING, "client sent too much while its access callback was pending; closing it");
+                self.close(id, "sent too much while its access callback was pending");
+            }
+            return;
+        }
         if c.http.is_some() {
             self.http_input(id, &bytes, now);
             self.write(id, now, transmit);
@@ -431,6 +476,10 @@ impl Shard {
         let Some(c) = self.clients.remove(id.0) else {
             return;
         };
+        if c.pending.is_some() {
+            // Its callback's answer will find no client, and is dropped then.
+            self.callbacks_in_flight -= 1;
+        }
         self.stats.closed_bytes_in += c.bytes_received();
         self.stats.closed_bytes_out += c.queue.bytes_sent;
         let reason = c
@@ -819,6 +868,10 @@ impl Shard {
             let Some(c) = self.clients.get_mut(id.0) else {
                 return;
             };
+            if c.pending.is_some() || c.close_reason.is_some() {
+                // A callback decides the rest; a refused client is done.
+                break;
+            }
             let Some(event) = c.session.poll_event() else {
                 break;
             };
@@ -826,10 +879,31 @@ impl Shard {
                 ServerEvent::HandshakeComplete { digest } => {
                     tracing::debug!(shard = self.id, peer = %c.addr, digest, "handshake complete");
                 }
-                ServerEvent::ConnectRequested { app, tc_url, .. } => {
-                    if self.config.app(&app).is_some() {
-                        c.session.accept_connect();
-                        tracing::debug!(shard = self.id, peer = %c.addr, app, tc_url = tc_url.as_deref().unwrap_or(""), "connected");
+                ServerEvent::ConnectRequested {
+                    app,
+                    tc_url,
+                    flash_ver,
+                    page_url,
+                    ..
+                } => {
+                    c.connect.tc_url = tc_url.unwrap_or_default();
+                    c.connect.flash_ver = flash_ver.unwrap_or_default();
+                    c.connect.page_url = page_url.unwrap_or_default();
+                    if let Some(app_config) = self.config.app(&app) {
+                        let on_connect = app_config.auth.on_connect.clone();
+                        if on_connect.is_empty() {
+                            c.session.accept_connect();
+                            tracing::debug!(shard = self.id, peer = %c.addr, app, tc_url = %query::redact_url(&c.connect.tc_url), "connected");
+                        } else {
+                            c.args = QueryArgs::parse(query::query_of(&c.connect.tc_url));
+                            self.start_callback(
+                                id,
+                                Call::Connect,
+                                &on_connect,
+                                PendingAction::Connect,
+                                None,
+                            );
+                        }
                     } else {
                         self.stats.reject(RejectReason::UnknownApp);
                         c.session
@@ -842,6 +916,7 @@ impl Shard {
                 ServerEvent::PublishRequested {
                     stream_id,
                     stream_key,
+                    query,
                     ..
                 } => {
                     if !matches!(c.role, Role::Idle) {
@@ -851,11 +926,14 @@ impl Shard {
                         );
                         continue;
                     }
-                    self.publish(id, stream_id, &stream_key, now);
+                    self.publish(id, stream_id, &stream_key, &query, now);
                 }
                 ServerEvent::PlayRequested {
                     stream_id,
                     stream_key,
+                    query,
+                    start,
+                    duration,
                     ..
                 } => {
                     match c.role {
@@ -867,7 +945,7 @@ impl Shard {
                         Role::Viewer { .. } => self.leave(id, now),
                         Role::Idle => {}
                     }
-                    self.play(id, stream_id, &stream_key, now);
+                    self.play(id, stream_id, &stream_key, &query, (start, duration), now);
                 }
                 ServerEvent::Media {
                     kind,
@@ -1030,12 +1108,11 @@ impl Shard {
 
     /// [`Shard::push_entry`] for what a source sent: `bytes_in` payload bytes.
     fn push_ingested(&mut self, name: &StreamName, entry: RingEntry, bytes_in: u64, now: Instant) {
+        let wall_ms = self.unix_ms(now);
         if let RingEntry::Frame(f) = &entry
             && let Some(rec) = self.origins.get_mut(name).and_then(|s| s.recorder.as_mut())
             && rec.is_active()
         {
-            let wall_ms =
-                self.wall_epoch_ms + now.saturating_duration_since(self.epoch).as_millis() as u64;
             let (shard, counter) = (self.id as u64, &mut self.recordings);
             let mut id = || {
                 *counter += 1;
@@ -1088,12 +1165,12 @@ impl Shard {
         }
     }
 
-    /// A client asked to publish `app/key` on `stream_id`.
-    fn publish(&mut self, id: ClientId, stream_id: u32, key: &str, now: Instant) {
+    /// A client asked to publish `app/key?query` on `stream_id`.
+    fn publish(&mut self, id: ClientId, stream_id: u32, key: &str, query: &str, now: Instant) {
         let Some(c) = self.clients.get(id.0) else {
             return;
         };
-        let (app_name, conn, addr) = (c.session.app().to_owned(), c.conn, c.addr);
+        let (app_name, addr) = (c.session.app().to_owned(), c.addr);
         let app = self.config.app(&app_name).cloned().unwrap_or_default();
         if !app.allow_publish {
             self.stats.reject(RejectReason::PublishNotAllowed);
@@ -1106,6 +1183,27 @@ impl Shard {
             tracing::info!(shard = self.id, peer = %addr, app = %app_name, key, "publish refused: not allowed in this application");
             return;
         }
+        let on_publish = app.auth.on_publish.clone();
+        if let Err(denial) = self.check_access(id, Action::Publish, key, query, now) {
+            return self.refuse(id, Refused::Publish(stream_id), key, &denial);
+        }
+        if on_publish.is_empty() {
+            return self.start_publish(id, stream_id, key, now);
+        }
+        let action = PendingAction::Publish {
+            stream_id,
+            stream: key.to_owned(),
+        };
+        self.start_callback(id, Call::Publish, &on_publish, action, None);
+    }
+
+    /// Publishing `app/key` was allowed: claim the stream.
+    fn start_publish(&mut self, id: ClientId, stream_id: u32, key: &str, now: Instant) {
+        let Some(c) = self.clients.get(id.0) else {
+            return;
+        };
+        let (app_name, conn, addr) = (c.session.app().to_owned(), c.conn, c.addr);
+        let app = self.config.app(&app_name).cloned().unwrap_or_default();
         let name: StreamName = format!("{app_name}/{key}").into();
         let policy = TakeoverPolicy {
             immediate: app.takeover_immediate,
@@ -1342,8 +1440,16 @@ impl Shard {
         }
     }
 
-    /// A client asked to play `app/key` on `stream_id`.
-    fn play(&mut self, id: ClientId, stream_id: u32, key: &str, now: Instant) {
+    /// A client asked to play `app/key?query` on `stream_id`.
+    fn play(
+        &mut self,
+        id: ClientId,
+        stream_id: u32,
+        key: &str,
+        query: &str,
+        range: (f64, f64),
+        now: Instant,
+    ) {
         let Some(c) = self.clients.get(id.0) else {
             return;
         };
@@ -1369,6 +1475,26 @@ impl Shard {
                 key,
             );
         }
+        if let Err(denial) = self.check_access(id, Action::Play, key, query, now) {
+            return self.refuse(id, Refused::Play(stream_id), key, &denial);
+        }
+        if app.auth.on_play.is_empty() {
+            return self.start_play(id, stream_id, key, now);
+        }
+        let action = PendingAction::Play {
+            stream_id,
+            stream: key.to_owned(),
+        };
+        self.start_callback(id, Call::Play, &app.auth.on_play, action, Some(range));
+    }
+
+    /// Playing `app/key` was allowed: a live stream, or a recording of that name.
+    fn start_play(&mut self, id: ClientId, stream_id: u32, key: &str, now: Instant) {
+        let Some(c) = self.clients.get(id.0) else {
+            return;
+        };
+        let app_name = c.session.app().to_owned();
+        let app = self.config.app(&app_name).cloned().unwrap_or_default();
         let name: StreamName = format!("{app_name}/{key}").into();
         // A live stream wins; otherwise a recording of that name, if the app has them.
         if let Some(dir) = app.recordings_dir()
@@ -1464,6 +1590,7 @@ impl Shard {
             HttpRequest::Play {
                 app,
                 stream,
+                query,
                 format,
                 response_head,
                 head_only,
@@ -1477,39 +1604,379 @@ impl Shard {
                     }
                     Some(_) => None,
                 };
-                let name: StreamName = format!("{app}/{stream}").into();
-                let live_now = self
-                    .stream_ids
-                    .get(&name)
-                    .and_then(|sid| self.streams.get(sid.0))
-                    .is_some_and(|s| s.live)
-                    || self.directory.origin(&name).is_some();
-                let Some(c) = self.clients.get_mut(id.0) else {
-                    return;
-                };
                 if let Some((status, why)) = refusal {
                     c.queue.push_pending(response::error(status, &why, &cors));
-                    tracing::info!(shard = self.id, peer = %addr, stream = %name, "HTTP play refused: {why}");
+                    tracing::info!(shard = self.id, peer = %addr, stream = %format!("{app}/{stream}"), "HTTP play refused: {why}");
                     self.close(id, format!("HTTP play refused: {why}"));
                     return;
                 }
-                if head_only {
-                    let answer = if live_now {
-                        response_head
-                    } else {
-                        response::error(404, "no such stream is published", &cors)
-                    };
-                    c.queue.push_pending(answer);
-                    self.close(id, "HEAD answered");
-                    return;
+                let c_args = self.access_args(id, &query);
+                if let Err(denial) =
+                    self.check_access_args(id, Action::Play, &app, &stream, &c_args, now)
+                {
+                    return self.refuse_http(id, &app, &stream, &denial);
                 }
-                if let Some(http) = c.http.as_mut() {
-                    http.response_head = Some(response_head);
+                let on_play = self
+                    .config
+                    .app(&app)
+                    .map(|a| a.auth.on_play.clone())
+                    .unwrap_or_default();
+                let action = PendingAction::HttpPlay {
+                    app,
+                    stream,
+                    format,
+                    response_head,
+                    head_only,
+                };
+                if on_play.is_empty() {
+                    self.start_http_play(id, action, now);
+                } else {
+                    self.start_callback(id, Call::Play, &on_play, action, Some((-2.0, -1.0)));
                 }
-                tracing::info!(shard = self.id, peer = %addr, stream = %name, protocol = format.protocol(), "HTTP viewer asks for a stream");
-                self.play_stream(id, 0, name, now);
             }
         }
+    }
+
+    /// An HTTP play was allowed: answer a HEAD, or start the viewer.
+    fn start_http_play(&mut self, id: ClientId, action: PendingAction, now: Instant) {
+        let PendingAction::HttpPlay {
+            app,
+            stream,
+            format,
+            response_head,
+            head_only,
+        } = action
+        else {
+            return;
+        };
+        let cors_origin = self.config.http.cors_allow_origin.clone();
+        let cors = Cors {
+            allow_origin: &cors_origin,
+        };
+        let name: StreamName = format!("{app}/{stream}").into();
+        let live_now = self
+            .stream_ids
+            .get(&name)
+            .and_then(|sid| self.streams.get(sid.0))
+            .is_some_and(|s| s.live)
+            || self.directory.origin(&name).is_some();
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        let addr = c.addr;
+        if head_only {
+            let answer = if live_now {
+                response_head
+            } else {
+                response::error(404, "no such stream is published", &cors)
+            };
+            c.queue.push_pending(answer);
+            self.close(id, "HEAD answered");
+            return;
+        }
+        if let Some(http) = c.http.as_mut() {
+            http.response_head = Some(response_head);
+        }
+        tracing::info!(shard = self.id, peer = %addr, stream = %name, protocol = format.protocol(), "HTTP viewer asks for a stream");
+        self.play_stream(id, 0, name, now);
+    }
+
+    // ---- access control ------------------------------------------------------------------
+
+    /// The query arguments access control looks at for `id`: the stream name's, then its
+    /// tcUrl's. Kept on the client for the `_done` callbacks.
+    fn access_args(&mut self, id: ClientId, query: &str) -> QueryArgs {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return QueryArgs::default();
+        };
+        let mut args = QueryArgs::parse(query);
+        args.extend_from(query::query_of(&c.connect.tc_url));
+        c.args = args.clone();
+        args
+    }
+
+    /// Network rules, keys and signed links for an RTMP client's publish or play.
+    fn check_access(
+        &mut self,
+        id: ClientId,
+        action: Action,
+        stream: &str,
+        query: &str,
+        now: Instant,
+    ) -> Result<(), Denial> {
+        let args = self.access_args(id, query);
+        let app = self
+            .clients
+            .get(id.0)
+            .map(|c| c.session.app().to_owned())
+            .unwrap_or_default();
+        self.check_access_args(id, action, &app, stream, &args, now)
+    }
+
+    fn check_access_args(
+        &self,
+        id: ClientId,
+        action: Action,
+        app: &str,
+        stream: &str,
+        args: &QueryArgs,
+        now: Instant,
+    ) -> Result<(), Denial> {
+        let (Some(c), Some(app_config)) = (self.clients.get(id.0), self.config.app(app)) else {
+            return Ok(());
+        };
+        access::check(
+            &app_config.auth,
+            &AccessRequest {
+                action,
+                app,
+                stream,
+                args,
+                peer: c.addr.ip(),
+                unix_now: self.unix_now(now),
+            },
+        )
+    }
+
+    /// Refuses an RTMP client for `denial`: an `onStatus` error that says why, a warning
+    /// naming the peer and the rule (never what it sent), the count, and the close.
+    fn refuse(&mut self, id: ClientId, refused: Refused, stream: &str, denial: &Denial) {
+        self.stats.reject(RejectReason::of_denial(denial.kind));
+        let reason = RejectReason::of_denial(denial.kind).as_str();
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        let what = match refused {
+            Refused::Connect => {
+                c.session.reject_connect(&denial.why);
+                "connect"
+            }
+            Refused::Publish(stream_id) => {
+                c.session
+                    .reject_publish(stream_id, status::PUBLISH_BAD_NAME, &denial.why);
+                "publish"
+            }
+            Refused::Play(stream_id) => {
+                c.session
+                    .reject_play(stream_id, status::PLAY_FORBIDDEN, &denial.why);
+                "play"
+            }
+        };
+        c.queue_session_output();
+        tracing::warn!(shard = self.id, peer = %c.addr, app = %c.session.app(), stream, reason, "{what} refused: {}", denial.why);
+        self.close(id, format!("{what} refused ({reason}): {}", denial.why));
+    }
+
+    /// Refuses an HTTP-FLV or WebSocket-FLV viewer for `denial`: 403.
+    fn refuse_http(&mut self, id: ClientId, app: &str, stream: &str, denial: &Denial) {
+        self.stats.reject(RejectReason::of_denial(denial.kind));
+        let reason = RejectReason::of_denial(denial.kind).as_str();
+        let cors_origin = self.config.http.cors_allow_origin.clone();
+        let cors = Cors {
+            allow_origin: &cors_origin,
+        };
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        c.queue
+            .push_pending(response::error(403, &denial.why, &cors));
+        tracing::warn!(shard = self.id, peer = %c.addr, app, stream, reason, "HTTP play refused: {}", denial.why);
+        self.close(id, format!("HTTP play refused ({reason}): {}", denial.why));
+    }
+
+    /// Asks the application's callback `url` whether `id` may do `action`; the client
+    /// waits, its input held, until [`Shard::handle_callback_answer`].
+    fn start_callback(
+        &mut self,
+        id: ClientId,
+        call: Call,
+        url: &str,
+        action: PendingAction,
+        play_range: Option<(f64, f64)>,
+    ) {
+        let refused = match &action {
+            PendingAction::Connect => Some(Refused::Connect),
+            PendingAction::Publish { stream_id, .. } => Some(Refused::Publish(*stream_id)),
+            PendingAction::Play { stream_id, .. } => Some(Refused::Play(*stream_id)),
+            PendingAction::HttpPlay { .. } => None,
+        };
+        let (app, stream) = match &action {
+            PendingAction::Connect => (None, String::new()),
+            PendingAction::Publish { stream, .. } | PendingAction::Play { stream, .. } => {
+                (None, stream.clone())
+            }
+            PendingAction::HttpPlay { app, stream, .. } => (Some(app.clone()), stream.clone()),
+        };
+        if self.callbacks_in_flight >= callback::MAX_IN_FLIGHT_PER_SHARD {
+            let denial = Denial::new(
+                DenialKind::CallbackOverloaded,
+                format!(
+                    "{} callbacks are already waiting for an answer on this shard",
+                    callback::MAX_IN_FLIGHT_PER_SHARD
+                ),
+            );
+            return match refused {
+                Some(refused) => self.refuse(id, refused, &stream, &denial),
+                None => self.refuse_http(id, app.as_deref().unwrap_or(""), &stream, &denial),
+            };
+        }
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        let app = app.unwrap_or_else(|| c.session.app().to_owned());
+        let timeout = self
+            .config
+            .app(&app)
+            .map(|a| a.auth.callback_timeout())
+            .unwrap_or(Duration::from_secs(5));
+        let request = Notice {
+            call,
+            addr: c.addr.ip(),
+            client_id: c.conn,
+            app: &app,
+            name: &stream,
+            tc_url: &c.connect.tc_url,
+            flash_ver: &c.connect.flash_ver,
+            page_url: &c.connect.page_url,
+            play_range,
+            args: &c.args,
+        }
+        .request(url, timeout);
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        c.pending = Some(Box::new(PendingCallback {
+            ticket,
+            action,
+            buffered: Vec::new(),
+            buffered_len: 0,
+        }));
+        self.callbacks_in_flight += 1;
+        tracing::debug!(shard = self.id, peer = %c.addr, app, stream, call = call.as_str(), "waiting for the access callback");
+        self.outputs.push_back(Output::Callback {
+            client: id,
+            ticket,
+            request,
+        });
+    }
+
+    /// The answer to the callback `ticket` of `client` came (or the call failed): do or
+    /// refuse what the client asked, then go on with the input it sent meanwhile. A
+    /// client that left meanwhile is simply not found.
+    pub fn handle_callback_answer(
+        &mut self,
+        client: ClientId,
+        ticket: u64,
+        answer: CallbackAnswer,
+        now: Instant,
+        transmit: &mut impl Transmit,
+    ) {
+        let Some(c) = self.clients.get_mut(client.0) else {
+            return;
+        };
+        if c.pending.as_ref().is_none_or(|p| p.ticket != ticket) {
+            return;
+        }
+        let pending = *c.pending.take().expect("checked above");
+        self.callbacks_in_flight -= 1;
+        let verdict = callback::verdict(&answer);
+        match (pending.action, verdict) {
+            (PendingAction::Connect, Verdict::Deny(denial)) => {
+                self.refuse(client, Refused::Connect, "", &denial)
+            }
+            (PendingAction::Connect, _) => {
+                c.session.accept_connect();
+                c.queue_session_output();
+            }
+            (PendingAction::Publish { stream_id, stream }, Verdict::Deny(denial)) => {
+                self.refuse(client, Refused::Publish(stream_id), &stream, &denial)
+            }
+            (PendingAction::Publish { stream_id, stream }, Verdict::Allow) => {
+                self.start_publish(client, stream_id, &stream, now)
+            }
+            (PendingAction::Publish { stream_id, stream }, Verdict::Rename(to)) => {
+                tracing::info!(shard = self.id, peer = %c.addr, from = %stream, to = %to, "the publish callback renamed the stream");
+                self.start_publish(client, stream_id, &to, now)
+            }
+            (PendingAction::Play { stream_id, stream }, Verdict::Deny(denial)) => {
+                self.refuse(client, Refused::Play(stream_id), &stream, &denial)
+            }
+            (PendingAction::Play { stream_id, stream }, Verdict::Allow) => {
+                self.start_play(client, stream_id, &stream, now)
+            }
+            (PendingAction::Play { stream_id, stream }, Verdict::Rename(to)) => {
+                tracing::info!(shard = self.id, peer = %c.addr, from = %stream, to = %to, "the play callback renamed the stream");
+                self.start_play(client, stream_id, &to, now)
+            }
+            (PendingAction::HttpPlay { app, stream, .. }, Verdict::Deny(denial)) => {
+                self.refuse_http(client, &app, &stream, &denial)
+            }
+            (action @ PendingAction::HttpPlay { .. }, Verdict::Allow) => {
+                self.start_http_play(client, action, now)
+            }
+            (
+                PendingAction::HttpPlay {
+                    app,
+                    format,
+                    response_head,
+                    head_only,
+                    ..
+                },
+                Verdict::Rename(to),
+            ) => self.start_http_play(
+                client,
+                PendingAction::HttpPlay {
+                    app,
+                    stream: to,
+                    format,
+                    response_head,
+                    head_only,
+                },
+                now,
+            ),
+        }
+        // What the client said while it waited, in order (it may start another wait).
+        self.handle_events(client, now);
+        for bytes in pending.buffered {
+            self.handle_input(client, bytes, now, transmit);
+        }
+        self.write(client, now, transmit);
+    }
+
+    /// The `_done` notification for a client leaving `role`, if its application wants one.
+    fn notify_done(&mut self, id: ClientId, role: &Role) {
+        let (call, name) = match role {
+            Role::Idle => return,
+            Role::Publisher { name, .. } => (Call::PublishDone, name),
+            Role::Viewer { name, .. } => (Call::PlayDone, name),
+        };
+        let (app, stream) = name.split_once('/').unwrap_or((name, ""));
+        let Some(auth) = self.config.app(app).map(|a| &a.auth) else {
+            return;
+        };
+        let url = match call {
+            Call::PublishDone => &auth.on_publish_done,
+            _ => &auth.on_play_done,
+        };
+        let Some(c) = self.clients.get(id.0) else {
+            return;
+        };
+        if url.is_empty() {
+            return;
+        }
+        let request = Notice {
+            call,
+            addr: c.addr.ip(),
+            client_id: c.conn,
+            app,
+            name: stream,
+            tc_url: &c.connect.tc_url,
+            flash_ver: &c.connect.flash_ver,
+            page_url: &c.connect.page_url,
+            play_range: (call == Call::PlayDone).then_some((-2.0, -1.0)),
+            args: &c.args,
+        }
+        .request(url, auth.callback_timeout());
+        self.outputs.push_back(Output::Notify(request));
     }
 
     /// Plays a stored file to `id`: a stream of its own, fed by a file source.
@@ -1667,6 +2134,7 @@ impl Shard {
             return;
         };
         let role = std::mem::replace(&mut c.role, Role::Idle);
+        self.notify_done(id, &role);
         match role {
             Role::Idle => {}
             Role::Publisher { name, .. } => self.unpublish(id, name, now),
@@ -2018,6 +2486,19 @@ const FILE_END_CHECK: Duration = Duration::from_millis(100);
 const FILE_END_LIMIT: Duration = Duration::from_secs(5);
 
 /// `app` of `app/key`.
+/// What an access-control refusal answers.
+#[derive(Clone, Copy, Debug)]
+enum Refused {
+    Connect,
+    Publish(u32),
+    Play(u32),
+}
+
+/// How much a client may send while it waits for its access callback: enough for an
+/// encoder that does not wait for `onStatus` before its first frames, not a buffer a
+/// peer can grow at will.
+const MAX_INPUT_WHILE_PENDING: usize = 1024 * 1024;
+
 fn app_of(name: &str) -> &str {
     name.split_once('/').map_or(name, |(app, _)| app)
 }

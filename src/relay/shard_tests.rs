@@ -19,6 +19,7 @@ use super::message::ShardMessage;
 use super::shard::{Output, Shard};
 use super::snapshot::{ShardSnapshot, streams_across};
 use super::write_queue::Transmit;
+use crate::access::callback::{CallbackAnswer, CallbackRequest};
 use crate::config::Config;
 use crate::rtmp::command::status;
 use crate::rtmp::{ClientEvent, ClientSession, ClientSessionConfig, MediaKind};
@@ -83,6 +84,10 @@ struct World {
     /// Reads the shards asked for and have not been answered (to answer late).
     held_reads: Vec<(usize, Output)>,
     hold_reads: bool,
+    /// Access callbacks asked for and not answered yet: (shard, client, ticket, request).
+    callbacks: Vec<(usize, ClientId, u64, CallbackRequest)>,
+    /// Fire-and-forget notifications asked for.
+    notices: Vec<CallbackRequest>,
 }
 
 struct TestClient {
@@ -159,6 +164,8 @@ impl World {
             next_port: 40000,
             held_reads: Vec::new(),
             hold_reads: false,
+            callbacks: Vec::new(),
+            notices: Vec::new(),
         }
     }
 
@@ -193,6 +200,12 @@ impl World {
             | Output::Playing(_)
             | Output::CloseFile(_)
             | Output::Record(_) => {}
+            Output::Callback {
+                client,
+                ticket,
+                request,
+            } => self.callbacks.push((i, client, ticket, request)),
+            Output::Notify(request) => self.notices.push(request),
             Output::Close(id) => {
                 let mut wire = ShardWire {
                     shard: i,
@@ -312,6 +325,17 @@ impl World {
         self.shards[c.shard].handle_read_end(c.id, "the peer closed the connection".into());
         self.settle();
         c.closed = true;
+    }
+
+    /// Answers the oldest pending callback, as the driver would once the backend replied.
+    fn answer_callback(&mut self, answer: CallbackAnswer) {
+        let (shard, client, ticket, _) = self.callbacks.remove(0);
+        let mut wire = ShardWire {
+            shard,
+            wire: &mut self.wire,
+        };
+        self.shards[shard].handle_callback_answer(client, ticket, answer, self.now, &mut wire);
+        self.settle();
     }
 
     fn snapshots(&self) -> Vec<ShardSnapshot> {
@@ -926,4 +950,108 @@ fn http_requests_for_nothing_are_answered_and_closed() {
     w.advance(Duration::from_millis(4100));
     let text = String::from_utf8_lossy(&http_received(&w, 0, waiting)).into_owned();
     assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+}
+
+const CALLBACK_CONFIG: &str = r#"
+[app.live]
+unpublish_grace_ms = 0
+[app.live.auth]
+on_publish = "http://127.0.0.1:9/on_publish"
+on_publish_done = "http://127.0.0.1:9/done"
+callback_timeout_ms = 700
+"#;
+
+fn status(code: u16, location: Option<&str>) -> CallbackAnswer {
+    CallbackAnswer::Status {
+        code,
+        location: location.map(str::to_owned),
+    }
+}
+
+fn live_streams(w: &World) -> Vec<String> {
+    let mut names: Vec<String> = w.snapshots()[0]
+        .streams
+        .iter()
+        .filter(|s| s.publisher.is_some())
+        .map(|s| s.name.to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn publishers_wait_for_their_callbacks_and_get_what_each_answer_says() {
+    let mut w = World::with_config(1, CALLBACK_CONFIG);
+    let mut first = w.publisher(0, "a?token=t1");
+    let mut second = w.publisher(0, "b");
+    assert_eq!(w.callbacks.len(), 2, "each publish asks the backend");
+    assert_eq!(w.shards[0].callbacks_in_flight(), 2);
+    let body = &w.callbacks[0].3.body;
+    assert!(
+        body.starts_with("call=publish&addr=127.0.0.1&clientid="),
+        "{body}"
+    );
+    assert!(body.contains("&name=a&type=live&token=t1"), "{body}");
+    assert_eq!(w.callbacks[0].3.timeout, Duration::from_millis(700));
+    assert!(!first.has(|e| matches!(e, ClientEvent::PublishStarted { .. })));
+    assert!(
+        live_streams(&w).is_empty(),
+        "nothing is live before an answer"
+    );
+
+    // Answers come in any order; the second one renames.
+    w.callbacks.swap(0, 1);
+    w.answer_callback(status(302, Some("c")));
+    w.exchange(&mut second);
+    assert!(second.has(|e| matches!(e, ClientEvent::PublishStarted { .. })));
+    assert_eq!(live_streams(&w), ["live/c"]);
+
+    w.answer_callback(CallbackAnswer::Failed("no answer within 700 ms".into()));
+    w.exchange(&mut first);
+    assert!(first.statuses().contains(&status::PUBLISH_BAD_NAME));
+    assert!(first.closed, "a refused publisher is closed");
+    assert_eq!(w.shards[0].callbacks_in_flight(), 0);
+    assert_eq!(
+        w.shards[0]
+            .stats
+            .rejected(super::stats::RejectReason::CallbackFailed),
+        1
+    );
+    assert_eq!(live_streams(&w), ["live/c"]);
+
+    // The renamed publisher leaves: on_publish_done names the stream it published.
+    w.disconnect(&mut second);
+    assert_eq!(w.notices.len(), 1);
+    assert!(
+        w.notices[0].body.starts_with("call=publish_done&"),
+        "{}",
+        w.notices[0].body
+    );
+    assert!(
+        w.notices[0].body.contains("&name=c&"),
+        "{}",
+        w.notices[0].body
+    );
+}
+
+#[test]
+fn a_client_that_leaves_while_its_callback_is_pending_is_forgotten() {
+    let mut w = World::with_config(1, CALLBACK_CONFIG);
+    let mut p = w.publisher(0, "gone");
+    assert_eq!(w.shards[0].callbacks_in_flight(), 1);
+    w.disconnect(&mut p);
+    assert_eq!(w.shards[0].callbacks_in_flight(), 0);
+    assert_eq!(w.shards[0].client_count(), 0);
+    // Its late answer finds nobody, and neither does it reach a client in the same slot.
+    let mut next = w.publisher(0, "next");
+    w.answer_callback(status(200, None));
+    w.exchange(&mut next);
+    assert!(
+        live_streams(&w).is_empty(),
+        "the stale answer started nothing"
+    );
+    assert!(!next.has(|e| matches!(e, ClientEvent::PublishStarted { .. })));
+    w.answer_callback(status(200, None));
+    w.exchange(&mut next);
+    assert_eq!(live_streams(&w), ["live/next"]);
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::access::DenialKind;
+
 /// Why a connection, or what it asked for, was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RejectReason {
@@ -22,16 +24,31 @@ pub enum RejectReason {
     PlayNotAllowed,
     /// The stream key is being published by an active publisher.
     StreamBusy,
+    /// Access control (`src/access/`, `[app.NAME.auth]`) refused: one reason per rule.
+    AddressDenied,
+    BadKey,
+    BadSignature,
+    LinkExpired,
+    CallbackRefused,
+    CallbackFailed,
+    CallbackOverloaded,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::ShardFull,
         RejectReason::ShuttingDown,
         RejectReason::UnknownApp,
         RejectReason::PublishNotAllowed,
         RejectReason::PlayNotAllowed,
         RejectReason::StreamBusy,
+        RejectReason::AddressDenied,
+        RejectReason::BadKey,
+        RejectReason::BadSignature,
+        RejectReason::LinkExpired,
+        RejectReason::CallbackRefused,
+        RejectReason::CallbackFailed,
+        RejectReason::CallbackOverloaded,
     ];
 
     /// The `reason` label value.
@@ -43,6 +60,26 @@ impl RejectReason {
             RejectReason::PublishNotAllowed => "publish_not_allowed",
             RejectReason::PlayNotAllowed => "play_not_allowed",
             RejectReason::StreamBusy => "stream_busy",
+            RejectReason::AddressDenied => "address_denied",
+            RejectReason::BadKey => "bad_key",
+            RejectReason::BadSignature => "bad_signature",
+            RejectReason::LinkExpired => "link_expired",
+            RejectReason::CallbackRefused => "callback_refused",
+            RejectReason::CallbackFailed => "callback_failed",
+            RejectReason::CallbackOverloaded => "callback_overloaded",
+        }
+    }
+
+    /// The reason an access-control refusal is counted under.
+    pub fn of_denial(kind: DenialKind) -> RejectReason {
+        match kind {
+            DenialKind::AddressDenied => RejectReason::AddressDenied,
+            DenialKind::BadKey => RejectReason::BadKey,
+            DenialKind::BadSignature => RejectReason::BadSignature,
+            DenialKind::LinkExpired => RejectReason::LinkExpired,
+            DenialKind::CallbackRefused => RejectReason::CallbackRefused,
+            DenialKind::CallbackFailed => RejectReason::CallbackFailed,
+            DenialKind::CallbackOverloaded => RejectReason::CallbackOverloaded,
         }
     }
 

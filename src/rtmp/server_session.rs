@@ -94,6 +94,7 @@ pub enum ServerEvent {
         query: String,
         tc_url: Option<String>,
         flash_ver: Option<String>,
+        page_url: Option<String>,
     },
     /// `publish`: answer with `accept_publish` or `reject_publish`.
     PublishRequested {
@@ -589,6 +590,7 @@ impl ServerSession {
             query,
             tc_url: text("tcUrl"),
             flash_ver: text("flashVer"),
+            page_url: text("pageUrl"),
         });
         Ok(())
     }
@@ -991,6 +993,7 @@ mod tests {
                     query,
                     tc_url,
                     flash_ver,
+                    page_url: None,
                 },
                 ServerEvent::PublishRequested {
                     stream_id: 1,
