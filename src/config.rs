@@ -252,6 +252,10 @@ pub struct AppConfig {
     /// Directory of `.flv` files playable by name; empty means none. A relative path is
     /// relative to the working directory.
     pub recordings_dir: PathBuf,
+    /// RTMP viewers that declared no Enhanced RTMP codecs (`fourCcList`) in `connect` get
+    /// track 0 of each kind even when its codec is HEVC, AV1, VP9, Opus...: for players that
+    /// are modern but do not declare. False sends them only what legacy FLV can carry.
+    pub enhanced_to_undeclared: bool,
 }
 
 impl Default for Config {
@@ -403,6 +407,7 @@ impl Default for AppConfig {
             allow_publish: true,
             allow_play: true,
             recordings_dir: PathBuf::new(),
+            enhanced_to_undeclared: false,
         }
     }
 }
@@ -1178,7 +1183,7 @@ mod tests {
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);
-        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 11);
+        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 12);
     }
 
     #[test]

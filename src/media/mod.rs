@@ -9,6 +9,8 @@
 //!
 //! - [`codec`]: codec, frame type and sequence-header detection, legacy and Enhanced RTMP.
 //! - [`flv`]: reading and writing FLV files (header, tags, back pointers).
+//! - [`multitrack`]: the tracks of an Enhanced RTMP v2 message (the multitrack layout), and
+//!   its track 0 as a single-track or legacy message for viewers that need that.
 //! - [`gop_cache`]: the latest group of pictures, replayed to viewers who join mid-stream.
 //! - [`track_info`]: what the admin API shows about a stream's tracks (codec, profile,
 //!   level, size, frame rate; sample rate, channels), from sequence headers and metadata.
@@ -18,4 +20,5 @@
 pub mod codec;
 pub mod flv;
 pub mod gop_cache;
+pub mod multitrack;
 pub mod track_info;

@@ -25,7 +25,7 @@ use bytes::Bytes;
 
 use super::client::ClientId;
 use super::frame::{FrameKind, FrameRing, RingEntry, StreamEvent};
-use super::output::OutputFormat;
+use super::output::{OutputFormat, TrackFilter};
 use crate::performance::{MAX_IOVECS, MAX_WRITE_BYTES};
 
 /// Where the relay's writes go: the driver's sockets, by client. The relay decides what
@@ -114,6 +114,16 @@ pub struct WriteQueue {
     pub bytes_sent: u64,
     /// Which of a frame's encodings this client is sent.
     pub format: OutputFormat,
+    /// Which tracks, in which layout (Enhanced RTMP gating, `relay/output.rs`).
+    pub filter: TrackFilter,
+    /// Video messages this viewer was not sent because it cannot play them (a FourCC
+    /// codec it did not declare, with no legacy form).
+    pub video_withheld: u64,
+    /// Video messages gathered for this viewer.
+    pub video_sent: u64,
+    /// The ring entries before this one are counted in the two counters above (a blocked
+    /// write gathers them again).
+    counted_to: u64,
 }
 
 impl WriteQueue {
@@ -129,6 +139,10 @@ impl WriteQueue {
             dropped_frames: 0,
             bytes_sent: 0,
             format: OutputFormat::Rtmp,
+            filter: TrackFilter::All,
+            video_withheld: 0,
+            video_sent: 0,
+            counted_to: 0,
         }
     }
 
@@ -246,10 +260,22 @@ impl WriteQueue {
                             break;
                         }
                         RingEntry::Frame(f) => {
-                            // A frame without this viewer's encoding came before it joined.
-                            if let Some(bytes) = f.encoding(self.format)
+                            // A frame without this viewer's encoding came before it joined,
+                            // or is one it cannot play.
+                            let encoding = f.encoding(self.format, self.filter);
+                            let count = f.kind == FrameKind::Video && seq >= self.counted_to;
+                            if count {
+                                self.counted_to = seq + 1;
+                            }
+                            if count && encoding.is_none() {
+                                self.video_withheld += 1;
+                            }
+                            if let Some(bytes) = encoding
                                 && !self.skips(skip_video, entry)
                             {
+                                if count {
+                                    self.video_sent += 1;
+                                }
                                 if f.kind == FrameKind::Video && f.keyframe {
                                     skip_video = false;
                                 }
@@ -347,7 +373,7 @@ impl WriteQueue {
                     self.cursor = seq + 1;
                     if !done
                         && let Some(RingEntry::Frame(f)) = ring.get(seq)
-                        && let Some(bytes) = f.encoding(self.format)
+                        && let Some(bytes) = f.encoding(self.format, self.filter)
                     {
                         self.partial = Some(bytes.slice(took..));
                     }
@@ -378,6 +404,7 @@ mod tests {
             payload: Bytes::new(),
             ingested: std::time::Instant::now(),
             encodings: Default::default(),
+            tracks: Default::default(),
         })
     }
 
@@ -392,6 +419,7 @@ mod tests {
             payload: Bytes::new(),
             ingested: std::time::Instant::now(),
             encodings: Default::default(),
+            tracks: Default::default(),
         })
     }
 
