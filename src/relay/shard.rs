@@ -1797,6 +1797,9 @@ impl Shard {
                 kbps_in,
                 kbps_out,
                 dropped_frames: c.queue.dropped_frames,
+                track_filter: c.queue.filter.name(),
+                video_sent: c.queue.video_sent,
+                video_withheld: c.queue.video_withheld,
                 connected_for: now.saturating_duration_since(c.accepted),
                 waiting: matches!(
                     c.role,
