@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -72,9 +73,21 @@ pub struct Frame {
     /// FLV viewers are of the `TrackFilter::Track0` class.
     pub encodings: [Option<Bytes>; 3],
     /// The Enhanced RTMP tracks this frame carries, and its reduced forms for viewers that
-    /// cannot take the whole message (`media/multitrack.rs`), made once at the origin.
-    pub tracks: FrameTracks,
+    /// cannot take the whole message (`media/multitrack.rs`), made once at the origin;
+    /// None for a legacy message or data (`Frame::tracks`). Shared, so a frame stays small
+    /// in the ring and crossing to another shard copies a handle.
+    pub tracks: Option<Arc<FrameTracks>>,
 }
+
+/// The tracks of a legacy message: track 0 only, the same for every viewer.
+static LEGACY_TRACKS: FrameTracks = FrameTracks {
+    ids: 1,
+    key_ids: 0,
+    codecs: CodecSet(0),
+    track0_codec: CodecSet(0),
+    track0: Reduced::Same,
+    legacy: Reduced::Same,
+};
 
 /// A reduced form of a frame: the frame itself, another message, or nothing.
 #[derive(Clone, Debug, Default)]
@@ -118,18 +131,16 @@ pub struct FrameTracks {
 
 impl Default for FrameTracks {
     fn default() -> FrameTracks {
-        FrameTracks {
-            ids: 1,
-            key_ids: 0,
-            codecs: CodecSet::default(),
-            track0_codec: CodecSet::default(),
-            track0: Reduced::Same,
-            legacy: Reduced::Same,
-        }
+        LEGACY_TRACKS.clone()
     }
 }
 
 impl Frame {
+    /// What the fan-out knows of this frame's tracks.
+    pub fn tracks(&self) -> &FrameTracks {
+        self.tracks.as_deref().unwrap_or(&LEGACY_TRACKS)
+    }
+
     /// What a viewer of `format` and track class `filter` is sent for this frame; None
     /// when it gets nothing of it. A few comparisons, no allocation: the bytes are the
     /// frame's own or its reduced forms', shared by every viewer of the class.
@@ -146,7 +157,7 @@ impl Frame {
 
     /// Which form of this frame a viewer of track class `filter` gets.
     pub fn form(&self, filter: TrackFilter) -> &Reduced {
-        let t = &self.tracks;
+        let t = self.tracks();
         match filter {
             TrackFilter::All => &Reduced::Same,
             TrackFilter::Track0 => &t.track0,
@@ -206,8 +217,8 @@ impl RingEntry {
                     f.bytes.len()
                         + f.payload.len()
                         + f.encodings.iter().flatten().map(Bytes::len).sum::<usize>()
-                        + f.tracks.track0.memory()
-                        + f.tracks.legacy.memory()
+                        + f.tracks().track0.memory()
+                        + f.tracks().legacy.memory()
                 }
                 RingEntry::Event { .. } => 0,
             }

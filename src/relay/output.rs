@@ -145,7 +145,7 @@ pub fn frame_flv(format: OutputFormat, body: &[u8]) -> Bytes {
 /// The FLV tag of `f` at timestamp `timestamp` (a joining viewer's headers are restamped),
 /// in the form FLV viewers get (`TrackFilter::Track0`); None when they get nothing of it.
 pub fn flv_tag(f: &Frame, timestamp: u32, chunk_size: u32) -> Option<BytesMut> {
-    let chunks = match &f.tracks.track0 {
+    let chunks = match &f.tracks().track0 {
         Reduced::Same => &f.bytes,
         Reduced::Other { bytes, .. } => bytes,
         Reduced::Nothing => return None,

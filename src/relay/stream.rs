@@ -640,8 +640,8 @@ impl LocalStream {
 /// that still covers another track too (a ManyTracks header of tracks 0 and 1 followed by
 /// a new one for track 1 alone keeps both, in order, so the newest wins for track 1).
 fn remember_header(headers: &mut Vec<Frame>, f: &Frame) {
-    let ids = f.tracks.ids;
-    headers.retain(|h| h.tracks.ids & !ids != 0);
+    let ids = f.tracks().ids;
+    headers.retain(|h| h.tracks().ids & !ids != 0);
     if headers.len() >= MAX_TRACKS {
         headers.remove(0);
     }
@@ -652,7 +652,7 @@ fn track0_header(headers: &[Frame]) -> Option<&Frame> {
     headers
         .iter()
         .rev()
-        .find(|h| h.tracks.ids & 1 != 0)
+        .find(|h| h.tracks().ids & 1 != 0)
         .or(headers.first())
 }
 
@@ -672,11 +672,11 @@ fn first_keyframes<'a>(gop: &[&'a Frame]) -> impl Iterator<Item = &'a Frame> {
         if f.kind != FrameKind::Video {
             return true;
         }
-        started |= f.tracks.key_ids;
+        started |= f.tracks().key_ids;
         if f.keyframe {
-            started |= f.tracks.ids;
+            started |= f.tracks().ids;
         }
-        f.tracks.ids & started != 0
+        f.tracks().ids & started != 0
     })
 }
 
