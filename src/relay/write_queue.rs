@@ -43,7 +43,11 @@ pub trait Transmit {
 enum Source {
     Partial,
     Pending,
-    Ring { seq: u64, keyframe: bool },
+    Ring {
+        seq: u64,
+        keyframe: bool,
+        key_ids: u64,
+    },
 }
 
 /// Reusable buffers for flushes, one per shard, so a flush allocates nothing.
@@ -106,6 +110,9 @@ pub struct WriteQueue {
     /// The next ring entry to send.
     cursor: u64,
     skip_video: bool,
+    /// Video tracks other than track 0 (Enhanced RTMP multitrack) that wait for a keyframe
+    /// of their own since video was last skipped: each resumes at its own keyframe.
+    waiting_tracks: u64,
     audio_enabled: bool,
     video_enabled: bool,
     /// Video frames this viewer did not get because it fell behind.
@@ -134,6 +141,7 @@ impl WriteQueue {
             pending_bytes: 0,
             cursor,
             skip_video: false,
+            waiting_tracks: 0,
             audio_enabled: true,
             video_enabled: true,
             dropped_frames: 0,
@@ -174,6 +182,7 @@ impl WriteQueue {
     pub fn set_video(&mut self, enabled: bool) {
         if enabled && !self.video_enabled {
             self.skip_video = true;
+            self.waiting_tracks = !1;
         }
         self.video_enabled = enabled;
     }
@@ -181,6 +190,7 @@ impl WriteQueue {
     /// Starts skipping video until the next keyframe.
     pub fn skip_to_keyframe(&mut self) {
         self.skip_video = true;
+        self.waiting_tracks = !1;
     }
 
     pub fn is_skipping_video(&self) -> bool {
@@ -199,11 +209,12 @@ impl WriteQueue {
             self.dropped_frames += seq.saturating_sub(self.cursor);
             self.cursor = seq;
             self.skip_video = true;
+            self.waiting_tracks = !1;
         }
     }
 
     /// Whether this entry is one the viewer does not get.
-    fn skips(&self, skip_video: bool, entry: &RingEntry) -> bool {
+    fn skips(&self, skip_video: bool, waiting: u64, entry: &RingEntry) -> bool {
         let RingEntry::Frame(f) = entry else {
             return false;
         };
@@ -211,7 +222,18 @@ impl WriteQueue {
             FrameKind::Audio => !self.audio_enabled,
             FrameKind::Data | FrameKind::Metadata => false,
             FrameKind::Video => {
-                !self.video_enabled || (skip_video && !f.keyframe && !f.sequence_header)
+                let t = f.tracks();
+                if !self.video_enabled {
+                    true
+                } else if f.sequence_header {
+                    false
+                } else if t.ids & 1 != 0 {
+                    skip_video && !f.keyframe
+                } else {
+                    // Only other tracks: skipped while one of them waits for a keyframe
+                    // this message is not.
+                    t.ids & waiting & !t.key_ids != 0
+                }
             }
         }
     }
@@ -249,6 +271,7 @@ impl WriteQueue {
             // Ring frames are only gathered once the client's own bytes are all in, so they
             // keep their order.
             let mut skip_video = self.skip_video;
+            let mut waiting = self.waiting_tracks;
             let mut seq = self.cursor;
             let mut event = None;
             if pending_gathered == self.pending.len() {
@@ -271,7 +294,7 @@ impl WriteQueue {
                                 self.video_withheld += 1;
                             }
                             if let Some(bytes) = encoding
-                                && !self.skips(skip_video, entry)
+                                && !self.skips(skip_video, waiting, entry)
                             {
                                 if count {
                                     self.video_sent += 1;
@@ -279,9 +302,12 @@ impl WriteQueue {
                                 if f.kind == FrameKind::Video && f.keyframe {
                                     skip_video = false;
                                 }
+                                let key_ids = f.tracks().key_ids;
+                                waiting &= !key_ids;
                                 let source = Source::Ring {
                                     seq,
                                     keyframe: f.keyframe,
+                                    key_ids,
                                 };
                                 gather.push(&mut scratch.sources, bytes, source);
                             }
@@ -359,7 +385,11 @@ impl WriteQueue {
                         self.partial = Some(front.slice(took..));
                     }
                 }
-                Source::Ring { seq, keyframe } => {
+                Source::Ring {
+                    seq,
+                    keyframe,
+                    key_ids,
+                } => {
                     if took == 0 {
                         // Not begun: the cursor stays on it. Entries skipped before it stay
                         // behind the cursor.
@@ -370,6 +400,7 @@ impl WriteQueue {
                     if keyframe {
                         self.skip_video = false;
                     }
+                    self.waiting_tracks &= !key_ids;
                     self.cursor = seq + 1;
                     if !done
                         && let Some(RingEntry::Frame(f)) = ring.get(seq)
