@@ -269,6 +269,10 @@ pub struct AppConfig {
     pub record_flush_ms: u64,
     /// URL POSTed (form-encoded, nginx-rtmp's `on_record_done`) when a file is closed; "" none.
     pub on_record_done: String,
+    /// RTMP viewers that declared no Enhanced RTMP codecs (`fourCcList`) in `connect` get
+    /// track 0 of each kind even when its codec is HEVC, AV1, VP9, Opus...: for players that
+    /// are modern but do not declare. False sends them only what legacy FLV can carry.
+    pub enhanced_to_undeclared: bool,
     /// `[app.NAME.auth]`: who may publish and play (`src/access/`).
     pub auth: AuthConfig,
 }
@@ -583,6 +587,7 @@ impl Default for AppConfig {
             allow_publish: true,
             allow_play: true,
             recordings_dir: PathBuf::new(),
+            enhanced_to_undeclared: false,
             record: RecordMode::Off,
             record_dir: PathBuf::new(),
             record_file: "{app}/{stream}-{time}.{ext}".to_owned(),
@@ -1417,7 +1422,7 @@ mod tests {
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);
-        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 20);
+        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 21);
         assert_eq!(
             document["app"]["live"]["auth"].as_table().unwrap().len(),
             15

@@ -708,6 +708,9 @@ fn client_json(c: &ClientInfo) -> Value {
         "bytes_in": c.bytes_in,
         "bytes_out": c.bytes_out,
         "dropped_frames": c.dropped_frames,
+        "track_filter": c.track_filter,
+        "video_sent": c.video_sent,
+        "video_withheld": c.video_withheld,
         "waiting": c.waiting,
         "since_ms": now.checked_sub(c.connected_for).map(unix_ms),
     })
@@ -742,6 +745,9 @@ mod tests {
             kbps_in: 1,
             kbps_out: 2,
             dropped_frames: 0,
+            track_filter: "all",
+            video_sent: 0,
+            video_withheld: 0,
             connected_for: Duration::from_secs(5),
             waiting: false,
         }

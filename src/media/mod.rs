@@ -11,6 +11,8 @@
 //! - [`flv`]: reading and writing FLV files (header, tags, back pointers).
 //! - [`flv_file`]: writing FLV recordings, and the keyframe index a closed one gets.
 //! - [`fmp4`]: fragmented MP4 for recordings (init segment, moof+mdat fragments).
+//! - [`multitrack`]: the tracks of an Enhanced RTMP v2 message (the multitrack layout), and
+//!   its track 0 as a single-track or legacy message for viewers that need that.
 //! - [`gop_cache`]: the latest group of pictures, replayed to viewers who join mid-stream.
 //! - [`track_info`]: what the admin API shows about a stream's tracks (codec, profile,
 //!   level, size, frame rate; sample rate, channels), from sequence headers and metadata.
@@ -22,4 +24,5 @@ pub mod flv;
 pub mod flv_file;
 pub mod fmp4;
 pub mod gop_cache;
+pub mod multitrack;
 pub mod track_info;

@@ -14,11 +14,13 @@
 
 use std::collections::VecDeque;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::output::OutputFormat;
+use super::output::{OutputFormat, TrackFilter};
+use crate::rtmp::capabilities::CodecSet;
 
 /// What kind of message a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,16 +69,118 @@ pub struct Frame {
     pub ingested: Instant,
     /// This shard's encodings for its FLV viewers, by `OutputFormat::slot`; made as the
     /// frame joins the ring of a stream that has viewers of that format here
-    /// (`relay/output.rs`), None otherwise.
+    /// (`relay/output.rs`), None otherwise. They encode the frame's `tracks.track0` form:
+    /// FLV viewers are of the `TrackFilter::Track0` class.
     pub encodings: [Option<Bytes>; 3],
+    /// The Enhanced RTMP tracks this frame carries, and its reduced forms for viewers that
+    /// cannot take the whole message (`media/multitrack.rs`), made once at the origin;
+    /// None for a legacy message or data (`Frame::tracks`). Shared, so a frame stays small
+    /// in the ring and crossing to another shard copies a handle.
+    pub tracks: Option<Arc<FrameTracks>>,
+}
+
+/// The tracks of a legacy message: track 0 only, the same for every viewer.
+static LEGACY_TRACKS: FrameTracks = FrameTracks {
+    ids: 1,
+    key_ids: 0,
+    codecs: CodecSet(0),
+    track0_codec: CodecSet(0),
+    track0: Reduced::Same,
+    legacy: Reduced::Same,
+};
+
+/// A reduced form of a frame: the frame itself, another message, or nothing.
+#[derive(Clone, Debug, Default)]
+pub enum Reduced {
+    /// The frame as it is.
+    #[default]
+    Same,
+    /// Another message: its shared chunk encoding, and its body when the frame is a
+    /// sequence header (re-encoded at a joining viewer's start time, like `Frame::payload`).
+    Other { bytes: Bytes, payload: Bytes },
+    /// Nothing is sent.
+    Nothing,
+}
+
+impl Reduced {
+    fn memory(&self) -> usize {
+        match self {
+            Reduced::Other { bytes, payload } => bytes.len() + payload.len(),
+            Reduced::Same | Reduced::Nothing => 0,
+        }
+    }
+}
+
+/// What the fan-out knows of a frame's tracks. The default is a legacy (or data) message:
+/// track 0 only, no FourCC, the same for every viewer.
+#[derive(Clone, Debug)]
+pub struct FrameTracks {
+    /// Track ids carried, as a bit set (`multitrack::track_bit`).
+    pub ids: u64,
+    /// Track ids this message is a keyframe of (0 for anything but a keyframe).
+    pub key_ids: u64,
+    /// The FourCC codecs of all its tracks; empty for a legacy message.
+    pub codecs: CodecSet,
+    /// The FourCC codec of its track 0; empty for a legacy message or none.
+    pub track0_codec: CodecSet,
+    /// Track 0 alone as a single-track message (Enhanced RTMP allowed).
+    pub track0: Reduced,
+    /// Track 0 in the legacy FLV layout, for viewers that declared no FourCC codec.
+    pub legacy: Reduced,
+}
+
+impl Default for FrameTracks {
+    fn default() -> FrameTracks {
+        LEGACY_TRACKS.clone()
+    }
 }
 
 impl Frame {
-    /// What a viewer of `format` is sent for this frame.
-    pub fn encoding(&self, format: OutputFormat) -> Option<&Bytes> {
+    /// What the fan-out knows of this frame's tracks.
+    pub fn tracks(&self) -> &FrameTracks {
+        self.tracks.as_deref().unwrap_or(&LEGACY_TRACKS)
+    }
+
+    /// What a viewer of `format` and track class `filter` is sent for this frame; None
+    /// when it gets nothing of it. A few comparisons, no allocation: the bytes are the
+    /// frame's own or its reduced forms', shared by every viewer of the class.
+    pub fn encoding(&self, format: OutputFormat, filter: TrackFilter) -> Option<&Bytes> {
         match format.slot() {
-            None => Some(&self.bytes),
+            None => match self.form(filter) {
+                Reduced::Same => Some(&self.bytes),
+                Reduced::Other { bytes, .. } => Some(bytes),
+                Reduced::Nothing => None,
+            },
             Some(i) => self.encodings[i].as_ref(),
+        }
+    }
+
+    /// Which form of this frame a viewer of track class `filter` gets.
+    pub fn form(&self, filter: TrackFilter) -> &Reduced {
+        let t = self.tracks();
+        match filter {
+            TrackFilter::All => &Reduced::Same,
+            TrackFilter::Track0 => &t.track0,
+            TrackFilter::Legacy => &t.legacy,
+            TrackFilter::Declared(set) => {
+                if set.covers(t.codecs) {
+                    &Reduced::Same
+                } else if !t.track0_codec.is_empty() && set.covers(t.track0_codec) {
+                    &t.track0
+                } else {
+                    &t.legacy
+                }
+            }
+        }
+    }
+
+    /// The body of the form `filter` gets, for re-encoding a sequence header or metadata
+    /// at a joining viewer's start time; None when it gets nothing.
+    pub fn payload_for(&self, filter: TrackFilter) -> Option<&Bytes> {
+        match self.form(filter) {
+            Reduced::Same => Some(&self.payload),
+            Reduced::Other { payload, .. } => Some(payload),
+            Reduced::Nothing => None,
         }
     }
 }
@@ -113,6 +217,8 @@ impl RingEntry {
                     f.bytes.len()
                         + f.payload.len()
                         + f.encodings.iter().flatten().map(Bytes::len).sum::<usize>()
+                        + f.tracks().track0.memory()
+                        + f.tracks().legacy.memory()
                 }
                 RingEntry::Event { .. } => 0,
             }
@@ -285,6 +391,7 @@ mod tests {
             payload: Bytes::new(),
             ingested: std::time::Instant::now(),
             encodings: Default::default(),
+            tracks: Default::default(),
         })
     }
 

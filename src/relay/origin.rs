@@ -11,13 +11,18 @@
 //! non-decreasing, and when a publisher comes back within the grace period its clock (which
 //! restarts near zero) is shifted to continue where the previous one stopped.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::frame::{Frame, FrameKind, RingEntry, StreamEvent};
+use super::frame::{Frame, FrameKind, FrameTracks, Reduced, RingEntry, StreamEvent};
 use crate::media::codec::{inspect_audio, inspect_video};
+use crate::media::multitrack::{
+    audio_tracks, track0_enhanced, track0_legacy_audio, track0_legacy_video, video_tracks,
+};
 use crate::rtmp::MediaKind;
+use crate::rtmp::capabilities::CodecSet;
 use crate::rtmp::chunk::encode_shared;
 use crate::rtmp::message::MessageType;
 
@@ -105,7 +110,7 @@ impl Origin {
         payload: Bytes,
         now: Instant,
     ) -> Frame {
-        let (frame_kind, keyframe, sequence_header) = match kind {
+        let (frame_kind, mut keyframe, sequence_header) = match kind {
             MediaKind::Video => {
                 let info = inspect_video(&payload);
                 (
@@ -125,6 +130,17 @@ impl Origin {
         };
         let timestamp = self.timestamp(frame_kind, publisher_ts);
         let bytes = encode_shared(kind.type_id(), timestamp, &payload, self.chunk_size);
+        let tracks = frame_tracks(
+            kind,
+            &payload,
+            keyframe,
+            sequence_header,
+            timestamp,
+            self.chunk_size,
+        );
+        // The GOP cache and the slow-viewer skip restart at keyframes of the default track
+        // (track 0); another track's keyframe only starts that track (`FrameTracks::key_ids`).
+        keyframe &= tracks.as_ref().is_none_or(|t| t.ids & 1 != 0);
         Frame {
             seq: self.number(),
             kind: frame_kind,
@@ -139,6 +155,7 @@ impl Origin {
             },
             ingested: now,
             encodings: Default::default(),
+            tracks,
         }
     }
 
@@ -172,6 +189,7 @@ impl Origin {
             payload: if metadata { payload } else { Bytes::new() },
             ingested: now,
             encodings: Default::default(),
+            tracks: Default::default(),
         }
     }
 
@@ -208,6 +226,7 @@ impl Origin {
             payload: Bytes::new(),
             ingested: now,
             encodings: Default::default(),
+            tracks: Default::default(),
         }
     }
 
@@ -217,6 +236,75 @@ impl Origin {
             event,
         }
     }
+}
+
+/// The tracks of an audio or video message and its reduced forms (`media/multitrack.rs`),
+/// made here once for every viewer on every shard. A legacy message is track 0 and the
+/// same for everyone; an enhanced single-track message is its own track-0 form and has a
+/// legacy form only when its codec has a legacy id; a multitrack message has both reduced
+/// forms made from its track 0, when it has one.
+fn frame_tracks(
+    kind: MediaKind,
+    payload: &Bytes,
+    keyframe: bool,
+    sequence_header: bool,
+    timestamp: u32,
+    chunk_size: u32,
+) -> Option<Arc<FrameTracks>> {
+    let parsed = match kind {
+        MediaKind::Video => video_tracks(payload),
+        MediaKind::Audio => audio_tracks(payload),
+    };
+    let Some(parsed) = parsed else {
+        // An enhanced message that is no track (a command frame, a truncated header) is
+        // nothing a legacy parser should see; a legacy message is the same for everyone.
+        let enhanced = match kind {
+            MediaKind::Video => payload.first().is_some_and(|b| b & 0x80 != 0),
+            MediaKind::Audio => payload.first().is_some_and(|b| b >> 4 == 9),
+        };
+        return enhanced.then(|| {
+            Arc::new(FrameTracks {
+                legacy: Reduced::Nothing,
+                ..FrameTracks::default()
+            })
+        });
+    };
+    let ids = parsed.id_mask();
+    let codecs = parsed
+        .tracks
+        .iter()
+        .fold(CodecSet::default(), |set, t| set.with(&t.fourcc));
+    let track0_codec = parsed
+        .track(0)
+        .map_or(CodecSet::default(), |t| CodecSet::of(&t.fourcc));
+    let reduced = |body: Option<Vec<u8>>| match body {
+        None => Reduced::Nothing,
+        Some(body) => Reduced::Other {
+            bytes: encode_shared(kind.type_id(), timestamp, &body, chunk_size),
+            payload: if sequence_header {
+                Bytes::from(body)
+            } else {
+                Bytes::new()
+            },
+        },
+    };
+    let track0 = if parsed.multitrack.is_none() {
+        Reduced::Same
+    } else {
+        reduced(track0_enhanced(payload, &parsed))
+    };
+    let legacy = reduced(match kind {
+        MediaKind::Video => track0_legacy_video(payload, &parsed),
+        MediaKind::Audio => track0_legacy_audio(payload, &parsed),
+    });
+    Some(Arc::new(FrameTracks {
+        ids,
+        key_ids: if keyframe { ids } else { 0 },
+        codecs,
+        track0_codec,
+        track0,
+        legacy,
+    }))
 }
 
 #[cfg(test)]

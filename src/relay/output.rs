@@ -10,12 +10,20 @@
 //! then writes those same bytes, as RTMP viewers write `Frame::bytes`. The payload comes
 //! from the RTMP encoding itself (`chunk::shared_payload_pieces`), so a frame never keeps
 //! its payload twice.
+//!
+//! What a viewer can play is part of its output class too: an Enhanced RTMP message (a
+//! FourCC codec, several tracks) is sent whole only to viewers that declared its codecs in
+//! `connect`; others get one of the frame's reduced forms (`Frame::tracks`, made once at
+//! the origin), chosen by their [`TrackFilter`]. There are four filter kinds and a
+//! declared set is a 32-bit codec mask, so every viewer of a class writes the same shared
+//! bytes and choosing costs a few comparisons per message, never an allocation.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::frame::{Frame, FrameKind};
+use super::frame::{Frame, FrameKind, Reduced};
 use crate::http::{response, websocket};
 use crate::media::flv::{BACK_POINTER_LEN, TAG_HEADER_LEN};
+use crate::rtmp::capabilities::CodecSet;
 use crate::rtmp::chunk::shared_payload_pieces;
 use crate::rtmp::message::MessageType;
 
@@ -60,6 +68,53 @@ impl OutputFormat {
     }
 }
 
+/// Which tracks of an Enhanced RTMP stream a viewer gets, and in which layout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum TrackFilter {
+    /// Every message as published, multitrack included.
+    All,
+    /// Track 0 of each kind, as single-track messages, FourCC codecs allowed: HTTP-FLV and
+    /// WebSocket-FLV viewers (mpegts.js and flv.js play HEVC/AV1 in Enhanced FLV but not
+    /// multitrack), and undeclared RTMP viewers with `enhanced_to_undeclared = true`.
+    Track0,
+    /// Track 0 of each kind in the legacy FLV layout, and nothing a legacy parser cannot
+    /// read: RTMP viewers that declared no `fourCcList` (ffmpeg 5.1, rtmpdump).
+    #[default]
+    Legacy,
+    /// A viewer that declared these codecs: whole messages whose codecs it all declared,
+    /// else track 0 when it declared that track's codec, else the legacy form.
+    Declared(CodecSet),
+}
+
+impl TrackFilter {
+    /// The class of an RTMP viewer that declared `playable` (empty: declared nothing).
+    pub fn for_rtmp(
+        declared: bool,
+        playable: CodecSet,
+        enhanced_to_undeclared: bool,
+    ) -> TrackFilter {
+        if playable == CodecSet::ALL {
+            TrackFilter::All
+        } else if declared {
+            TrackFilter::Declared(playable)
+        } else if enhanced_to_undeclared {
+            TrackFilter::Track0
+        } else {
+            TrackFilter::Legacy
+        }
+    }
+
+    /// A short name for the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            TrackFilter::All => "all",
+            TrackFilter::Track0 => "track0",
+            TrackFilter::Legacy => "legacy",
+            TrackFilter::Declared(_) => "declared",
+        }
+    }
+}
+
 fn type_id(kind: FrameKind) -> u8 {
     match kind {
         FrameKind::Audio => MessageType::Audio.id(),
@@ -87,10 +142,20 @@ pub fn frame_flv(format: OutputFormat, body: &[u8]) -> Bytes {
     out.freeze()
 }
 
-/// The FLV tag of `f` at timestamp `timestamp` (a joining viewer's headers are restamped).
-pub fn flv_tag(f: &Frame, timestamp: u32, chunk_size: u32) -> BytesMut {
+/// The FLV tag of `f` at timestamp `timestamp` (a joining viewer's headers are restamped),
+/// in the form FLV viewers get (`TrackFilter::Track0`); None when they get nothing of it.
+pub fn flv_tag(f: &Frame, timestamp: u32, chunk_size: u32) -> Option<BytesMut> {
+    let chunks = match &f.tracks().track0 {
+        Reduced::Same => &f.bytes,
+        Reduced::Other { bytes, .. } => bytes,
+        Reduced::Nothing => return None,
+    };
+    Some(flv_tag_of(chunks, f, timestamp, chunk_size))
+}
+
+fn flv_tag_of(chunks: &Bytes, f: &Frame, timestamp: u32, chunk_size: u32) -> BytesMut {
     let kind = type_id(f.kind);
-    let len: usize = shared_payload_pieces(&f.bytes, kind, f.timestamp, chunk_size)
+    let len: usize = shared_payload_pieces(chunks, kind, f.timestamp, chunk_size)
         .map(<[u8]>::len)
         .sum();
     let mut tag = BytesMut::with_capacity(TAG_HEADER_LEN + len + BACK_POINTER_LEN);
@@ -99,16 +164,17 @@ pub fn flv_tag(f: &Frame, timestamp: u32, chunk_size: u32) -> BytesMut {
     tag.put_uint(u64::from(timestamp & 0x00FF_FFFF), 3);
     tag.put_u8((timestamp >> 24) as u8);
     tag.put_uint(0, 3);
-    for piece in shared_payload_pieces(&f.bytes, kind, f.timestamp, chunk_size) {
+    for piece in shared_payload_pieces(chunks, kind, f.timestamp, chunk_size) {
         tag.put_slice(piece);
     }
     tag.put_u32((TAG_HEADER_LEN + len) as u32);
     tag
 }
 
-/// `f` encoded for `format`: its FLV tag in that format's framing.
-pub fn encode(f: &Frame, format: OutputFormat, chunk_size: u32) -> Bytes {
-    frame_flv(format, &flv_tag(f, f.timestamp, chunk_size))
+/// `f` encoded for `format`: its FLV tag in that format's framing; None when FLV viewers
+/// get nothing of it.
+pub fn encode(f: &Frame, format: OutputFormat, chunk_size: u32) -> Option<Bytes> {
+    Some(frame_flv(format, &flv_tag(f, f.timestamp, chunk_size)?))
 }
 
 /// The FLV file header (signature, version, audio/video flags) and `PreviousTagSize0`.
@@ -136,6 +202,7 @@ mod tests {
             payload: Bytes::new(),
             ingested: Instant::now(),
             encodings: Default::default(),
+            tracks: Default::default(),
         }
     }
 
@@ -149,7 +216,7 @@ mod tests {
         ];
         let mut file = flv_header(true, true).to_vec();
         for f in &frames {
-            file.extend_from_slice(&encode(f, OutputFormat::HttpFlv, 128));
+            file.extend_from_slice(&encode(f, OutputFormat::HttpFlv, 128).unwrap());
         }
         let (_, reader) = FlvReader::new(Bytes::from(file)).unwrap();
         let tags: Vec<_> = reader.collect::<Result<_, _>>().unwrap();
@@ -163,8 +230,8 @@ mod tests {
     #[test]
     fn transports_frame_the_same_tag() {
         let f = frame(FrameKind::Audio, 1, &[0xAF, 1, 2, 3], 4096);
-        let bare = encode(&f, OutputFormat::HttpFlv, 4096);
-        let chunked = encode(&f, OutputFormat::HttpFlvChunked, 4096);
+        let bare = encode(&f, OutputFormat::HttpFlv, 4096).unwrap();
+        let chunked = encode(&f, OutputFormat::HttpFlvChunked, 4096).unwrap();
         assert_eq!(
             &chunked[..],
             [
@@ -174,7 +241,7 @@ mod tests {
             ]
             .concat()
         );
-        let ws = encode(&f, OutputFormat::WebSocketFlv, 4096);
+        let ws = encode(&f, OutputFormat::WebSocketFlv, 4096).unwrap();
         assert_eq!(ws[0], 0x82);
         assert_eq!(usize::from(ws[1]), bare.len());
         assert_eq!(&ws[2..], &bare[..]);

@@ -42,7 +42,7 @@ use super::frame::{FrameRing, RingEntry, StreamEvent};
 use super::http_viewer::HttpRequest;
 use super::message::{AdminRefusal, ShardId, ShardMessage};
 use super::origin::Origin;
-use super::output::OutputFormat;
+use super::output::{OutputFormat, TrackFilter};
 use super::rate::RATE_SAMPLE_INTERVAL;
 use super::recorder::{RecordOp, RecordSettings, RecordStatus, Recorder, RecordingId};
 use super::slab::Slab;
@@ -1495,6 +1495,13 @@ impl Shard {
         };
         let app_name = c.session.app().to_owned();
         let app = self.config.app(&app_name).cloned().unwrap_or_default();
+        // What this viewer can play decides which of each frame's forms it is sent.
+        let caps = c.session.capabilities();
+        let filter =
+            TrackFilter::for_rtmp(caps.declared, caps.playable(), app.enhanced_to_undeclared);
+        if let Some(c) = self.clients.get_mut(id.0) {
+            c.queue.filter = filter;
+        }
         let name: StreamName = format!("{app_name}/{key}").into();
         // A live stream wins; otherwise a recording of that name, if the app has them.
         if let Some(dir) = app.recordings_dir()
@@ -2392,6 +2399,9 @@ impl Shard {
                 kbps_in,
                 kbps_out,
                 dropped_frames: c.queue.dropped_frames,
+                track_filter: c.queue.filter.name(),
+                video_sent: c.queue.video_sent,
+                video_withheld: c.queue.video_withheld,
                 connected_for: now.saturating_duration_since(c.accepted),
                 waiting: matches!(
                     c.role,
@@ -2433,17 +2443,15 @@ impl Shard {
                     live: s.live,
                     file: s.file.is_some(),
                     video: s
-                        .video_header
-                        .as_ref()
+                        .video_header()
                         .and_then(|h| inspect_video(&h.payload))
                         .map(|i| i.codec),
                     audio: s
-                        .audio_header
-                        .as_ref()
+                        .audio_header()
                         .and_then(|h| inspect_audio(&h.payload))
                         .map(|i| i.codec),
-                    video_header: header(&s.video_header),
-                    audio_header: header(&s.audio_header),
+                    video_header: s.video_header().map(|f| f.payload.clone()),
+                    audio_header: s.audio_header().map(|f| f.payload.clone()),
                     metadata: header(&s.metadata),
                     viewers: s.viewers.len(),
                     waiting: s.waiting.len(),

@@ -118,6 +118,12 @@ pub struct ClientInfo {
     pub kbps_out: u64,
     /// Video frames this viewer did not get because it fell behind.
     pub dropped_frames: u64,
+    /// Which tracks it is sent (`TrackFilter::name`: all, declared, track0, legacy).
+    pub track_filter: &'static str,
+    /// Video messages sent to it, and withheld because it cannot play them (an Enhanced
+    /// RTMP codec it did not declare, with no legacy form).
+    pub video_sent: u64,
+    pub video_withheld: u64,
     /// How long it has been connected.
     pub connected_for: Duration,
     /// A viewer waiting for its stream's publisher.

@@ -13,15 +13,18 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
 use super::client::{Client, ClientId};
 use super::directory::StreamName;
 use super::file_source::FileSource;
 use super::frame::{Frame, FrameKind, FrameRing, RingEntry, StreamEvent};
-use super::output::{self, OutputFormat};
+use super::output::{self, OutputFormat, TrackFilter};
 use super::rate::RateWindow;
 use super::slab::{Key, Slab};
 use crate::config::FlushOn;
 use crate::media::gop_cache::{CachedMessage, GopCache, GopCacheLimits};
+use crate::media::multitrack::MAX_TRACKS;
 use crate::performance::{MAX_HOLD, RING_BACKLOG_FACTOR, RING_MIN_BYTES, VIDEO_GONE};
 use crate::rtmp::chunk::encode_shared;
 use crate::rtmp::message::MessageType;
@@ -72,8 +75,8 @@ pub struct StreamSnapshot {
     pub next_seq: u64,
     pub live: bool,
     pub metadata: Option<Frame>,
-    pub video_header: Option<Frame>,
-    pub audio_header: Option<Frame>,
+    pub video_headers: Vec<Frame>,
+    pub audio_headers: Vec<Frame>,
     pub gop: Vec<Frame>,
     /// The newest audio and video timestamps the stream has sent.
     pub newest: NewestTimestamps,
@@ -93,8 +96,11 @@ pub struct LocalStream {
     pub ring: FrameRing,
     gop: Option<GopCache<Frame>>,
     pub(crate) metadata: Option<Frame>,
-    pub(crate) video_header: Option<Frame>,
-    pub(crate) audio_header: Option<Frame>,
+    /// The sequence headers a joining viewer needs, per kind: one per track (Enhanced RTMP
+    /// multitrack), or one message covering several tracks; at most `MAX_TRACKS`, newest
+    /// last (`remember_header`).
+    pub(crate) video_headers: Vec<Frame>,
+    pub(crate) audio_headers: Vec<Frame>,
     newest: NewestTimestamps,
     /// A source is sending.
     pub live: bool,
@@ -148,8 +154,8 @@ impl LocalStream {
             settings,
             ring: FrameRing::new(0),
             metadata: None,
-            video_header: None,
-            audio_header: None,
+            video_headers: Vec::new(),
+            audio_headers: Vec::new(),
             newest: NewestTimestamps::default(),
             live: false,
             viewers: Vec::new(),
@@ -204,6 +210,16 @@ impl LocalStream {
         !self.viewers.is_empty() || !self.waiting.is_empty()
     }
 
+    /// The video sequence header of track 0 (the newest that covers it), for the API.
+    pub fn video_header(&self) -> Option<&Frame> {
+        track0_header(&self.video_headers)
+    }
+
+    /// The audio sequence header of track 0, for the API.
+    pub fn audio_header(&self) -> Option<&Frame> {
+        track0_header(&self.audio_headers)
+    }
+
     /// Bytes the GOP cache holds.
     pub fn gop_bytes(&self) -> usize {
         self.gop.as_ref().map_or(0, GopCache::bytes)
@@ -214,8 +230,8 @@ impl LocalStream {
             next_seq: self.ring.next_seq(),
             live: self.live,
             metadata: self.metadata.clone(),
-            video_header: self.video_header.clone(),
-            audio_header: self.audio_header.clone(),
+            video_headers: self.video_headers.clone(),
+            audio_headers: self.audio_headers.clone(),
             gop: self
                 .gop
                 .as_ref()
@@ -250,8 +266,8 @@ impl LocalStream {
             self.ring.restart_at(snap.next_seq);
             self.origin_offset = 0;
             self.metadata = snap.metadata;
-            self.video_header = snap.video_header;
-            self.audio_header = snap.audio_header;
+            self.video_headers = snap.video_headers;
+            self.audio_headers = snap.audio_headers;
             self.newest = snap.newest;
             if let Some(gop) = self.gop.as_mut() {
                 gop.clear();
@@ -281,15 +297,19 @@ impl LocalStream {
             (None, Some(_)) => true,
         };
         let mut news = Vec::new();
+        // After a republish this shard has none (the event cleared them): the new
+        // publisher's, when the origin has them already, all go.
+        if changed(&self.metadata, &snap.metadata) {
+            news.extend(snap.metadata);
+        }
         for (mine, theirs) in [
-            (&self.metadata, snap.metadata),
-            (&self.video_header, snap.video_header),
-            (&self.audio_header, snap.audio_header),
+            (&self.video_headers, snap.video_headers),
+            (&self.audio_headers, snap.audio_headers),
         ] {
-            // After a republish this shard has none (the event cleared them): the new
-            // publisher's, when the origin has them already, all go.
-            if changed(mine, &theirs) {
-                news.extend(theirs);
+            for h in theirs {
+                if !mine.iter().any(|m| m.payload == h.payload) {
+                    news.push(h);
+                }
             }
         }
         if resumed {
@@ -373,8 +393,8 @@ impl LocalStream {
                     // The new publisher starts with its own metadata, codec headers and a
                     // keyframe; the old publisher's are not served in their place.
                     self.metadata = None;
-                    self.video_header = None;
-                    self.audio_header = None;
+                    self.video_headers.clear();
+                    self.audio_headers.clear();
                     if let Some(gop) = self.gop.as_mut() {
                         gop.clear();
                     }
@@ -416,7 +436,7 @@ impl LocalStream {
         for format in OutputFormat::FLV {
             let Some(slot) = format.slot() else { continue };
             if self.flv_viewers[slot] > 0 && f.encodings[slot].is_none() {
-                f.encodings[slot] = Some(output::encode(f, format, self.settings.chunk_size));
+                f.encodings[slot] = output::encode(f, format, self.settings.chunk_size);
             }
         }
     }
@@ -428,8 +448,8 @@ impl LocalStream {
             FrameKind::Metadata | FrameKind::Data => {}
         }
         match f.kind {
-            FrameKind::Video if f.sequence_header => self.video_header = Some(f.clone()),
-            FrameKind::Audio if f.sequence_header => self.audio_header = Some(f.clone()),
+            FrameKind::Video if f.sequence_header => remember_header(&mut self.video_headers, f),
+            FrameKind::Audio if f.sequence_header => remember_header(&mut self.audio_headers, f),
             FrameKind::Metadata => self.metadata = Some(f.clone()),
             _ => {
                 if let Some(gop) = self.gop.as_mut() {
@@ -470,24 +490,42 @@ impl LocalStream {
             .or(any_start)
             .unwrap_or(0);
         let chunk_size = self.settings.chunk_size;
+        let filter = client.queue.filter;
         let restamp =
-            |f: &Frame, type_id: u8, ts: u32| encode_shared(type_id, ts, &f.payload, chunk_size);
+            |payload: &Bytes, type_id: u8, ts: u32| encode_shared(type_id, ts, payload, chunk_size);
         let queue = &mut client.queue;
         // Metadata goes at time 0: players (ffmpeg's FLV reader among them) take an
         // `onMetaData` stamped later for a text track.
         if let Some(m) = &self.metadata {
-            queue.push_pending(restamp(m, MessageType::DataAmf0.id(), 0));
+            queue.push_pending(restamp(&m.payload, MessageType::DataAmf0.id(), 0));
         }
-        if let Some(h) = &self.video_header {
-            queue.push_pending(restamp(h, MessageType::Video.id(), video_ts));
+        // Every track's configuration, in the form this viewer's class gets, before any
+        // frame.
+        for (headers, type_id, ts) in [
+            (&self.video_headers, MessageType::Video.id(), video_ts),
+            (&self.audio_headers, MessageType::Audio.id(), audio_ts),
+        ] {
+            for h in headers {
+                if let Some(payload) = h.payload_for(filter) {
+                    queue.push_pending(restamp(payload, type_id, ts));
+                }
+            }
         }
-        if let Some(h) = &self.audio_header {
-            queue.push_pending(restamp(h, MessageType::Audio.id(), audio_ts));
+        if !self.video_headers.is_empty()
+            && !self
+                .video_headers
+                .iter()
+                .any(|h| h.payload_for(filter).is_some())
+        {
+            let codecs: Vec<String> = self.video_headers.iter().map(header_codec).collect();
+            tracing::warn!(stream = %self.name, viewer = %client.conn, peer = %client.addr, filter = filter.name(), codecs = ?codecs, "viewer gets no video: the stream's video codec has no legacy FLV id and the viewer declared no fourCcList (Enhanced RTMP codecs) in connect");
         }
         // The join ends when the first byte after what is queued so far is written.
         let join_target = queue.bytes_sent + queue.pending_bytes() as u64 + 1;
-        for f in &gop {
-            queue.push_pending(f.bytes.clone());
+        for f in first_keyframes(&gop) {
+            if let Some(bytes) = f.encoding(OutputFormat::Rtmp, filter) {
+                queue.push_pending(bytes.clone());
+            }
         }
         if !self.gop.as_ref().is_some_and(|g| g.starts_with_keyframe()) {
             // Inter frames before a first keyframe cannot be decoded.
@@ -518,8 +556,8 @@ impl LocalStream {
         let chunk_size = self.settings.chunk_size;
         let framed = |body: &[u8]| output::frame_flv(format, body);
         queue.push_pending(framed(&output::flv_header(
-            self.audio_header.is_some(),
-            self.video_header.is_some() || self.audio_header.is_none(),
+            !self.audio_headers.is_empty(),
+            !self.video_headers.is_empty() || self.audio_headers.is_empty(),
         )));
         let gop: Vec<&Frame> = self
             .gop
@@ -536,20 +574,25 @@ impl LocalStream {
             .or(self.newest.audio)
             .or(any_start)
             .unwrap_or(0);
-        for (frame, ts) in [
-            (&self.metadata, 0),
-            (&self.video_header, video_ts),
-            (&self.audio_header, audio_ts),
-        ] {
-            if let Some(f) = frame {
-                queue.push_pending(framed(&output::flv_tag(f, ts, chunk_size)));
+        queue.filter = TrackFilter::Track0;
+        let headers = self
+            .metadata
+            .iter()
+            .map(|f| (f, 0))
+            .chain(self.video_headers.iter().map(|f| (f, video_ts)))
+            .chain(self.audio_headers.iter().map(|f| (f, audio_ts)));
+        for (f, ts) in headers {
+            if let Some(tag) = output::flv_tag(f, ts, chunk_size) {
+                queue.push_pending(framed(&tag));
             }
         }
         let join_target = queue.bytes_sent + queue.pending_bytes() as u64 + 1;
-        for f in &gop {
+        for f in first_keyframes(&gop) {
             match &f.encodings[slot] {
                 Some(bytes) => queue.push_pending(bytes.clone()),
-                None => queue.push_pending(output::encode(f, format, chunk_size)),
+                None => {
+                    queue.push_pending(output::encode(f, format, chunk_size).unwrap_or_default())
+                }
             }
         }
         if !self.gop.as_ref().is_some_and(|g| g.starts_with_keyframe()) {
@@ -593,6 +636,50 @@ impl LocalStream {
     }
 }
 
+/// Keeps sequence header `f`: it replaces the headers of the tracks it carries, except one
+/// that still covers another track too (a ManyTracks header of tracks 0 and 1 followed by
+/// a new one for track 1 alone keeps both, in order, so the newest wins for track 1).
+fn remember_header(headers: &mut Vec<Frame>, f: &Frame) {
+    let ids = f.tracks().ids;
+    headers.retain(|h| h.tracks().ids & !ids != 0);
+    if headers.len() >= MAX_TRACKS {
+        headers.remove(0);
+    }
+    headers.push(f.clone());
+}
+
+fn track0_header(headers: &[Frame]) -> Option<&Frame> {
+    headers
+        .iter()
+        .rev()
+        .find(|h| h.tracks().ids & 1 != 0)
+        .or(headers.first())
+}
+
+/// The codec a header names, for the log.
+fn header_codec(h: &Frame) -> String {
+    crate::media::codec::inspect_video(&h.payload)
+        .map_or_else(|| "unknown".to_owned(), |i| format!("{:?}", i.codec))
+}
+
+/// The GOP frames a joining viewer is sent: each video track starts at one of its own
+/// keyframes, so a message of tracks none of which has had a keyframe yet in the cache is
+/// left out (the GOP itself starts at a keyframe of track 0; another track's first frames
+/// in it may be inter frames).
+fn first_keyframes<'a>(gop: &[&'a Frame]) -> impl Iterator<Item = &'a Frame> {
+    let mut started = 0u64;
+    gop.iter().copied().filter(move |f| {
+        if f.kind != FrameKind::Video {
+            return true;
+        }
+        started |= f.tracks().key_ids;
+        if f.keyframe {
+            started |= f.tracks().ids;
+        }
+        f.tracks().ids & started != 0
+    })
+}
+
 fn cached(f: Frame) -> CachedMessage<Frame> {
     CachedMessage {
         timestamp: f.timestamp,
@@ -632,6 +719,7 @@ mod tests {
             payload: Bytes::from_static(b"x"),
             ingested: Instant::now(),
             encodings: Default::default(),
+            tracks: Default::default(),
         })
     }
 

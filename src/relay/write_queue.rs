@@ -25,7 +25,7 @@ use bytes::Bytes;
 
 use super::client::ClientId;
 use super::frame::{FrameKind, FrameRing, RingEntry, StreamEvent};
-use super::output::OutputFormat;
+use super::output::{OutputFormat, TrackFilter};
 use crate::performance::{MAX_IOVECS, MAX_WRITE_BYTES};
 
 /// Where the relay's writes go: the driver's sockets, by client. The relay decides what
@@ -43,7 +43,11 @@ pub trait Transmit {
 enum Source {
     Partial,
     Pending,
-    Ring { seq: u64, keyframe: bool },
+    Ring {
+        seq: u64,
+        keyframe: bool,
+        key_ids: u64,
+    },
 }
 
 /// Reusable buffers for flushes, one per shard, so a flush allocates nothing.
@@ -106,6 +110,9 @@ pub struct WriteQueue {
     /// The next ring entry to send.
     cursor: u64,
     skip_video: bool,
+    /// Video tracks other than track 0 (Enhanced RTMP multitrack) that wait for a keyframe
+    /// of their own since video was last skipped: each resumes at its own keyframe.
+    waiting_tracks: u64,
     audio_enabled: bool,
     video_enabled: bool,
     /// Video frames this viewer did not get because it fell behind.
@@ -114,6 +121,16 @@ pub struct WriteQueue {
     pub bytes_sent: u64,
     /// Which of a frame's encodings this client is sent.
     pub format: OutputFormat,
+    /// Which tracks, in which layout (Enhanced RTMP gating, `relay/output.rs`).
+    pub filter: TrackFilter,
+    /// Video messages this viewer was not sent because it cannot play them (a FourCC
+    /// codec it did not declare, with no legacy form).
+    pub video_withheld: u64,
+    /// Video messages gathered for this viewer.
+    pub video_sent: u64,
+    /// The ring entries before this one are counted in the two counters above (a blocked
+    /// write gathers them again).
+    counted_to: u64,
 }
 
 impl WriteQueue {
@@ -124,11 +141,16 @@ impl WriteQueue {
             pending_bytes: 0,
             cursor,
             skip_video: false,
+            waiting_tracks: 0,
             audio_enabled: true,
             video_enabled: true,
             dropped_frames: 0,
             bytes_sent: 0,
             format: OutputFormat::Rtmp,
+            filter: TrackFilter::All,
+            video_withheld: 0,
+            video_sent: 0,
+            counted_to: 0,
         }
     }
 
@@ -160,6 +182,7 @@ impl WriteQueue {
     pub fn set_video(&mut self, enabled: bool) {
         if enabled && !self.video_enabled {
             self.skip_video = true;
+            self.waiting_tracks = !1;
         }
         self.video_enabled = enabled;
     }
@@ -167,6 +190,7 @@ impl WriteQueue {
     /// Starts skipping video until the next keyframe.
     pub fn skip_to_keyframe(&mut self) {
         self.skip_video = true;
+        self.waiting_tracks = !1;
     }
 
     pub fn is_skipping_video(&self) -> bool {
@@ -185,11 +209,12 @@ impl WriteQueue {
             self.dropped_frames += seq.saturating_sub(self.cursor);
             self.cursor = seq;
             self.skip_video = true;
+            self.waiting_tracks = !1;
         }
     }
 
     /// Whether this entry is one the viewer does not get.
-    fn skips(&self, skip_video: bool, entry: &RingEntry) -> bool {
+    fn skips(&self, skip_video: bool, waiting: u64, entry: &RingEntry) -> bool {
         let RingEntry::Frame(f) = entry else {
             return false;
         };
@@ -197,7 +222,18 @@ impl WriteQueue {
             FrameKind::Audio => !self.audio_enabled,
             FrameKind::Data | FrameKind::Metadata => false,
             FrameKind::Video => {
-                !self.video_enabled || (skip_video && !f.keyframe && !f.sequence_header)
+                let t = f.tracks();
+                if !self.video_enabled {
+                    true
+                } else if f.sequence_header {
+                    false
+                } else if t.ids & 1 != 0 {
+                    skip_video && !f.keyframe
+                } else {
+                    // Only other tracks: skipped while one of them waits for a keyframe
+                    // this message is not.
+                    t.ids & waiting & !t.key_ids != 0
+                }
             }
         }
     }
@@ -235,6 +271,7 @@ impl WriteQueue {
             // Ring frames are only gathered once the client's own bytes are all in, so they
             // keep their order.
             let mut skip_video = self.skip_video;
+            let mut waiting = self.waiting_tracks;
             let mut seq = self.cursor;
             let mut event = None;
             if pending_gathered == self.pending.len() {
@@ -246,16 +283,31 @@ impl WriteQueue {
                             break;
                         }
                         RingEntry::Frame(f) => {
-                            // A frame without this viewer's encoding came before it joined.
-                            if let Some(bytes) = f.encoding(self.format)
-                                && !self.skips(skip_video, entry)
+                            // A frame without this viewer's encoding came before it joined,
+                            // or is one it cannot play.
+                            let encoding = f.encoding(self.format, self.filter);
+                            let count = f.kind == FrameKind::Video && seq >= self.counted_to;
+                            if count {
+                                self.counted_to = seq + 1;
+                            }
+                            if count && encoding.is_none() {
+                                self.video_withheld += 1;
+                            }
+                            if let Some(bytes) = encoding
+                                && !self.skips(skip_video, waiting, entry)
                             {
+                                if count {
+                                    self.video_sent += 1;
+                                }
                                 if f.kind == FrameKind::Video && f.keyframe {
                                     skip_video = false;
                                 }
+                                let key_ids = f.tracks().key_ids;
+                                waiting &= !key_ids;
                                 let source = Source::Ring {
                                     seq,
                                     keyframe: f.keyframe,
+                                    key_ids,
                                 };
                                 gather.push(&mut scratch.sources, bytes, source);
                             }
@@ -333,7 +385,11 @@ impl WriteQueue {
                         self.partial = Some(front.slice(took..));
                     }
                 }
-                Source::Ring { seq, keyframe } => {
+                Source::Ring {
+                    seq,
+                    keyframe,
+                    key_ids,
+                } => {
                     if took == 0 {
                         // Not begun: the cursor stays on it. Entries skipped before it stay
                         // behind the cursor.
@@ -344,10 +400,11 @@ impl WriteQueue {
                     if keyframe {
                         self.skip_video = false;
                     }
+                    self.waiting_tracks &= !key_ids;
                     self.cursor = seq + 1;
                     if !done
                         && let Some(RingEntry::Frame(f)) = ring.get(seq)
-                        && let Some(bytes) = f.encoding(self.format)
+                        && let Some(bytes) = f.encoding(self.format, self.filter)
                     {
                         self.partial = Some(bytes.slice(took..));
                     }
@@ -378,6 +435,7 @@ mod tests {
             payload: Bytes::new(),
             ingested: std::time::Instant::now(),
             encodings: Default::default(),
+            tracks: Default::default(),
         })
     }
 
@@ -392,6 +450,7 @@ mod tests {
             payload: Bytes::new(),
             ingested: std::time::Instant::now(),
             encodings: Default::default(),
+            tracks: Default::default(),
         })
     }
 

@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::SessionError;
 use super::amf0::Amf0Value;
+use super::capabilities::Capabilities;
 use super::chunk::{DecoderLimits, SHARED_STREAM_ID};
 use super::command::{Command, DataMessage, ON_METADATA, SET_DATA_FRAME, status};
 use super::control::{ControlMessage, UserControlEvent};
@@ -117,6 +118,9 @@ pub struct ClientSession {
     /// The NetStream id the server created for us.
     stream_id: Option<u32>,
     events: VecDeque<ClientEvent>,
+    /// What the server declared in the `_result` of `connect` (Enhanced RTMP codecs,
+    /// `capsEx`), once it came.
+    server_capabilities: Option<Capabilities>,
 }
 
 impl ClientSession {
@@ -134,8 +138,15 @@ impl ClientSession {
             intent: Intent::None,
             stream_id: None,
             events: VecDeque::new(),
+            server_capabilities: None,
             config,
         }
+    }
+
+    /// The server's Enhanced RTMP capabilities, from the `_result` of `connect` (None
+    /// before it came).
+    pub fn server_capabilities(&self) -> Option<&Capabilities> {
+        self.server_capabilities.as_ref()
     }
 
     pub fn feed(&mut self, input: Bytes) -> Result<(), SessionError> {
@@ -358,6 +369,7 @@ impl ClientSession {
         };
         match cmd.name.as_str() {
             "_result" if cmd.transaction_id == tid::CONNECT => {
+                self.server_capabilities = Some(Capabilities::from_connect(&cmd.command_object));
                 self.connected = true;
                 self.events.push_back(ClientEvent::Connected);
                 self.start_intent();

@@ -11,6 +11,8 @@
 //! - `control.rs`: protocol control and user control messages.
 //! - `amf0.rs`, `amf3.rs`: the value encodings commands and data messages use;
 //!   `command.rs`: commands (`connect`, `publish`, `play`, `onStatus`...) and data messages.
+//! - `capabilities.rs`: Enhanced RTMP capability negotiation (`fourCcList`, `capsEx`) in
+//!   `connect` and its `_result`.
 //! - `aggregate.rs`: aggregate messages (type 22) split into the messages they carry.
 //! - `session.rs`: acknowledgements, pings and chunk sizes, shared by both roles.
 //! - `server_session.rs` and `client_session.rs`: the two roles as sessions with an event
@@ -21,6 +23,7 @@
 pub mod aggregate;
 pub mod amf0;
 pub mod amf3;
+pub mod capabilities;
 pub mod chunk;
 pub mod client_session;
 pub mod command;
@@ -32,6 +35,7 @@ mod session;
 
 use thiserror::Error;
 
+pub use capabilities::Capabilities;
 pub use chunk::{ChunkDecoder, ChunkEncoder, DecoderLimits};
 pub use client_session::{ClientEvent, ClientSession, ClientSessionConfig};
 pub use message::{MessageType, RtmpMessage};

@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use super::SessionError;
 use super::amf0::Amf0Value;
+use super::capabilities::{self, Capabilities};
 use super::chunk::DecoderLimits;
 use super::command::{Command, DataMessage, SET_DATA_FRAME, on_status, status, status_info};
 use super::control::{BandwidthLimit, ControlMessage, UserControlEvent};
@@ -184,6 +185,8 @@ pub struct ServerSession {
     conn: Connection,
     connect: ConnectState,
     app: String,
+    /// What the client declared in `connect` (Enhanced RTMP codecs, `capsEx`).
+    capabilities: Capabilities,
     streams: Vec<NetStream>,
     events: VecDeque<ServerEvent>,
     closing: bool,
@@ -204,6 +207,7 @@ impl ServerSession {
             conn: Connection::new(config.limits),
             connect: ConnectState::AwaitingConnect,
             app: String::new(),
+            capabilities: Capabilities::default(),
             streams: Vec::new(),
             events: VecDeque::new(),
             closing: false,
@@ -260,6 +264,16 @@ impl ServerSession {
 
     pub fn is_handshake_complete(&self) -> bool {
         self.handshake.is_none()
+    }
+
+    /// What the client declared in `connect` (Enhanced RTMP codecs, `capsEx`).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    /// The client's `capsEx` (0 when it sent none).
+    pub fn caps_ex(&self) -> u32 {
+        self.capabilities.caps_ex
     }
 
     /// The app the client connected to (empty before `connect`).
@@ -581,6 +595,7 @@ impl ServerSession {
             .unwrap_or(0.0);
         let text = |key: &str| obj.get(key).and_then(Amf0Value::as_str).map(str::to_owned);
         self.app = app.clone();
+        self.capabilities = Capabilities::from_connect(obj);
         self.connect = ConnectState::Requested {
             transaction_id: cmd.transaction_id as u64,
             encoding: encoding as u64,
@@ -717,11 +732,14 @@ impl ServerSession {
             limit: BandwidthLimit::Dynamic,
         });
         self.conn.set_outgoing_chunk_size(self.config.chunk_size);
-        let properties = Amf0Value::Object(vec![
+        let mut properties = vec![
             ("fmsVer".into(), Amf0Value::String("FMS/3,0,1,123".into())),
             ("capabilities".into(), Amf0Value::Number(31.0)),
             ("mode".into(), Amf0Value::Number(1.0)),
-        ]);
+        ];
+        // Enhanced RTMP: the codecs relayed, CanForward for any, and capsEx.
+        properties.extend(capabilities::server_properties());
+        let properties = Amf0Value::Object(properties);
         let mut info = status_info("status", status::CONNECT_SUCCESS, "Connection succeeded.");
         if let Amf0Value::Object(fields) = &mut info {
             fields.push(("objectEncoding".into(), Amf0Value::Number(encoding as f64)));
