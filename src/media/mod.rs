@@ -10,6 +10,10 @@
 //! - [`codec`]: codec, frame type and sequence-header detection, legacy and Enhanced RTMP.
 //! - [`flv`]: reading and writing FLV files (header, tags, back pointers).
 //! - [`gop_cache`]: the latest group of pictures, replayed to viewers who join mid-stream.
+//! - [`mp4`]: the sample tables of an MP4 file turned into a VOD index (H.264, HEVC, AAC,
+//!   MP3; `moov` at either end).
+//! - [`vod_index`]: where each frame of a stored file lies and which are keyframes, for
+//!   video on demand (FLV indexed from its tag headers).
 //! - [`track_info`]: what the admin API shows about a stream's tracks (codec, profile,
 //!   level, size, frame rate; sample rate, channels), from sequence headers and metadata.
 
@@ -18,4 +22,6 @@
 pub mod codec;
 pub mod flv;
 pub mod gop_cache;
+pub mod mp4;
 pub mod track_info;
+pub mod vod_index;

@@ -162,6 +162,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     }
 
+    for (name, app) in &config.apps {
+        if app.uses_deprecated_recordings_dir() {
+            tracing::warn!(
+                app = %name,
+                "app.{name}.recordings_dir is deprecated: rename it to vod_dir (same meaning; it now plays .mp4 too)"
+            );
+        }
+    }
+
     let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
     let mut handles = Vec::new();
     for (id, inbox) in inboxes.into_iter().enumerate() {

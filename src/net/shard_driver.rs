@@ -16,6 +16,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use glommio::io::BufferedFile;
+use std::os::fd::{FromRawFd, IntoRawFd};
+
+use super::vod_files::Opened;
 
 use super::mailbox::{Inbox, SendError, ShardSender};
 use super::sockets::{SendNow, SocketTable};
@@ -106,6 +109,13 @@ impl ShardDriver {
                 Output::CloseFile(stream) => {
                     self.files.borrow_mut().remove(&stream);
                 }
+                Output::OpenVod {
+                    request,
+                    dir,
+                    candidates,
+                } => {
+                    glommio::spawn_local(self.clone().open_vod(request, dir, candidates)).detach();
+                }
             }
         }
         // The timer task sleeps for the relay's next deadline: wake it when that deadline
@@ -190,6 +200,39 @@ impl ShardDriver {
             self.relay.borrow_mut().handle_timeout(Instant::now());
             self.process();
         }
+    }
+
+    /// Looks a stored file up for the relay on glommio's blocking thread (`vod_files.rs`):
+    /// resolving, checking and indexing may take long, and the shard goes on meanwhile.
+    async fn open_vod(
+        self: Rc<Self>,
+        request: u64,
+        dir: std::path::PathBuf,
+        candidates: Vec<String>,
+    ) {
+        let opened = glommio::executor()
+            .spawn_blocking(move || super::vod_files::open(&dir, &candidates))
+            .await;
+        let (result, file) = match opened {
+            Opened::Found { path, index, file } => (Ok(Some((path, index))), Some(file)),
+            Opened::Missing => (Ok(None), None),
+            Opened::Refused(why) => {
+                tracing::info!(shard = self.id, "stored file refused: {why}");
+                (Err(why), None)
+            }
+        };
+        let stream = self
+            .relay
+            .borrow_mut()
+            .handle_vod_opened(request, result, Instant::now());
+        if let (Some(stream), Some(file)) = (stream, file) {
+            // The shard reads the descriptor that was checked, through io_uring.
+            // SAFETY: `into_raw_fd` gives up ownership of an open descriptor, which the
+            // BufferedFile takes over and closes.
+            let file = unsafe { BufferedFile::from_raw_fd(file.into_raw_fd()) };
+            self.files.borrow_mut().insert(stream, Rc::new(file));
+        }
+        self.process();
     }
 
     /// Reads a piece of a stored file for its source, through io_uring: the shard never

@@ -36,7 +36,6 @@ use bytes::Bytes;
 
 use super::client::{Client, ClientId, Role, RoleKind};
 use super::directory::{Claim, ConnId, StreamClock, StreamDirectory, StreamName, TakeoverPolicy};
-use super::file_source::{FileSource, FileStep, recording_path};
 use super::frame::{FrameRing, RingEntry, StreamEvent};
 use super::http_viewer::HttpRequest;
 use super::message::{AdminRefusal, ShardId, ShardMessage};
@@ -47,11 +46,13 @@ use super::slab::Slab;
 use super::snapshot::{ClientInfo, ConnectionCounts, PublisherInfo, ShardSnapshot, StreamInfo};
 use super::stats::{RejectReason, ShardStats};
 use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
+use super::vod_source::{FileStep, VodSource, vod_candidates};
 use super::write_queue::{FlushOutcome, FlushScratch, Transmit};
 use crate::config::{AppConfig, Config};
 use crate::http::response::{self, Cors};
 use crate::media::codec::{inspect_audio, inspect_video};
 use crate::media::gop_cache::GopCacheLimits;
+use crate::media::vod_index::VodIndex;
 use crate::rtmp::chunk::{DecoderLimits, SHARED_STREAM_ID};
 use crate::rtmp::command::status;
 use crate::rtmp::{MediaKind, ServerEvent, ServerSession, ServerSessionConfig};
@@ -79,6 +80,14 @@ pub enum Output {
     },
     /// The file of `stream` is no longer read: drop its handle.
     CloseFile(StreamId),
+    /// Find the first of `candidates` (file names) in `dir`, refuse it if it leaves the
+    /// directory or is no regular file, open it and index it (or take the index kept for
+    /// it), off the shard's thread; then call [`Shard::handle_vod_opened`] with `request`.
+    OpenVod {
+        request: u64,
+        dir: std::path::PathBuf,
+        candidates: Vec<String>,
+    },
     /// The client became a viewer: give its socket the viewer socket options.
     Playing(ClientId),
 }
@@ -178,6 +187,25 @@ pub struct Shard {
     pub stats: ShardStats,
     /// The sampling timer is armed (it runs while the shard has clients).
     sampling: bool,
+    /// Stored files the driver is looking up, by request number.
+    vod_requests: HashMap<u64, VodRequest>,
+    vod_serial: u64,
+}
+
+/// What a stored file is being looked up for.
+#[derive(Debug)]
+enum VodRequest {
+    Play {
+        client: ClientId,
+        stream_id: u32,
+        key: String,
+        start_ms: u32,
+        duration_ms: Option<u32>,
+    },
+    Length {
+        client: ClientId,
+        transaction_id: f64,
+    },
 }
 
 impl Shard {
@@ -210,6 +238,8 @@ impl Shard {
             shutting_down: false,
             stats: ShardStats::default(),
             sampling: false,
+            vod_requests: HashMap::new(),
+            vod_serial: 0,
         }
     }
 
@@ -769,6 +799,8 @@ impl Shard {
                 ServerEvent::PlayRequested {
                     stream_id,
                     stream_key,
+                    start,
+                    duration,
                     ..
                 } => {
                     match c.role {
@@ -780,7 +812,7 @@ impl Shard {
                         Role::Viewer { .. } => self.leave(id, now),
                         Role::Idle => {}
                     }
-                    self.play(id, stream_id, &stream_key, now);
+                    self.play(id, stream_id, &stream_key, (start, duration), now);
                 }
                 ServerEvent::Media {
                     kind,
@@ -808,13 +840,43 @@ impl Shard {
                 }
                 ServerEvent::ReceiveAudio { enabled, .. } => c.queue.set_audio(enabled),
                 ServerEvent::ReceiveVideo { enabled, .. } => c.queue.set_video(enabled),
-                ServerEvent::Pause { paused, .. } => {
-                    // A paused live viewer stops receiving video; on resume it continues
-                    // live from the next keyframe. Audio and data are small and keep it in
-                    // sync.
-                    c.queue.set_video(!paused);
+                ServerEvent::Pause {
+                    stream_id, paused, ..
+                } => {
+                    if !self.vod_pause(id, paused, now)
+                        && let Some(c) = self.clients.get_mut(id.0)
+                    {
+                        // A paused live viewer stops receiving video; on resume it continues
+                        // live from the next keyframe. Audio and data are small and keep it
+                        // in sync.
+                        c.queue.set_video(!paused);
+                        c.session.notify_pause(stream_id, paused);
+                    }
                 }
-                ServerEvent::Seek { .. } => {}
+                ServerEvent::Seek {
+                    stream_id,
+                    position_ms,
+                } => {
+                    if !self.vod_seek(id, position_ms, now)
+                        && let Some(c) = self.clients.get_mut(id.0)
+                    {
+                        // Live streams cannot seek: the notification alone, as before.
+                        c.session.notify_seek(stream_id, false);
+                    }
+                }
+                ServerEvent::BufferLength { buffer_ms, .. } => {
+                    c.buffer_ms = buffer_ms;
+                    if let Some(sid) = c.playing()
+                        && let Some(file) =
+                            self.streams.get_mut(sid.0).and_then(|s| s.file.as_mut())
+                    {
+                        file.set_buffer(buffer_ms);
+                    }
+                }
+                ServerEvent::StreamLengthRequested {
+                    transaction_id,
+                    stream_key,
+                } => self.stream_length(id, transaction_id, &stream_key),
                 ServerEvent::StreamClosed { .. } => self.leave(id, now),
             }
         }
@@ -1219,7 +1281,7 @@ impl Shard {
     }
 
     /// A client asked to play `app/key` on `stream_id`.
-    fn play(&mut self, id: ClientId, stream_id: u32, key: &str, now: Instant) {
+    fn play(&mut self, id: ClientId, stream_id: u32, key: &str, range: (f64, f64), now: Instant) {
         let Some(c) = self.clients.get(id.0) else {
             return;
         };
@@ -1246,15 +1308,220 @@ impl Shard {
             );
         }
         let name: StreamName = format!("{app_name}/{key}").into();
-        // A live stream wins; otherwise a recording of that name, if the app has them.
-        if let Some(dir) = app.recordings_dir()
+        // A live stream wins; otherwise a stored file of that name, if the app has them
+        // (start -1 asks for live only).
+        let (start, duration) = range;
+        if let Some(dir) = app.vod_dir()
+            && start != -1.0
             && self.directory.origin(&name).is_none()
-            && let Some(path) = recording_path(dir, key)
-            && path.is_file()
         {
-            return self.play_file(id, stream_id, name, path, now);
+            let candidates = match vod_candidates(key) {
+                Ok(c) => c,
+                Err(why) => {
+                    return self.reject_play(
+                        id,
+                        stream_id,
+                        status::PLAY_STREAM_NOT_FOUND,
+                        why,
+                        key,
+                    );
+                }
+            };
+            self.vod_serial += 1;
+            let request = self.vod_serial;
+            self.vod_requests.insert(
+                request,
+                VodRequest::Play {
+                    client: id,
+                    stream_id,
+                    key: key.to_owned(),
+                    start_ms: if start > 0.0 {
+                        start.min(f64::from(u32::MAX)) as u32
+                    } else {
+                        0
+                    },
+                    duration_ms: (duration > 0.0).then(|| duration.min(f64::from(u32::MAX)) as u32),
+                },
+            );
+            self.outputs.push_back(Output::OpenVod {
+                request,
+                dir: dir.to_owned(),
+                candidates,
+            });
+            return;
         }
         self.play_stream(id, stream_id, name, now);
+    }
+
+    /// `getStreamLength`: a stored file's length in seconds, 0 for anything else.
+    fn stream_length(&mut self, id: ClientId, transaction_id: f64, key: &str) {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        let dir = self
+            .config
+            .app(c.session.app())
+            .and_then(|a| a.vod_dir().map(Path::to_owned));
+        match (dir, vod_candidates(key)) {
+            (Some(dir), Ok(candidates)) => {
+                self.vod_serial += 1;
+                let request = self.vod_serial;
+                self.vod_requests.insert(
+                    request,
+                    VodRequest::Length {
+                        client: id,
+                        transaction_id,
+                    },
+                );
+                self.outputs.push_back(Output::OpenVod {
+                    request,
+                    dir,
+                    candidates,
+                });
+            }
+            _ => {
+                c.session.answer_stream_length(transaction_id, 0.0);
+                c.queue_session_output();
+            }
+        }
+    }
+
+    /// The driver looked a stored file up for `request`: `Ok(Some(..))` found (its path and
+    /// index), `Ok(None)` no such file, `Err` refused. Returns the stream the file now feeds,
+    /// if a play started, so the driver can keep the open file for its reads.
+    pub fn handle_vod_opened(
+        &mut self,
+        request: u64,
+        result: Result<Option<(Arc<Path>, Arc<VodIndex>)>, String>,
+        now: Instant,
+    ) -> Option<StreamId> {
+        let req = self.vod_requests.remove(&request)?;
+        let started = match req {
+            VodRequest::Length {
+                client,
+                transaction_id,
+            } => {
+                let c = self.clients.get_mut(client.0)?;
+                let seconds = match &result {
+                    Ok(Some((_, index))) => f64::from(index.duration_ms) / 1000.0,
+                    _ => 0.0,
+                };
+                c.session.answer_stream_length(transaction_id, seconds);
+                c.queue_session_output();
+                None
+            }
+            VodRequest::Play {
+                client,
+                stream_id,
+                key,
+                start_ms,
+                duration_ms,
+            } => {
+                // The client may have gone or asked for something else meanwhile.
+                let c = self.clients.get(client.0)?;
+                if !matches!(c.role, Role::Idle) || c.close_reason.is_some() {
+                    return None;
+                }
+                let name: StreamName = format!("{}/{key}", c.session.app()).into();
+                match result {
+                    Ok(Some((path, index))) if self.directory.origin(&name).is_none() => {
+                        Some(self.play_file(
+                            client,
+                            stream_id,
+                            name,
+                            VodSource::new(
+                                path,
+                                index,
+                                now,
+                                self.config.server.chunk_size,
+                                start_ms,
+                                duration_ms,
+                            ),
+                            now,
+                        ))
+                    }
+                    Ok(_) => {
+                        self.play_stream(client, stream_id, name, now);
+                        None
+                    }
+                    Err(why) => {
+                        self.reject_play(
+                            client,
+                            stream_id,
+                            status::PLAY_STREAM_NOT_FOUND,
+                            &why,
+                            &key,
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        started
+    }
+
+    /// A `seek` from a stored file's viewer: drop what it has not been sent, tell it (Stream
+    /// EOF, `NetStream.Seek.Notify`, Stream Begin) and restart from the keyframe at or before
+    /// the position. False if the client plays no stored file.
+    fn vod_seek(&mut self, id: ClientId, position_ms: f64, now: Instant) -> bool {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return false;
+        };
+        let Role::Viewer {
+            stream, stream_id, ..
+        } = c.role
+        else {
+            return false;
+        };
+        let Some(s) = self.streams.get_mut(stream.0) else {
+            return false;
+        };
+        let Some(file) = s.file.as_mut() else {
+            return false;
+        };
+        c.queue.start_at(s.ring.next_seq());
+        c.session.notify_seek(stream_id, true);
+        c.queue_session_output();
+        let position = position_ms.clamp(0.0, f64::from(u32::MAX)) as u32;
+        file.seek(position, now);
+        s.file_timer = None;
+        tracing::debug!(shard = self.id, peer = %c.addr, position, "stored file seek");
+        self.pump_file(stream, now);
+        true
+    }
+
+    /// `pause` from a stored file's viewer: nothing more is sent until the resume, which
+    /// continues with the first frame it had not been sent. False if it plays no stored
+    /// file.
+    fn vod_pause(&mut self, id: ClientId, paused: bool, now: Instant) -> bool {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return false;
+        };
+        let Role::Viewer {
+            stream, stream_id, ..
+        } = c.role
+        else {
+            return false;
+        };
+        let Some(s) = self.streams.get_mut(stream.0) else {
+            return false;
+        };
+        let Some(file) = s.file.as_mut() else {
+            return false;
+        };
+        if paused {
+            file.pause(c.queue.cursor());
+            c.queue.start_at(s.ring.next_seq());
+        } else {
+            file.resume(now);
+        }
+        c.session.notify_pause(stream_id, paused);
+        c.queue_session_output();
+        s.file_timer = None;
+        if !paused {
+            self.pump_file(stream, now);
+        }
+        true
     }
 
     /// `id` plays the live stream `name` (on RTMP message stream `stream_id`): at once if
@@ -1388,15 +1655,15 @@ impl Shard {
         }
     }
 
-    /// Plays a stored file to `id`: a stream of its own, fed by a file source.
+    /// Plays a stored file to `id`: a stream of its own, fed by its own source.
     fn play_file(
         &mut self,
         id: ClientId,
         stream_id: u32,
         name: StreamName,
-        path: std::path::PathBuf,
+        mut source: VodSource,
         now: Instant,
-    ) {
+    ) -> StreamId {
         let mut settings = self.settings_for(&name);
         settings.gop_cache = None;
         // The source waits for a viewer that falls behind (`pump_file`) instead of the
@@ -1405,12 +1672,16 @@ impl Shard {
         let mut stream = LocalStream::new(name.clone(), settings);
         stream.live = true;
         stream.live_since = Some(now);
-        tracing::info!(shard = self.id, peer = %self.clients.get(id.0).map(|c| c.addr.to_string()).unwrap_or_default(), stream = %name, file = %path.display(), "playing a recording");
-        stream.file = Some(FileSource::new(path, now, self.config.server.chunk_size));
+        let buffer_ms = self.clients.get(id.0).map_or(0, |c| c.buffer_ms);
+        if buffer_ms > 0 {
+            source.set_buffer(buffer_ms);
+        }
+        tracing::info!(shard = self.id, peer = %self.clients.get(id.0).map(|c| c.addr.to_string()).unwrap_or_default(), stream = %name, file = %source.path.display(), "playing a stored file");
+        stream.file = Some(source);
         stream.viewers.push(id);
         let sid = StreamId(self.streams.insert(stream));
         let Some(c) = self.clients.get_mut(id.0) else {
-            return;
+            return sid;
         };
         c.set_role(
             Role::Viewer {
@@ -1426,6 +1697,7 @@ impl Shard {
         c.queue_session_output();
         c.queue.start_at(0);
         self.pump_file(sid, now);
+        sid
     }
 
     /// Moves a file source along: frames that are due go into its stream, and it says what

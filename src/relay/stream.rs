@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use super::client::{Client, ClientId};
 use super::directory::StreamName;
-use super::file_source::FileSource;
 use super::frame::{Frame, FrameKind, FrameRing, RingEntry, StreamEvent};
 use super::output::{self, OutputFormat};
 use super::rate::RateWindow;
 use super::slab::{Key, Slab};
+use super::vod_source::VodSource;
 use crate::config::FlushOn;
 use crate::media::gop_cache::{CachedMessage, GopCache, GopCacheLimits};
 use crate::performance::{MAX_HOLD, RING_BACKLOG_FACTOR, RING_MIN_BYTES, VIDEO_GONE};
@@ -122,7 +122,7 @@ pub struct LocalStream {
     pub(crate) pass_timer: bool,
     /// The stored file feeding this stream, for a file's own viewer, and when its one
     /// armed timer fires.
-    pub(crate) file: Option<FileSource>,
+    pub(crate) file: Option<VodSource>,
     pub(crate) file_timer: Option<Instant>,
     /// Payload bytes that came in (on the origin) and bytes written to viewers here.
     pub bytes_in: u64,
