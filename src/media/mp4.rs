@@ -453,6 +453,36 @@ mod tests {
     }
 
     #[test]
+    fn ffmpeg_files_with_moov_at_either_end_give_the_same_index() {
+        // 0.5 s of 10 fps H.264 (a keyframe every 5 frames) and AAC, remuxed from one FLV.
+        let tail = include_bytes!("../../fuzz/seeds/vod_index/tiny.mp4");
+        let fast = include_bytes!("../../fuzz/seeds/vod_index/tiny-faststart.mp4");
+        let a = index_mp4(Cursor::new(&tail[..]), tail.len() as u64).unwrap();
+        let b = index_mp4(Cursor::new(&fast[..]), fast.len() as u64).unwrap();
+        assert_eq!(a.duration_ms, b.duration_ms);
+        assert!((400..=520).contains(&a.duration_ms), "{}", a.duration_ms);
+        assert_eq!(a.samples.len(), b.samples.len());
+        assert_eq!(a.video_framing, Framing::Avc);
+        assert_eq!(a.audio_framing, Framing::Aac);
+        assert_eq!(a.headers.len(), 2, "avcC and the AudioSpecificConfig");
+        let video: Vec<_> = a
+            .samples
+            .iter()
+            .filter(|s| s.kind == SampleKind::Video)
+            .collect();
+        assert_eq!(video.len(), 5);
+        assert!(video[0].keyframe && !video[1].keyframe);
+        assert_eq!(
+            a.start_at(300),
+            0,
+            "the only keyframe is at 0, with the audio there"
+        );
+        for s in &a.samples {
+            assert!(s.offset + u64::from(s.size) <= tail.len() as u64);
+        }
+    }
+
+    #[test]
     fn an_esds_gives_its_audio_specific_config() {
         let esds = [
             3, 25, 0, 1, 0, // ES_Descriptor, ES_ID 1, no flags

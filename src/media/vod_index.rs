@@ -95,10 +95,13 @@ impl VodIndex {
             return self.samples.partition_point(|s| s.timestamp < position_ms);
         }
         let end = self.samples.partition_point(|s| s.timestamp <= position_ms);
-        self.samples[..end]
+        let key_ts = self.samples[..end]
             .iter()
-            .rposition(|s| s.kind == SampleKind::Video && s.keyframe)
-            .unwrap_or(0)
+            .rev()
+            .find(|s| s.kind == SampleKind::Video && s.keyframe)
+            .map_or(0, |s| s.timestamp);
+        // With whatever else shares the keyframe's time (the audio beside it).
+        self.samples.partition_point(|s| s.timestamp < key_ts)
     }
 
     /// Whether the frame at `i` is sent up front instead of in line.
@@ -346,6 +349,11 @@ mod tests {
         assert_eq!(index.start_at(2500), 5);
         assert_eq!(index.start_at(2000), 5);
         assert_eq!(index.start_at(99_999), 5);
+        assert_eq!(
+            index.start_at(999),
+            0,
+            "with everything at the keyframe's time"
+        );
         let values = amf0::decode_all(&index.metadata).unwrap();
         assert_eq!(
             values[1].get("duration").and_then(Amf0Value::as_f64),

@@ -1308,11 +1308,12 @@ impl Shard {
             );
         }
         let name: StreamName = format!("{app_name}/{key}").into();
-        // A live stream wins; otherwise a stored file of that name, if the app has them
-        // (start -1 asks for live only).
+        // A live stream wins; otherwise a stored file of that name, if the app has them.
+        // Start -1 s asks for live only: librtmp sends it as -1000 (ms), Flash as -1.
         let (start, duration) = range;
+        let live_only = start == -1.0 || start == -1000.0;
         if let Some(dir) = app.vod_dir()
-            && start != -1.0
+            && !live_only
             && self.directory.origin(&name).is_none()
         {
             let candidates = match vod_candidates(key) {

@@ -463,7 +463,14 @@ mod tests {
         let (index, data) = index();
         assert_eq!(index.duration_ms, 3760);
         let t0 = Instant::now();
-        let mut src = VodSource::new("/x.flv".into(), index, t0, 4096, 2600, Some(600));
+        let mut src = VodSource::new(
+            Arc::from(Path::new("/x.flv")),
+            index,
+            t0,
+            4096,
+            2600,
+            Some(600),
+        );
         let (frames, step) = run(&mut src, &data, t0);
         // Metadata, the AVC header, then from the keyframe at 2000 ms, a second ahead.
         assert_eq!(frames[0].0, FrameKind::Metadata);
@@ -488,7 +495,7 @@ mod tests {
     fn seek_restarts_at_a_keyframe_and_pause_resumes_at_the_first_unsent_frame() {
         let (index, data) = index();
         let t0 = Instant::now();
-        let mut src = VodSource::new("/x.flv".into(), index, t0, 4096, 0, None);
+        let mut src = VodSource::new(Arc::from(Path::new("/x.flv")), index, t0, 4096, 0, None);
         let (frames, _) = run(&mut src, &data, t0);
         assert_eq!(frames.last().unwrap().1, 1000);
         src.seek(2100, t0);
