@@ -115,18 +115,21 @@ fn rtmpdump_plays_the_requested_range_with_the_files_timestamps() {
         assert!(!times.is_empty(), "{file}: rtmpdump wrote video");
         let first = times.iter().cloned().fold(f64::MAX, f64::min);
         let last = times.iter().cloned().fold(0.0, f64::max);
-        // From the keyframe at 2 s (the file's own time), up to the stop at 4 s.
+        // The relay sends the file's own timestamps from the keyframe at or before 2 s (at
+        // 1.023 s: ffmpeg's AAC priming shifts the file by 23 ms) up to the stop at 4 s;
+        // rtmpdump adds its --start to the timestamps it writes.
+        let keyframe = first - 2.0;
         assert!(
-            (1.9..=2.1).contains(&first),
-            "{file}: starts at the 2 s keyframe: {first}"
+            (0.95..=2.05).contains(&keyframe),
+            "{file}: starts at the keyframe at or before 2 s: {keyframe}"
         );
         assert!(
-            (3.5..=4.2).contains(&last),
-            "{file}: stops near 4 s: {last}"
+            (1.9..=3.1).contains(&(last - first)),
+            "{file}: from that keyframe to about 4 s: {first}..{last}"
         );
         assert!(
-            (40..=55).contains(&times.len()),
-            "{file}: about 2 s of 25 fps video: {} frames",
+            (50..=80).contains(&times.len()),
+            "{file}: 2-3 s of 25 fps video, not the whole file: {} frames",
             times.len()
         );
     }
@@ -141,21 +144,27 @@ fn a_client_seeks_pauses_and_resumes_with_the_documented_notifications() {
         c.session.play_range(file, 0.0, -1.0, 1000);
         c.flush().unwrap();
         let limit = Duration::from_secs(10);
+        // ffmpeg's AAC priming shifts its files by about 23 ms: keyframes at 23, 1023...
         let first = c.wait_for(limit, |e| keyframe_at(e).is_some());
-        assert_eq!(keyframe_at(&first), Some(0), "{file}: starts at 0");
+        let shift = keyframe_at(&first).unwrap();
+        assert!(shift < 50, "{file}: starts at the first keyframe: {shift}");
 
         // Seek to 3.5 s: EOF, Seek.Notify, Begin, then the keyframe at 3 s.
         c.session.seek(3500.0);
         c.flush().unwrap();
         let mark = c.seen.len();
         let key = c.wait_for(limit, |e| keyframe_at(e).is_some_and(|t| t >= 2500));
-        assert_eq!(keyframe_at(&key), Some(3000), "{file}: seek lands on 3 s");
+        assert_eq!(
+            keyframe_at(&key),
+            Some(3000 + shift),
+            "{file}: seek lands on the keyframe at or before 3.5 s"
+        );
         let after: Vec<&ClientEvent> = c.seen[mark..].iter().collect();
         let pos = |pred: &dyn Fn(&ClientEvent) -> bool| after.iter().position(|e| pred(e));
         let eof = pos(&|e| matches!(e, ClientEvent::StreamEof(_)));
         let notify = pos(&|e| status_is(e, "NetStream.Seek.Notify"));
         let begin = pos(&|e| matches!(e, ClientEvent::StreamBegin(_)));
-        let keyframe = pos(&|e| keyframe_at(e) == Some(3000));
+        let keyframe = pos(&|e| keyframe_at(e) == Some(3000 + shift));
         assert!(
             eof < notify && notify < begin && begin < keyframe && eof.is_some(),
             "{file}: EOF {eof:?}, Seek.Notify {notify:?}, Begin {begin:?}, keyframe {keyframe:?}"
@@ -198,10 +207,20 @@ fn a_client_seeks_pauses_and_resumes_with_the_documented_notifications() {
         c.session.pause(false, 3500.0);
         c.flush().unwrap();
         c.wait_for(limit, |e| status_is(e, "NetStream.Unpause.Notify"));
-        let next = c.wait_for(limit, |e| matches!(e, ClientEvent::Media { .. }));
-        let ClientEvent::Media { timestamp, .. } = next else {
-            unreachable!()
-        };
+        c.wait_for(limit, |e| matches!(e, ClientEvent::Media { .. }));
+        // The first media after the notification (it may have come in the same read).
+        let unpaused = c
+            .seen
+            .iter()
+            .rposition(|e| status_is(e, "NetStream.Unpause.Notify"))
+            .unwrap();
+        let timestamp = c.seen[unpaused..]
+            .iter()
+            .find_map(|e| match e {
+                ClientEvent::Media { timestamp, .. } => Some(*timestamp),
+                _ => None,
+            })
+            .unwrap();
         assert!(
             timestamp <= last_ts + 100 && timestamp + 100 >= last_ts,
             "{file}: resumes where it stopped ({last_ts} ms), not at {timestamp} ms"

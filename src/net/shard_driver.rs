@@ -221,10 +221,15 @@ impl ShardDriver {
                 (Err(why), None)
             }
         };
-        let stream = self
-            .relay
-            .borrow_mut()
-            .handle_vod_opened(request, result, Instant::now());
+        let stream = {
+            let sockets = self.sockets.borrow();
+            self.relay.borrow_mut().handle_vod_opened(
+                request,
+                result,
+                Instant::now(),
+                &mut SendNow(&sockets),
+            )
+        };
         if let (Some(stream), Some(file)) = (stream, file) {
             // The shard reads the descriptor that was checked, through io_uring.
             // SAFETY: `into_raw_fd` gives up ownership of an open descriptor, which the

@@ -192,6 +192,10 @@ pub struct Shard {
     vod_serial: u64,
 }
 
+/// What the driver found for a stored file: `Ok(Some(..))` its real path and index,
+/// `Ok(None)` no such file, `Err` refused (and why).
+pub type VodLookup = Result<Option<(Arc<Path>, Arc<VodIndex>)>, String>;
+
 /// What a stored file is being looked up for.
 #[derive(Debug)]
 enum VodRequest {
@@ -1393,11 +1397,23 @@ impl Shard {
     pub fn handle_vod_opened(
         &mut self,
         request: u64,
-        result: Result<Option<(Arc<Path>, Arc<VodIndex>)>, String>,
+        result: VodLookup,
         now: Instant,
+        transmit: &mut impl Transmit,
     ) -> Option<StreamId> {
         let req = self.vod_requests.remove(&request)?;
-        let started = match req {
+        let client = match &req {
+            VodRequest::Play { client, .. } | VodRequest::Length { client, .. } => *client,
+        };
+        let started = self.vod_answer(req, result, now);
+        // The answer (a refusal, a length, the start of the play) goes out now: no input of
+        // the client's is being handled to write it.
+        self.write(client, now, transmit);
+        started
+    }
+
+    fn vod_answer(&mut self, req: VodRequest, result: VodLookup, now: Instant) -> Option<StreamId> {
+        match req {
             VodRequest::Length {
                 client,
                 transaction_id,
@@ -1457,8 +1473,7 @@ impl Shard {
                     }
                 }
             }
-        };
-        started
+        }
     }
 
     /// A `seek` from a stored file's viewer: drop what it has not been sent, tell it (Stream

@@ -215,7 +215,11 @@ impl World {
                     .ok()?;
                     Some((Arc::from(path.as_path()), Arc::new(index)))
                 });
-                self.shards[i].handle_vod_opened(request, Ok(found), now);
+                let mut wire = ShardWire {
+                    shard: i,
+                    wire: &mut self.wire,
+                };
+                self.shards[i].handle_vod_opened(request, Ok(found), now, &mut wire);
             }
             read @ Output::ReadFile { .. } if self.hold_reads => self.held_reads.push((i, read)),
             Output::ReadFile {
