@@ -428,10 +428,10 @@ fn two_hundred_viewers_at_different_positions_of_one_file_get_no_late_frame() {
         let (start_ms, ended, frames) = h.join().unwrap();
         assert!(ended, "viewer from {start_ms} ms played to its end");
         let &(t0, ts0) = frames.first().expect("video");
-        let keyframe_before = start_ms / 1000 * 1000;
-        assert_eq!(
-            ts0, keyframe_before,
-            "viewer from {start_ms} ms starts at its keyframe"
+        // Keyframes every second (shifted ~23 ms by ffmpeg): the one at or before the start.
+        assert!(
+            ts0 <= start_ms.max(50) && start_ms < ts0 + 1000,
+            "viewer from {start_ms} ms starts at its keyframe, not {ts0}"
         );
         assert!(
             frames.len() >= 30,
