@@ -344,7 +344,7 @@ mod tests {
         assert_eq!(index.samples.len(), 7);
         assert_eq!(index.headers.len(), 2);
         assert!(index.is_header(0) && index.is_header(1) && !index.is_header(2));
-        assert_eq!(index.start_at(0), 0.max(index.start_at(0)));
+        assert_eq!(index.start_at(0), 0);
         assert_eq!(index.samples[index.start_at(1500)].timestamp, 0);
         assert_eq!(index.start_at(2500), 5);
         assert_eq!(index.start_at(2000), 5);
