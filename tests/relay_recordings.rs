@@ -74,9 +74,11 @@ fn ffmpeg_plays_a_recording_to_its_end_and_exits() {
         "every frame of the recording decoded; stderr: {stderr}"
     );
     assert!(audio > 100, "audio decoded: {audio} frames");
-    // Paced in real time (with a second of preroll), not dumped at once.
+    // ffmpeg buffers 3 s (Set Buffer Length) and a stored file is sent that far ahead, so
+    // a 3 s file arrives at once; pacing is checked in `tests/vod.rs` and the shard's unit
+    // tests. It still ended by itself, in time.
     assert!(
-        started.elapsed() >= Duration::from_millis(1500),
+        started.elapsed() < Duration::from_secs(30),
         "a 3 s recording took {:?}",
         started.elapsed()
     );

@@ -4,9 +4,10 @@
 //! out of [`ServerSession::poll_event`]; what must be written comes out of
 //! [`ServerSession::poll_transmit`]. The session answers everything that needs no decision
 //! on its own (handshake, control messages, pings, `createStream`, `releaseStream`,
-//! `FCPublish`, `getStreamLength`, unknown calls), and leaves the decisions — may this
-//! client connect to this app, publish this key, play this stream — to the relay, which
-//! answers through `accept_*` and `reject_*`. No sockets, no clock: the caller passes the
+//! `FCPublish`, unknown calls), and leaves the decisions — may this client connect to this
+//! app, publish this key, play this stream; how long is it, can it seek or pause — to the
+//! relay, which answers through `accept_*`, `reject_*`, `notify_*` and
+//! `answer_stream_length`. No sockets, no clock: the caller passes the
 //! epoch and the randomness seed in, so a test can replay a session byte for byte.
 //!
 //! Media from a player's point of view never passes through here on the relay's hot path:
