@@ -251,8 +251,11 @@ pub struct AppConfig {
     pub wait_for_publisher_ms: u64,
     pub allow_publish: bool,
     pub allow_play: bool,
-    /// Directory of `.flv` files playable by name; empty means none. A relative path is
-    /// relative to the working directory.
+    /// Directory of stored `.flv` and `.mp4` files playable by name (video on demand);
+    /// empty means none. A relative path is relative to the working directory.
+    pub vod_dir: PathBuf,
+    /// The old name of `vod_dir`, still read (with a warning at startup) so existing
+    /// configuration files keep working; `vod_dir` wins when both are set.
     pub recordings_dir: PathBuf,
     /// Recording (DVR): which live streams are written to disk.
     pub record: RecordMode,
@@ -586,6 +589,7 @@ impl Default for AppConfig {
             wait_for_publisher_ms: 30_000,
             allow_publish: true,
             allow_play: true,
+            vod_dir: PathBuf::new(),
             recordings_dir: PathBuf::new(),
             enhanced_to_undeclared: false,
             record: RecordMode::Off,
@@ -862,8 +866,17 @@ impl AppConfig {
         Duration::from_millis(self.wait_for_publisher_ms)
     }
 
-    pub fn recordings_dir(&self) -> Option<&Path> {
-        (!self.recordings_dir.as_os_str().is_empty()).then_some(self.recordings_dir.as_path())
+    /// The directory stored files are played from, if the application has one.
+    pub fn vod_dir(&self) -> Option<&Path> {
+        [&self.vod_dir, &self.recordings_dir]
+            .into_iter()
+            .find(|d| !d.as_os_str().is_empty())
+            .map(PathBuf::as_path)
+    }
+
+    /// Whether the application sets the deprecated `recordings_dir` (warned about at startup).
+    pub fn uses_deprecated_recordings_dir(&self) -> bool {
+        !self.recordings_dir.as_os_str().is_empty()
     }
 
     fn check(&self, name: &str) -> Result<(), Problem> {
@@ -1896,21 +1909,28 @@ mod tests {
         assert_eq!(config.viewer.lag_disconnect(), Duration::from_secs(10));
         assert_eq!(config.viewer.flush_interval(), None);
         assert_eq!(config.viewer.send_buffer(), None);
-        assert_eq!(live.recordings_dir(), None);
+        assert_eq!(live.vod_dir(), None);
     }
 
     #[test]
     fn optional_settings_turn_on_when_set() {
-        let text = "[viewer]\nflush_interval_ms = 20\n[app.live]\nrecordings_dir = \"/srv/flv\"\n";
+        let text = "[viewer]\nflush_interval_ms = 20\n[app.live]\nvod_dir = \"/srv/flv\"\n";
         let config = Config::from_toml_str(text).unwrap();
         assert_eq!(
             config.viewer.flush_interval(),
             Some(Duration::from_millis(20))
         );
-        assert_eq!(
-            config.app("live").unwrap().recordings_dir(),
-            Some(Path::new("/srv/flv"))
-        );
+        let live = config.app("live").unwrap();
+        assert_eq!(live.vod_dir(), Some(Path::new("/srv/flv")));
+        assert!(!live.uses_deprecated_recordings_dir());
+        // The old key still works, and `vod_dir` wins over it.
+        let old = Config::from_toml_str("[app.live]\nrecordings_dir = \"/old\"\n").unwrap();
+        assert_eq!(old.app("live").unwrap().vod_dir(), Some(Path::new("/old")));
+        assert!(old.app("live").unwrap().uses_deprecated_recordings_dir());
+        let both =
+            Config::from_toml_str("[app.live]\nrecordings_dir = \"/old\"\nvod_dir = \"/new\"\n")
+                .unwrap();
+        assert_eq!(both.app("live").unwrap().vod_dir(), Some(Path::new("/new")));
     }
 
     #[test]

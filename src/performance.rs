@@ -56,6 +56,11 @@ pub const RING_MIN_BYTES: usize = 1 << 20;
 /// once (nginx-rtmp sends stored files ahead the same way).
 pub const FILE_PREROLL: Duration = Duration::from_secs(1);
 
+/// The most a stored file is sent ahead of real time, whatever buffer the player asks for
+/// (Set Buffer Length): each viewer's lead sits in memory, and 500 viewers of a 5 Mbit/s
+/// file at 5 s each are already 1.5 GB.
+pub const VOD_MAX_LEAD: Duration = Duration::from_secs(5);
+
 /// Bytes read from a stored file at a time: a few tags of a typical 2-5 Mbit/s file, small
 /// enough that a reader never holds much more than its preroll.
 pub const FILE_READ_SIZE: usize = 32 * 1024;

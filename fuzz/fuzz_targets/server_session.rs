@@ -178,6 +178,8 @@ fn drain(session: &mut ServerSession, flags: u8, output: &mut Vec<u8>) {
             | ServerEvent::HandshakeComplete { .. }
             | ServerEvent::Pause { .. }
             | ServerEvent::Seek { .. }
+            | ServerEvent::StreamLengthRequested { .. }
+            | ServerEvent::BufferLength { .. }
             | ServerEvent::ReceiveAudio { .. }
             | ServerEvent::ReceiveVideo { .. }
             | ServerEvent::StreamClosed { .. } => {}

@@ -14,6 +14,10 @@
 //! - [`multitrack`]: the tracks of an Enhanced RTMP v2 message (the multitrack layout), and
 //!   its track 0 as a single-track or legacy message for viewers that need that.
 //! - [`gop_cache`]: the latest group of pictures, replayed to viewers who join mid-stream.
+//! - [`mp4`]: the sample tables of an MP4 file turned into a VOD index (H.264, HEVC, AAC,
+//!   MP3; `moov` at either end).
+//! - [`vod_index`]: where each frame of a stored file lies and which are keyframes, for
+//!   video on demand (FLV indexed from its tag headers).
 //! - [`track_info`]: what the admin API shows about a stream's tracks (codec, profile,
 //!   level, size, frame rate; sample rate, channels), from sequence headers and metadata.
 
@@ -24,5 +28,7 @@ pub mod flv;
 pub mod flv_file;
 pub mod fmp4;
 pub mod gop_cache;
+pub mod mp4;
 pub mod multitrack;
 pub mod track_info;
+pub mod vod_index;

@@ -34,4 +34,5 @@ pub mod runtime;
 pub mod shard_driver;
 pub mod sockets;
 pub mod vectored;
+pub mod vod_files;
 pub mod wakeup;

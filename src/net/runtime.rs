@@ -163,6 +163,15 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     }
 
+    for (name, app) in &config.apps {
+        if app.uses_deprecated_recordings_dir() {
+            tracing::warn!(
+                app = %name,
+                "app.{name}.recordings_dir is deprecated: rename it to vod_dir (same meaning; it now plays .mp4 too)"
+            );
+        }
+    }
+
     // The recordings' disk writer: a thread of its own, so no shard waits for a disk. It
     // ends once every shard has dropped its handle, after their last closes.
     let records = config.apps.values().any(|a| a.record != RecordMode::Off);

@@ -16,6 +16,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use glommio::io::BufferedFile;
+use std::os::fd::{FromRawFd, IntoRawFd};
+
+use super::vod_files::Opened;
 
 use super::callback_client;
 use super::mailbox::{Inbox, SendError, ShardSender};
@@ -142,6 +145,13 @@ impl ShardDriver {
                     glommio::spawn_local(self.clone().callback(client, ticket, request)).detach();
                 }
                 Output::Notify(request) => self.notify(request),
+                Output::OpenVod {
+                    request,
+                    dir,
+                    candidates,
+                } => {
+                    glommio::spawn_local(self.clone().open_vod(request, dir, candidates)).detach();
+                }
             }
         }
         // The timer task sleeps for the relay's next deadline: wake it when that deadline
@@ -277,6 +287,44 @@ impl ShardDriver {
                 Instant::now(),
                 &mut SendNow(&sockets),
             );
+        }
+        self.process();
+    }
+
+    /// Looks a stored file up for the relay on glommio's blocking thread (`vod_files.rs`):
+    /// resolving, checking and indexing may take long, and the shard goes on meanwhile.
+    async fn open_vod(
+        self: Rc<Self>,
+        request: u64,
+        dir: std::path::PathBuf,
+        candidates: Vec<String>,
+    ) {
+        let opened = glommio::executor()
+            .spawn_blocking(move || super::vod_files::open(&dir, &candidates))
+            .await;
+        let (result, file) = match opened {
+            Opened::Found { path, index, file } => (Ok(Some((path, index))), Some(file)),
+            Opened::Missing => (Ok(None), None),
+            Opened::Refused(why) => {
+                tracing::info!(shard = self.id, "stored file refused: {why}");
+                (Err(why), None)
+            }
+        };
+        let stream = {
+            let sockets = self.sockets.borrow();
+            self.relay.borrow_mut().handle_vod_opened(
+                request,
+                result,
+                Instant::now(),
+                &mut SendNow(&sockets),
+            )
+        };
+        if let (Some(stream), Some(file)) = (stream, file) {
+            // The shard reads the descriptor that was checked, through io_uring.
+            // SAFETY: `into_raw_fd` gives up ownership of an open descriptor, which the
+            // BufferedFile takes over and closes.
+            let file = unsafe { BufferedFile::from_raw_fd(file.into_raw_fd()) };
+            self.files.borrow_mut().insert(stream, Rc::new(file));
         }
         self.process();
     }

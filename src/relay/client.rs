@@ -94,6 +94,8 @@ pub struct Client {
     pub behind_since: Option<Instant>,
     /// A stored file ended for this viewer: when it is closed, once it has read the end.
     pub ends_at: Option<Instant>,
+    /// What the player said it buffers (Set Buffer Length), in ms; 0 until it says.
+    pub buffer_ms: u32,
     pub(crate) end_armed: bool,
     /// What this client last was, for the snapshot and the closing log line.
     pub last_role: (RoleKind, Option<StreamName>),
@@ -147,6 +149,8 @@ pub enum PendingAction {
     Play {
         stream_id: u32,
         stream: String,
+        /// The start and duration the client asked for (stored files).
+        range: (f64, f64),
     },
     /// An HTTP-FLV or WebSocket-FLV play, with what its answer starts with.
     HttpPlay {
@@ -176,6 +180,7 @@ impl Client {
             close_reason: None,
             behind_since: None,
             ends_at: None,
+            buffer_ms: 0,
             end_armed: false,
             last_role: (RoleKind::Client, None),
             join_mark: None,

@@ -9,7 +9,8 @@
 //! - `stream.rs`: a stream on one shard: its ring, GOP and headers, viewers.
 //! - `frame.rs`: frames, stream events, and the per-stream ring of recent ones.
 //! - `origin.rs`: a source's messages made into frames, each encoded once.
-//! - `file_source.rs`: a stored FLV file as a stream's source.
+//! - `vod_source.rs`: video on demand, one viewer's play of a stored FLV or MP4 file (start,
+//!   duration, seek, pause, pacing), from the file's shared index.
 //! - `recorder.rs`: recording (DVR): which frames go to which file and when, as values
 //!   the driver's disk writer carries out.
 //! - `directory.rs`: which shard is the origin of each stream (read on arrivals only).
@@ -28,7 +29,6 @@
 
 pub mod client;
 pub mod directory;
-pub mod file_source;
 pub mod frame;
 pub mod http_viewer;
 pub mod message;
@@ -43,4 +43,5 @@ pub mod slab;
 pub mod snapshot;
 pub mod stats;
 pub mod stream;
+pub mod vod_source;
 pub mod write_queue;

@@ -37,7 +37,6 @@ use bytes::Bytes;
 use super::client::{Client, ClientId, Role, RoleKind};
 use super::client::{PendingAction, PendingCallback};
 use super::directory::{Claim, ConnId, StreamClock, StreamDirectory, StreamName, TakeoverPolicy};
-use super::file_source::{FileSource, FileStep, recording_path};
 use super::frame::{FrameRing, RingEntry, StreamEvent};
 use super::http_viewer::HttpRequest;
 use super::message::{AdminRefusal, ShardId, ShardMessage};
@@ -49,6 +48,7 @@ use super::slab::Slab;
 use super::snapshot::{ClientInfo, ConnectionCounts, PublisherInfo, ShardSnapshot, StreamInfo};
 use super::stats::{RejectReason, ShardStats};
 use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
+use super::vod_source::{FileStep, VodSource, vod_candidates};
 use super::write_queue::{FlushOutcome, FlushScratch, Transmit};
 use crate::access::callback::{self, Call, CallbackAnswer, CallbackRequest, Notice, Verdict};
 use crate::access::query::{self, QueryArgs};
@@ -57,6 +57,7 @@ use crate::config::{AppConfig, Config, RecordMode};
 use crate::http::response::{self, Cors};
 use crate::media::codec::{inspect_audio, inspect_video};
 use crate::media::gop_cache::GopCacheLimits;
+use crate::media::vod_index::VodIndex;
 use crate::rtmp::chunk::{DecoderLimits, SHARED_STREAM_ID};
 use crate::rtmp::command::status;
 use crate::rtmp::{MediaKind, ServerEvent, ServerSession, ServerSessionConfig};
@@ -84,6 +85,14 @@ pub enum Output {
     },
     /// The file of `stream` is no longer read: drop its handle.
     CloseFile(StreamId),
+    /// Find the first of `candidates` (file names) in `dir`, refuse it if it leaves the
+    /// directory or is no regular file, open it and index it (or take the index kept for
+    /// it), off the shard's thread; then call [`Shard::handle_vod_opened`] with `request`.
+    OpenVod {
+        request: u64,
+        dir: std::path::PathBuf,
+        candidates: Vec<String>,
+    },
     /// The client became a viewer: give its socket the viewer socket options.
     Playing(ClientId),
     /// Hand this to the disk writer (`src/net/record_writer.rs`); if it cannot take it,
@@ -208,6 +217,29 @@ pub struct Shard {
     /// Clients waiting for a callback's answer.
     callbacks_in_flight: usize,
     next_ticket: u64,
+    /// Stored files the driver is looking up, by request number.
+    vod_requests: HashMap<u64, VodRequest>,
+    vod_serial: u64,
+}
+
+/// What the driver found for a stored file: `Ok(Some(..))` its real path and index,
+/// `Ok(None)` no such file, `Err` refused (and why).
+pub type VodLookup = Result<Option<(Arc<Path>, Arc<VodIndex>)>, String>;
+
+/// What a stored file is being looked up for.
+#[derive(Debug)]
+enum VodRequest {
+    Play {
+        client: ClientId,
+        stream_id: u32,
+        key: String,
+        start_ms: u32,
+        duration_ms: Option<u32>,
+    },
+    Length {
+        client: ClientId,
+        transaction_id: f64,
+    },
 }
 
 impl Shard {
@@ -245,6 +277,8 @@ impl Shard {
             wall_clock: (epoch, Duration::ZERO),
             callbacks_in_flight: 0,
             next_ticket: 1,
+            vod_requests: HashMap::new(),
+            vod_serial: 0,
         }
     }
 
@@ -973,13 +1007,43 @@ impl Shard {
                 }
                 ServerEvent::ReceiveAudio { enabled, .. } => c.queue.set_audio(enabled),
                 ServerEvent::ReceiveVideo { enabled, .. } => c.queue.set_video(enabled),
-                ServerEvent::Pause { paused, .. } => {
-                    // A paused live viewer stops receiving video; on resume it continues
-                    // live from the next keyframe. Audio and data are small and keep it in
-                    // sync.
-                    c.queue.set_video(!paused);
+                ServerEvent::Pause {
+                    stream_id, paused, ..
+                } => {
+                    if !self.vod_pause(id, paused, now)
+                        && let Some(c) = self.clients.get_mut(id.0)
+                    {
+                        // A paused live viewer stops receiving video; on resume it continues
+                        // live from the next keyframe. Audio and data are small and keep it
+                        // in sync.
+                        c.queue.set_video(!paused);
+                        c.session.notify_pause(stream_id, paused);
+                    }
                 }
-                ServerEvent::Seek { .. } => {}
+                ServerEvent::Seek {
+                    stream_id,
+                    position_ms,
+                } => {
+                    if !self.vod_seek(id, position_ms, now)
+                        && let Some(c) = self.clients.get_mut(id.0)
+                    {
+                        // Live streams cannot seek: the notification alone, as before.
+                        c.session.notify_seek(stream_id, false);
+                    }
+                }
+                ServerEvent::BufferLength { buffer_ms, .. } => {
+                    c.buffer_ms = buffer_ms;
+                    if let Some(sid) = c.playing()
+                        && let Some(file) =
+                            self.streams.get_mut(sid.0).and_then(|s| s.file.as_mut())
+                    {
+                        file.set_buffer(buffer_ms);
+                    }
+                }
+                ServerEvent::StreamLengthRequested {
+                    transaction_id,
+                    stream_key,
+                } => self.stream_length(id, transaction_id, &stream_key),
                 ServerEvent::StreamClosed { .. } => self.leave(id, now),
             }
         }
@@ -1479,17 +1543,25 @@ impl Shard {
             return self.refuse(id, Refused::Play(stream_id), key, &denial);
         }
         if app.auth.on_play.is_empty() {
-            return self.start_play(id, stream_id, key, now);
+            return self.start_play(id, stream_id, key, range, now);
         }
         let action = PendingAction::Play {
             stream_id,
             stream: key.to_owned(),
+            range,
         };
         self.start_callback(id, Call::Play, &app.auth.on_play, action, Some(range));
     }
 
     /// Playing `app/key` was allowed: a live stream, or a recording of that name.
-    fn start_play(&mut self, id: ClientId, stream_id: u32, key: &str, now: Instant) {
+    fn start_play(
+        &mut self,
+        id: ClientId,
+        stream_id: u32,
+        key: &str,
+        range: (f64, f64),
+        now: Instant,
+    ) {
         let Some(c) = self.clients.get(id.0) else {
             return;
         };
@@ -1503,15 +1575,232 @@ impl Shard {
             c.queue.filter = filter;
         }
         let name: StreamName = format!("{app_name}/{key}").into();
-        // A live stream wins; otherwise a recording of that name, if the app has them.
-        if let Some(dir) = app.recordings_dir()
+        // A live stream wins; otherwise a stored file of that name, if the app has them.
+        // Start -1 s asks for live only: librtmp sends it as -1000 (ms), Flash as -1.
+        let (start, duration) = range;
+        let live_only = start == -1.0 || start == -1000.0;
+        if let Some(dir) = app.vod_dir()
+            && !live_only
             && self.directory.origin(&name).is_none()
-            && let Some(path) = recording_path(dir, key)
-            && path.is_file()
         {
-            return self.play_file(id, stream_id, name, path, now);
+            let candidates = match vod_candidates(key) {
+                Ok(c) => c,
+                Err(why) => {
+                    return self.reject_play(
+                        id,
+                        stream_id,
+                        status::PLAY_STREAM_NOT_FOUND,
+                        why,
+                        key,
+                    );
+                }
+            };
+            self.vod_serial += 1;
+            let request = self.vod_serial;
+            self.vod_requests.insert(
+                request,
+                VodRequest::Play {
+                    client: id,
+                    stream_id,
+                    key: key.to_owned(),
+                    start_ms: if start > 0.0 {
+                        start.min(f64::from(u32::MAX)) as u32
+                    } else {
+                        0
+                    },
+                    duration_ms: (duration > 0.0).then(|| duration.min(f64::from(u32::MAX)) as u32),
+                },
+            );
+            self.outputs.push_back(Output::OpenVod {
+                request,
+                dir: dir.to_owned(),
+                candidates,
+            });
+            return;
         }
         self.play_stream(id, stream_id, name, now);
+    }
+
+    /// `getStreamLength`: a stored file's length in seconds, 0 for anything else.
+    fn stream_length(&mut self, id: ClientId, transaction_id: f64, key: &str) {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        let dir = self
+            .config
+            .app(c.session.app())
+            .and_then(|a| a.vod_dir().map(Path::to_owned));
+        match (dir, vod_candidates(key)) {
+            (Some(dir), Ok(candidates)) => {
+                self.vod_serial += 1;
+                let request = self.vod_serial;
+                self.vod_requests.insert(
+                    request,
+                    VodRequest::Length {
+                        client: id,
+                        transaction_id,
+                    },
+                );
+                self.outputs.push_back(Output::OpenVod {
+                    request,
+                    dir,
+                    candidates,
+                });
+            }
+            _ => {
+                c.session.answer_stream_length(transaction_id, 0.0);
+                c.queue_session_output();
+            }
+        }
+    }
+
+    /// The driver looked a stored file up for `request`: `Ok(Some(..))` found (its path and
+    /// index), `Ok(None)` no such file, `Err` refused. Returns the stream the file now feeds,
+    /// if a play started, so the driver can keep the open file for its reads.
+    pub fn handle_vod_opened(
+        &mut self,
+        request: u64,
+        result: VodLookup,
+        now: Instant,
+        transmit: &mut impl Transmit,
+    ) -> Option<StreamId> {
+        let req = self.vod_requests.remove(&request)?;
+        let client = match &req {
+            VodRequest::Play { client, .. } | VodRequest::Length { client, .. } => *client,
+        };
+        let started = self.vod_answer(req, result, now);
+        // The answer (a refusal, a length, the start of the play) goes out now: no input of
+        // the client's is being handled to write it.
+        self.write(client, now, transmit);
+        started
+    }
+
+    fn vod_answer(&mut self, req: VodRequest, result: VodLookup, now: Instant) -> Option<StreamId> {
+        match req {
+            VodRequest::Length {
+                client,
+                transaction_id,
+            } => {
+                let c = self.clients.get_mut(client.0)?;
+                let seconds = match &result {
+                    Ok(Some((_, index))) => f64::from(index.duration_ms) / 1000.0,
+                    _ => 0.0,
+                };
+                c.session.answer_stream_length(transaction_id, seconds);
+                c.queue_session_output();
+                None
+            }
+            VodRequest::Play {
+                client,
+                stream_id,
+                key,
+                start_ms,
+                duration_ms,
+            } => {
+                // The client may have gone or asked for something else meanwhile.
+                let c = self.clients.get(client.0)?;
+                if !matches!(c.role, Role::Idle) || c.close_reason.is_some() {
+                    return None;
+                }
+                let name: StreamName = format!("{}/{key}", c.session.app()).into();
+                match result {
+                    Ok(Some((path, index))) if self.directory.origin(&name).is_none() => {
+                        Some(self.play_file(
+                            client,
+                            stream_id,
+                            name,
+                            VodSource::new(
+                                path,
+                                index,
+                                now,
+                                self.config.server.chunk_size,
+                                start_ms,
+                                duration_ms,
+                            ),
+                            now,
+                        ))
+                    }
+                    Ok(_) => {
+                        self.play_stream(client, stream_id, name, now);
+                        None
+                    }
+                    Err(why) => {
+                        self.reject_play(
+                            client,
+                            stream_id,
+                            status::PLAY_STREAM_NOT_FOUND,
+                            &why,
+                            &key,
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// A `seek` from a stored file's viewer: drop what it has not been sent, tell it (Stream
+    /// EOF, `NetStream.Seek.Notify`, Stream Begin) and restart from the keyframe at or before
+    /// the position. False if the client plays no stored file.
+    fn vod_seek(&mut self, id: ClientId, position_ms: f64, now: Instant) -> bool {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return false;
+        };
+        let Role::Viewer {
+            stream, stream_id, ..
+        } = c.role
+        else {
+            return false;
+        };
+        let Some(s) = self.streams.get_mut(stream.0) else {
+            return false;
+        };
+        let Some(file) = s.file.as_mut() else {
+            return false;
+        };
+        c.queue.start_at(s.ring.next_seq());
+        c.session.notify_seek(stream_id, true);
+        c.queue_session_output();
+        let position = position_ms.clamp(0.0, f64::from(u32::MAX)) as u32;
+        file.seek(position, now);
+        s.file_timer = None;
+        tracing::debug!(shard = self.id, peer = %c.addr, position, "stored file seek");
+        self.pump_file(stream, now);
+        true
+    }
+
+    /// `pause` from a stored file's viewer: nothing more is sent until the resume, which
+    /// continues with the first frame it had not been sent. False if it plays no stored
+    /// file.
+    fn vod_pause(&mut self, id: ClientId, paused: bool, now: Instant) -> bool {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return false;
+        };
+        let Role::Viewer {
+            stream, stream_id, ..
+        } = c.role
+        else {
+            return false;
+        };
+        let Some(s) = self.streams.get_mut(stream.0) else {
+            return false;
+        };
+        let Some(file) = s.file.as_mut() else {
+            return false;
+        };
+        if paused {
+            file.pause(c.queue.cursor());
+            c.queue.start_at(s.ring.next_seq());
+        } else {
+            file.resume(now);
+        }
+        c.session.notify_pause(stream_id, paused);
+        c.queue_session_output();
+        s.file_timer = None;
+        if !paused {
+            self.pump_file(stream, now);
+        }
+        true
     }
 
     /// `id` plays the live stream `name` (on RTMP message stream `stream_id`): at once if
@@ -1904,15 +2193,30 @@ impl Shard {
                 tracing::info!(shard = self.id, peer = %c.addr, from = %stream, to = %to, "the publish callback renamed the stream");
                 self.start_publish(client, stream_id, &to, now)
             }
-            (PendingAction::Play { stream_id, stream }, Verdict::Deny(denial)) => {
-                self.refuse(client, Refused::Play(stream_id), &stream, &denial)
-            }
-            (PendingAction::Play { stream_id, stream }, Verdict::Allow) => {
-                self.start_play(client, stream_id, &stream, now)
-            }
-            (PendingAction::Play { stream_id, stream }, Verdict::Rename(to)) => {
+            (
+                PendingAction::Play {
+                    stream_id, stream, ..
+                },
+                Verdict::Deny(denial),
+            ) => self.refuse(client, Refused::Play(stream_id), &stream, &denial),
+            (
+                PendingAction::Play {
+                    stream_id,
+                    stream,
+                    range,
+                },
+                Verdict::Allow,
+            ) => self.start_play(client, stream_id, &stream, range, now),
+            (
+                PendingAction::Play {
+                    stream_id,
+                    stream,
+                    range,
+                },
+                Verdict::Rename(to),
+            ) => {
                 tracing::info!(shard = self.id, peer = %c.addr, from = %stream, to = %to, "the play callback renamed the stream");
-                self.start_play(client, stream_id, &to, now)
+                self.start_play(client, stream_id, &to, range, now)
             }
             (PendingAction::HttpPlay { app, stream, .. }, Verdict::Deny(denial)) => {
                 self.refuse_http(client, &app, &stream, &denial)
@@ -1986,15 +2290,15 @@ impl Shard {
         self.outputs.push_back(Output::Notify(request));
     }
 
-    /// Plays a stored file to `id`: a stream of its own, fed by a file source.
+    /// Plays a stored file to `id`: a stream of its own, fed by its own source.
     fn play_file(
         &mut self,
         id: ClientId,
         stream_id: u32,
         name: StreamName,
-        path: std::path::PathBuf,
+        mut source: VodSource,
         now: Instant,
-    ) {
+    ) -> StreamId {
         let mut settings = self.settings_for(&name);
         settings.gop_cache = None;
         // The source waits for a viewer that falls behind (`pump_file`) instead of the
@@ -2003,12 +2307,16 @@ impl Shard {
         let mut stream = LocalStream::new(name.clone(), settings);
         stream.live = true;
         stream.live_since = Some(now);
-        tracing::info!(shard = self.id, peer = %self.clients.get(id.0).map(|c| c.addr.to_string()).unwrap_or_default(), stream = %name, file = %path.display(), "playing a recording");
-        stream.file = Some(FileSource::new(path, now, self.config.server.chunk_size));
+        let buffer_ms = self.clients.get(id.0).map_or(0, |c| c.buffer_ms);
+        if buffer_ms > 0 {
+            source.set_buffer(buffer_ms);
+        }
+        tracing::info!(shard = self.id, peer = %self.clients.get(id.0).map(|c| c.addr.to_string()).unwrap_or_default(), stream = %name, file = %source.path.display(), "playing a stored file");
+        stream.file = Some(source);
         stream.viewers.push(id);
         let sid = StreamId(self.streams.insert(stream));
         let Some(c) = self.clients.get_mut(id.0) else {
-            return;
+            return sid;
         };
         c.set_role(
             Role::Viewer {
@@ -2024,6 +2332,7 @@ impl Shard {
         c.queue_session_output();
         c.queue.start_at(0);
         self.pump_file(sid, now);
+        sid
     }
 
     /// Moves a file source along: frames that are due go into its stream, and it says what

@@ -17,11 +17,11 @@ use bytes::Bytes;
 
 use super::client::{Client, ClientId};
 use super::directory::StreamName;
-use super::file_source::FileSource;
 use super::frame::{Frame, FrameKind, FrameRing, RingEntry, StreamEvent};
 use super::output::{self, OutputFormat, TrackFilter};
 use super::rate::RateWindow;
 use super::slab::{Key, Slab};
+use super::vod_source::VodSource;
 use crate::config::FlushOn;
 use crate::media::gop_cache::{CachedMessage, GopCache, GopCacheLimits};
 use crate::media::multitrack::MAX_TRACKS;
@@ -128,7 +128,7 @@ pub struct LocalStream {
     pub(crate) pass_timer: bool,
     /// The stored file feeding this stream, for a file's own viewer, and when its one
     /// armed timer fires.
-    pub(crate) file: Option<FileSource>,
+    pub(crate) file: Option<VodSource>,
     pub(crate) file_timer: Option<Instant>,
     /// Payload bytes that came in (on the origin) and bytes written to viewers here.
     pub bytes_in: u64,

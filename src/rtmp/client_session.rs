@@ -88,6 +88,11 @@ pub enum ClientEvent {
         timestamp: u32,
         payload: Bytes,
     },
+    /// `_result` of a call made with [`ClientSession::call`] (e.g. `getStreamLength`).
+    CallResult {
+        transaction_id: f64,
+        value: crate::rtmp::amf0::Amf0Value,
+    },
     StreamBegin(u32),
     StreamEof(u32),
     StreamDry(u32),
@@ -117,6 +122,10 @@ pub struct ClientSession {
     intent: Intent,
     /// The NetStream id the server created for us.
     stream_id: Option<u32>,
+    /// `play`'s start and duration arguments (ms; -2 and -1 as the protocol defines).
+    play_range: (f64, f64),
+    /// The Set Buffer Length sent with `play`.
+    buffer_ms: u32,
     events: VecDeque<ClientEvent>,
     /// What the server declared in the `_result` of `connect` (Enhanced RTMP codecs,
     /// `capsEx`), once it came.
@@ -137,6 +146,8 @@ impl ClientSession {
             connected: false,
             intent: Intent::None,
             stream_id: None,
+            play_range: (-2.0, -1.0),
+            buffer_ms: 3000,
             events: VecDeque::new(),
             server_capabilities: None,
             config,
@@ -214,6 +225,53 @@ impl ClientSession {
         if self.connected {
             self.start_intent();
         }
+    }
+
+    /// Plays `stream_key` from `start_ms` for `duration_ms` (a stored file's range; -2/-1
+    /// mean "live or recorded" and "to the end"), telling the server the player buffers
+    /// `buffer_ms`.
+    pub fn play_range(
+        &mut self,
+        stream_key: &str,
+        start_ms: f64,
+        duration_ms: f64,
+        buffer_ms: u32,
+    ) {
+        self.play_range = (start_ms, duration_ms);
+        self.buffer_ms = buffer_ms;
+        self.play(stream_key);
+    }
+
+    /// Calls `name` on message stream 0 with transaction id `transaction_id` (at least 10, to
+    /// stay clear of the session's own calls); the answer comes as
+    /// [`ClientEvent::CallResult`].
+    pub fn call(
+        &mut self,
+        name: &str,
+        transaction_id: f64,
+        args: Vec<crate::rtmp::amf0::Amf0Value>,
+    ) {
+        let mut cmd = Command::new(name, transaction_id, Amf0Value::Null);
+        for a in args {
+            cmd = cmd.arg(a);
+        }
+        self.send_command(0, &cmd);
+    }
+
+    /// `seek` to `position_ms` on the played stream.
+    pub fn seek(&mut self, position_ms: f64) {
+        let id = self.stream_id.unwrap_or(SHARED_STREAM_ID);
+        let cmd = Command::new("seek", 0.0, Amf0Value::Null).arg(position_ms);
+        self.send_command(id, &cmd);
+    }
+
+    /// `pause` (or resume, `paused = false`) the played stream at `position_ms`.
+    pub fn pause(&mut self, paused: bool, position_ms: f64) {
+        let id = self.stream_id.unwrap_or(SHARED_STREAM_ID);
+        let cmd = Command::new("pause", 0.0, Amf0Value::Null)
+            .arg(Amf0Value::Boolean(paused))
+            .arg(position_ms);
+        self.send_command(id, &cmd);
     }
 
     /// Sends an audio or video message on the published stream.
@@ -389,7 +447,8 @@ impl ClientSession {
                     Intent::Play(key) => {
                         Command::new("play", tid::PUBLISH_OR_PLAY, Amf0Value::Null)
                             .arg(key.as_str())
-                            .arg(-2.0)
+                            .arg(self.play_range.0)
+                            .arg(self.play_range.1)
                     }
                     Intent::None => return,
                 };
@@ -399,10 +458,16 @@ impl ClientSession {
                     self.conn.send_control(ControlMessage::UserControl(
                         UserControlEvent::SetBufferLength {
                             stream_id: id,
-                            buffer_ms: 3000,
+                            buffer_ms: self.buffer_ms,
                         },
                     ));
                 }
+            }
+            "_result" if cmd.transaction_id >= 10.0 => {
+                self.events.push_back(ClientEvent::CallResult {
+                    transaction_id: cmd.transaction_id,
+                    value: info.cloned().unwrap_or(Amf0Value::Undefined),
+                });
             }
             "_error" => {
                 self.events.push_back(ClientEvent::ConnectFailed {

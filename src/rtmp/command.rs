@@ -217,6 +217,7 @@ pub mod status {
     pub const PLAY_RESET: &str = "NetStream.Play.Reset";
     pub const PLAY_START: &str = "NetStream.Play.Start";
     pub const PLAY_STOP: &str = "NetStream.Play.Stop";
+    pub const PLAY_COMPLETE: &str = "NetStream.Play.Complete";
     pub const PLAY_FAILED: &str = "NetStream.Play.Failed";
     pub const PLAY_FORBIDDEN: &str = "NetStream.Play.Forbidden";
     pub const PLAY_STREAM_NOT_FOUND: &str = "NetStream.Play.StreamNotFound";

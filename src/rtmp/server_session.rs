@@ -4,9 +4,10 @@
 //! out of [`ServerSession::poll_event`]; what must be written comes out of
 //! [`ServerSession::poll_transmit`]. The session answers everything that needs no decision
 //! on its own (handshake, control messages, pings, `createStream`, `releaseStream`,
-//! `FCPublish`, `getStreamLength`, unknown calls), and leaves the decisions — may this
-//! client connect to this app, publish this key, play this stream — to the relay, which
-//! answers through `accept_*` and `reject_*`. No sockets, no clock: the caller passes the
+//! `FCPublish`, unknown calls), and leaves the decisions — may this client connect to this
+//! app, publish this key, play this stream; how long is it, can it seek or pause — to the
+//! relay, which answers through `accept_*`, `reject_*`, `notify_*` and
+//! `answer_stream_length`. No sockets, no clock: the caller passes the
 //! epoch and the randomness seed in, so a test can replay a session byte for byte.
 //!
 //! Media from a player's point of view never passes through here on the relay's hot path:
@@ -133,14 +134,28 @@ pub enum ServerEvent {
         timestamp: u32,
         payload: Bytes,
     },
+    /// `pause`: answer with [`ServerSession::notify_pause`].
     Pause {
         stream_id: u32,
         paused: bool,
         position_ms: f64,
     },
+    /// `seek`: answer with [`ServerSession::notify_seek`] (the relay knows whether the
+    /// stream can seek).
     Seek {
         stream_id: u32,
         position_ms: f64,
+    },
+    /// `getStreamLength` with a transaction id: answer with
+    /// [`ServerSession::answer_stream_length`].
+    StreamLengthRequested {
+        transaction_id: f64,
+        stream_key: String,
+    },
+    /// Set Buffer Length: how much the player buffers on a stream.
+    BufferLength {
+        stream_id: u32,
+        buffer_ms: u32,
     },
     ReceiveAudio {
         stream_id: u32,
@@ -240,7 +255,14 @@ impl ServerSession {
         while let Some(incoming) = self.conn.next_incoming()? {
             match incoming {
                 Incoming::Message(msg) => self.on_message(msg)?,
-                // Clients send Set Buffer Length; nothing for a live relay to do with it.
+                // A stored file is paced a player's buffer ahead; live streams ignore it.
+                Incoming::UserControl(UserControlEvent::SetBufferLength {
+                    stream_id,
+                    buffer_ms,
+                }) => self.events.push_back(ServerEvent::BufferLength {
+                    stream_id,
+                    buffer_ms,
+                }),
                 Incoming::UserControl(_) => {}
             }
         }
@@ -479,14 +501,22 @@ impl ServerSession {
                     None => self.send_error(tid, status::CALL_FAILED, "too many streams"),
                 }
             }
-            "releaseStream" | "getStreamLength" | "_checkbw" => {
+            "getStreamLength" => {
+                // Only a stored file has a length; the relay looks it up.
                 if tid != 0.0 {
-                    let value = if cmd.name == "getStreamLength" {
-                        Amf0Value::Number(0.0)
-                    } else {
-                        Amf0Value::Undefined
-                    };
-                    self.send_result(tid, value);
+                    let name = cmd
+                        .arg_at(0)
+                        .and_then(Amf0Value::as_str)
+                        .unwrap_or_default();
+                    self.events.push_back(ServerEvent::StreamLengthRequested {
+                        transaction_id: tid,
+                        stream_key: split_query(name).0,
+                    });
+                }
+            }
+            "releaseStream" | "_checkbw" => {
+                if tid != 0.0 {
+                    self.send_result(tid, Amf0Value::Undefined);
                 }
             }
             "FCPublish" => {
@@ -529,12 +559,6 @@ impl ServerSession {
             "pause" | "pauseRaw" => {
                 let paused = cmd.arg_at(0).and_then(Amf0Value::as_bool).unwrap_or(true);
                 let position_ms = cmd.arg_at(1).and_then(Amf0Value::as_f64).unwrap_or(0.0);
-                let code = if paused {
-                    status::PAUSE_NOTIFY
-                } else {
-                    status::UNPAUSE_NOTIFY
-                };
-                self.send_command(stream_id, &on_status("status", code, "paused"));
                 self.events.push_back(ServerEvent::Pause {
                     stream_id,
                     paused,
@@ -543,7 +567,6 @@ impl ServerSession {
             }
             "seek" => {
                 let position_ms = cmd.arg_at(0).and_then(Amf0Value::as_f64).unwrap_or(0.0);
-                self.send_command(stream_id, &on_status("status", status::SEEK_NOTIFY, "seek"));
                 self.events.push_back(ServerEvent::Seek {
                     stream_id,
                     position_ms,
@@ -847,9 +870,52 @@ impl ServerSession {
             )));
     }
 
-    /// Tells a player a recorded stream has played to its end: Stream EOF and
-    /// `NetStream.Play.Stop` (on which ffmpeg and Flash players finish).
+    /// Answers `getStreamLength` with the length in seconds (0 for a live stream).
+    pub fn answer_stream_length(&mut self, transaction_id: f64, seconds: f64) {
+        self.send_result(transaction_id, Amf0Value::Number(seconds));
+    }
+
+    /// Answers `pause`: `NetStream.Pause.Notify` or `NetStream.Unpause.Notify`.
+    pub fn notify_pause(&mut self, stream_id: u32, paused: bool) {
+        let (code, description) = if paused {
+            (status::PAUSE_NOTIFY, "paused")
+        } else {
+            (status::UNPAUSE_NOTIFY, "unpaused")
+        };
+        self.send_command(stream_id, &on_status("status", code, description));
+    }
+
+    /// Answers `seek`. A stored file restarts (`recorded`): Stream EOF, `NetStream.Seek.Notify`
+    /// and Stream Begin, the order Flash Media Server uses, so the player flushes its buffer
+    /// before the new position's media. A live stream cannot seek: the notification alone.
+    pub fn notify_seek(&mut self, stream_id: u32, recorded: bool) {
+        if recorded {
+            self.conn
+                .send_control(ControlMessage::UserControl(UserControlEvent::StreamEof(
+                    stream_id,
+                )));
+        }
+        self.send_command(stream_id, &on_status("status", status::SEEK_NOTIFY, "seek"));
+        if recorded {
+            self.conn
+                .send_control(ControlMessage::UserControl(UserControlEvent::StreamBegin(
+                    stream_id,
+                )));
+        }
+    }
+
+    /// Tells a player a recorded stream has played to its end: `onPlayStatus`
+    /// `NetStream.Play.Complete` (a data message, what Flash players end on), Stream EOF and
+    /// `NetStream.Play.Stop` (on which ffmpeg finishes).
     pub fn notify_play_stopped(&mut self, stream_id: u32) {
+        let complete = DataMessage {
+            name: "onPlayStatus".to_owned(),
+            values: vec![Amf0Value::object([
+                ("level", Amf0Value::String("status".into())),
+                ("code", Amf0Value::String(status::PLAY_COMPLETE.into())),
+            ])],
+        };
+        self.send_data(stream_id, 0, complete.encode());
         self.conn
             .send_control(ControlMessage::UserControl(UserControlEvent::StreamEof(
                 stream_id,

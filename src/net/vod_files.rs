@@ -1,0 +1,149 @@
+//! Finding, confining, opening and indexing stored files for video on demand, off the
+//! shard's thread.
+//!
+//! A shard never touches the disk for this: `Output::OpenVod` makes the driver run
+//! [`open`] on glommio's blocking thread (`spawn_blocking`), because `stat`, `realpath` and
+//! the first pass over a large FLV can take long, and opening a FIFO would block forever.
+//! The answer comes back to the shard as a value (`Shard::handle_vod_opened`).
+//!
+//! Confinement is checked on the resolved path, not the name: the name was already refused
+//! if it holds `..` or is absolute (`relay/vod_source.rs`), and here the path's real
+//! location (every symlink followed) must still lie inside the real `vod_dir`, and be a
+//! regular file. The file is opened once, with `O_NONBLOCK` (a FIFO swapped in after the
+//! check still cannot block) and checked again through its descriptor; the shard then reads
+//! that same descriptor, so nothing swapped in later is read.
+//!
+//! Indexes are kept in one process-wide cache keyed by real path, size and modification
+//! time: every viewer of a file on every core shares one index, and a file replaced on
+//! disk gets a new one.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
+
+use crate::media::vod_index::{VodIndex, index_flv};
+
+/// Indexes kept at most; the oldest-inserted are dropped first beyond this.
+const CACHE_ENTRIES: usize = 256;
+
+/// What looking a name up found.
+pub enum Opened {
+    /// The file, its real path and its index.
+    Found {
+        path: Arc<Path>,
+        index: Arc<VodIndex>,
+        file: File,
+    },
+    /// None of the candidate names exists.
+    Missing,
+    /// A name exists but must not or cannot be played.
+    Refused(String),
+}
+
+type Key = (PathBuf, u64, Option<SystemTime>);
+
+struct Cache {
+    map: HashMap<Key, Arc<VodIndex>>,
+    order: Vec<Key>,
+}
+
+fn cache() -> &'static Mutex<Cache> {
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        Mutex::new(Cache {
+            map: HashMap::new(),
+            order: Vec::new(),
+        })
+    })
+}
+
+/// Looks `candidates` (file names, in order) up in `dir`. Blocking: call it off the shard.
+pub fn open(dir: &Path, candidates: &[String]) -> Opened {
+    let real_dir = match dir.canonicalize() {
+        Ok(d) => d,
+        Err(e) => return Opened::Refused(format!("VOD directory {}: {e}", dir.display())),
+    };
+    for name in candidates {
+        let path = dir.join(name);
+        match std::fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Opened::Refused(format!("{}: {e}", path.display())),
+            Ok(_) => {}
+        }
+        return open_one(&real_dir, &path);
+    }
+    Opened::Missing
+}
+
+fn open_one(real_dir: &Path, path: &Path) -> Opened {
+    let real = match path.canonicalize() {
+        Ok(p) => p,
+        // A dangling symlink: there is nothing to play.
+        Err(e) => return Opened::Refused(format!("{}: {e}", path.display())),
+    };
+    if !real.starts_with(real_dir) {
+        return Opened::Refused(format!(
+            "{} leads outside the VOD directory",
+            path.display()
+        ));
+    }
+    match std::fs::metadata(&real) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Opened::Refused(format!("{} is not a regular file", path.display())),
+        Err(e) => return Opened::Refused(format!("{}: {e}", path.display())),
+    }
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(&real)
+    {
+        Ok(f) => f,
+        Err(e) => return Opened::Refused(format!("{}: {e}", path.display())),
+    };
+    let meta = match file.metadata() {
+        Ok(m) if m.is_file() => m,
+        Ok(_) => return Opened::Refused(format!("{} is not a regular file", path.display())),
+        Err(e) => return Opened::Refused(format!("{}: {e}", path.display())),
+    };
+    let key: Key = (real.clone(), meta.len(), meta.modified().ok());
+    if let Some(index) = cache().lock().ok().and_then(|c| c.map.get(&key).cloned()) {
+        return Opened::Found {
+            path: real.into(),
+            index,
+            file,
+        };
+    }
+    let is_mp4 = real
+        .extension()
+        .is_some_and(|e| matches!(e.to_str(), Some("mp4" | "m4v" | "mov")));
+    let built = {
+        let reader = BufReader::with_capacity(64 * 1024, &file);
+        if is_mp4 {
+            crate::media::mp4::index_mp4(reader, meta.len())
+        } else {
+            index_flv(reader, meta.len())
+        }
+    };
+    let index = match built {
+        Ok(i) => Arc::new(i),
+        Err(e) => return Opened::Refused(format!("{}: {e}", path.display())),
+    };
+    tracing::info!(file = %real.display(), frames = index.samples.len(), duration_ms = index.duration_ms, "stored file indexed");
+    if let Ok(mut c) = cache().lock() {
+        if c.order.len() >= CACHE_ENTRIES {
+            let old = c.order.remove(0);
+            c.map.remove(&old);
+        }
+        c.order.push(key.clone());
+        c.map.insert(key, index.clone());
+    }
+    Opened::Found {
+        path: real.into(),
+        index,
+        file,
+    }
+}

@@ -1,0 +1,522 @@
+//! Video on demand: one viewer's play of a stored FLV or MP4 file, as a state machine.
+//!
+//! An application with `vod_dir` serves `rtmp://host/APP/NAME` from `NAME.flv` (else
+//! `NAME.mp4`) in that directory when no one publishes `APP/NAME` live (a live stream always
+//! wins), the way nginx-rtmp's `play /dir;` does. Each such viewer gets a stream of its own,
+//! fed by a [`VodSource`] that holds only its position: the file's [`VodIndex`] (where every
+//! frame is, which are keyframes) is built once by the driver and shared by every viewer of
+//! the file, on every core.
+//!
+//! The source reads nothing itself: it asks for the bytes of its next frames
+//! ([`FileStep::Read`]), the driver reads them without blocking the shard (io_uring,
+//! `src/net/shard_driver.rs`) and hands them back ([`VodSource::feed`]). Frames keep the
+//! file's own timestamps (a play from 5 s starts near 5000 ms, as Flash Media Server and
+//! nginx-rtmp send them) and are released in real time, a lead ahead of their media time:
+//! about the player's buffer (Set Buffer Length, capped by `VOD_MAX_LEAD`), so a player
+//! fills its buffer at once but the file is never sent whole. A viewer that stops reading
+//! makes the source wait ([`FileStep::WaitUntil`]), never the queue grow, and is
+//! disconnected after `lag_disconnect_ms` like any slow viewer.
+//!
+//! Every start (play, seek) sends the metadata (with `duration`) and the codec sequence
+//! headers first, then frames from the keyframe at or before the position: a decoder can
+//! start there and nowhere else. A pause remembers the first frame the viewer has not been
+//! sent; the resume continues from exactly there. At the end (of the file, or of the play's
+//! `duration`) the stream carries
+//! [`StreamEvent::PlayStopped`](super::frame::StreamEvent::PlayStopped).
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::frame::RingEntry;
+use super::origin::Origin;
+use crate::media::vod_index::{SampleKind, VodIndex};
+use crate::performance::{FILE_BACKPRESSURE_RETRY, FILE_PREROLL, FILE_READ_SIZE, VOD_MAX_LEAD};
+use crate::rtmp::MediaKind;
+
+/// Why a name cannot be a stored file's.
+pub const REFUSED_NAME: &str = "the name leaves the VOD directory";
+
+/// The file names a play of `key` may refer to, in the order they are tried: `NAME.flv` then
+/// `NAME.mp4` for a bare name, one file for `flv:NAME`, `mp4:NAME.mp4` or a name with its
+/// extension. A name that could leave the directory (`..`, also percent-encoded, an absolute
+/// path, a backslash or NUL) is refused here, before anything touches the disk; symlinks
+/// leading out are refused by the driver, which resolves the path.
+pub fn vod_candidates(key: &str) -> Result<Vec<String>, &'static str> {
+    let decoded = percent_decode(key).ok_or(REFUSED_NAME)?;
+    let (prefix, name) = match decoded.split_once(':') {
+        Some((p @ ("mp4" | "flv"), rest)) => (Some(p), rest),
+        _ => (None, decoded.as_str()),
+    };
+    let bad = name.is_empty()
+        || name.starts_with('/')
+        || name.contains(['\\', '\0', ':'])
+        || name
+            .split('/')
+            .any(|part| part.is_empty() || part.starts_with('.'));
+    if bad {
+        return Err(REFUSED_NAME);
+    }
+    let has = |ext: &str| name.ends_with(ext);
+    Ok(match prefix {
+        Some("mp4") if has(".mp4") || has(".m4v") || has(".mov") => vec![name.to_owned()],
+        Some("mp4") => vec![format!("{name}.mp4")],
+        Some(_) if has(".flv") => vec![name.to_owned()],
+        Some(_) => vec![format!("{name}.flv")],
+        None if has(".flv") || has(".mp4") => vec![name.to_owned()],
+        None => vec![format!("{name}.flv"), format!("{name}.mp4")],
+    })
+}
+
+/// `%XX` decoded; `None` for a malformed escape or bytes that are no UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// What the source needs next.
+#[derive(Debug)]
+pub enum FileStep {
+    /// A frame to append to the stream; ask again.
+    Frame(RingEntry),
+    /// Read `len` bytes at `offset` and hand them to [`VodSource::feed`].
+    Read { offset: u64, len: usize },
+    /// A read is in flight, or the play is paused: nothing to do until something changes.
+    Reading,
+    /// Ask again at this time (the next frame is not due yet, or the viewer is behind).
+    WaitUntil(Instant),
+    /// The play reached its end.
+    End,
+    /// The file cannot be played; the reason names the file, not the viewer.
+    Failed(String),
+}
+
+/// The frames a source appended that its viewer may not have been sent yet: (ring
+/// sequence, sample index). A pause resumes at the first of them the viewer lacks.
+const APPENDED_KEPT: usize = 4096;
+
+pub struct VodSource {
+    pub path: Arc<Path>,
+    index: Arc<VodIndex>,
+    origin: Origin,
+    chunk_size: u32,
+    /// The next frame to append.
+    next: usize,
+    /// Frames after this media time are not played (`play`'s duration).
+    stop_after: Option<u32>,
+    /// `media_base` plays at `clock_base`.
+    clock_base: Instant,
+    media_base: u32,
+    lead: Duration,
+    /// Metadata and sequence headers still to send before the frames (0 = metadata).
+    intro: Option<usize>,
+    /// The last read: `buf` holds the file from `buf_offset`.
+    buf: Bytes,
+    buf_offset: u64,
+    reading: Option<u64>,
+    paused: bool,
+    ended: bool,
+    appended: VecDeque<(u64, usize)>,
+    /// Since when the viewer has been too far behind for the source to go on.
+    behind_since: Option<Instant>,
+}
+
+impl VodSource {
+    /// A play of `index`'s file from `start_ms` (the keyframe at or before it) for
+    /// `duration_ms` (`None`: to the end).
+    pub fn new(
+        path: Arc<Path>,
+        index: Arc<VodIndex>,
+        now: Instant,
+        chunk_size: u32,
+        start_ms: u32,
+        duration_ms: Option<u32>,
+    ) -> VodSource {
+        let mut source = VodSource {
+            path,
+            index,
+            origin: Origin::new(0, chunk_size),
+            chunk_size,
+            next: 0,
+            stop_after: duration_ms.map(|d| start_ms.saturating_add(d)),
+            clock_base: now,
+            media_base: 0,
+            lead: FILE_PREROLL,
+            intro: Some(0),
+            buf: Bytes::new(),
+            buf_offset: 0,
+            reading: None,
+            paused: false,
+            ended: false,
+            appended: VecDeque::new(),
+            behind_since: None,
+        };
+        source.start(start_ms, now);
+        source
+    }
+
+    pub fn duration_ms(&self) -> u32 {
+        self.index.duration_ms
+    }
+
+    /// The player buffers `buffer_ms`: send that far ahead (within limits).
+    pub fn set_buffer(&mut self, buffer_ms: u32) {
+        self.lead = Duration::from_millis(u64::from(buffer_ms)).clamp(FILE_PREROLL, VOD_MAX_LEAD);
+    }
+
+    fn start(&mut self, position_ms: u32, now: Instant) {
+        self.next = self.index.start_at(position_ms);
+        self.media_base = self.index.samples.get(self.next).map_or(0, |s| s.timestamp);
+        self.clock_base = now;
+        self.intro = Some(0);
+        self.ended = false;
+        self.paused = false;
+        self.appended.clear();
+        // Timestamps may go back: a fresh origin (same numbering) must not hold them.
+        self.origin = Origin::new(self.origin.next_seq(), self.chunk_size);
+    }
+
+    /// Plays from `position_ms` instead (a seek): the stream's unsent frames must already
+    /// have been dropped.
+    pub fn seek(&mut self, position_ms: u32, now: Instant) {
+        self.start(position_ms, now);
+    }
+
+    /// Pauses. The viewer's next unsent entry is `first_unsent` (ring sequence): the
+    /// stream drops it and everything after, and the resume starts with it.
+    pub fn pause(&mut self, first_unsent: u64) {
+        if let Some(&(_, sample)) = self.appended.iter().find(|(seq, _)| *seq >= first_unsent) {
+            self.next = sample;
+            self.ended = false;
+        }
+        if self.intro.is_some() {
+            self.intro = Some(0);
+        }
+        self.appended.clear();
+        self.paused = true;
+    }
+
+    /// Resumes after a pause, where it stopped.
+    pub fn resume(&mut self, now: Instant) {
+        if !self.paused {
+            return;
+        }
+        self.paused = false;
+        self.media_base = self
+            .index
+            .samples
+            .get(self.next)
+            .map_or(self.media_base, |s| s.timestamp);
+        self.clock_base = now;
+        self.origin = Origin::new(self.origin.next_seq(), self.chunk_size);
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// A read came back: `data` from `offset` (short or empty at the end of the file).
+    pub fn feed(&mut self, offset: u64, data: Bytes) {
+        if self.reading != Some(offset) {
+            return;
+        }
+        self.reading = None;
+        self.buf = data;
+        self.buf_offset = offset;
+    }
+
+    /// When the frame at media time `ts` is due.
+    fn due(&self, ts: u32) -> Instant {
+        self.clock_base + Duration::from_millis(u64::from(ts.saturating_sub(self.media_base)))
+    }
+
+    /// What to do next at `now`. `viewer_behind` says whether the viewer has more unsent
+    /// than the source should add to; past `lag_disconnect` of that the source gives up.
+    pub fn next(
+        &mut self,
+        now: Instant,
+        viewer_behind: bool,
+        lag_disconnect: Duration,
+    ) -> FileStep {
+        if self.ended || self.paused {
+            return FileStep::Reading;
+        }
+        if viewer_behind {
+            let since = *self.behind_since.get_or_insert(now);
+            if now.saturating_duration_since(since) > lag_disconnect {
+                return FileStep::Failed(format!(
+                    "viewer of a stored file read nothing for more than {} ms",
+                    lag_disconnect.as_millis()
+                ));
+            }
+            return FileStep::WaitUntil(now + FILE_BACKPRESSURE_RETRY);
+        }
+        self.behind_since = None;
+        let ts = self.media_base;
+        if let Some(step) = self.intro {
+            let index = self.index.clone();
+            if step == 0 {
+                self.intro = Some(1);
+                let frame = self.origin.data(ts, index.metadata.clone(), true, now);
+                return FileStep::Frame(RingEntry::Frame(frame));
+            }
+            if let Some((kind, payload)) = index.headers.get(step - 1) {
+                self.intro = Some(step + 1);
+                let kind = match kind {
+                    SampleKind::Audio => MediaKind::Audio,
+                    _ => MediaKind::Video,
+                };
+                let frame = self.origin.media(kind, ts, payload.clone(), now);
+                return FileStep::Frame(RingEntry::Frame(frame));
+            }
+            self.intro = None;
+        }
+        loop {
+            let Some(sample) = self.index.samples.get(self.next).copied() else {
+                self.ended = true;
+                return FileStep::End;
+            };
+            if self.stop_after.is_some_and(|stop| sample.timestamp > stop) {
+                self.ended = true;
+                return FileStep::End;
+            }
+            if self.index.is_header(self.next) {
+                self.next += 1;
+                continue;
+            }
+            let due = self.due(sample.timestamp);
+            if due > now + self.lead {
+                return FileStep::WaitUntil(due - self.lead);
+            }
+            let start = sample.offset;
+            let end = start + u64::from(sample.size);
+            let have_end = self.buf_offset + self.buf.len() as u64;
+            if start < self.buf_offset || end > have_end {
+                if self.reading.is_some() {
+                    return FileStep::Reading;
+                }
+                if self.buf_offset == start && !self.buf.is_empty() {
+                    // The last read of exactly this place came back short: the file shrank.
+                    return FileStep::Failed(format!(
+                        "stored file {} ends inside a frame",
+                        self.path.display()
+                    ));
+                }
+                self.reading = Some(start);
+                self.buf = Bytes::new();
+                return FileStep::Read {
+                    offset: start,
+                    len: (sample.size as usize).max(FILE_READ_SIZE),
+                };
+            }
+            let from = (start - self.buf_offset) as usize;
+            let data = self.buf.slice(from..from + sample.size as usize);
+            let payload = self.index.payload(&sample, data);
+            let frame = match sample.kind {
+                SampleKind::Audio => {
+                    self.origin
+                        .media(MediaKind::Audio, sample.timestamp, payload, now)
+                }
+                SampleKind::Video => {
+                    self.origin
+                        .media(MediaKind::Video, sample.timestamp, payload, now)
+                }
+                SampleKind::Data => self.origin.data(sample.timestamp, payload, false, now),
+            };
+            if self.appended.len() == APPENDED_KEPT {
+                self.appended.pop_front();
+            }
+            self.appended.push_back((frame.seq, self.next));
+            self.next += 1;
+            return FileStep::Frame(RingEntry::Frame(frame));
+        }
+    }
+
+    /// Numbers an event after the file's frames.
+    pub fn event(&mut self, event: super::frame::StreamEvent) -> RingEntry {
+        self.origin.event(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::flv::{
+        FlvHeader, FlvTag, FlvWriter, TAG_TYPE_AUDIO, TAG_TYPE_SCRIPT_DATA, TAG_TYPE_VIDEO,
+    };
+    use crate::media::vod_index::index_flv;
+    use crate::relay::frame::FrameKind;
+
+    #[test]
+    fn names_stay_inside_the_directory() {
+        assert_eq!(vod_candidates("clip").unwrap(), ["clip.flv", "clip.mp4"]);
+        assert_eq!(vod_candidates("clip.flv").unwrap(), ["clip.flv"]);
+        assert_eq!(vod_candidates("mp4:clip.mp4").unwrap(), ["clip.mp4"]);
+        assert_eq!(vod_candidates("mp4:clip").unwrap(), ["clip.mp4"]);
+        assert_eq!(vod_candidates("flv:clip").unwrap(), ["clip.flv"]);
+        assert_eq!(
+            vod_candidates("sub/clip").unwrap(),
+            ["sub/clip.flv", "sub/clip.mp4"]
+        );
+        for bad in [
+            "../etc/passwd",
+            "..",
+            ".hidden",
+            "",
+            "a\\b",
+            "/etc/passwd",
+            "%2e%2e/secret",
+            "%2E%2E%2Fsecret",
+            "a/../../b",
+            "mp4:../x.mp4",
+            "flv:/etc/x",
+            "a%00b",
+            "bad%zz",
+            "a//b",
+        ] {
+            assert_eq!(vod_candidates(bad), Err(REFUSED_NAME), "{bad:?}");
+        }
+    }
+
+    /// An FLV with metadata, an AVC header, and a keyframe every second (frames every
+    /// 250 ms) for 4 s.
+    fn index() -> (Arc<VodIndex>, Bytes) {
+        let mut w = FlvWriter::new(
+            Vec::new(),
+            FlvHeader {
+                has_audio: true,
+                has_video: true,
+            },
+        )
+        .unwrap();
+        let meta = crate::media::vod_index::with_duration(None, 0, &[]);
+        let mut tags = vec![
+            (TAG_TYPE_SCRIPT_DATA, 0, meta),
+            (
+                TAG_TYPE_VIDEO,
+                0,
+                Bytes::from_static(&[0x17, 0, 0, 0, 0, 1]),
+            ),
+        ];
+        for i in 0..16u32 {
+            let first = if i % 4 == 0 { 0x17 } else { 0x27 };
+            tags.push((
+                TAG_TYPE_VIDEO,
+                i * 250,
+                Bytes::from(vec![first, 1, 0, 0, 0, i as u8]),
+            ));
+            tags.push((
+                TAG_TYPE_AUDIO,
+                i * 250 + 10,
+                Bytes::from_static(&[0xAF, 1, 0x21]),
+            ));
+        }
+        for (tag_type, timestamp, payload) in tags {
+            w.write_tag(&FlvTag {
+                tag_type,
+                timestamp,
+                payload,
+            })
+            .unwrap();
+        }
+        let data = Bytes::from(w.into_inner());
+        let index = index_flv(std::io::Cursor::new(data.clone()), data.len() as u64).unwrap();
+        (Arc::new(index), data)
+    }
+
+    /// Runs the source at `now` until it waits, serving its reads from `data`.
+    fn run(
+        src: &mut VodSource,
+        data: &Bytes,
+        now: Instant,
+    ) -> (Vec<(FrameKind, u32, u64)>, FileStep) {
+        let mut frames = Vec::new();
+        loop {
+            match src.next(now, false, Duration::from_secs(10)) {
+                FileStep::Frame(RingEntry::Frame(f)) => frames.push((f.kind, f.timestamp, f.seq)),
+                FileStep::Read { offset, len } => {
+                    let end = (offset as usize + len).min(data.len());
+                    src.feed(offset, data.slice(offset as usize..end));
+                }
+                other => return (frames, other),
+            }
+        }
+    }
+
+    #[test]
+    fn a_play_from_the_middle_starts_at_the_keyframe_before_with_headers_first() {
+        let (index, data) = index();
+        assert_eq!(index.duration_ms, 3760);
+        let t0 = Instant::now();
+        let mut src = VodSource::new(
+            Arc::from(Path::new("/x.flv")),
+            index,
+            t0,
+            4096,
+            2600,
+            Some(600),
+        );
+        let (frames, step) = run(&mut src, &data, t0);
+        // Metadata, the AVC header, then from the keyframe at 2000 ms, a second ahead.
+        assert_eq!(frames[0].0, FrameKind::Metadata);
+        assert_eq!((frames[1].0, frames[1].1), (FrameKind::Video, 2000));
+        assert_eq!((frames[2].0, frames[2].1), (FrameKind::Video, 2000));
+        assert!(
+            frames[2..].iter().all(|f| f.1 >= 2000 && f.1 <= 3000),
+            "{frames:?}"
+        );
+        assert_eq!(frames.last().unwrap().1, 3000);
+        let FileStep::WaitUntil(at) = step else {
+            panic!("{step:?}")
+        };
+        assert_eq!(at, t0 + Duration::from_millis(10));
+        // 3010 is within the stop (2600 + 600 ms); 3250 is not.
+        let (frames, step) = run(&mut src, &data, at);
+        assert_eq!(frames.iter().map(|f| f.1).collect::<Vec<_>>(), [3010]);
+        assert!(matches!(step, FileStep::End), "{step:?}");
+    }
+
+    #[test]
+    fn seek_restarts_at_a_keyframe_and_pause_resumes_at_the_first_unsent_frame() {
+        let (index, data) = index();
+        let t0 = Instant::now();
+        let mut src = VodSource::new(Arc::from(Path::new("/x.flv")), index, t0, 4096, 0, None);
+        let (frames, _) = run(&mut src, &data, t0);
+        assert_eq!(frames.last().unwrap().1, 1000);
+        src.seek(2100, t0);
+        let (frames, _) = run(&mut src, &data, t0);
+        assert_eq!(frames[0].0, FrameKind::Metadata);
+        assert_eq!(frames[2].1, 2000, "from the keyframe before 2100");
+        assert_eq!(frames.last().unwrap().1, 3000);
+        // The viewer was sent up to and including 2260; it pauses.
+        let first_unsent = frames.iter().find(|f| f.1 == 2500).unwrap().2;
+        src.pause(first_unsent);
+        assert!(matches!(
+            src.next(t0, false, Duration::from_secs(1)),
+            FileStep::Reading
+        ));
+        let later = t0 + Duration::from_secs(30);
+        src.resume(later);
+        let (frames, _) = run(&mut src, &data, later);
+        assert_eq!(
+            frames[0].1, 2500,
+            "resumes with the first unsent frame: {frames:?}"
+        );
+        assert_eq!(frames[0].0, FrameKind::Video);
+    }
+}
