@@ -41,10 +41,16 @@ pub struct ShardDriver {
     pub shutting_down: Latch,
     /// Notified when a client's socket is gone: shutdown waits for the last one.
     pub client_gone: Signal,
+    /// What all shards share to admit a connection (per-address counts, TLS settings).
+    pub admission: std::sync::Arc<super::admission::Admission>,
 }
 
 impl ShardDriver {
-    pub fn new(relay: Shard, senders: Vec<ShardSender<ShardMessage>>) -> Rc<ShardDriver> {
+    pub fn new(
+        relay: Shard,
+        senders: Vec<ShardSender<ShardMessage>>,
+        admission: std::sync::Arc<super::admission::Admission>,
+    ) -> Rc<ShardDriver> {
         Rc::new(ShardDriver {
             id: relay.id,
             relay: RefCell::new(relay),
@@ -56,6 +62,7 @@ impl ShardDriver {
             files: RefCell::new(HashMap::new()),
             shutting_down: Latch::default(),
             client_gone: Signal::default(),
+            admission,
         })
     }
 

@@ -22,16 +22,19 @@ pub enum RejectReason {
     PlayNotAllowed,
     /// The stream key is being published by an active publisher.
     StreamBusy,
+    /// The client's address already has `server.max_connections_per_ip` connections.
+    TooManyPerIp,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 6] = [
+    pub const ALL: [RejectReason; 7] = [
         RejectReason::ShardFull,
         RejectReason::ShuttingDown,
         RejectReason::UnknownApp,
         RejectReason::PublishNotAllowed,
         RejectReason::PlayNotAllowed,
         RejectReason::StreamBusy,
+        RejectReason::TooManyPerIp,
     ];
 
     /// The `reason` label value.
@@ -43,6 +46,7 @@ impl RejectReason {
             RejectReason::PublishNotAllowed => "publish_not_allowed",
             RejectReason::PlayNotAllowed => "play_not_allowed",
             RejectReason::StreamBusy => "stream_busy",
+            RejectReason::TooManyPerIp => "too_many_per_ip",
         }
     }
 

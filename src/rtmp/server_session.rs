@@ -183,6 +183,9 @@ pub struct ServerSession {
     conn: Connection,
     connect: ConnectState,
     app: String,
+    /// Enhanced RTMP's `capsEx` from `connect` (0 when absent): bit 0x01 says the client
+    /// handles `NetConnection.Connect.ReconnectRequest`.
+    caps_ex: u32,
     streams: Vec<NetStream>,
     events: VecDeque<ServerEvent>,
     closing: bool,
@@ -196,6 +199,9 @@ fn split_query(name: &str) -> (String, String) {
     }
 }
 
+/// `capsEx` bit: the client handles `NetConnection.Connect.ReconnectRequest`.
+pub const CAPS_EX_RECONNECT: u32 = 0x01;
+
 impl ServerSession {
     pub fn new(config: ServerSessionConfig) -> ServerSession {
         ServerSession {
@@ -203,6 +209,7 @@ impl ServerSession {
             conn: Connection::new(config.limits),
             connect: ConnectState::AwaitingConnect,
             app: String::new(),
+            caps_ex: 0,
             streams: Vec::new(),
             events: VecDeque::new(),
             closing: false,
@@ -264,6 +271,35 @@ impl ServerSession {
     /// The app the client connected to (empty before `connect`).
     pub fn app(&self) -> &str {
         &self.app
+    }
+
+    /// Enhanced RTMP `capsEx` the client announced in `connect` (0 if none).
+    pub fn caps_ex(&self) -> u32 {
+        self.caps_ex
+    }
+
+    /// Whether the client said (capsEx bit 0x01) it reconnects when asked to.
+    pub fn supports_reconnect(&self) -> bool {
+        self.caps_ex & CAPS_EX_RECONNECT != 0
+    }
+
+    /// Asks the client to reconnect (Enhanced RTMP): `onStatus`
+    /// `NetConnection.Connect.ReconnectRequest` on the connection, with `tcUrl` naming where
+    /// when given; the client reconnects and resumes on its own schedule.
+    pub fn request_reconnect(&mut self, tc_url: Option<&str>, description: &str) {
+        let mut info = match status_info(
+            "status",
+            status::CONNECT_RECONNECT_REQUEST,
+            description,
+        ) {
+            Amf0Value::Object(fields) => fields,
+            _ => Vec::new(),
+        };
+        if let Some(url) = tc_url {
+            info.push(("tcUrl".to_owned(), Amf0Value::String(url.to_owned())));
+        }
+        let cmd = Command::new("onStatus", 0.0, Amf0Value::Null).arg(Amf0Value::Object(info));
+        self.send_command(0, &cmd);
     }
 
     pub fn bytes_received(&self) -> u64 {
@@ -580,6 +616,11 @@ impl ServerSession {
             .unwrap_or(0.0);
         let text = |key: &str| obj.get(key).and_then(Amf0Value::as_str).map(str::to_owned);
         self.app = app.clone();
+        // A hostile number (NaN, negative, huge) saturates to something harmless.
+        self.caps_ex = obj
+            .get("capsEx")
+            .and_then(Amf0Value::as_f64)
+            .map_or(0, |n| n as u32);
         self.connect = ConnectState::Requested {
             transaction_id: cmd.transaction_id as u64,
             encoding: encoding as u64,
