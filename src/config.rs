@@ -1257,6 +1257,57 @@ mod tests {
     }
 
     #[test]
+    fn transport_keys_are_checked() {
+        let ok = Config::from_toml_str(
+            "[server]\ntls_listen = \"0.0.0.0:1936\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\"]\nmax_connections_per_ip = 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.server.tls_listen_addr(),
+            Some(SocketAddr::from(([0, 0, 0, 0], 1936)))
+        );
+        assert!(ok.server.is_trusted_proxy("10.1.2.3".parse().unwrap()));
+        assert!(
+            ok.server
+                .is_trusted_proxy("::ffff:10.1.2.3".parse().unwrap())
+        );
+        assert!(!ok.server.is_trusted_proxy("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            rejected_key("[server]\ntls_listen = \"0.0.0.0:1936\"\n"),
+            "server.tls_cert_file"
+        );
+        assert_eq!(
+            rejected_key("[server]\ntls_listen = \"nowhere\"\n"),
+            "server.tls_listen"
+        );
+        assert_eq!(
+            rejected_key("[server]\ntrusted_proxies = [\"not-a-cidr\"]\n"),
+            "server.trusted_proxies[0]"
+        );
+        assert_eq!(
+            rejected_key("[server]\nreconnect_tc_url = \"http://x\"\n"),
+            "server.reconnect_tc_url"
+        );
+    }
+
+    #[test]
+    fn restart_keys_are_named() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.server.max_connections_per_ip = 5;
+        new.apps.insert("extra".into(), AppConfig::default());
+        assert!(keys_needing_restart(&old, &new).is_empty());
+        new.server.listen = SocketAddr::from(([127, 0, 0, 1], 1940));
+        new.server.shards = Shards::Count(3);
+        new.http.listen = String::new();
+        assert_eq!(
+            keys_needing_restart(&old, &new),
+            ["server.listen", "server.shards", "http.listen"]
+        );
+    }
+
+    #[test]
     fn shipped_file_is_the_default() {
         let config = Config::from_toml_str(SHIPPED_CONFIG).unwrap();
         assert_eq!(config, Config::default());
@@ -1268,7 +1319,7 @@ mod tests {
         // would not catch a key left undocumented.
         let document = SHIPPED_CONFIG.parse::<toml::Table>().unwrap();
         let section = |name: &str| document[name].as_table().unwrap().len();
-        assert_eq!(section("server"), 12);
+        assert_eq!(section("server"), 18);
         assert_eq!(section("admin"), 3);
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);

@@ -47,7 +47,10 @@ fn headers_from_a_trusted_proxy_set_the_client_address() {
     // Version 1, and a publisher behind it.
     let mut v1_client = client_behind_proxy(relay.port, &v1("203.0.113.7", 40000));
     v1_client.start_publish("proxied");
-    let listed = relay.client_by_addr("203.0.113.7:40000".parse().unwrap(), Duration::from_secs(10));
+    let listed = relay.client_by_addr(
+        "203.0.113.7:40000".parse().unwrap(),
+        Duration::from_secs(10),
+    );
     let listed = listed.unwrap_or_else(|| {
         panic!(
             "the API lists the v1 client by its header's address: {:?}\n{}",
@@ -107,7 +110,8 @@ fn a_header_from_an_untrusted_address_is_refused() {
     );
     assert!(
         relay
-            .wait_log(Duration::from_secs(5), |l| l.contains("not in server.trusted_proxies"))
+            .wait_log(Duration::from_secs(5), |l| l
+                .contains("not in server.trusted_proxies"))
             .is_some(),
         "the log says why: {}",
         relay.log()
@@ -165,16 +169,25 @@ fn max_connections_per_ip_counts_real_addresses() {
     let _other = client_behind_proxy(relay.port, &v1("198.51.100.10", 41003));
     assert!(
         relay
-            .client_by_addr("198.51.100.10:41003".parse().unwrap(), Duration::from_secs(10))
+            .client_by_addr(
+                "198.51.100.10:41003".parse().unwrap(),
+                Duration::from_secs(10)
+            )
             .is_some()
     );
     // A connection that leaves gives its place back.
     drop(first);
-    assert!(relay.wait_client_gone("198.51.100.9:41000".parse().unwrap(), Duration::from_secs(10)));
+    assert!(relay.wait_client_gone(
+        "198.51.100.9:41000".parse().unwrap(),
+        Duration::from_secs(10)
+    ));
     let _again = client_behind_proxy(relay.port, &v1("198.51.100.9", 41004));
     assert!(
         relay
-            .client_by_addr("198.51.100.9:41004".parse().unwrap(), Duration::from_secs(10))
+            .client_by_addr(
+                "198.51.100.9:41004".parse().unwrap(),
+                Duration::from_secs(10)
+            )
             .is_some(),
         "after one left, the address may connect again: {}",
         relay.log()

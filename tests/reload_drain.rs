@@ -78,7 +78,10 @@ fn sighup_adds_an_application_and_changes_a_setting_while_a_stream_plays_on() {
     // needs a restart changed.
     let new = format!(
         "{}\nallow_play = false\n\n[app.extra]\n",
-        BASE.replace("shutdown_timeout_ms = 3000", "shutdown_timeout_ms = 3000\nio_memory = 131072")
+        BASE.replace(
+            "shutdown_timeout_ms = 3000",
+            "shutdown_timeout_ms = 3000\nio_memory = 131072"
+        )
     );
     std::fs::write(&relay.config_path, new).unwrap();
     let before = media_count(&viewer.events());
@@ -121,10 +124,14 @@ fn sighup_adds_an_application_and_changes_a_setting_while_a_stream_plays_on() {
     let mut refused = RtmpClient::connect(relay.port);
     refused.session.play("running");
     refused.flush().unwrap();
-    let answer = refused.try_wait_for(Duration::from_secs(10), |e| {
-        matches!(e, ClientEvent::Status { level, .. } if level == "error")
-    });
-    assert!(answer.is_ok(), "a new play is refused after allow_play = false");
+    let answer = refused.try_wait_for(
+        Duration::from_secs(10),
+        |e| matches!(e, ClientEvent::Status { level, .. } if level == "error"),
+    );
+    assert!(
+        answer.is_ok(),
+        "a new play is refused after allow_play = false"
+    );
     // ...while the viewer that was playing plays on, uninterrupted.
     assert!(
         viewer.wait_until(Duration::from_secs(10), |e| media_count(e) > before + 50),
@@ -233,8 +240,13 @@ fn sigterm_drains_asks_capable_clients_to_reconnect_and_exits_zero() {
         "the relay exits within the drain and the shutdown timeout ({elapsed:?})"
     );
     assert!(
-        !plain.events().iter().any(|r| is_reconnect_request(&r.event)),
+        !plain
+            .events()
+            .iter()
+            .any(|r| is_reconnect_request(&r.event)),
         "a viewer without capsEx is not asked to reconnect"
     );
-    assert!(plain.wait_closed(Duration::from_secs(1)) && capable.wait_closed(Duration::from_secs(1)));
+    assert!(
+        plain.wait_closed(Duration::from_secs(1)) && capable.wait_closed(Duration::from_secs(1))
+    );
 }

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use shardcast_test_support::client::RtmpClient;
 use shardcast_test_support::relay::Relay;
-use shardcast_test_support::tools::{ffmpeg_publish, framecrc_counts, temp_path, tool, wait_output};
+use shardcast_test_support::tools::{
+    ffmpeg_publish, framecrc_counts, temp_path, tool, wait_output,
+};
 
 /// The relay binary under test.
 const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
@@ -170,7 +172,8 @@ fn sighup_reloads_the_certificate_and_a_bad_one_keeps_the_old() {
     relay.reload();
     assert!(
         relay
-            .wait_log(Duration::from_secs(10), |l| l.contains("configuration refused")
+            .wait_log(Duration::from_secs(10), |l| l
+                .contains("configuration refused")
                 && l.contains("tls_key_file"))
             .is_some(),
         "the refused reload is logged: {}",

@@ -344,7 +344,14 @@ impl RtmpUrl {
 
 impl std::fmt::Display for RtmpUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}://{}/{}/{}", self.scheme(), self.authority, self.app, self.key)
+        write!(
+            f,
+            "{}://{}/{}/{}",
+            self.scheme(),
+            self.authority,
+            self.app,
+            self.key
+        )
     }
 }
 

@@ -239,9 +239,7 @@ fn poll_tls(cx: &mut Context<'_>, socket: &mut super::sockets::Socket) -> Poll<S
         }
         let read = READ_BUFFER.with_borrow_mut(|buf| {
             match Pin::new(&mut socket.stream).poll_read(cx, &mut buf[..]) {
-                Poll::Ready(Ok(0)) => {
-                    Poll::Ready(Err("the peer closed the connection".to_owned()))
-                }
+                Poll::Ready(Ok(0)) => Poll::Ready(Err("the peer closed the connection".to_owned())),
                 Poll::Ready(Ok(n)) => {
                     let mut plain = Vec::new();
                     Poll::Ready(match tls.receive(&buf[..n], &mut plain) {

@@ -14,15 +14,15 @@ use std::time::Instant;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 
-use futures_lite::future;
 use bytes::Bytes;
+use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Socket, Type};
 
 use super::admission::{self, Port};
 use super::client_task::serve;
-use crate::relay::stats::RejectReason;
 use super::shard_driver::ShardDriver;
+use crate::relay::stats::RejectReason;
 
 /// A listening socket on `addr` for this executor, with SO_REUSEPORT and SO_REUSEADDR.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {

@@ -23,8 +23,8 @@
 //! - `process.rs`: the process's CPU time, memory and descriptors, from `/proc/self`.
 
 pub mod admin_http;
-pub mod admission;
 pub mod admin_listener;
+pub mod admission;
 pub mod client_task;
 pub mod listener;
 pub mod mailbox;

@@ -99,9 +99,11 @@ pub fn parse(bytes: &[u8]) -> Preface {
     }
     let result = ppp::v1::Header::try_from(window);
     if result.is_incomplete() {
-        // Version 1 ends at its CRLF, at most 107 bytes in.
-        if window.len() >= 107 {
-            return Preface::Invalid("PROXY v1 header longer than 107 bytes".into());
+        // Version 1 ends at its CRLF, at most 107 bytes in: a line that ended, or ran past
+        // that, and still parses as "incomplete" lacks a field, and more bytes cannot help.
+        let ended = window.windows(2).any(|w| w == b"\r\n");
+        if ended || window.len() >= 107 {
+            return Preface::Invalid("malformed PROXY v1 header".into());
         }
         return Preface::Incomplete;
     }
@@ -157,11 +159,10 @@ mod tests {
         assert_eq!(parse(b"PROXY TCP4 1.2.3.4"), Preface::Incomplete);
         assert_eq!(parse(&[3, 0, 0, 0]), Preface::Absent);
         assert_eq!(parse(&[0x16, 3, 1]), Preface::Absent);
-        assert!(matches!(
-            parse(b"PROXY TCP4 nonsense here\r\n"),
-            Preface::Invalid(_)
-        ));
+        let bad = parse(b"PROXY TCP4 nonsense here\r\n");
+        assert!(matches!(bad, Preface::Invalid(_)), "{bad:?}");
         assert!(matches!(parse(&[b'P'; 200]), Preface::Absent));
+        assert!(matches!(parse(b"PROXY TCP4\r\n"), Preface::Invalid(_)));
         let mut long = b"PROXY ".to_vec();
         long.extend(std::iter::repeat_n(b'1', 200));
         assert!(matches!(parse(&long), Preface::Invalid(_)));

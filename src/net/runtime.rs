@@ -27,10 +27,10 @@ use thiserror::Error;
 
 use super::admin_listener::AdminListener;
 use super::admission::{Admission, PerIpLimits};
-use super::tls::TlsAcceptor;
 use super::listener::{Protocol, accept_loop};
 use super::mailbox::{Inbox, ShardSender, mailbox};
 use super::shard_driver::ShardDriver;
+use super::tls::TlsAcceptor;
 use crate::admin::api::ApiSettings;
 use crate::config::Config;
 use crate::performance::INBOX_CAPACITY;
@@ -270,7 +270,10 @@ pub fn run_with_reload(config: Config, reload: Option<Reloader>) -> Result<(), S
     // The drain: still serving while load balancers notice /readyz; a second signal ends it.
     let drain_end = Instant::now() + config.server.drain_delay();
     while Instant::now() < drain_end {
-        if let Some(signal) = signals.pending().find(|s| *s != signal_hook::consts::SIGHUP) {
+        if let Some(signal) = signals
+            .pending()
+            .find(|s| *s != signal_hook::consts::SIGHUP)
+        {
             tracing::info!(signal, "second signal: ending the drain");
             break;
         }

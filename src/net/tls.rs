@@ -122,7 +122,11 @@ pub enum Received {
 impl TlsStream {
     /// Takes ciphertext the client sent and appends the plaintext in it to `plain`. An
     /// error is the client's fault (a bad record, a failed handshake) and ends it.
-    pub fn receive(&mut self, mut ciphertext: &[u8], plain: &mut Vec<u8>) -> Result<Received, String> {
+    pub fn receive(
+        &mut self,
+        mut ciphertext: &[u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<Received, String> {
         let mut state = Received::Open;
         while !ciphertext.is_empty() {
             match self.conn.read_tls(&mut ciphertext) {

@@ -1739,7 +1739,11 @@ impl Shard {
             asked += 1;
         }
         if asked > 0 {
-            tracing::info!(shard = self.id, clients = asked, "drain: asked clients to reconnect (NetConnection.Connect.ReconnectRequest)");
+            tracing::info!(
+                shard = self.id,
+                clients = asked,
+                "drain: asked clients to reconnect (NetConnection.Connect.ReconnectRequest)"
+            );
         }
     }
 

@@ -287,11 +287,7 @@ impl ServerSession {
     /// `NetConnection.Connect.ReconnectRequest` on the connection, with `tcUrl` naming where
     /// when given; the client reconnects and resumes on its own schedule.
     pub fn request_reconnect(&mut self, tc_url: Option<&str>, description: &str) {
-        let mut info = match status_info(
-            "status",
-            status::CONNECT_RECONNECT_REQUEST,
-            description,
-        ) {
+        let mut info = match status_info("status", status::CONNECT_RECONNECT_REQUEST, description) {
             Amf0Value::Object(fields) => fields,
             _ => Vec::new(),
         };
