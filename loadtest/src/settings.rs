@@ -534,7 +534,7 @@ impl Settings {
                 "--url {url:?}: publishers use rtmp://; give viewers rtmps:// with --play-url"
             ));
         }
-        let play_urls = match (protocol, k.play_url.map(clean)) {
+        let play_urls: Vec<PlayUrl> = match (protocol, k.play_url.map(clean)) {
             (Protocol::Rtmp, template) => expand(template.as_deref().unwrap_or(&url))?
                 .into_iter()
                 .map(PlayUrl::Rtmp)
