@@ -609,10 +609,8 @@ impl ServerConfig {
                 }
             }
         }
-        if !self.reconnect_tc_url.is_empty()
-            && !(self.reconnect_tc_url.starts_with("rtmp://")
-                || self.reconnect_tc_url.starts_with("rtmps://"))
-        {
+        let url = &self.reconnect_tc_url;
+        if !(url.is_empty() || url.starts_with("rtmp://") || url.starts_with("rtmps://")) {
             return Err(Problem::new(
                 key("reconnect_tc_url"),
                 "must be an rtmp:// or rtmps:// URL, or \"\"",

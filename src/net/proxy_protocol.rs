@@ -186,6 +186,34 @@ mod tests {
         );
     }
 
+    /// What the fuzz target checks, on a few inputs: once decided, more bytes never make
+    /// the answer "incomplete" again (admission would stall on such a client).
+    #[test]
+    fn a_decided_prefix_stays_decided() {
+        let v2 = v2_header(
+            "192.0.2.1:1".parse().unwrap(),
+            "192.0.2.2:2".parse().unwrap(),
+        );
+        let inputs: [&[u8]; 5] = [
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n\x03rest",
+            b"PROXY TCP4 1.2.3.4x 5.6.7.8 1 2\r\n",
+            b"PROXY UNKNOWN\r\n\x03",
+            b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x01",
+            &v2,
+        ];
+        for data in inputs {
+            let mut decided = None;
+            for end in 0..=data.len() {
+                match parse(&data[..end]) {
+                    Preface::Incomplete => assert!(decided.is_none(), "{data:?} at {end}"),
+                    _ => {
+                        decided.get_or_insert(end);
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn v2_oversized_is_refused() {
         let mut bytes = V2_SIGNATURE.to_vec();
