@@ -97,15 +97,18 @@ pub fn parse(bytes: &[u8]) -> Preface {
     if window.len() < V1_PREFIX.len() {
         return Preface::Incomplete;
     }
-    let result = ppp::v1::Header::try_from(window);
-    if result.is_incomplete() {
-        // Version 1 ends at its CRLF, at most 107 bytes in: a line that ended, or ran past
-        // that, and still parses as "incomplete" lacks a field, and more bytes cannot help.
-        let ended = window.windows(2).any(|w| w == b"\r\n");
-        if ended || window.len() >= 107 {
-            return Preface::Invalid("malformed PROXY v1 header".into());
+    // Version 1 is one line ending in CRLF, at most 107 bytes: it is parsed only once the
+    // line has ended (ppp calls some cut-off lines, "PROXY T", invalid rather than partial).
+    let ended = window.windows(2).any(|w| w == b"\r\n");
+    if !ended {
+        if window.len() >= 107 {
+            return Preface::Invalid("PROXY v1 header longer than 107 bytes".into());
         }
         return Preface::Incomplete;
+    }
+    let result = ppp::v1::Header::try_from(window);
+    if result.is_incomplete() {
+        return Preface::Invalid("malformed PROXY v1 header".into());
     }
     match result {
         Ok(header) => Preface::Header {
