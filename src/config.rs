@@ -1,5 +1,11 @@
-//! The relay's configuration: one TOML file, read once at startup, then shared read-only by
-//! every shard.
+//! The relay's configuration: one TOML file, read at startup and again on SIGHUP, and shared
+//! read-only by every shard as an `Arc<Config>`.
+//!
+//! A reload (`src/net/runtime.rs`) parses and validates the file the same way; an invalid
+//! file is refused and the running configuration kept. A valid one is sent to every shard,
+//! which uses it for new connections and new publish/play decisions while the streams
+//! already running go on; [`keys_needing_restart`] names what only a restart changes
+//! (listen addresses, shard count, CPUs).
 //!
 //! # Shape
 //!
@@ -138,6 +144,23 @@ pub struct ServerConfig {
     pub drain_delay_ms: u64,
     /// glommio's `io_memory` for each shard's executor, in bytes.
     pub io_memory: usize,
+    /// `ip:port` of the RTMPS listener (RTMP inside TLS), served by every shard like
+    /// `listen`; "" turns it off.
+    pub tls_listen: String,
+    /// PEM file with the certificate chain (leaf first) the RTMPS listener presents.
+    pub tls_cert_file: PathBuf,
+    /// PEM file with that certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub tls_key_file: PathBuf,
+    /// Addresses (CIDRs) of load balancers whose PROXY protocol header (v1 or v2) is
+    /// believed; from anyone else a connection that starts with one is refused.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Connections one client address may hold at once, host-wide, counted by the real
+    /// address (after the PROXY header); 0 means no limit.
+    pub max_connections_per_ip: usize,
+    /// The `tcUrl` a `NetConnection.Connect.ReconnectRequest` sent at drain names (another
+    /// host, or the same name behind a load balancer); "" sends none, and the client
+    /// reconnects to the URL it used.
+    pub reconnect_tc_url: String,
 }
 
 /// How many shards to run: `"auto"` or a positive integer in the file.
@@ -469,6 +492,12 @@ impl Default for ServerConfig {
             shutdown_timeout_ms: 3_000,
             drain_delay_ms: 500,
             io_memory: 64 * KIB,
+            tls_listen: String::new(),
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            trusted_proxies: Vec::new(),
+            max_connections_per_ip: 0,
+            reconnect_tc_url: String::new(),
         }
     }
 }
@@ -696,6 +725,18 @@ impl ServerConfig {
         Duration::from_millis(self.drain_delay_ms)
     }
 
+    /// The RTMPS listener's address, or None when `tls_listen` is empty.
+    pub fn tls_listen_addr(&self) -> Option<SocketAddr> {
+        self.tls_listen.parse().ok()
+    }
+
+    /// Whether a PROXY protocol header from `peer` is believed.
+    pub fn is_trusted_proxy(&self, peer: std::net::IpAddr) -> bool {
+        // An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d.
+        let peer = peer.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
+
     fn check(&self) -> Result<(), Problem> {
         let key = |name: &str| KeyPath::of(&["server", name]);
         if let Shards::Count(count) = self.shards {
@@ -743,7 +784,37 @@ impl ServerConfig {
             self.io_memory,
             IO_MEMORY_RANGE,
             " (glommio reserves at least 64 KiB anyway)",
-        )
+        )?;
+        if !self.tls_listen.is_empty() {
+            if self.tls_listen_addr().is_none() {
+                return Err(Problem::new(
+                    key("tls_listen"),
+                    format!(
+                        "expected ip:port (e.g. \"0.0.0.0:1936\") or \"\", got {:?}",
+                        self.tls_listen
+                    ),
+                ));
+            }
+            for (name, path) in [
+                ("tls_cert_file", &self.tls_cert_file),
+                ("tls_key_file", &self.tls_key_file),
+            ] {
+                if path.as_os_str().is_empty() {
+                    return Err(Problem::new(
+                        key(name),
+                        "is required when server.tls_listen is set",
+                    ));
+                }
+            }
+        }
+        let url = &self.reconnect_tc_url;
+        if !(url.is_empty() || url.starts_with("rtmp://") || url.starts_with("rtmps://")) {
+            return Err(Problem::new(
+                key("reconnect_tc_url"),
+                "must be an rtmp:// or rtmps:// URL, or \"\"",
+            ));
+        }
+        Ok(())
     }
 
     fn check_cpus(&self) -> Result<(), Problem> {
@@ -773,6 +844,28 @@ impl ServerConfig {
             _ => Ok(()),
         }
     }
+}
+
+/// The dotted keys whose change between `old` and `new` takes effect only after a restart
+/// (what a SIGHUP reload cannot change under running sockets and executors).
+pub fn keys_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (a, b) = (&old.server, &new.server);
+    let mut keys = Vec::new();
+    let mut differs = |key: &'static str, changed: bool| {
+        if changed {
+            keys.push(key);
+        }
+    };
+    differs("server.listen", a.listen != b.listen);
+    differs("server.shards", a.shards != b.shards);
+    differs("server.cpus", a.cpus != b.cpus);
+    differs("server.io_memory", a.io_memory != b.io_memory);
+    differs("server.tls_listen", a.tls_listen != b.tls_listen);
+    differs("http.listen", old.http.listen != new.http.listen);
+    differs("admin.listen", old.admin.listen != new.admin.listen);
+    differs("log.filter", old.log.filter != new.log.filter);
+    differs("log.format", old.log.format != new.log.format);
+    keys
 }
 
 impl ViewerConfig {
@@ -1419,6 +1512,57 @@ mod tests {
     }
 
     #[test]
+    fn transport_keys_are_checked() {
+        let ok = Config::from_toml_str(
+            "[server]\ntls_listen = \"0.0.0.0:1936\"\ntls_cert_file = \"c.pem\"\ntls_key_file = \"k.pem\"\n\
+             trusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\"]\nmax_connections_per_ip = 3\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.server.tls_listen_addr(),
+            Some(SocketAddr::from(([0, 0, 0, 0], 1936)))
+        );
+        assert!(ok.server.is_trusted_proxy("10.1.2.3".parse().unwrap()));
+        assert!(
+            ok.server
+                .is_trusted_proxy("::ffff:10.1.2.3".parse().unwrap())
+        );
+        assert!(!ok.server.is_trusted_proxy("192.0.2.1".parse().unwrap()));
+        assert_eq!(
+            rejected_key("[server]\ntls_listen = \"0.0.0.0:1936\"\n"),
+            "server.tls_cert_file"
+        );
+        assert_eq!(
+            rejected_key("[server]\ntls_listen = \"nowhere\"\n"),
+            "server.tls_listen"
+        );
+        assert_eq!(
+            rejected_key("[server]\ntrusted_proxies = [\"not-a-cidr\"]\n"),
+            "server.trusted_proxies[0]"
+        );
+        assert_eq!(
+            rejected_key("[server]\nreconnect_tc_url = \"http://x\"\n"),
+            "server.reconnect_tc_url"
+        );
+    }
+
+    #[test]
+    fn restart_keys_are_named() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.server.max_connections_per_ip = 5;
+        new.apps.insert("extra".into(), AppConfig::default());
+        assert!(keys_needing_restart(&old, &new).is_empty());
+        new.server.listen = SocketAddr::from(([127, 0, 0, 1], 1940));
+        new.server.shards = Shards::Count(3);
+        new.http.listen = String::new();
+        assert_eq!(
+            keys_needing_restart(&old, &new),
+            ["server.listen", "server.shards", "http.listen"]
+        );
+    }
+
+    #[test]
     fn shipped_file_is_the_default() {
         let config = Config::from_toml_str(SHIPPED_CONFIG).unwrap();
         assert_eq!(config, Config::default());
@@ -1430,7 +1574,7 @@ mod tests {
         // would not catch a key left undocumented.
         let document = SHIPPED_CONFIG.parse::<toml::Table>().unwrap();
         let section = |name: &str| document[name].as_table().unwrap().len();
-        assert_eq!(section("server"), 12);
+        assert_eq!(section("server"), 18);
         assert_eq!(section("admin"), 3);
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);

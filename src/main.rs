@@ -11,7 +11,7 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A thread-per-core RTMP edge relay.
-#[derive(Parser, Debug)]
+#[derive(Parser, Debug, Clone)]
 #[command(version, about)]
 struct Cli {
     /// Configuration file.
@@ -28,6 +28,9 @@ struct Cli {
     /// "" turns it off.
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<String>,
+    /// RTMPS listener address, overriding `server.tls_listen`; "" turns it off.
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Option<String>,
     /// Number of shards (cores), overriding `server.shards`: a number or "auto".
     #[arg(long)]
     shards: Option<String>,
@@ -53,39 +56,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    let mut config = match Config::load(&cli.config) {
+    let config = match load(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(2);
         }
     };
-    if let Some(listen) = cli.listen {
-        config.server.listen = listen;
-    }
-    if let Some(http) = &cli.http_listen {
-        config.http.listen = http.clone();
-    }
-    if let Some(admin) = &cli.admin_listen {
-        config.admin.listen = admin.clone();
-    }
-    if let Some(shards) = &cli.shards {
-        config.server.shards = match shards.as_str() {
-            "auto" => Shards::Auto,
-            n => match n.parse::<usize>() {
-                Ok(n) if n > 0 => Shards::Count(n),
-                _ => {
-                    eprintln!("--shards: expected a positive number or \"auto\", got {n:?}");
-                    return ExitCode::from(2);
-                }
-            },
-        };
-        config.server.cpus.clear();
-    }
-    if let Err(e) = config.validate() {
-        eprintln!("{e}");
-        return ExitCode::from(2);
-    }
     let filter_text = cli.log.clone().unwrap_or_else(|| config.log.filter.clone());
     let filter = match EnvFilter::try_from_default_env() {
         Ok(f) => f,
@@ -124,7 +101,11 @@ fn main() -> ExitCode {
                 .init();
         }
     }
-    match shardcast::net::runtime::run(config) {
+    // SIGHUP reads the same file again, with the same command-line overrides, so a reload
+    // does not see the overridden keys as changed.
+    let reload_cli = cli.clone();
+    let reload = Box::new(move || load(&reload_cli));
+    match shardcast::net::runtime::run_with_reload(config, Some(reload)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -132,4 +113,37 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The config file named on the command line, with the command line's overrides, validated.
+fn load(cli: &Cli) -> Result<Config, String> {
+    let mut config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+    if let Some(listen) = cli.listen {
+        config.server.listen = listen;
+    }
+    if let Some(http) = &cli.http_listen {
+        config.http.listen = http.clone();
+    }
+    if let Some(admin) = &cli.admin_listen {
+        config.admin.listen = admin.clone();
+    }
+    if let Some(tls) = &cli.tls_listen {
+        config.server.tls_listen = tls.clone();
+    }
+    if let Some(shards) = &cli.shards {
+        config.server.shards = match shards.as_str() {
+            "auto" => Shards::Auto,
+            n => match n.parse::<usize>() {
+                Ok(n) if n > 0 => Shards::Count(n),
+                _ => {
+                    return Err(format!(
+                        "--shards: expected a positive number or \"auto\", got {n:?}"
+                    ));
+                }
+            },
+        };
+        config.server.cpus.clear();
+    }
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
 }

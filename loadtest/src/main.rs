@@ -30,6 +30,7 @@ mod server_usage;
 mod settings;
 mod source;
 mod stats;
+mod tls_client;
 mod viewer;
 
 use std::process::ExitCode;

@@ -121,6 +121,14 @@ pub struct Knobs {
     /// Bearer token for the admin API, if it asks for one.
     #[arg(long, value_name = "TOKEN")]
     pub admin_token: Option<String>,
+    /// For rtmps:// play URLs: a PEM file of the certificate (or its CA) to trust.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// For rtmps:// play URLs: accept any certificate (a self-signed test one). Measures
+    /// the server's TLS cost; never use it to reach a server you do not run.
+    #[arg(long)]
+    #[serde(default)]
+    pub tls_insecure: bool,
 }
 
 impl Knobs {
@@ -154,6 +162,8 @@ impl Knobs {
             no_progress: self.no_progress || base.no_progress,
             admin: self.admin.or(base.admin),
             admin_token: self.admin_token.or(base.admin_token),
+            tls_ca: self.tls_ca.or(base.tls_ca),
+            tls_insecure: self.tls_insecure || base.tls_insecure,
         }
     }
 }
@@ -337,25 +347,51 @@ pub struct RtmpUrl {
     pub addr: SocketAddr,
     pub app: String,
     pub key: String,
+    /// RTMPS (`rtmps://`): RTMP inside TLS.
+    pub tls: bool,
 }
 
 impl RtmpUrl {
+    fn scheme(&self) -> &'static str {
+        if self.tls { "rtmps" } else { "rtmp" }
+    }
+
     pub fn tc_url(&self) -> String {
-        format!("rtmp://{}/{}", self.authority, self.app)
+        format!("{}://{}/{}", self.scheme(), self.authority, self.app)
+    }
+
+    /// The host part of the authority (the TLS server name).
+    pub fn host(&self) -> &str {
+        match self.authority.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+            None => &self.authority,
+        }
     }
 }
 
 impl std::fmt::Display for RtmpUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "rtmp://{}/{}/{}", self.authority, self.app, self.key)
+        write!(
+            f,
+            "{}://{}/{}/{}",
+            self.scheme(),
+            self.authority,
+            self.app,
+            self.key
+        )
     }
 }
 
 /// Parses `rtmp://host[:port]/app/key` and resolves the host.
 pub fn parse_rtmp_url(url: &str) -> Result<RtmpUrl, String> {
-    let rest = url
-        .strip_prefix("rtmp://")
-        .ok_or_else(|| format!("{url}: only rtmp:// URLs are supported"))?;
+    let (rest, tls) = match url.strip_prefix("rtmps://") {
+        Some(rest) => (rest, true),
+        None => (
+            url.strip_prefix("rtmp://")
+                .ok_or_else(|| format!("{url}: only rtmp:// and rtmps:// URLs are supported"))?,
+            false,
+        ),
+    };
     let (authority, path) = rest
         .split_once('/')
         .ok_or_else(|| format!("{url}: expected rtmp://host[:port]/app/key"))?;
@@ -363,13 +399,14 @@ pub fn parse_rtmp_url(url: &str) -> Result<RtmpUrl, String> {
         .split_once('/')
         .filter(|(app, key)| !app.is_empty() && !key.is_empty())
         .ok_or_else(|| format!("{url}: expected rtmp://host[:port]/app/key"))?;
-    let authority = with_port(authority, 1935);
+    let authority = with_port(authority, if tls { 443 } else { 1935 });
     let addr = resolve(url, &authority)?;
     Ok(RtmpUrl {
         authority,
         addr,
         app: app.to_owned(),
         key: key.to_owned(),
+        tls,
     })
 }
 
@@ -473,6 +510,20 @@ pub struct Settings {
     pub progress: bool,
     /// The server's admin API, read as the run ends.
     pub admin: Option<AdminTarget>,
+    /// How rtmps:// viewers check the server's certificate.
+    pub tls: TlsTrust,
+}
+
+/// How rtmps:// viewers check the server's certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TlsTrust {
+    /// No rtmps:// URL in the run.
+    #[default]
+    Unused,
+    /// Trust the certificates in this PEM file.
+    Ca(PathBuf),
+    /// Accept any certificate.
+    Insecure,
 }
 
 impl Settings {
@@ -527,7 +578,12 @@ impl Settings {
                 .collect()
         };
         let publish_urls = expand(&url)?;
-        let play_urls = match (protocol, k.play_url.map(clean)) {
+        if publish_urls.iter().any(|u| u.tls) {
+            return Err(format!(
+                "--url {url:?}: publishers use rtmp://; give viewers rtmps:// with --play-url"
+            ));
+        }
+        let play_urls: Vec<PlayUrl> = match (protocol, k.play_url.map(clean)) {
             (Protocol::Rtmp, template) => expand(template.as_deref().unwrap_or(&url))?
                 .into_iter()
                 .map(PlayUrl::Rtmp)
@@ -637,6 +693,20 @@ impl Settings {
         if k.admin_token.is_some() && k.admin.is_none() {
             return Err("--admin-token needs --admin URL".into());
         }
+        let uses_tls = play_urls
+            .iter()
+            .any(|u| matches!(u, PlayUrl::Rtmp(r) if r.tls));
+        let tls = match (uses_tls, k.tls_ca, k.tls_insecure) {
+            (false, _, _) => TlsTrust::Unused,
+            (true, Some(ca), _) => TlsTrust::Ca(ca),
+            (true, None, true) => TlsTrust::Insecure,
+            (true, None, false) => {
+                return Err(
+                    "rtmps:// play URLs need --tls-ca FILE (the certificate to trust) or --tls-insecure"
+                        .into(),
+                );
+            }
+        };
         let admin = k
             .admin
             .as_deref()
@@ -665,6 +735,7 @@ impl Settings {
             server_pids: k.server_pid,
             progress: !k.no_progress,
             admin,
+            tls,
         })
     }
 }

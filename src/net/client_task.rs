@@ -9,6 +9,10 @@
 //! (`Output::Close`), the task writes the client's last queued bytes if the socket takes
 //! them, the relay forgets the client, and the socket is closed: in that order, so nothing
 //! can be written to a socket after it is gone.
+//!
+//! An RTMPS client's task reads ciphertext, and its TLS session (`tls.rs`) turns it into
+//! the plaintext the relay gets; the task also finishes writing TLS records the socket did
+//! not take at once, waiting for writability like a full plain socket.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -23,7 +27,8 @@ use futures_lite::AsyncRead;
 use glommio::net::TcpStream;
 
 use super::shard_driver::ShardDriver;
-use super::sockets::{SendNow, SendWhenWritable};
+use super::sockets::{FdWriter, PollWriter, SendNow, SendWhenWritable};
+use super::tls::Received;
 use crate::config::ViewerConfig;
 use crate::performance::READ_SIZE;
 use crate::relay::client::ClientId;
@@ -60,41 +65,98 @@ pub fn viewer_socket_options(stream: &TcpStream, viewer: &ViewerConfig) {
     }
 }
 
-/// Serves one accepted client until it ends.
-pub async fn serve(driver: Rc<ShardDriver>, id: ClientId) {
+/// Serves one accepted client until it ends. `first` is what admission read of the
+/// connection already (after any PROXY header): the client's first bytes.
+pub async fn serve(driver: Rc<ShardDriver>, id: ClientId, first: Bytes) {
+    if !first.is_empty()
+        && let Some(step) = first_step(&driver, id, &first)
+        && take_step(&driver, id, step).is_some()
+    {
+        return;
+    }
     loop {
         let step = poll_fn(|cx| poll_step(cx, &driver, id)).await;
-        match step {
-            Step::Read(bytes) => {
+        let yield_after = matches!(step, Step::Read(_));
+        if take_step(&driver, id, step).is_some() {
+            return;
+        }
+        if yield_after {
+            // A publisher with data always ready must not starve the shard's fan-outs.
+            glommio::yield_if_needed().await;
+        }
+    }
+}
+
+/// The first bytes admission read: plaintext as they are, or through the TLS session.
+fn first_step(driver: &Rc<ShardDriver>, id: ClientId, first: &[u8]) -> Option<Step> {
+    let sockets = driver.sockets.borrow();
+    let socket = sockets.get(id)?;
+    let Some(tls) = &socket.tls else {
+        return Some(Step::Read(Bytes::copy_from_slice(first)));
+    };
+    let mut tls = tls.borrow_mut();
+    let mut plain = Vec::new();
+    let step = match tls.receive(first, &mut plain) {
+        Err(e) => Step::Ended(e),
+        Ok(Received::Closed) if plain.is_empty() => Step::Ended("the peer closed TLS".into()),
+        Ok(_) if plain.is_empty() => return flush_now(&mut tls, socket),
+        Ok(_) => Step::Read(Bytes::from(plain)),
+    };
+    flush_now(&mut tls, socket).or(Some(step))
+}
+
+/// Writes the TLS session's records without waiting; what is left the task's next poll
+/// writes when the socket can take it.
+fn flush_now(tls: &mut super::tls::TlsStream, socket: &super::sockets::Socket) -> Option<Step> {
+    match tls.flush(&mut FdWriter(&socket.stream)) {
+        Ok(true) => None,
+        Ok(false) => {
+            socket.wake();
+            None
+        }
+        Err(e) => Some(Step::Ended(format!("TLS write failed: {e}"))),
+    }
+}
+
+/// Carries out one step; Some(()) when the client is gone.
+fn take_step(driver: &Rc<ShardDriver>, id: ClientId, step: Step) -> Option<()> {
+    match step {
+        Step::Read(bytes) => {
+            {
+                let sockets = driver.sockets.borrow();
+                driver.relay.borrow_mut().handle_input(
+                    id,
+                    bytes,
+                    Instant::now(),
+                    &mut SendNow(&sockets),
+                );
+            }
+            driver.process();
+            None
+        }
+        Step::Ended(reason) => {
+            driver.relay.borrow_mut().handle_read_end(id, reason);
+            driver.process();
+            None
+        }
+        Step::Close => {
+            {
+                let sockets = driver.sockets.borrow();
+                let mut relay = driver.relay.borrow_mut();
+                relay.write_goodbye(id, &mut SendNow(&sockets));
+                relay.remove_client(id, Instant::now());
+                if let Some(socket) = sockets.get(id)
+                    && let Some(tls) = &socket.tls
                 {
-                    let sockets = driver.sockets.borrow();
-                    driver.relay.borrow_mut().handle_input(
-                        id,
-                        bytes,
-                        Instant::now(),
-                        &mut SendNow(&sockets),
-                    );
+                    let mut tls = tls.borrow_mut();
+                    tls.close();
+                    let _ = tls.flush(&mut FdWriter(&socket.stream));
                 }
-                driver.process();
-                // A publisher with data always ready must not starve the shard's fan-outs.
-                glommio::yield_if_needed().await;
             }
-            Step::Ended(reason) => {
-                driver.relay.borrow_mut().handle_read_end(id, reason);
-                driver.process();
-            }
-            Step::Close => {
-                {
-                    let sockets = driver.sockets.borrow();
-                    let mut relay = driver.relay.borrow_mut();
-                    relay.write_goodbye(id, &mut SendNow(&sockets));
-                    relay.remove_client(id, Instant::now());
-                }
-                driver.process();
-                driver.sockets.borrow_mut().remove(id);
-                driver.client_gone.notify();
-                return;
-            }
+            driver.process();
+            driver.sockets.borrow_mut().remove(id);
+            driver.client_gone.notify();
+            Some(())
         }
     }
 }
@@ -144,6 +206,9 @@ fn poll_step(cx: &mut Context<'_>, driver: &Rc<ShardDriver>, id: ClientId) -> Po
     let Some(socket) = sockets.get_mut(id) else {
         return Poll::Ready(Step::Close);
     };
+    if socket.tls.is_some() {
+        return poll_tls(cx, socket);
+    }
     READ_BUFFER.with_borrow_mut(|buf| {
         match Pin::new(&mut socket.stream).poll_read(cx, &mut buf[..]) {
             Poll::Ready(Ok(0)) => Poll::Ready(Step::Ended("the peer closed the connection".into())),
@@ -152,6 +217,67 @@ fn poll_step(cx: &mut Context<'_>, driver: &Rc<ShardDriver>, id: ClientId) -> Po
             Poll::Pending => Poll::Pending,
         }
     })
+}
+
+/// An RTMPS client: writes the records waiting (registering for writability if the socket
+/// is full), then reads ciphertext until some plaintext comes out of it.
+fn poll_tls(cx: &mut Context<'_>, socket: &mut super::sockets::Socket) -> Poll<Step> {
+    let Some(tls) = socket.tls.as_mut() else {
+        return Poll::Ready(Step::Close);
+    };
+    let tls = tls.get_mut();
+    loop {
+        if tls.wants_write() {
+            let mut out = PollWriter {
+                stream: &mut socket.stream,
+                cx,
+                registered: false,
+            };
+            if let Err(e) = tls.flush(&mut out) {
+                return Poll::Ready(Step::Ended(format!("TLS write failed: {e}")));
+            }
+        }
+        let read = READ_BUFFER.with_borrow_mut(|buf| {
+            match Pin::new(&mut socket.stream).poll_read(cx, &mut buf[..]) {
+                Poll::Ready(Ok(0)) => Poll::Ready(Err("the peer closed the connection".to_owned())),
+                Poll::Ready(Ok(n)) => {
+                    let mut plain = Vec::new();
+                    Poll::Ready(match tls.receive(&buf[..n], &mut plain) {
+                        Ok(Received::Closed) if plain.is_empty() => {
+                            Err("the peer closed TLS".to_owned())
+                        }
+                        Ok(_) => Ok(plain),
+                        Err(e) => Err(e),
+                    })
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(read_failed(e))),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        match read {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(reason)) => {
+                // A TLS alert for the client, if the socket takes it.
+                let _ = tls.flush(&mut FdWriter(&socket.stream));
+                return Poll::Ready(Step::Ended(reason));
+            }
+            // Handshake records only: answer them and read on.
+            Poll::Ready(Ok(plain)) if plain.is_empty() => continue,
+            Poll::Ready(Ok(plain)) => {
+                if tls.wants_write() {
+                    let mut out = PollWriter {
+                        stream: &mut socket.stream,
+                        cx,
+                        registered: false,
+                    };
+                    if let Err(e) = tls.flush(&mut out) {
+                        return Poll::Ready(Step::Ended(format!("TLS write failed: {e}")));
+                    }
+                }
+                return Poll::Ready(Step::Read(Bytes::from(plain)));
+            }
+        }
+    }
 }
 
 fn read_failed(e: io::Error) -> String {

@@ -14,12 +14,15 @@ use std::time::Instant;
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd};
 
+use bytes::Bytes;
 use futures_lite::future;
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Socket, Type};
 
+use super::admission::{self, Port};
 use super::client_task::serve;
 use super::shard_driver::ShardDriver;
+use crate::relay::stats::RejectReason;
 
 /// A listening socket on `addr` for this executor, with SO_REUSEPORT and SO_REUSEADDR.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -40,6 +43,8 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
     Rtmp,
+    /// RTMP inside TLS (`server.tls_listen`).
+    Rtmps,
     /// The media HTTP listener: HTTP-FLV and WebSocket-FLV.
     Http,
 }
@@ -64,17 +69,38 @@ pub async fn accept_loop(driver: Rc<ShardDriver>, listener: TcpListener, protoco
         let Ok(addr) = stream.peer_addr() else {
             continue;
         };
-        // Refused (shard full, or shutting down): dropping the stream closes it.
-        let accepted = match protocol {
-            Protocol::Rtmp => driver.relay.borrow_mut().accept(addr, Instant::now()),
-            Protocol::Http => driver.relay.borrow_mut().accept_http(addr, Instant::now()),
-        };
-        let Some(id) = accepted else {
-            continue;
-        };
-        driver.sockets.borrow_mut().insert(id, stream);
-        glommio::spawn_local(serve(driver.clone(), id)).detach();
-        driver.process();
+        // RTMP and RTMPS connections are admitted once their first bytes are in (a PROXY
+        // header may change who the client is); see admission.rs.
+        match protocol {
+            Protocol::Rtmp => admission::start(driver.clone(), stream, addr, Port::Rtmp),
+            Protocol::Rtmps => admission::start(driver.clone(), stream, addr, Port::Rtmps),
+            Protocol::Http => accept_http(&driver, stream, addr),
+        }
     }
     tracing::debug!(shard = driver.id, "stopped accepting");
+}
+
+/// An HTTP-FLV connection: no PROXY protocol there, so it is admitted at once.
+fn accept_http(driver: &Rc<ShardDriver>, stream: TcpStream, addr: SocketAddr) {
+    let slot = match driver.admission.per_ip.acquire(addr.ip()) {
+        Ok(slot) => slot,
+        Err(open) => {
+            driver
+                .relay
+                .borrow_mut()
+                .count_rejection(RejectReason::TooManyPerIp);
+            tracing::warn!(shard = driver.id, peer = %addr, open, "connection refused: server.max_connections_per_ip reached for this address");
+            return;
+        }
+    };
+    // Refused (shard full, or shutting down): dropping the stream closes it.
+    let Some(id) = driver.relay.borrow_mut().accept_http(addr, Instant::now()) else {
+        return;
+    };
+    driver
+        .sockets
+        .borrow_mut()
+        .insert_with(id, stream, None, Some(slot));
+    glommio::spawn_local(serve(driver.clone(), id, Bytes::new())).detach();
+    driver.process();
 }

@@ -6,6 +6,10 @@
 //!   per core), signals, shutdown.
 //! - `shard_driver.rs`: one shard's driver: carries out the relay's outputs, runs its
 //!   inbox, fan-out and timer tasks, reads stored files.
+//! - `admission.rs`: a new RTMP/RTMPS connection's first bytes (PROXY header, plain or
+//!   TLS) and the host-wide per-address cap, before the relay takes the client.
+//! - `proxy_protocol.rs`: the PROXY protocol v1/v2 header (with the `ppp` crate).
+//! - `tls.rs`: RTMPS, rustls driven by hand around a client's socket.
 //! - `listener.rs`: the accept loop (every shard binds the ingest port with SO_REUSEPORT,
 //!   so the kernel spreads connections over the cores).
 //! - `client_task.rs`: one client connection's task: reads, and waits for a full socket.
@@ -24,15 +28,18 @@
 
 pub mod admin_http;
 pub mod admin_listener;
+pub mod admission;
 pub mod callback_client;
 pub mod client_task;
 pub mod listener;
 pub mod mailbox;
 pub mod process;
+pub mod proxy_protocol;
 pub mod record_writer;
 pub mod runtime;
 pub mod shard_driver;
 pub mod sockets;
+pub mod tls;
 pub mod vectored;
 pub mod vod_files;
 pub mod wakeup;

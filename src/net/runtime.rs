@@ -6,8 +6,15 @@
 //! silently sharing the port with it. Then each shard's executor is created on its CPU with
 //! a small `io_memory` (the relay does no file DMA), binds the port itself, and reports back
 //! before the relay says it is listening. SIGINT and SIGTERM start a graceful shutdown:
-//! `/readyz` turns false, the relay keeps serving for `drain_delay_ms`, then shards stop
-//! accepting, tell every client, and the process exits 0 within the configured bound.
+//! `/readyz` turns false, clients that announced Enhanced RTMP reconnect support are asked
+//! to reconnect (`ShardMessage::Drain`), the relay keeps serving, new clients included, for
+//! `drain_delay_ms`, then shards stop accepting, tell every client, and the process exits 0
+//! within the configured bound.
+//!
+//! SIGHUP reloads: the config file is read and validated again; an invalid one is refused
+//! with its error logged and the running configuration kept. A valid one goes to every
+//! shard by message (`ShardMessage::Reload`); the per-address cap and the RTMPS
+//! certificate change at once; keys that need a restart are named in a warning.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,10 +26,12 @@ use glommio::{LocalExecutorBuilder, Placement};
 use thiserror::Error;
 
 use super::admin_listener::AdminListener;
+use super::admission::{Admission, PerIpLimits};
 use super::listener::{Protocol, accept_loop};
 use super::mailbox::{Inbox, ShardSender, mailbox};
 use super::record_writer;
 use super::shard_driver::ShardDriver;
+use super::tls::TlsAcceptor;
 use crate::admin::api::ApiSettings;
 use crate::config::{Config, RecordMode};
 use crate::performance::INBOX_CAPACITY;
@@ -55,7 +64,17 @@ pub enum StartError {
     Executor(String),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(
+        "{addr} (the RTMPS listener) is already in use by another process (stop it, or choose another address with --tls-listen, or turn it off with --tls-listen \"\")"
+    )]
+    TlsPortInUse { addr: SocketAddr },
+    #[error("RTMPS: {0}")]
+    Tls(String),
 }
+
+/// Reads the configuration again for a SIGHUP reload (the file named on the command line,
+/// with the command line's overrides applied), or says why it cannot.
+pub type Reloader = Box<dyn Fn() -> Result<Config, String> + Send>;
 
 /// The locked-memory limit, in bytes (io_uring needs some), or None if unlimited.
 fn memlock_limit() -> Option<u64> {
@@ -81,9 +100,14 @@ fn executor_error(shard: usize, cpu: usize, e: impl std::fmt::Display) -> StartE
     ))
 }
 
-/// Runs the relay until SIGINT or SIGTERM. Returns once every shard has finished (or the
-/// shutdown bound has passed).
+/// Runs the relay until SIGINT or SIGTERM, with no reload on SIGHUP. Returns once every
+/// shard has finished (or the shutdown bound has passed).
 pub fn run(config: Config) -> Result<(), StartError> {
+    run_with_reload(config, None)
+}
+
+/// [`run`], reloading the configuration with `reload` on SIGHUP.
+pub fn run_with_reload(config: Config, reload: Option<Reloader>) -> Result<(), StartError> {
     let addr = config.server.listen;
     match std::net::TcpListener::bind(addr) {
         Ok(probe) => drop(probe),
@@ -115,6 +139,26 @@ pub fn run(config: Config) -> Result<(), StartError> {
             }
         }
     }
+    if let Some(addr) = config.server.tls_listen_addr() {
+        match std::net::TcpListener::bind(addr) {
+            Ok(probe) => drop(probe),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(StartError::TlsPortInUse { addr });
+            }
+            Err(e) => return Err(StartError::Tls(format!("cannot listen on {addr}: {e}"))),
+        }
+    }
+    let tls = match config.server.tls_listen_addr() {
+        None => None,
+        Some(_) => Some(Arc::new(
+            TlsAcceptor::load(&config.server.tls_cert_file, &config.server.tls_key_file)
+                .map_err(StartError::Tls)?,
+        )),
+    };
+    let admission = Arc::new(Admission {
+        per_ip: PerIpLimits::new(config.server.max_connections_per_ip),
+        tls,
+    });
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shard_count = config.server.shard_count(cpus);
     let config = Arc::new(config);
@@ -147,6 +191,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .map_err(StartError::Signals)?;
 
@@ -193,6 +238,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let config = config.clone();
         let senders = senders.clone();
         let directory = directory.clone();
+        let admission = admission.clone();
         let ready = ready_tx.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
@@ -200,7 +246,12 @@ pub fn run(config: Config) -> Result<(), StartError> {
         let handle = builder
             .spawn(move || async move {
                 let relay = Shard::new(id, shard_count, config, directory, started);
-                shard_main(ShardDriver::new(relay, senders, record), inbox, ready).await;
+                shard_main(
+                    ShardDriver::new(relay, senders, record, admission),
+                    inbox,
+                    ready,
+                )
+                .await;
             })
             .map_err(|e| executor_error(id, cpu, e))?;
         handles.push(handle);
@@ -221,20 +272,37 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
     }
     ready.store(true, Ordering::Release);
-    tracing::info!(%addr, shards = shard_count, "shardcast listening");
+    match config.server.tls_listen_addr() {
+        Some(tls) => {
+            tracing::info!(%addr, %tls, shards = shard_count, "shardcast listening (RTMP, RTMPS)")
+        }
+        None => tracing::info!(%addr, shards = shard_count, "shardcast listening"),
+    }
 
-    if let Some(signal) = signals.forever().next() {
+    let mut config = config;
+    for signal in signals.forever() {
+        if signal == signal_hook::consts::SIGHUP {
+            config = reload_config(config, reload.as_deref(), &senders, &admission);
+            continue;
+        }
         tracing::info!(
             signal,
             drain_delay_ms = config.server.drain_delay_ms,
             "shutting down: not ready any more, draining"
         );
+        break;
     }
     ready.store(false, Ordering::Release);
+    for tx in &senders {
+        let _ = tx.send(ShardMessage::Drain);
+    }
     // The drain: still serving while load balancers notice /readyz; a second signal ends it.
     let drain_end = Instant::now() + config.server.drain_delay();
     while Instant::now() < drain_end {
-        if let Some(signal) = signals.pending().next() {
+        if let Some(signal) = signals
+            .pending()
+            .find(|s| *s != signal_hook::consts::SIGHUP)
+        {
             tracing::info!(signal, "second signal: ending the drain");
             break;
         }
@@ -269,6 +337,57 @@ pub fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// SIGHUP: reads the configuration again and hands it to the shards; keeps `running` when
+/// the new one cannot be read or is invalid. Returns the configuration now in force.
+fn reload_config(
+    running: Arc<Config>,
+    reload: Option<&(dyn Fn() -> Result<Config, String> + Send)>,
+    senders: &[ShardSender<ShardMessage>],
+    admission: &Admission,
+) -> Arc<Config> {
+    let Some(reload) = reload else {
+        tracing::warn!("SIGHUP: this relay was started without a config file to reload");
+        return running;
+    };
+    let new = match reload() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: configuration refused, the running one stays: {e}");
+            return running;
+        }
+    };
+    let server = &new.server;
+    if let Some(tls) = &admission.tls
+        && !server.tls_listen.is_empty()
+        && let Err(e) = tls.reload(&server.tls_cert_file, &server.tls_key_file)
+    {
+        tracing::error!("SIGHUP: configuration refused, the running one stays: {e}");
+        return running;
+    }
+    let restart = crate::config::keys_needing_restart(&running, &new);
+    if !restart.is_empty() {
+        tracing::warn!(
+            keys = %restart.join(", "),
+            "SIGHUP: these keys changed but take effect only after a restart"
+        );
+    }
+    admission
+        .per_ip
+        .max
+        .store(server.max_connections_per_ip, Ordering::Relaxed);
+    let new = Arc::new(new);
+    for tx in senders {
+        if tx.send(ShardMessage::Reload(new.clone())).is_err() {
+            tracing::warn!("SIGHUP: a shard's inbox is full; it keeps the old configuration");
+        }
+    }
+    tracing::info!(
+        apps = new.apps.len(),
+        "SIGHUP: configuration reloaded; new connections use it"
+    );
+    new
+}
+
 fn shutdown(senders: &[ShardSender<ShardMessage>]) {
     for tx in senders {
         let _ = tx.send(ShardMessage::Shutdown);
@@ -289,6 +408,7 @@ async fn shard_main(
         )
     };
     let http_addr = driver.relay.borrow().config.http.listen_addr();
+    let tls_addr = driver.relay.borrow().config.server.tls_listen_addr();
     let listener = match super::listener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
@@ -307,9 +427,23 @@ async fn shard_main(
             return;
         }
     };
+    let tls_listener = match tls_addr.map(super::listener::bind) {
+        None => None,
+        Some(Ok(l)) => Some(l),
+        Some(Err(e)) => {
+            let addr = tls_addr.expect("bound above");
+            let _ = ready.send(Err(format!(
+                "shard {id} cannot listen on {addr} for RTMPS: {e}"
+            )));
+            return;
+        }
+    };
     let _ = ready.send(Ok(()));
     driver.start(inbox);
     glommio::spawn_local(accept_loop(driver.clone(), listener, Protocol::Rtmp)).detach();
+    if let Some(l) = tls_listener {
+        glommio::spawn_local(accept_loop(driver.clone(), l, Protocol::Rtmps)).detach();
+    }
     if let Some(l) = http_listener {
         glommio::spawn_local(accept_loop(driver.clone(), l, Protocol::Http)).detach();
     }

@@ -57,6 +57,8 @@ pub struct ShardDriver {
     failed_recordings: RefCell<HashSet<RecordingId>>,
     /// `on_*_done` notifications under way (bounded like the callbacks clients wait for).
     notifies_in_flight: Cell<usize>,
+    /// What all shards share to admit a connection (per-address counts, TLS settings).
+    pub admission: std::sync::Arc<super::admission::Admission>,
 }
 
 impl ShardDriver {
@@ -64,6 +66,7 @@ impl ShardDriver {
         relay: Shard,
         senders: Vec<ShardSender<ShardMessage>>,
         record: Option<RecordHandle>,
+        admission: std::sync::Arc<super::admission::Admission>,
     ) -> Rc<ShardDriver> {
         let driver = Rc::new(ShardDriver {
             id: relay.id,
@@ -79,6 +82,7 @@ impl ShardDriver {
             record,
             failed_recordings: RefCell::new(HashSet::new()),
             notifies_in_flight: Cell::new(0),
+            admission,
         });
         driver.read_wall_clock();
         driver

@@ -42,6 +42,12 @@ pub enum AdminRefusal {
 }
 
 pub enum ShardMessage {
+    /// A reloaded configuration (SIGHUP): new connections and new publish/play decisions
+    /// use it; what runs goes on.
+    Reload(std::sync::Arc<crate::config::Config>),
+    /// The drain started (SIGTERM): ask the clients that can (Enhanced RTMP capsEx) to
+    /// reconnect, while serving on.
+    Drain,
     /// A shard with viewers of `stream` wants its frames.
     Subscribe {
         stream: StreamName,

@@ -720,6 +720,7 @@ mod tests {
             },
             ingested: Instant::now(),
             encodings: Default::default(),
+            tracks: None,
         }
     }
 

@@ -123,6 +123,8 @@ impl std::fmt::Debug for ShardMessage {
             ShardMessage::InjectData { .. } => "InjectData",
             ShardMessage::Record { .. } => "Record",
             ShardMessage::Shutdown => "Shutdown",
+            ShardMessage::Reload(_) => "Reload",
+            ShardMessage::Drain => "Drain",
         };
         f.write_str(name)
     }
@@ -2621,7 +2623,51 @@ impl Shard {
                 reply,
             } => reply.send(self.record_command(&stream, start)),
             ShardMessage::Shutdown => self.begin_shutdown(),
+            ShardMessage::Reload(config) => self.reload(config),
+            ShardMessage::Drain => self.request_reconnects(),
         }
+    }
+
+    /// Takes a reloaded configuration. Clients, streams and their queues are untouched; what
+    /// reads `self.config` from now on (accepting, `connect`, publish and play) sees it.
+    pub fn reload(&mut self, config: Arc<Config>) {
+        self.config = config;
+        tracing::debug!(shard = self.id, "configuration reloaded");
+    }
+
+    /// The drain started: every client that announced Enhanced RTMP reconnect support
+    /// (capsEx bit 0x01) is asked to reconnect, to `server.reconnect_tc_url` if set. The
+    /// others are served on until the drain ends.
+    pub fn request_reconnects(&mut self) {
+        let tc_url = self.config.server.reconnect_tc_url.clone();
+        let tc_url = (!tc_url.is_empty()).then_some(tc_url.as_str());
+        let mut asked = 0;
+        for key in self.clients.keys() {
+            let Some(c) = self.clients.get_mut(key) else {
+                continue;
+            };
+            if c.http.is_some() || !c.session.supports_reconnect() {
+                continue;
+            }
+            c.session
+                .request_reconnect(tc_url, "server draining; reconnect");
+            c.queue_session_output();
+            // The client's task writes it now, ahead of the stream's next frame.
+            self.outputs.push_back(Output::WaitWritable(ClientId(key)));
+            asked += 1;
+        }
+        if asked > 0 {
+            tracing::info!(
+                shard = self.id,
+                clients = asked,
+                "drain: asked clients to reconnect (NetConnection.Connect.ReconnectRequest)"
+            );
+        }
+    }
+
+    /// Counts a connection the driver refused before the relay saw it.
+    pub fn count_rejection(&mut self, reason: RejectReason) {
+        self.stats.reject(reason);
     }
 
     /// Graceful shutdown: stop accepting, tell every client, close them.

@@ -32,10 +32,12 @@ pub enum RejectReason {
     CallbackRefused,
     CallbackFailed,
     CallbackOverloaded,
+    /// The client's address already has `server.max_connections_per_ip` connections.
+    TooManyPerIp,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 13] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::ShardFull,
         RejectReason::ShuttingDown,
         RejectReason::UnknownApp,
@@ -49,6 +51,7 @@ impl RejectReason {
         RejectReason::CallbackRefused,
         RejectReason::CallbackFailed,
         RejectReason::CallbackOverloaded,
+        RejectReason::TooManyPerIp,
     ];
 
     /// The `reason` label value.
@@ -67,6 +70,7 @@ impl RejectReason {
             RejectReason::CallbackRefused => "callback_refused",
             RejectReason::CallbackFailed => "callback_failed",
             RejectReason::CallbackOverloaded => "callback_overloaded",
+            RejectReason::TooManyPerIp => "too_many_per_ip",
         }
     }
 

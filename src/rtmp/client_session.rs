@@ -36,6 +36,8 @@ pub struct ClientSessionConfig {
     pub chunk_size: u32,
     pub window_ack_size: u32,
     pub limits: DecoderLimits,
+    /// Enhanced RTMP `capsEx` to announce in `connect` (0: the field is left out).
+    pub caps_ex: u32,
 }
 
 impl ClientSessionConfig {
@@ -50,6 +52,7 @@ impl ClientSessionConfig {
             chunk_size: 4096,
             window_ack_size: 2_500_000,
             limits: DecoderLimits::default(),
+            caps_ex: 0,
         }
     }
 }
@@ -336,7 +339,7 @@ impl ClientSession {
 
     fn on_handshake_complete(&mut self) {
         self.conn.set_outgoing_chunk_size(self.config.chunk_size);
-        let obj = Amf0Value::Object(vec![
+        let mut fields = vec![
             ("app".into(), Amf0Value::String(self.config.app.clone())),
             ("type".into(), Amf0Value::String("nonprivate".into())),
             (
@@ -352,7 +355,14 @@ impl ClientSession {
             ("audioCodecs".into(), Amf0Value::Number(4071.0)),
             ("videoCodecs".into(), Amf0Value::Number(252.0)),
             ("videoFunction".into(), Amf0Value::Number(1.0)),
-        ]);
+        ];
+        if self.config.caps_ex != 0 {
+            fields.push((
+                "capsEx".into(),
+                Amf0Value::Number(f64::from(self.config.caps_ex)),
+            ));
+        }
+        let obj = Amf0Value::Object(fields);
         self.send_command(0, &Command::new("connect", tid::CONNECT, obj));
     }
 

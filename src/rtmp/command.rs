@@ -209,6 +209,8 @@ pub mod status {
     pub const CONNECT_SUCCESS: &str = "NetConnection.Connect.Success";
     pub const CONNECT_REJECTED: &str = "NetConnection.Connect.Rejected";
     pub const CONNECT_CLOSED: &str = "NetConnection.Connect.Closed";
+    /// Enhanced RTMP: the server asks the client to reconnect (to `tcUrl`, if given).
+    pub const CONNECT_RECONNECT_REQUEST: &str = "NetConnection.Connect.ReconnectRequest";
     pub const CALL_FAILED: &str = "NetConnection.Call.Failed";
     pub const PUBLISH_START: &str = "NetStream.Publish.Start";
     pub const PUBLISH_BAD_NAME: &str = "NetStream.Publish.BadName";

@@ -303,6 +303,26 @@ impl ServerSession {
         &self.app
     }
 
+    /// Whether the client said (capsEx bit 0x01) it reconnects when asked to.
+    pub fn supports_reconnect(&self) -> bool {
+        self.capabilities.reconnect()
+    }
+
+    /// Asks the client to reconnect (Enhanced RTMP): `onStatus`
+    /// `NetConnection.Connect.ReconnectRequest` on the connection, with `tcUrl` naming where
+    /// when given; the client reconnects and resumes on its own schedule.
+    pub fn request_reconnect(&mut self, tc_url: Option<&str>, description: &str) {
+        let mut info = match status_info("status", status::CONNECT_RECONNECT_REQUEST, description) {
+            Amf0Value::Object(fields) => fields,
+            _ => Vec::new(),
+        };
+        if let Some(url) = tc_url {
+            info.push(("tcUrl".to_owned(), Amf0Value::String(url.to_owned())));
+        }
+        let cmd = Command::new("onStatus", 0.0, Amf0Value::Null).arg(Amf0Value::Object(info));
+        self.send_command(0, &cmd);
+    }
+
     pub fn bytes_received(&self) -> u64 {
         self.conn.bytes_received()
     }

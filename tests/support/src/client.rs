@@ -48,10 +48,18 @@ impl RtmpClient {
             None => TcpStream::connect(("127.0.0.1", port)).unwrap(),
             Some(size) => connect_small_window(port, size),
         };
+        Self::over(socket, port, 0)
+    }
+
+    /// A client on a connection already made (after a PROXY header was written to it, for
+    /// example), announcing Enhanced RTMP `capsEx` in `connect` when not 0.
+    pub fn over(socket: TcpStream, port: u16, caps_ex: u32) -> RtmpClient {
         socket.set_nodelay(true).unwrap();
         let local = socket.local_addr().unwrap();
         let tc_url = format!("rtmp://127.0.0.1:{port}/live");
-        let session = ClientSession::new(ClientSessionConfig::new("live", &tc_url));
+        let mut config = ClientSessionConfig::new("live", &tc_url);
+        config.caps_ex = caps_ex;
+        let session = ClientSession::new(config);
         let mut client = RtmpClient {
             socket,
             session,

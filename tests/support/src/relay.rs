@@ -31,6 +31,8 @@ pub struct Relay {
     pub admin: SocketAddr,
     /// The media HTTP listener (HTTP-FLV, WebSocket-FLV).
     pub http: SocketAddr,
+    /// The RTMPS listener, when started with [`Relay::start_tls`].
+    pub tls: Option<SocketAddr>,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
 }
@@ -52,7 +54,23 @@ impl Relay {
         shards: usize,
         log_filter: &str,
     ) -> Relay {
-        let bin = bin.as_ref();
+        Self::start_inner(bin.as_ref(), name, config, shards, log_filter, false)
+    }
+
+    /// [`Relay::start`] with an RTMPS listener on a free port too (`--tls-listen`; the
+    /// config must name `server.tls_cert_file` and `server.tls_key_file`).
+    pub fn start_tls(bin: impl AsRef<Path>, name: &str, config: &str, shards: usize) -> Relay {
+        Self::start_inner(bin.as_ref(), name, config, shards, TEST_LOG_FILTER, true)
+    }
+
+    fn start_inner(
+        bin: &Path,
+        name: &str,
+        config: &str,
+        shards: usize,
+        log_filter: &str,
+        with_tls: bool,
+    ) -> Relay {
         let config_path = temp_path(&format!("{name}.toml"));
         std::fs::write(&config_path, config).unwrap();
         let log_path = temp_path(&format!("{name}.log"));
@@ -63,8 +81,13 @@ impl Relay {
             let port = free_port();
             let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let tls = with_tls.then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
             let log = std::fs::File::create(&log_path).unwrap();
-            let child = Command::new(bin)
+            let mut command = Command::new(bin);
+            if let Some(tls) = tls {
+                command.args(["--tls-listen", &tls.to_string()]);
+            }
+            let child = command
                 .arg("--config")
                 .arg(&config_path)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -83,6 +106,7 @@ impl Relay {
                 port,
                 admin,
                 http,
+                tls,
                 config_path: config_path.clone(),
                 log_path: log_path.clone(),
             };
@@ -253,6 +277,19 @@ impl Relay {
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the relay runs").id()
+    }
+
+    /// The RTMPS URL of `live/{key}`.
+    pub fn rtmps_url(&self, key: &str) -> String {
+        let tls = self.tls.expect("started with start_tls");
+        format!("rtmps://127.0.0.1:{}/live/{key}", tls.port())
+    }
+
+    /// Sends SIGHUP (reload the config file, `config_path`).
+    pub fn reload(&self) {
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        let rc = unsafe { libc::kill(self.pid() as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(rc, 0, "SIGHUP delivered");
     }
 
     /// Sends SIGTERM.
