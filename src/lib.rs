@@ -34,15 +34,25 @@
 //! and hands its writes, the same shared buffers, to a disk writer thread
 //! (`src/net/record_writer.rs`) through a bounded queue, so a disk never slows a shard.
 //!
+//! Before any of this, a client is admitted (`src/net/admission.rs`: the PROXY protocol
+//! header from a trusted balancer, the per-address cap, TLS for RTMPS in `src/net/tls.rs`)
+//! and allowed (`src/access/`: stream keys, signed links, network rules, and the HTTP
+//! callbacks the driver makes in `src/net/callback_client.rs` while the client waits). In
+//! step 5 a viewer gathers the encoding of its output class: its format, and for Enhanced
+//! RTMP the tracks it declared it can play (`src/rtmp/capabilities.rs`,
+//! `src/media/multitrack.rs`), each class encoded once per shard. A stored file is a source
+//! of its own per viewer (`src/relay/vod_source.rs`), read through a shared index
+//! (`src/media/vod_index.rs`) by the driver.
+//!
 //! `src/relay/` and `src/rtmp/` are deterministic (no sockets, clocks or tasks);
 //! `src/net/` drives them. So is `src/http/`: the request parsing, response heads and
-//! WebSocket framing for HTTP-FLV and WebSocket-FLV viewers. Operators see and steer all of this through `src/admin/` (the
-//! JSON API, `/metrics`, health checks), served by `src/net/admin_listener.rs` on a thread
-//! of its own that asks the shards by message and sums their plain counters
-//! (`src/relay/stats.rs`) at scrape time. `src/performance.rs` holds every performance knob with the
-//! measurement behind it; `src/config.rs` is the configuration file's schema; `loadtest/`
-//! is the bundled load generator, built on the client role
-//! (`src/rtmp/client_session.rs`).
+//! WebSocket framing for HTTP-FLV and WebSocket-FLV viewers. Operators see and steer all of
+//! this through `src/admin/` (the JSON API, `/metrics`, health checks), served by
+//! `src/net/admin_listener.rs` on a thread of its own that asks the shards by message and
+//! sums their plain counters (`src/relay/stats.rs`) at scrape time. `src/performance.rs`
+//! holds every performance knob with the measurement behind it; `src/config.rs` is the
+//! configuration file's schema (re-read on SIGHUP); `loadtest/` is the bundled load
+//! generator, built on the client role (`src/rtmp/client_session.rs`).
 
 pub mod access;
 pub mod admin;
