@@ -76,14 +76,20 @@ fn sighup_adds_an_application_and_changes_a_setting_while_a_stream_plays_on() {
 
     // The new file: an application more, plays no longer allowed in `live`, a key that
     // needs a restart changed.
+    let extra_keys = |two: &str| {
+        format!(
+            "\n[app.extra]\n\n[app.extra.auth]\npublish_keys = {{ one = \"k1\", two = \"{two}\" }}\n"
+        )
+    };
     let new = format!(
-        "{}\nallow_play = false\n\n[app.extra]\n",
+        "{}\nallow_play = false\n{}",
         BASE.replace(
             "shutdown_timeout_ms = 3000",
             "shutdown_timeout_ms = 3000\nio_memory = 131072"
-        )
+        ),
+        extra_keys("k2")
     );
-    std::fs::write(&relay.config_path, new).unwrap();
+    std::fs::write(&relay.config_path, &new).unwrap();
     let before = media_count(&viewer.events());
     relay.reload();
     assert!(
@@ -103,9 +109,9 @@ fn sighup_adds_an_application_and_changes_a_setting_while_a_stream_plays_on() {
         relay.log()
     );
 
-    // After: `extra` takes a publisher.
+    // After: `extra` takes a publisher with its key.
     let mut extra = ffmpeg_publish(
-        &format!("rtmp://127.0.0.1:{}/extra/one", relay.port),
+        &format!("rtmp://127.0.0.1:{}/extra/one?key=k1", relay.port),
         30,
         true,
     )
@@ -138,6 +144,69 @@ fn sighup_adds_an_application_and_changes_a_setting_while_a_stream_plays_on() {
         "the viewer keeps receiving after the reload"
     );
     assert!(!viewer.is_closed(), "the running viewer was not closed");
+
+    // A key changed by a second reload: the old key no longer publishes, the new one does,
+    // and the streams already running go on.
+    std::fs::write(&relay.config_path, new.replace("\"k2\"", "\"k2-rotated\"")).unwrap();
+    relay.reload();
+    let reloaded_twice = std::time::Instant::now() + Duration::from_secs(10);
+    while relay.log().matches("SIGHUP: configuration reloaded").count() < 2 {
+        assert!(
+            std::time::Instant::now() < reloaded_twice,
+            "the second reload is taken: {}",
+            relay.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let publish_two = |key: &str| {
+        ffmpeg_publish(
+            &format!("rtmp://127.0.0.1:{}/extra/two?key={key}", relay.port),
+            30,
+            true,
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+    };
+    let before_keys = media_count(&viewer.events());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut old_key = publish_two("k2");
+    let refused_at = loop {
+        if let Some(status) = old_key.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = old_key.kill();
+    let _ = old_key.wait();
+    assert!(
+        refused_at.is_some_and(|s| !s.success()),
+        "the rotated-out key is refused: {}",
+        relay.log()
+    );
+    let mut new_key = publish_two("k2-rotated");
+    assert!(
+        relay
+            .wait_published("extra/two", Duration::from_secs(15))
+            .is_some(),
+        "the new key publishes: {}",
+        relay.log()
+    );
+    assert!(
+        relay.stream("extra/one").is_some(),
+        "the stream published before the key change goes on"
+    );
+    assert!(
+        viewer.wait_until(Duration::from_secs(10), |e| media_count(e)
+            > before_keys + 50),
+        "the viewer keeps receiving across the second reload"
+    );
+    let _ = new_key.kill();
+    let _ = new_key.wait();
     for p in [&mut publisher, &mut extra] {
         let _ = p.kill();
         let _ = p.wait();
