@@ -150,7 +150,12 @@ fn sighup_adds_an_application_and_changes_a_setting_while_a_stream_plays_on() {
     std::fs::write(&relay.config_path, new.replace("\"k2\"", "\"k2-rotated\"")).unwrap();
     relay.reload();
     let reloaded_twice = std::time::Instant::now() + Duration::from_secs(10);
-    while relay.log().matches("SIGHUP: configuration reloaded").count() < 2 {
+    while relay
+        .log()
+        .matches("SIGHUP: configuration reloaded")
+        .count()
+        < 2
+    {
         assert!(
             std::time::Instant::now() < reloaded_twice,
             "the second reload is taken: {}",
