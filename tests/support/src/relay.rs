@@ -72,12 +72,14 @@ impl Relay {
         with_tls: bool,
     ) -> Relay {
         let config_path = temp_path(&format!("{name}.toml"));
-        std::fs::write(&config_path, config).unwrap();
         let log_path = temp_path(&format!("{name}.log"));
         let mut last_log = String::new();
         // A port found free can be taken again before the relay binds it (another test's
         // client); the relay then refuses to start, and we try another port.
         for _ in 0..5 {
+            // Written for each attempt: a failed attempt's `Relay` removes its files as it
+            // is dropped.
+            std::fs::write(&config_path, config).unwrap();
             let port = free_port();
             let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
