@@ -7,6 +7,18 @@
 
 use std::time::Duration;
 
+/// How long one task may run before the shard's executor polls for I/O and lets the other
+/// tasks run (glommio's preemption timer; its default is 100 ms). The fan-out yields only when
+/// this fires (`yield_if_needed`), and new connections' accepts and handshake bytes are only
+/// seen when the executor polls its ring, so with the default a joining viewer waited up to
+/// 100 ms per handshake round trip behind a busy fan-out: join p99 at 2,000 viewers was
+/// 191-244 ms for HTTP-FLV and about 500 ms for RTMP (four round trips), while the server's own
+/// histogram put every join under 5 ms once its request was read (RESULTS.md, issue 11). At
+/// 5 ms, 2,000 RTMP viewers joining at 1,000/s on one core: join p99 57-60 ms against 141-151 ms
+/// with the default, for 1.03x the CPU per delivered GB and latency p99 +10 % (RESULTS.md,
+/// "The preemption timer").
+pub const SHARD_PREEMPT_TIMER: Duration = Duration::from_millis(5);
+
 /// Viewers one fan-out step serves before the shard's executor gets a chance to run other
 /// tasks (publishers, the accept loop, other streams). 64 viewers cost about 0.7 ms of
 /// `sendmsg` at 1,000 viewers (10.6 µs a send, RESULTS.md "perf stat"), short enough that a

@@ -34,7 +34,7 @@ use super::shard_driver::ShardDriver;
 use super::tls::TlsAcceptor;
 use crate::admin::api::ApiSettings;
 use crate::config::{Config, RecordMode};
-use crate::performance::INBOX_CAPACITY;
+use crate::performance::{INBOX_CAPACITY, SHARD_PREEMPT_TIMER};
 use crate::relay::directory::StreamDirectory;
 use crate::relay::message::ShardMessage;
 use crate::relay::shard::Shard;
@@ -242,7 +242,8 @@ pub fn run_with_reload(config: Config, reload: Option<Reloader>) -> Result<(), S
         let ready = ready_tx.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{id}"))
-            .io_memory(config.server.io_memory);
+            .io_memory(config.server.io_memory)
+            .preempt_timer(SHARD_PREEMPT_TIMER);
         let handle = builder
             .spawn(move || async move {
                 let relay = Shard::new(id, shard_count, config, directory, started);
