@@ -1741,20 +1741,30 @@ impl Shard {
         }
     }
 
-    /// A `seek` from a stored file's viewer: drop what it has not been sent, tell it (Stream
-    /// EOF, `NetStream.Seek.Notify`, Stream Begin) and restart from the keyframe at or before
-    /// the position. False if the client plays no stored file.
-    fn vod_seek(&mut self, id: ClientId, position_ms: f64, now: Instant) -> bool {
-        let Some(c) = self.clients.get_mut(id.0) else {
-            return false;
-        };
+    /// The stream and RTMP message stream of `id`, if it is a viewer of a stored file.
+    fn stored_file_viewer(&self, id: ClientId) -> Option<(StreamId, u32)> {
+        let c = self.clients.get(id.0)?;
         let Role::Viewer {
             stream, stream_id, ..
         } = c.role
         else {
+            return None;
+        };
+        self.streams
+            .get(stream.0)
+            .is_some_and(|s| s.file.is_some())
+            .then_some((stream, stream_id))
+    }
+
+    /// A `seek` from a stored file's viewer: drop what it has not been sent, tell it (Stream
+    /// EOF, `NetStream.Seek.Notify`, Stream Begin) and restart from the keyframe at or before
+    /// the position. False if the client plays no stored file.
+    fn vod_seek(&mut self, id: ClientId, position_ms: f64, now: Instant) -> bool {
+        let Some((stream, stream_id)) = self.stored_file_viewer(id) else {
             return false;
         };
-        let Some(s) = self.streams.get_mut(stream.0) else {
+        let (Some(c), Some(s)) = (self.clients.get_mut(id.0), self.streams.get_mut(stream.0))
+        else {
             return false;
         };
         let Some(file) = s.file.as_mut() else {
@@ -1775,16 +1785,11 @@ impl Shard {
     /// continues with the first frame it had not been sent. False if it plays no stored
     /// file.
     fn vod_pause(&mut self, id: ClientId, paused: bool, now: Instant) -> bool {
-        let Some(c) = self.clients.get_mut(id.0) else {
+        let Some((stream, stream_id)) = self.stored_file_viewer(id) else {
             return false;
         };
-        let Role::Viewer {
-            stream, stream_id, ..
-        } = c.role
+        let (Some(c), Some(s)) = (self.clients.get_mut(id.0), self.streams.get_mut(stream.0))
         else {
-            return false;
-        };
-        let Some(s) = self.streams.get_mut(stream.0) else {
             return false;
         };
         let Some(file) = s.file.as_mut() else {
