@@ -85,6 +85,11 @@ pub const MAX_CHUNK_STREAMS_RANGE: RangeInclusive<u32> = 8..=65_598;
 
 /// glommio always reserves at least 64 KiB of io_uring buffer memory, whatever it is asked for,
 /// and that memory is locked, so more than 1 GiB per shard is almost certainly a mistake.
+/// `server.max_hops`: at least one relay; a tree deeper than 64 is a mistake.
+pub const MAX_HOPS_RANGE: RangeInclusive<u32> = 1..=64;
+/// `server.node_id` is at most this long (ids travel in every relay's `connect`).
+pub const NODE_ID_MAX_LEN: usize = crate::rtmp::relay_path::MAX_NODE_ID_LEN;
+
 pub const IO_MEMORY_RANGE: RangeInclusive<usize> = (64 * KIB)..=GIB;
 
 /// A backlog smaller than one keyframe would make every viewer skip on every keyframe.
@@ -161,6 +166,13 @@ pub struct ServerConfig {
     /// host, or the same name behind a load balancer); "" sends none, and the client
     /// reconnects to the URL it used.
     pub reconnect_tc_url: String,
+    /// This server's name in relay trees: pulls and pushes carry the ids of the servers
+    /// they passed through (`src/rtmp/relay_path.rs`), and a connection that already passed
+    /// through this id is refused as a loop. "" picks one at startup (host name and a random
+    /// suffix, so two processes on one host differ).
+    pub node_id: String,
+    /// A pull or push that has passed through more relays than this is refused.
+    pub max_hops: u32,
 }
 
 /// How many shards to run: `"auto"` or a positive integer in the file.
@@ -498,6 +510,8 @@ impl Default for ServerConfig {
             trusted_proxies: Vec::new(),
             max_connections_per_ip: 0,
             reconnect_tc_url: String::new(),
+            node_id: String::new(),
+            max_hops: 8,
         }
     }
 }
@@ -807,6 +821,25 @@ impl ServerConfig {
                 }
             }
         }
+        check_range(
+            key("max_hops"),
+            self.max_hops,
+            MAX_HOPS_RANGE,
+            " (relays a pull or push may pass through)",
+        )?;
+        if self.node_id.len() > NODE_ID_MAX_LEN
+            || self
+                .node_id
+                .chars()
+                .any(|c| !(c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+        {
+            return Err(Problem::new(
+                key("node_id"),
+                format!(
+                    "must be at most {NODE_ID_MAX_LEN} letters, digits, '-', '_', '.' or ':', or \"\" for a random one"
+                ),
+            ));
+        }
         let url = &self.reconnect_tc_url;
         if !(url.is_empty() || url.starts_with("rtmp://") || url.starts_with("rtmps://")) {
             return Err(Problem::new(
@@ -861,11 +894,51 @@ pub fn keys_needing_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     differs("server.cpus", a.cpus != b.cpus);
     differs("server.io_memory", a.io_memory != b.io_memory);
     differs("server.tls_listen", a.tls_listen != b.tls_listen);
+    differs("server.node_id", a.node_id != b.node_id);
     differs("http.listen", old.http.listen != new.http.listen);
     differs("admin.listen", old.admin.listen != new.admin.listen);
     differs("log.filter", old.log.filter != new.log.filter);
     differs("log.format", old.log.format != new.log.format);
     keys
+}
+
+impl ServerConfig {
+    /// Fills an empty `node_id` with the host name and a random suffix. Called once at
+    /// startup; a reload keeps the id in force (see `keep_node_id`).
+    pub fn pick_node_id(&mut self) {
+        if !self.node_id.is_empty() {
+            return;
+        }
+        use std::hash::{BuildHasher, Hasher};
+        // RandomState is seeded from the OS's randomness per process, which is all a
+        // suffix needs; no crate for it.
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        let suffix = hasher.finish() as u32;
+        let host: String = host_name()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || "-_.".contains(*c))
+            .take(NODE_ID_MAX_LEN - 9)
+            .collect();
+        self.node_id = if host.is_empty() {
+            format!("{suffix:08x}")
+        } else {
+            format!("{host}-{suffix:08x}")
+        };
+    }
+
+    /// A reloaded file that leaves `node_id` empty keeps the id picked at startup.
+    pub fn keep_node_id(&mut self, running: &ServerConfig) {
+        if self.node_id.is_empty() {
+            self.node_id = running.node_id.clone();
+        }
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 impl ViewerConfig {
@@ -1544,6 +1617,11 @@ mod tests {
             rejected_key("[server]\nreconnect_tc_url = \"http://x\"\n"),
             "server.reconnect_tc_url"
         );
+        assert_eq!(rejected_key("[server]\nmax_hops = 0\n"), "server.max_hops");
+        assert_eq!(
+            rejected_key("[server]\nnode_id = \"a,b\"\n"),
+            "server.node_id"
+        );
     }
 
     #[test]
@@ -1574,7 +1652,7 @@ mod tests {
         // would not catch a key left undocumented.
         let document = SHIPPED_CONFIG.parse::<toml::Table>().unwrap();
         let section = |name: &str| document[name].as_table().unwrap().len();
-        assert_eq!(section("server"), 18);
+        assert_eq!(section("server"), 20);
         assert_eq!(section("admin"), 3);
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);

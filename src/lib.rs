@@ -56,6 +56,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod media;

@@ -107,7 +107,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
 }
 
 /// [`run`], reloading the configuration with `reload` on SIGHUP.
-pub fn run_with_reload(config: Config, reload: Option<Reloader>) -> Result<(), StartError> {
+pub fn run_with_reload(mut config: Config, reload: Option<Reloader>) -> Result<(), StartError> {
+    config.server.pick_node_id();
     let addr = config.server.listen;
     match std::net::TcpListener::bind(addr) {
         Ok(probe) => drop(probe),
@@ -350,13 +351,14 @@ fn reload_config(
         tracing::warn!("SIGHUP: this relay was started without a config file to reload");
         return running;
     };
-    let new = match reload() {
+    let mut new = match reload() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("SIGHUP: configuration refused, the running one stays: {e}");
             return running;
         }
     };
+    new.server.keep_node_id(&running.server);
     let server = &new.server;
     if let Some(tls) = &admission.tls
         && !server.tls_listen.is_empty()

@@ -124,6 +124,9 @@ pub struct ConnectInfo {
     pub tc_url: String,
     pub flash_ver: String,
     pub page_url: String,
+    /// The relays behind this client when it is another relay's pull or push; a pull this
+    /// client starts continues the path.
+    pub relay_path: crate::rtmp::RelayPath,
 }
 
 /// A client waiting for the answer of an access-control callback.

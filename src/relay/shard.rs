@@ -920,11 +920,22 @@ impl Shard {
                     tc_url,
                     flash_ver,
                     page_url,
+                    relay_path,
                     ..
                 } => {
                     c.connect.tc_url = tc_url.unwrap_or_default();
                     c.connect.flash_ver = flash_ver.unwrap_or_default();
                     c.connect.page_url = page_url.unwrap_or_default();
+                    let server = &self.config.server;
+                    if let Err(refusal) = relay_path.check(&server.node_id, server.max_hops) {
+                        self.stats.reject(RejectReason::RelayLoop);
+                        c.session.reject_connect(&refusal.to_string());
+                        c.queue_session_output();
+                        tracing::warn!(shard = self.id, peer = %c.addr, app, via = %relay_path.nodes().join(","), hops = relay_path.hops(), "connect refused: {refusal}");
+                        self.close(id, format!("connect refused: {refusal}"));
+                        continue;
+                    }
+                    c.connect.relay_path = relay_path;
                     if let Some(app_config) = self.config.app(&app) {
                         let on_connect = app_config.auth.on_connect.clone();
                         if on_connect.is_empty() {

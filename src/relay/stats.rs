@@ -34,10 +34,13 @@ pub enum RejectReason {
     CallbackOverloaded,
     /// The client's address already has `server.max_connections_per_ip` connections.
     TooManyPerIp,
+    /// A relay's pull or push that already passed through this server, or through more
+    /// than `server.max_hops` relays (`src/rtmp/relay_path.rs`).
+    RelayLoop,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 14] = [
+    pub const ALL: [RejectReason; 15] = [
         RejectReason::ShardFull,
         RejectReason::ShuttingDown,
         RejectReason::UnknownApp,
@@ -52,6 +55,7 @@ impl RejectReason {
         RejectReason::CallbackFailed,
         RejectReason::CallbackOverloaded,
         RejectReason::TooManyPerIp,
+        RejectReason::RelayLoop,
     ];
 
     /// The `reason` label value.
@@ -71,6 +75,7 @@ impl RejectReason {
             RejectReason::CallbackFailed => "callback_failed",
             RejectReason::CallbackOverloaded => "callback_overloaded",
             RejectReason::TooManyPerIp => "too_many_per_ip",
+            RejectReason::RelayLoop => "relay_loop",
         }
     }
 

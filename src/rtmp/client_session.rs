@@ -18,6 +18,7 @@ use super::command::{Command, DataMessage, ON_METADATA, SET_DATA_FRAME, status};
 use super::control::{ControlMessage, UserControlEvent};
 use super::handshake::{ClientHandshake, ClientHandshakeMode};
 use super::message::{MessageType, RtmpMessage, csid};
+use super::relay_path::RelayPath;
 use super::server_session::MediaKind;
 use super::session::{Connection, Incoming};
 
@@ -38,6 +39,9 @@ pub struct ClientSessionConfig {
     pub limits: DecoderLimits,
     /// Enhanced RTMP `capsEx` to announce in `connect` (0: the field is left out).
     pub caps_ex: u32,
+    /// The relays behind this connection (`shardcastVia`/`shardcastHops` in `connect`),
+    /// when the client is a relay pulling or pushing; empty for a plain client.
+    pub relay_path: RelayPath,
 }
 
 impl ClientSessionConfig {
@@ -53,6 +57,7 @@ impl ClientSessionConfig {
             window_ack_size: 2_500_000,
             limits: DecoderLimits::default(),
             caps_ex: 0,
+            relay_path: RelayPath::default(),
         }
     }
 }
@@ -362,6 +367,7 @@ impl ClientSession {
                 Amf0Value::Number(f64::from(self.config.caps_ex)),
             ));
         }
+        fields.extend(self.config.relay_path.connect_properties());
         let obj = Amf0Value::Object(fields);
         self.send_command(0, &Command::new("connect", tid::CONNECT, obj));
     }

@@ -13,6 +13,8 @@
 //!   `command.rs`: commands (`connect`, `publish`, `play`, `onStatus`...) and data messages.
 //! - `capabilities.rs`: Enhanced RTMP capability negotiation (`fourCcList`, `capsEx`) in
 //!   `connect` and its `_result`.
+//! - `relay_path.rs`: the relays a pull or push has passed through (`shardcastVia`,
+//!   `shardcastHops` in `connect`), so relay trees refuse loops.
 //! - `aggregate.rs`: aggregate messages (type 22) split into the messages they carry.
 //! - `session.rs`: acknowledgements, pings and chunk sizes, shared by both roles.
 //! - `server_session.rs` and `client_session.rs`: the two roles as sessions with an event
@@ -30,6 +32,7 @@ pub mod command;
 pub mod control;
 pub mod handshake;
 pub mod message;
+pub mod relay_path;
 pub mod server_session;
 mod session;
 
@@ -39,6 +42,7 @@ pub use capabilities::Capabilities;
 pub use chunk::{ChunkDecoder, ChunkEncoder, DecoderLimits};
 pub use client_session::{ClientEvent, ClientSession, ClientSessionConfig};
 pub use message::{MessageType, RtmpMessage};
+pub use relay_path::RelayPath;
 pub use server_session::{MediaKind, ServerEvent, ServerSession, ServerSessionConfig};
 
 /// Why a session ended: the peer broke the protocol or one of our limits. The connection

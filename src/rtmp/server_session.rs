@@ -26,6 +26,7 @@ use super::command::{Command, DataMessage, SET_DATA_FRAME, on_status, status, st
 use super::control::{BandwidthLimit, ControlMessage, UserControlEvent};
 use super::handshake::ServerHandshake;
 use super::message::{MessageType, RtmpMessage, csid};
+use super::relay_path::RelayPath;
 use super::session::{Connection, Incoming};
 use crate::rtmp::aggregate::split_aggregate;
 
@@ -97,6 +98,8 @@ pub enum ServerEvent {
         tc_url: Option<String>,
         flash_ver: Option<String>,
         page_url: Option<String>,
+        /// The relays behind this connection, if it is another relay's pull or push.
+        relay_path: RelayPath,
     },
     /// `publish`: answer with `accept_publish` or `reject_publish`.
     PublishRequested {
@@ -649,6 +652,7 @@ impl ServerSession {
             tc_url: text("tcUrl"),
             flash_ver: text("flashVer"),
             page_url: text("pageUrl"),
+            relay_path: RelayPath::from_connect(obj),
         });
         Ok(())
     }
@@ -1098,6 +1102,7 @@ mod tests {
                     tc_url,
                     flash_ver,
                     page_url: None,
+                    ..
                 },
                 ServerEvent::PublishRequested {
                     stream_id: 1,
