@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use shardcast::rtmp::ClientEvent;
 use shardcast::rtmp::command::status;
+use shardcast_test_support::admin;
 use shardcast_test_support::client::{Recorded, Recorder, RtmpClient};
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::tools::{ffmpeg_publish, wait_output};
@@ -322,5 +323,49 @@ fn sigterm_drains_asks_capable_clients_to_reconnect_and_exits_zero() {
     );
     assert!(
         plain.wait_closed(Duration::from_secs(1)) && capable.wait_closed(Duration::from_secs(1))
+    );
+}
+
+#[test]
+fn sighup_rotates_the_admin_token() {
+    let with_token = |token: &str| format!("{BASE}\n[admin]\ntoken = \"{token}\"\n");
+    let relay = Relay::start(
+        SHARDCAST,
+        "reload-admin-token",
+        &with_token("first-token"),
+        1,
+    );
+    // A call that changes something needs the token; kicking a client nobody has is a 404
+    // once the token passes, a 401 before.
+    let kick = |token: &str| {
+        admin::request(
+            relay.admin,
+            "DELETE",
+            "/api/v1/clients/987654",
+            &[("Authorization", &format!("Bearer {token}"))],
+            b"",
+        )
+        .unwrap()
+        .status
+    };
+    assert_eq!(kick("first-token"), 404);
+    assert_eq!(kick("second-token"), 401);
+
+    std::fs::write(&relay.config_path, with_token("second-token")).unwrap();
+    relay.reload();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kick("second-token") != 404 {
+        assert!(
+            Instant::now() < deadline,
+            "the new token never passed\n{}",
+            relay.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(kick("first-token"), 401, "the old token is refused");
+    assert_eq!(kick("second-token"), 404, "the new token passes");
+    assert!(
+        !relay.log().contains("second-token"),
+        "the token never reaches the log"
     );
 }

@@ -87,13 +87,38 @@ pub struct ApiSettings {
     pub http_listen: Option<SocketAddr>,
 }
 
+impl ApiSettings {
+    /// The settings a configuration gives the admin API.
+    pub fn of(config: &crate::config::Config) -> ApiSettings {
+        ApiSettings {
+            token: config.admin.token().map(str::to_owned),
+            metrics_max_streams: config.admin.metrics_max_streams,
+            apps: config.apps.keys().cloned().collect(),
+            http_listen: config.http.listen_addr(),
+        }
+    }
+
+    /// A reloaded configuration's settings, except what needs a restart (the media HTTP
+    /// listener's address stays the one actually listening).
+    pub fn reloaded(&self, config: &crate::config::Config) -> ApiSettings {
+        ApiSettings {
+            http_listen: self.http_listen,
+            ..ApiSettings::of(config)
+        }
+    }
+}
+
+/// The admin API's settings as the listener thread reads them and SIGHUP replaces them
+/// (the admin token rotates without a restart). Read once per request, off the media path.
+pub type SharedApiSettings = std::sync::Arc<std::sync::RwLock<ApiSettings>>;
+
 /// Default and largest page of `?count=`.
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 10_000;
 
 pub struct AdminApi<R> {
     relay: R,
-    settings: ApiSettings,
+    shared_settings: SharedApiSettings,
     /// The last CPU reading, for `cpu_percent` over the time since.
     cpu_sample: RefCell<Option<(Instant, f64)>>,
 }
@@ -186,11 +211,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 impl<R: RunningRelay> AdminApi<R> {
     pub fn new(relay: R, settings: ApiSettings) -> AdminApi<R> {
+        AdminApi::with_shared_settings(relay, std::sync::Arc::new(settings.into()))
+    }
+
+    /// An API whose settings another thread may replace (SIGHUP).
+    pub fn with_shared_settings(relay: R, shared_settings: SharedApiSettings) -> AdminApi<R> {
         AdminApi {
             relay,
-            settings,
+            shared_settings,
             cpu_sample: RefCell::new(None),
         }
+    }
+
+    /// The settings in force now (a copy: a request must not hold the lock across awaits).
+    fn settings(&self) -> ApiSettings {
+        self.shared_settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Answers one request.
@@ -228,7 +266,7 @@ impl<R: RunningRelay> AdminApi<R> {
                 let shards = self.relay.inspect(true).await;
                 let streams = streams_across(&shards);
                 let xml = super::nginx_stat::render(
-                    &self.settings.apps,
+                    &self.settings().apps,
                     &shards,
                     &streams,
                     self.relay.started().elapsed(),
@@ -276,7 +314,8 @@ impl<R: RunningRelay> AdminApi<R> {
     }
 
     fn check_token(&self, req: &AdminRequest) -> Option<AdminResponse> {
-        let token = self.settings.token.as_deref()?;
+        let settings = self.settings();
+        let token = settings.token.as_deref()?;
         let given = req
             .authorization
             .as_deref()
@@ -354,8 +393,8 @@ impl<R: RunningRelay> AdminApi<R> {
                     "cpu_percent": cpu_percent,
                     "rss_bytes": process.resident_bytes,
                     "ready": self.relay.ready(),
-                    "http_listen": self.settings.http_listen.map(|a| a.to_string()),
-                    "http_port": self.settings.http_listen.map(|a| a.port()),
+                    "http_listen": self.settings().http_listen.map(|a| a.to_string()),
+                    "http_port": self.settings().http_listen.map(|a| a.port()),
                     "shard_count": self.relay.shard_count(),
                     "answered_shards": shards.len(),
                     "connections": {
@@ -565,7 +604,7 @@ impl<R: RunningRelay> AdminApi<R> {
             inbox_depths: &inbox,
             process: &process,
             ready: self.relay.ready(),
-            max_streams: self.settings.metrics_max_streams,
+            max_streams: self.settings().metrics_max_streams,
         });
         AdminResponse::text(200, metrics::CONTENT_TYPE, body)
     }

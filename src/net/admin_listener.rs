@@ -26,7 +26,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use super::admin_http::{AdminHandler, HttpLimits, serve};
 use super::mailbox::ShardSender;
 use super::process::process_stats;
-use crate::admin::api::{AdminApi, ApiSettings, LocalFuture, RunningRelay};
+use crate::admin::api::{AdminApi, LocalFuture, RunningRelay, SharedApiSettings};
 use crate::admin::metrics::ProcessStats;
 use crate::admin::request::{AdminRequest, AdminResponse};
 use crate::relay::directory::{ConnId, StreamName};
@@ -188,7 +188,7 @@ impl AdminHandler for ApiHandler {
 /// What starting the admin listener needs.
 pub struct AdminListener {
     pub addr: SocketAddr,
-    pub settings: ApiSettings,
+    pub settings: SharedApiSettings,
     pub senders: Vec<ShardSender<ShardMessage>>,
     /// Set once every shard accepts; cleared when shutdown starts.
     pub ready: Arc<AtomicBool>,
@@ -226,7 +226,7 @@ impl AdminListener {
                     ready,
                     started,
                 };
-                let api = Rc::new(AdminApi::new(link, settings));
+                let api = Rc::new(AdminApi::with_shared_settings(link, settings));
                 serve(listener, Rc::new(ApiHandler(api)), HttpLimits::default()).await;
             })
             .map_err(|e| format!("cannot start the admin listener's thread: {e}"))?;

@@ -32,7 +32,7 @@ use super::mailbox::{Inbox, ShardSender, mailbox};
 use super::record_writer;
 use super::shard_driver::ShardDriver;
 use super::tls::TlsAcceptor;
-use crate::admin::api::ApiSettings;
+use crate::admin::api::{ApiSettings, SharedApiSettings};
 use crate::config::{Config, RecordMode};
 use crate::performance::{INBOX_CAPACITY, SHARD_PREEMPT_TIMER};
 use crate::relay::directory::StreamDirectory;
@@ -171,15 +171,11 @@ pub fn run_with_reload(mut config: Config, reload: Option<Reloader>) -> Result<(
     // The admin listener comes first and stays until the process exits: `/readyz` answers
     // "not ready" while the shards start and through a shutdown.
     let ready = Arc::new(AtomicBool::new(false));
+    let api_settings: SharedApiSettings = Arc::new(ApiSettings::of(&config).into());
     if let Some(addr) = admin_addr {
         AdminListener {
             addr,
-            settings: ApiSettings {
-                token: config.admin.token().map(str::to_owned),
-                metrics_max_streams: config.admin.metrics_max_streams,
-                apps: config.apps.keys().cloned().collect(),
-                http_listen: config.http.listen_addr(),
-            },
+            settings: api_settings.clone(),
             senders: senders.clone(),
             ready: ready.clone(),
             started,
@@ -285,6 +281,10 @@ pub fn run_with_reload(mut config: Config, reload: Option<Reloader>) -> Result<(
     for signal in signals.forever() {
         if signal == signal_hook::consts::SIGHUP {
             config = reload_config(config, reload.as_deref(), &senders, &admission);
+            let mut settings = api_settings
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *settings = settings.reloaded(&config);
             continue;
         }
         tracing::info!(
