@@ -350,6 +350,12 @@ fn streams_clients_and_summaries_describe_ffmpeg_and_its_viewers() {
     let summary = relay.api("/api/v1/summaries");
     let data = &summary["data"]["shardcast"];
     assert_eq!(data["shard_count"], 2, "{summary}");
+    // No node_id in the file: one is picked at startup (host name, random suffix).
+    let node_id = data["node_id"].as_str().unwrap_or_default();
+    assert!(
+        node_id.len() >= 8 && node_id.len() <= 64,
+        "a node id is picked: {summary}"
+    );
     assert_eq!(data["connections"]["total"], 3, "{summary}");
     assert_eq!(data["connections"]["by_role"]["publisher"], 1, "{summary}");
     assert_eq!(data["connections"]["by_role"]["viewer"], 2, "{summary}");

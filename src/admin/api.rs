@@ -85,6 +85,9 @@ pub struct ApiSettings {
     /// The media HTTP listener (HTTP-FLV, WebSocket-FLV), if on: the console plays from
     /// its port, and `/api/v1/summaries` says where it is.
     pub http_listen: Option<SocketAddr>,
+    /// `[server] node_id` in force (picked at startup when the file leaves it empty), the
+    /// name this server has in relay trees.
+    pub node_id: String,
 }
 
 impl ApiSettings {
@@ -95,6 +98,7 @@ impl ApiSettings {
             metrics_max_streams: config.admin.metrics_max_streams,
             apps: config.apps.keys().cloned().collect(),
             http_listen: config.http.listen_addr(),
+            node_id: config.server.node_id.clone(),
         }
     }
 
@@ -387,6 +391,7 @@ impl<R: RunningRelay> AdminApi<R> {
                 },
                 "shardcast": {
                     "version": env!("CARGO_PKG_VERSION"),
+                    "node_id": self.settings().node_id,
                     "pid": process.pid,
                     "uptime_seconds": uptime.as_secs_f64(),
                     "cpu_seconds": process.cpu_seconds,
@@ -917,6 +922,7 @@ mod tests {
                 metrics_max_streams: 10,
                 apps: vec!["live".into()],
                 http_listen: Some(SocketAddr::from(([0, 0, 0, 0], 8080))),
+                node_id: "test-node".into(),
             },
         )
     }
