@@ -308,21 +308,10 @@ fn a_multitrack_stream_reaches_late_joiners_whole_and_legacy_players_as_track_0(
         "every track decodes: {:?} for {s:?}",
         declared.frames
     );
-    // KNOWN GAP (open): the HEVC track 1 of ffmpeg 9's multitrack stream logs reference
-    // errors ("Could not find ref with POC n") when decoded live, though the same packets
-    // captured with `-c copy` decode cleanly; until that is understood only the HEVC
-    // decoder's reference errors are tolerated here, and every other error fails.
-    let unexplained: Vec<&String> = declared
-        .errors
-        .iter()
-        .filter(|l| {
-            !(l.starts_with("[hevc")
-                && (l.contains("Could not find ref")
-                    || l.contains("Error constructing the frame RPS")
-                    || l.contains("Skipping invalid undecodable NALU")))
-        })
-        .collect();
-    assert_eq!(unexplained, Vec::<&String>::new(), "decode errors");
+    // Every track starts at a keyframe of its own: track 1's inter frames that follow
+    // track 0's keyframe (x265's reordering delay) are not sent before track 1's keyframe,
+    // so the HEVC decoder never misses a reference ("Could not find ref with POC").
+    assert_eq!(declared.errors, Vec::<String>::new(), "decode errors");
 
     // Debian's ffmpeg 5.1 declares nothing: track 0 of each kind, legacy H.264 and AAC,
     // and nothing it would misread.

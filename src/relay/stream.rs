@@ -531,6 +531,7 @@ impl LocalStream {
             // Inter frames before a first keyframe cannot be decoded.
             queue.skip_to_keyframe();
         }
+        queue.wait_for_tracks(!started_tracks(&gop));
         queue.start_at(self.ring.next_seq());
         client.join_target = join_target;
         self.viewers.push(id);
@@ -598,6 +599,7 @@ impl LocalStream {
         if !self.gop.as_ref().is_some_and(|g| g.starts_with_keyframe()) {
             queue.skip_to_keyframe();
         }
+        queue.wait_for_tracks(!started_tracks(&gop));
         queue.start_at(self.ring.next_seq());
         client.join_target = join_target;
         self.flv_viewers[slot] += 1;
@@ -672,12 +674,27 @@ fn first_keyframes<'a>(gop: &[&'a Frame]) -> impl Iterator<Item = &'a Frame> {
         if f.kind != FrameKind::Video {
             return true;
         }
-        started |= f.tracks().key_ids;
-        if f.keyframe {
-            started |= f.tracks().ids;
-        }
+        started |= started_by(f);
         f.tracks().ids & started != 0
     })
+}
+
+/// The video tracks a frame starts for a joiner: its own keyframes' tracks (all its
+/// tracks for a track-0 keyframe).
+fn started_by(f: &Frame) -> u64 {
+    if f.keyframe {
+        f.tracks().key_ids | f.tracks().ids
+    } else {
+        f.tracks().key_ids
+    }
+}
+
+/// The video tracks a joiner's cached GOP starts; the others wait for a keyframe of their
+/// own in the live stream (`WriteQueue::wait_for_tracks`).
+fn started_tracks(gop: &[&Frame]) -> u64 {
+    gop.iter()
+        .filter(|f| f.kind == FrameKind::Video)
+        .fold(0, |started, f| started | started_by(f))
 }
 
 fn cached(f: Frame) -> CachedMessage<Frame> {
@@ -721,6 +738,44 @@ mod tests {
             encodings: Default::default(),
             tracks: Default::default(),
         })
+    }
+
+    fn video_of_tracks(ids: u64, key_ids: u64, keyframe: bool) -> Frame {
+        let RingEntry::Frame(mut f) = frame(0, FrameKind::Video) else {
+            unreachable!()
+        };
+        f.keyframe = keyframe;
+        f.tracks = Some(std::sync::Arc::new(crate::relay::frame::FrameTracks {
+            ids,
+            key_ids,
+            ..Default::default()
+        }));
+        f
+    }
+
+    #[test]
+    fn a_joiners_gop_starts_each_track_at_its_own_keyframe() {
+        // Track 0's keyframe starts the GOP; track 1's inter frames that follow it (an
+        // encoder with reordering delay) come before track 1's keyframe, which the cache
+        // has not seen yet.
+        let gop_frames = [
+            video_of_tracks(1, 1, true),
+            video_of_tracks(2, 0, false),
+            video_of_tracks(1, 0, false),
+        ];
+        let gop: Vec<&Frame> = gop_frames.iter().collect();
+        assert_eq!(started_tracks(&gop), 1, "track 1 has not started");
+        let sent: Vec<u64> = first_keyframes(&gop).map(|f| f.tracks().ids).collect();
+        assert_eq!(sent, [1, 1], "track 1's inter frame is not sent");
+
+        let with_key = [
+            video_of_tracks(1, 1, true),
+            video_of_tracks(2, 2, false),
+            video_of_tracks(2, 0, false),
+        ];
+        let gop: Vec<&Frame> = with_key.iter().collect();
+        assert_eq!(started_tracks(&gop), 3);
+        assert_eq!(first_keyframes(&gop).count(), 3);
     }
 
     /// A stream with one (absent) viewer, so appends are not trimmed away at once.

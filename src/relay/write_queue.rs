@@ -197,6 +197,13 @@ impl WriteQueue {
         self.skip_video
     }
 
+    /// Video tracks other than track 0 in `tracks` (a bit set) wait for a keyframe of their
+    /// own before any of their frames is sent: a joiner whose cached GOP did not reach a
+    /// track's keyframe must not get that track's inter frames live.
+    pub fn wait_for_tracks(&mut self, tracks: u64) {
+        self.waiting_tracks |= tracks & !1;
+    }
+
     /// Places a joining viewer's cursor at `seq` (the next live entry).
     pub fn start_at(&mut self, seq: u64) {
         self.cursor = seq;
@@ -452,6 +459,40 @@ mod tests {
             encodings: Default::default(),
             tracks: Default::default(),
         })
+    }
+
+    /// A frame of video track 1 only (Enhanced RTMP multitrack).
+    fn track1(seq: u64, keyframe: bool, fill: u8) -> RingEntry {
+        let RingEntry::Frame(mut f) = video(seq, false, fill, 5) else {
+            unreachable!()
+        };
+        f.tracks = Some(std::sync::Arc::new(crate::relay::frame::FrameTracks {
+            ids: 2,
+            key_ids: if keyframe { 2 } else { 0 },
+            codecs: Default::default(),
+            track0_codec: Default::default(),
+            track0: crate::relay::frame::Reduced::Nothing,
+            legacy: crate::relay::frame::Reduced::Nothing,
+        }));
+        RingEntry::Frame(f)
+    }
+
+    #[test]
+    fn a_track_the_joiner_has_not_started_waits_for_its_own_keyframe() {
+        let mut ring = FrameRing::new(0);
+        ring.push(track1(0, false, b'x'));
+        ring.push(video(1, false, b'p', 5));
+        ring.push(track1(2, true, b'K'));
+        ring.push(track1(3, false, b'y'));
+        let mut q = WriteQueue::new(0);
+        q.wait_for_tracks(!0);
+        let mut scratch = FlushScratch::default();
+        let mut out = Vec::new();
+        q.flush(&ring, &mut scratch, sink(&mut out, 1 << 20))
+            .unwrap();
+        // Track 0 was not told to wait; track 1's inter frame before its keyframe is
+        // skipped, and everything from its keyframe on is sent.
+        assert_eq!(out, b"pppppKKKKKyyyyy".to_vec());
     }
 
     /// A socket that takes at most `room` bytes per call and records them.
