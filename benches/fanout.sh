@@ -52,6 +52,7 @@ IPERF=1
 VERIFY_EVERY=100
 READ_INTERVALS="0"
 STREAMS=1
+BITRATE=2500k
 BEFORE_BIN="${SHARDCAST_BEFORE_BIN:-}"
 BEFORE_LABEL="${SHARDCAST_BEFORE_LABEL:-}"
 ALTERNATE=0
@@ -76,6 +77,8 @@ usage: benches/fanout.sh [options]
   --streams P         streams, each with --viewers viewers (viewers per stream, as
                       shardcast-load counts them); the ideal sender serves 1 stream only and
                       is skipped when P > 1 [${STREAMS}]
+  --bitrate RATE      each stream's synthetic bitrate, as shardcast-load takes it (the long
+                      tail of issue 15 uses 1500k) [${BITRATE}]
   --before-bin PATH   the shardcast binary shardcast-before runs (1 shard, config and
                       pinning exactly as shardcast-1, which runs this tree's build); also
                       \$SHARDCAST_BEFORE_BIN [${BEFORE_BIN:-none}]
@@ -109,6 +112,7 @@ while [ $# -gt 0 ]; do
     --servers) SERVERS="$2"; shift ;;
     --read-interval) READ_INTERVALS="$2"; shift ;;
     --streams) STREAMS="$2"; shift ;;
+    --bitrate) BITRATE="$2"; shift ;;
     --before-bin) BEFORE_BIN="$2"; shift ;;
     --before-label) BEFORE_LABEL="$2"; shift ;;
     --alternate) ALTERNATE=1 ;;
@@ -327,6 +331,7 @@ fi
     echo "verify_every=$VERIFY_EVERY"
     echo "read_intervals=$READ_INTERVALS"
     echo "streams=$STREAMS"
+    echo "bitrate=$BITRATE"
 } >"$OUT/meta.txt"
 
 # ---- servers -------------------------------------------------------------------------------
@@ -550,7 +555,7 @@ run_one() {
     (TIMEFORMAT='%U %S'; time taskset -c 0 "$LOAD_BIN" \
         --url "rtmp://127.0.0.1:$port/live/load-{n}" --streams "$STREAMS" --viewers "$viewers" \
         --read-interval "$READ" \
-        --ramp "$ramp" --duration "${DURATION}s" --source synthetic --bitrate 2500k --fps 30 \
+        --ramp "$ramp" --duration "${DURATION}s" --source synthetic --bitrate "$BITRATE" --fps 30 \
         --gop 2s --verify-every "$VERIFY_EVERY" --threads 1 --no-progress --json "$json" \
         "${pid_args[@]}" \
         >"$OUT/$tag.txt" 2>"$OUT/$tag.stderr") 2>"$OUT/$tag.time" &
