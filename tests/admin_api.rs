@@ -716,6 +716,17 @@ fn metrics_pass_promtool_and_follow_the_stream() {
     );
     assert_eq!(value(&first, "shardcast_ready"), 1.0);
     assert_eq!(value(&first, "shardcast_shards"), 2.0);
+    // Every media message the publisher sent was timed against its own pace.
+    assert!(
+        value(&first, "shardcast_ingest_read_delay_seconds_count") >= 1.0,
+        "{first}"
+    );
+    assert!(
+        value(
+            &first,
+            r#"shardcast_ingest_read_delay_seconds_bucket{le="+Inf"}"#
+        ) == value(&first, "shardcast_ingest_read_delay_seconds_count")
+    );
     thread::sleep(Duration::from_millis(500));
     let second = relay.metrics();
     for series in [

@@ -347,9 +347,11 @@ pub fn render(scrape: &Scrape<'_>) -> String {
 
     let mut join = LatencyHistogram::default();
     let mut latency = LatencyHistogram::default();
+    let mut ingest = LatencyHistogram::default();
     for s in shards {
         join.merge(&s.stats.join_time);
         latency.merge(&s.stats.relay_latency);
+        ingest.merge(&s.stats.ingest_delay);
     }
     f.histogram(
         "shardcast_join_seconds",
@@ -361,6 +363,12 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         "shardcast_relay_latency_seconds",
         "From a frame's arrival at its origin shard to the fan-out pass that sends it.",
         &latency,
+        &LATENCY_BUCKETS,
+    );
+    f.histogram(
+        "shardcast_ingest_read_delay_seconds",
+        "How late publishers' messages were read, against the pace of their own timestamps (an upper bound on the relay's read delay: encoder jitter is in it too).",
+        &ingest,
         &LATENCY_BUCKETS,
     );
 

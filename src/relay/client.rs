@@ -116,6 +116,8 @@ pub struct Client {
     pub args: QueryArgs,
     /// A callback decides what happens next: its input waits here meanwhile.
     pub pending: Option<Box<PendingCallback>>,
+    /// A publisher's reading pace (how late its media is read).
+    pub ingest_pace: super::ingest_pace::IngestPace,
 }
 
 /// What a client's `connect` command said about it.
@@ -187,6 +189,7 @@ impl Client {
             end_armed: false,
             last_role: (RoleKind::Client, None),
             join_mark: None,
+            ingest_pace: Default::default(),
             join_target: 0,
             rate: RateWindow::default(),
             http: None,

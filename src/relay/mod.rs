@@ -13,6 +13,7 @@
 //!   duration, seek, pause, pacing), from the file's shared index.
 //! - `recorder.rs`: recording (DVR): which frames go to which file and when, as values
 //!   the driver's disk writer carries out.
+//! - `ingest_pace.rs`: how late each publisher is read, against its own timestamps.
 //! - `directory.rs`: which shard is the origin of each stream (read on arrivals only).
 //! - `message.rs`: what shards send each other; `snapshot.rs`: what a shard tells about
 //!   itself.
@@ -31,6 +32,7 @@ pub mod client;
 pub mod directory;
 pub mod frame;
 pub mod http_viewer;
+pub mod ingest_pace;
 pub mod message;
 pub mod origin;
 pub mod output;

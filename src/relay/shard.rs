@@ -1001,6 +1001,9 @@ impl Shard {
                     ..
                 } => {
                     if let Some(name) = c.publishing().cloned() {
+                        if let Some(late) = c.ingest_pace.observe(timestamp, now) {
+                            self.stats.ingest_delay.record(late);
+                        }
                         self.ingest_media(&name, kind, timestamp, payload, now);
                     }
                 }

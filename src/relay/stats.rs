@@ -176,6 +176,9 @@ pub struct ShardStats {
     pub join_time: LatencyHistogram,
     /// From a frame's arrival at its origin to the start of a fan-out pass that sends it.
     pub relay_latency: LatencyHistogram,
+    /// How late each publisher message was read, against the pace of the publisher's own
+    /// timestamps (`relay/ingest_pace.rs`).
+    pub ingest_delay: LatencyHistogram,
     /// Recording files opened, bytes handed to the disk writer, recordings stopped by a
     /// write error or a full writer queue.
     pub record_files: u64,
