@@ -354,6 +354,60 @@ pub struct LoadGenerator {
 /// An executor thread busier than this share of a core counts as saturated.
 pub const SATURATED: f64 = 0.9;
 
+/// A flash crowd: its joins, and what the viewers already watching saw meanwhile.
+#[derive(Serialize, Debug, Clone)]
+pub struct Crowd {
+    pub viewers: usize,
+    /// When it started, seconds from the first viewer's start.
+    pub at_s: f64,
+    /// Over how long it was started, seconds.
+    pub over_s: f64,
+    /// Crowd viewers' time from TCP connect to their first keyframe, ms.
+    pub first_keyframe_ms: Summary,
+    /// The worst trend-window latency p99 of the watching viewers in the steady state
+    /// before the crowd, and in the windows from the crowd's start to 5 s after it ended;
+    /// `spike_ratio` is during / before.
+    pub before_p99_ms: Option<f64>,
+    pub during_p99_ms: Option<f64>,
+    pub spike_ratio: Option<f64>,
+}
+
+impl Crowd {
+    pub fn of(
+        viewers: usize,
+        at_s: f64,
+        over_s: f64,
+        first_keyframe_ms: Summary,
+        trend: &LatencyTrend,
+    ) -> Crowd {
+        let steady_from = trend.steady_from_s.unwrap_or(0.0);
+        let until = at_s + over_s + 5.0;
+        let worst = |keep: &dyn Fn(&TrendWindow) -> bool| {
+            trend
+                .windows
+                .iter()
+                .filter(|w| w.count > 0 && keep(w))
+                .map(|w| w.p99)
+                .fold(None, |m: Option<f64>, p| Some(m.map_or(p, |m| m.max(p))))
+        };
+        let before_p99_ms = worst(&|w| w.start_s >= steady_from && w.start_s + w.span_s <= at_s);
+        let during_p99_ms = worst(&|w| w.start_s + w.span_s > at_s && w.start_s < until);
+        let spike_ratio = before_p99_ms
+            .zip(during_p99_ms)
+            .filter(|(b, _)| *b > 0.0)
+            .map(|(b, d)| d / b);
+        Crowd {
+            viewers,
+            at_s,
+            over_s,
+            first_keyframe_ms,
+            before_p99_ms,
+            during_p99_ms,
+            spike_ratio,
+        }
+    }
+}
+
 /// Latency of one trend window, ms.
 #[derive(Serialize, Debug, Clone)]
 pub struct TrendWindow {
@@ -523,6 +577,9 @@ pub struct Report {
     /// latency includes the wait for their next read (up to `read_interval_ms`).
     pub latency_ms: Summary,
     pub latency_trend: LatencyTrend,
+    /// The flash crowd (`--crowd`), when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub crowd: Option<Crowd>,
     /// Each viewer's received bitrate over its playing time, kbit/s.
     pub viewer_bitrate_kbps: Summary,
     pub server: Option<Server>,
@@ -647,6 +704,24 @@ impl Report {
             );
         }
         let _ = writeln!(out, "{}", self.latency_trend.line());
+        if let Some(c) = &self.crowd {
+            let f = &c.first_keyframe_ms;
+            let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
+            let _ = writeln!(
+                out,
+                "flash crowd: {} viewers at {:.1} s over {:.1} s: first keyframe p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} joined); watching viewers' latency p99 {} ms before, {} ms during (x{})",
+                c.viewers,
+                c.at_s,
+                c.over_s,
+                f.p50,
+                f.p99,
+                f.max,
+                f.count,
+                ms(c.before_p99_ms),
+                ms(c.during_p99_ms),
+                c.spike_ratio.map_or("-".to_owned(), |r| format!("{r:.2}")),
+            );
+        }
         if let Some(server) = &self.server {
             let _ = writeln!(out);
             let pids: Vec<String> = server.pids.iter().map(u32::to_string).collect();

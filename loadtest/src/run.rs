@@ -28,8 +28,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::admin::{self, AdminView};
 use crate::discard::Discarder;
 use crate::report::{
-    Delivered, GeneratorThread, LatencyTrend, LoadGenerator, Messages, OwnCounts, Publishers,
-    Report, RunSettings, SATURATED, Server, ServerApi, Summary, Viewers, round3,
+    Crowd, Delivered, GeneratorThread, LatencyTrend, LoadGenerator, Messages, OwnCounts,
+    Publishers, Report, RunSettings, SATURATED, Server, ServerApi, Summary, Viewers, round3,
 };
 use crate::server_usage::{self, ProcSample};
 use crate::settings::{Counting, Settings, SourceSpec};
@@ -178,29 +178,40 @@ async fn thread_main(
     }
     let base = Instant::now();
     let total = settings.total_viewers();
+    let all = settings.all_viewers();
     let streams = settings.streams();
     let interval = Duration::from_secs_f64(1.0 / settings.ramp_per_second);
+    let crowd_interval = Duration::from_secs_f64(1.0 / settings.crowd_ramp_per_second);
     let mut next = index;
     while !shared.stopping() {
-        if next >= total {
+        if next >= all {
             sleep(Duration::from_millis(20)).await;
             continue;
         }
-        let due = base + interval.mul_f64(next as f64);
+        let crowd = next >= total;
+        let due = if crowd {
+            base + settings.crowd_at + crowd_interval.mul_f64((next - total) as f64)
+        } else {
+            base + interval.mul_f64(next as f64)
+        };
         let now = Instant::now();
         if now < due {
             sleep((due - now).min(Duration::from_millis(20))).await;
             continue;
         }
         let stream = next % streams;
-        let verifying =
-            settings.verify_every > 0 && next.is_multiple_of(settings.verify_every as usize);
+        // Crowd viewers never verify: the latency sample stays the viewers already
+        // watching, whose trend shows what the crowd did to them.
+        let verifying = !crowd
+            && settings.verify_every > 0
+            && next.is_multiple_of(settings.verify_every as usize);
         let spec = viewer::ViewerSpec {
             index: next,
             stream,
             url: settings.play_urls[stream].clone(),
             verifying,
-            counts_bytes: !verifying && settings.counting == Counting::Bytes,
+            counts_bytes: crowd || (!verifying && settings.counting == Counting::Bytes),
+            crowd,
         };
         glommio::spawn_local(viewer::run(ctx.clone(), spec)).detach();
         next += settings.threads;
@@ -487,6 +498,14 @@ impl<'a> Watch<'a> {
         }
         let server =
             (!s.server_pids.is_empty()).then(|| self.server_report(&r, steady_secs, steady_bytes));
+        let latency_trend = LatencyTrend::of(
+            &r.latency_trend_us,
+            self.shared.trend_window_us as f64 / 1e6,
+            viewers_secs,
+            self.viewers_start
+                .zip(self.steady_start)
+                .map(|(v, st)| st.duration_since(v).as_secs_f64()),
+        );
         Report {
             settings: RunSettings {
                 scenario: s.scenario.clone(),
@@ -529,7 +548,7 @@ impl<'a> Watch<'a> {
                     .unwrap_or_default(),
             },
             viewers: Viewers {
-                target: s.total_viewers() as u64,
+                target: s.all_viewers() as u64,
                 started: live.viewers_started.load(Ordering::Relaxed),
                 connected: r.connected,
                 failed: r.failed.values().sum(),
@@ -559,14 +578,16 @@ impl<'a> Watch<'a> {
             play_start_ms: Summary::of(&r.play_start_us, 1000.0),
             first_keyframe_ms: Summary::of(&r.first_keyframe_us, 1000.0),
             latency_ms: Summary::of(&r.latency_us, 1000.0),
-            latency_trend: LatencyTrend::of(
-                &r.latency_trend_us,
-                self.shared.trend_window_us as f64 / 1e6,
-                viewers_secs,
-                self.viewers_start
-                    .zip(self.steady_start)
-                    .map(|(v, st)| st.duration_since(v).as_secs_f64()),
-            ),
+            latency_trend: latency_trend.clone(),
+            crowd: (s.crowd > 0).then(|| {
+                Crowd::of(
+                    s.crowd,
+                    s.crowd_at.as_secs_f64(),
+                    s.crowd as f64 / s.crowd_ramp_per_second,
+                    Summary::of(&r.crowd_first_keyframe_us, 1000.0),
+                    &latency_trend,
+                )
+            }),
             viewer_bitrate_kbps: Summary::of(&r.bitrate_kbps, 1.0),
             server,
             server_api: self

@@ -129,6 +129,18 @@ pub struct Knobs {
     #[arg(long)]
     #[serde(default)]
     pub tls_insecure: bool,
+    /// A flash crowd: this many more viewers (over all streams, in turn) join at once
+    /// `--crowd-at` after the first viewer, within one second (`--crowd-ramp`). They only
+    /// count bytes; their join times are reported apart ("crowd"), and the latency trend of
+    /// the viewers already watching shows whether the crowd hurt them. [default: 0]
+    #[arg(long, value_name = "N")]
+    pub crowd: Option<usize>,
+    /// When the crowd arrives, from the first viewer's start, e.g. 10s. [default: 10s]
+    #[arg(long, value_name = "TIME")]
+    pub crowd_at: Option<String>,
+    /// Crowd viewers started per second. [default: the crowd's size, so it arrives in 1 s]
+    #[arg(long, value_name = "R")]
+    pub crowd_ramp: Option<f64>,
 }
 
 impl Knobs {
@@ -164,6 +176,9 @@ impl Knobs {
             admin_token: self.admin_token.or(base.admin_token),
             tls_ca: self.tls_ca.or(base.tls_ca),
             tls_insecure: self.tls_insecure || base.tls_insecure,
+            crowd: self.crowd.or(base.crowd),
+            crowd_at: self.crowd_at.or(base.crowd_at),
+            crowd_ramp: self.crowd_ramp.or(base.crowd_ramp),
         }
     }
 }
@@ -512,6 +527,12 @@ pub struct Settings {
     pub admin: Option<AdminTarget>,
     /// How rtmps:// viewers check the server's certificate.
     pub tls: TlsTrust,
+    /// Flash-crowd viewers (`--crowd`), started after the others.
+    pub crowd: usize,
+    /// When the crowd starts, from the first viewer's start.
+    pub crowd_at: Duration,
+    /// Crowd viewers started per second.
+    pub crowd_ramp_per_second: f64,
 }
 
 /// How rtmps:// viewers check the server's certificate.
@@ -531,8 +552,14 @@ impl Settings {
         self.publish_urls.len()
     }
 
+    /// Viewers before the crowd: `--viewers` per stream.
     pub fn total_viewers(&self) -> usize {
         self.streams() * self.viewers_per_stream as usize
+    }
+
+    /// Every viewer the run starts, the crowd included.
+    pub fn all_viewers(&self) -> usize {
+        self.total_viewers() + self.crowd
     }
 
     pub fn from_cli(cli: Cli) -> Result<Settings, String> {
@@ -707,6 +734,18 @@ impl Settings {
                 );
             }
         };
+        let crowd = k.crowd.unwrap_or(0);
+        let crowd_at = parse_duration(k.crowd_at.as_deref().unwrap_or("10s"))
+            .map_err(|e| format!("--crowd-at: {e}"))?;
+        let crowd_ramp_per_second = k.crowd_ramp.unwrap_or(crowd.max(1) as f64);
+        if !(crowd_ramp_per_second.is_finite() && crowd_ramp_per_second > 0.0) {
+            return Err("--crowd-ramp must be a positive number".into());
+        }
+        if crowd > 0 && crowd_at >= duration {
+            return Err(format!(
+                "--crowd-at {crowd_at:?} is not before the end of the run ({duration:?})"
+            ));
+        }
         let admin = k
             .admin
             .as_deref()
@@ -736,6 +775,9 @@ impl Settings {
             progress: !k.no_progress,
             admin,
             tls,
+            crowd,
+            crowd_at,
+            crowd_ramp_per_second,
         })
     }
 }

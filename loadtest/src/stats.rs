@@ -152,6 +152,8 @@ pub struct ThreadStats {
     pub connect_us: Histogram<u64>,
     pub play_start_us: Histogram<u64>,
     pub first_keyframe_us: Histogram<u64>,
+    /// The flash crowd's (`--crowd`) time to first keyframe.
+    pub crowd_first_keyframe_us: Histogram<u64>,
     pub latency_us: Histogram<u64>,
     /// Latency per trend window (`Shared::trend_window_us`), from the first viewer's start.
     pub latency_trend_us: Vec<Histogram<u64>>,
@@ -178,6 +180,7 @@ impl Default for ThreadStats {
             connect_us: histogram(),
             play_start_us: histogram(),
             first_keyframe_us: histogram(),
+            crowd_first_keyframe_us: histogram(),
             latency_us: histogram(),
             latency_trend_us: Vec::new(),
             bitrate_kbps: histogram(),
@@ -224,6 +227,7 @@ pub struct ThreadReport {
     pub connect_us: Histogram<u64>,
     pub play_start_us: Histogram<u64>,
     pub first_keyframe_us: Histogram<u64>,
+    pub crowd_first_keyframe_us: Histogram<u64>,
     pub latency_us: Histogram<u64>,
     pub latency_trend_us: Vec<Histogram<u64>>,
     pub bitrate_kbps: Histogram<u64>,
@@ -286,6 +290,7 @@ impl ThreadStats {
             connect_us: self.connect_us,
             play_start_us: self.play_start_us,
             first_keyframe_us: self.first_keyframe_us,
+            crowd_first_keyframe_us: self.crowd_first_keyframe_us,
             latency_us: self.latency_us,
             latency_trend_us: self.latency_trend_us,
             bitrate_kbps: self.bitrate_kbps,
@@ -315,6 +320,10 @@ impl ThreadReport {
         add(&mut self.connect_us, &other.connect_us);
         add(&mut self.play_start_us, &other.play_start_us);
         add(&mut self.first_keyframe_us, &other.first_keyframe_us);
+        add(
+            &mut self.crowd_first_keyframe_us,
+            &other.crowd_first_keyframe_us,
+        );
         add(&mut self.latency_us, &other.latency_us);
         add(&mut self.bitrate_kbps, &other.bitrate_kbps);
         if self.latency_trend_us.len() < other.latency_trend_us.len() {

@@ -80,6 +80,8 @@ pub struct ViewerSpec {
     pub verifying: bool,
     /// Once it has its first keyframe, only count bytes (`--counting bytes`).
     pub counts_bytes: bool,
+    /// One of the flash crowd (`--crowd`): its join time is recorded apart.
+    pub crowd: bool,
 }
 
 /// How a viewer ended.
@@ -120,6 +122,7 @@ pub async fn run(ctx: Rc<ThreadContext>, spec: ViewerSpec) {
         join_seq: 0,
         next_seq: None,
         got_keyframe: false,
+        crowd: spec.crowd,
         playing: false,
         end_status: None,
     };
@@ -165,6 +168,7 @@ pub(crate) struct Viewer {
     join_seq: u64,
     next_seq: Option<u64>,
     got_keyframe: bool,
+    crowd: bool,
     pub(crate) playing: bool,
     /// The last error or end-of-stream status the server sent while playing.
     end_status: Option<String>,
@@ -692,7 +696,11 @@ impl Viewer {
             if !self.got_keyframe {
                 self.got_keyframe = true;
                 let elapsed = now.duration_since(self.started).as_micros() as u64;
-                record(&mut stats.first_keyframe_us, elapsed);
+                if self.crowd {
+                    record(&mut stats.crowd_first_keyframe_us, elapsed);
+                } else {
+                    record(&mut stats.first_keyframe_us, elapsed);
+                }
             }
         }
         let Some(m) = marker::find(prefix) else {

@@ -175,3 +175,57 @@ fn batch_readers_lose_nothing_and_report_generator_cpu_and_trend() {
         "{table}"
     );
 }
+
+#[test]
+fn a_flash_crowd_joins_apart_from_the_viewers_already_watching() {
+    let _serial = serial();
+    let server = LOAD.start_relay("load-crowd");
+    let json = temp_dir().join("crowd.json");
+    let url = server.url("crowd-{n}");
+    let mut cmd = LOAD.command(&[
+        "--url",
+        &url,
+        "--viewers",
+        "20",
+        "--verify-every",
+        "1",
+        "--ramp",
+        "100",
+        "--crowd",
+        "200",
+        "--crowd-at",
+        "2s",
+        "--duration",
+        "6s",
+        "--json",
+    ]);
+    cmd.arg(&json);
+    let out = run(cmd, Duration::from_secs(60));
+    let table = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "shardcast-load failed: {}\n{table}",
+        text(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(json_u64(&report, &["viewers", "target"]), 220, "{table}");
+    assert_eq!(json_u64(&report, &["viewers", "connected"]), 220, "{table}");
+    assert_eq!(json_u64(&report, &["viewers", "failed"]), 0, "{table}");
+    // The crowd's joins are counted apart; the others' are the 20 watching viewers'.
+    assert_eq!(
+        json_u64(&report, &["crowd", "first_keyframe_ms", "count"]),
+        200,
+        "{table}"
+    );
+    assert_eq!(
+        json_u64(&report, &["first_keyframe_ms", "count"]),
+        20,
+        "{table}"
+    );
+    assert!(
+        report["crowd"]["during_p99_ms"].as_f64().is_some(),
+        "the watching viewers' latency during the crowd: {table}"
+    );
+    assert!(table.contains("flash crowd: 200 viewers"), "{table}");
+    assert_eq!(json_u64(&report, &["messages", "lost"]), 0, "{table}");
+}
