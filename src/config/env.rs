@@ -414,7 +414,7 @@ fn map_names(
                     ));
                     continue;
                 }
-                None if is_service_link(&entry.variable) => {
+                None if is_service_link(&entry.variable, &entry.value) => {
                     mapped.push(Mapped::Undecided(Vec::new()));
                     continue;
                 }
@@ -426,7 +426,7 @@ fn map_names(
             .map(|rest| app_readings(rest, &schema))
             .unwrap_or_default();
         if readings.is_empty() {
-            if is_service_link(&entry.variable) {
+            if is_service_link(&entry.variable, &entry.value) {
                 mapped.push(Mapped::Undecided(Vec::new()));
                 continue;
             }
@@ -516,14 +516,19 @@ fn app_readings(rest: &str, schema: &Schema) -> Vec<AppReading> {
 
 /// The variables Kubernetes (and Docker links) define for a service named `shardcast-*`:
 /// `{NAME}_SERVICE_HOST`, `{NAME}_SERVICE_PORT`, `{NAME}_SERVICE_PORT_{PORT_NAME}`,
-/// `{NAME}_PORT`, `{NAME}_PORT_{N}_{PROTO}`, `{NAME}_PORT_{N}_{PROTO}_{PROTO|PORT|ADDR}`.
-fn is_service_link(variable: &str) -> bool {
+/// `{NAME}_PORT` (a `tcp://` URL), `{NAME}_PORT_{N}_{PROTO}`,
+/// `{NAME}_PORT_{N}_{PROTO}_{PROTO|PORT|ADDR}`.
+fn is_service_link(variable: &str, value: &str) -> bool {
     if variable.ends_with("_SERVICE_HOST")
         || variable.ends_with("_SERVICE_PORT")
         || variable.contains("_SERVICE_PORT_")
-        || variable.ends_with("_PORT")
     {
         return true;
+    }
+    if variable.ends_with("_PORT") {
+        return ["tcp://", "udp://", "sctp://"]
+            .iter()
+            .any(|scheme| value.starts_with(scheme));
     }
     let parts: Vec<&str> = variable.split('_').collect();
     parts.windows(3).enumerate().any(|(at, window)| {
@@ -872,8 +877,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config, Config::default());
-        assert!(!is_service_link("SHARDCAST_SERVER_LISTEN"));
-        assert!(!is_service_link("SHARDCAST_X_PORT_1935_TCP_NAME"));
+        assert!(!is_service_link("SHARDCAST_SERVER_LISTEN", "tcp://a:1"));
+        assert!(!is_service_link("SHARDCAST_X_PORT_1935_TCP_NAME", "x"));
+        // A `_PORT` variable that is not a service link is a typo, not ignored.
+        let error = refused("", &[("SHARDCAST_SERVER_PORT", "1935")]);
+        assert_eq!(error.variable(), Some("SHARDCAST_SERVER_PORT"));
     }
 
     #[test]
