@@ -772,6 +772,20 @@ impl ServerConfig {
         self.cpus.get(shard).copied().unwrap_or(shard)
     }
 
+    /// The CPU shard number `shard` is pinned to when the process may run only on `allowed`
+    /// (its affinity, in order: `taskset`, a container's cpuset): with `cpus` empty, the
+    /// shard-th of them (round again past the end), which on an unrestricted host is CPU
+    /// `shard` as before. A container with exclusive cores (Kubernetes' static CPU manager,
+    /// `docker run --cpuset-cpus`) gets CPUs such as 4-7, where pinning to 0-3 would fail or
+    /// pile every pod of a node onto the same cores.
+    pub fn cpu_for_shard_among(&self, shard: usize, allowed: &[usize]) -> usize {
+        match self.cpus.get(shard) {
+            Some(cpu) => *cpu,
+            None if allowed.is_empty() => shard,
+            None => allowed[shard % allowed.len()],
+        }
+    }
+
     pub fn handshake_timeout(&self) -> Duration {
         Duration::from_millis(self.handshake_timeout_ms)
     }
@@ -1833,6 +1847,21 @@ mod tests {
         assert_eq!(config.server.shards, Shards::Auto);
         assert_eq!(config.server.shard_count(6), 6);
         assert_eq!(config.server.shard_count(0), 1);
+    }
+
+    #[test]
+    fn shards_pin_to_the_cpus_the_process_may_use() {
+        let config = Config::default();
+        assert_eq!(config.server.cpu_for_shard_among(0, &[4, 5, 6, 7]), 4);
+        assert_eq!(config.server.cpu_for_shard_among(3, &[4, 5, 6, 7]), 7);
+        assert_eq!(config.server.cpu_for_shard_among(5, &[4, 6]), 6);
+        assert_eq!(config.server.cpu_for_shard_among(2, &[]), 2);
+        let listed = Config::from_toml_str("[server]\ncpus = [1, 3]\n").unwrap();
+        assert_eq!(
+            listed.server.cpu_for_shard_among(1, &[4, 5]),
+            3,
+            "cpus wins"
+        );
     }
 
     #[test]

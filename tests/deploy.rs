@@ -677,3 +677,84 @@ fn container_image_from_the_binary_runs_with_the_io_uring_profile() {
         std::panic::resume_unwind(panic);
     }
 }
+
+/// The CPUs in a `Cpus_allowed_list` line (`1`, `0-3`, `0,2-3`).
+fn cpu_list(text: &str) -> Vec<usize> {
+    text.trim()
+        .split(',')
+        .filter(|part| !part.is_empty())
+        .flat_map(|part| match part.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<usize>>(),
+            None => vec![part.parse().unwrap()],
+        })
+        .collect()
+}
+
+fn allowed_list(status: &str) -> Vec<usize> {
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .expect("Cpus_allowed_list");
+    cpu_list(line)
+}
+
+/// In a container with exclusive cores (Kubernetes' static CPU manager) the process may run on
+/// CPUs such as 4-7: shards pin to those, not to 0..n. Here `taskset` restricts the relay to
+/// this process's last CPU, and its one shard must be pinned there.
+#[test]
+fn shards_pin_to_the_cpus_the_process_may_use() {
+    let own = allowed_list(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let last = *own.last().unwrap();
+    let config_path = temp_path("deploy-affinity.toml");
+    std::fs::write(&config_path, "").unwrap();
+    for _attempt in 0..5 {
+        let rtmp = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut child = Command::new("taskset")
+            .args(["-c", &last.to_string(), SHARDCAST, "--config"])
+            .arg(&config_path)
+            .env("SHARDCAST_SERVER_LISTEN", rtmp.to_string())
+            .env("SHARDCAST_ADMIN_LISTEN", admin_addr.to_string())
+            .env("SHARDCAST_HTTP_LISTEN", "")
+            .env("SHARDCAST_SERVER_SHARDS", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("taskset (util-linux) runs the relay");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut shard_cpus = None;
+        while Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            let ready = admin::request(admin_addr, "GET", "/readyz", &[], b"")
+                .is_ok_and(|answer| answer.status == 200);
+            if ready {
+                // taskset execs the relay: same pid.
+                let tasks = std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap();
+                for task in tasks {
+                    let task = task.unwrap().path();
+                    let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+                    // glommio names it shard-0-{executor id}.
+                    if comm.trim().starts_with("shard-0-") {
+                        let status = std::fs::read_to_string(task.join("status")).unwrap();
+                        shard_cpus = Some(allowed_list(&status));
+                    }
+                }
+                break;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        match shard_cpus {
+            Some(cpus) => {
+                assert_eq!(cpus, [last], "shard 0 pinned to the allowed CPU: {log}");
+                let _ = std::fs::remove_file(&config_path);
+                return;
+            }
+            None if log.contains("already in use") => continue,
+            None => panic!("no shard-0 thread seen: {log}"),
+        }
+    }
+    panic!("no free ports after 5 tries");
+}
