@@ -291,6 +291,16 @@ fn config_maps_hold_configs_the_relay_loads() {
             .to_owned()
     };
     let origin_text = config_map("shardcast-origin");
+    // The origin's stream keys come from the Secret, through the environment.
+    let origin_env: Vec<(&str, String)> = vec![(
+        "SHARDCAST_APP_LIVE_AUTH_PUBLISH_KEYS",
+        "cam1=sample-stream-key".to_owned(),
+    )];
+    let origin = parse_config(&origin_text, &origin_env);
+    assert_eq!(
+        origin.app("live").unwrap().auth.publish_keys["cam1"],
+        "sample-stream-key"
+    );
     let edge_text = config_map("shardcast-edge");
     // The edges pull from the StatefulSet's stable names through the headless Service.
     let statefulset = kind("StatefulSet")[0];
@@ -340,6 +350,13 @@ fn config_maps_hold_configs_the_relay_loads() {
                 format!("{name}-0")
             } else if var["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu" {
                 cpus.to_owned()
+            } else if var["valueFrom"]["secretKeyRef"]["optional"] == true {
+                // As if the Secret existed (with none the variable is simply unset).
+                if var_name.ends_with("_KEYS") {
+                    "cam1=sample-stream-key".to_owned()
+                } else {
+                    "sample-admin-token".to_owned()
+                }
             } else {
                 panic!("{name}: {var}")
             };
@@ -353,6 +370,7 @@ fn config_maps_hold_configs_the_relay_loads() {
         );
         let config = parse_config(text, &environment);
         assert_eq!(config.server.node_id, format!("{name}-0"), "{name}");
+        assert_eq!(config.admin.token, "sample-admin-token", "{name}");
         assert_eq!(
             config.server.shard_count(64),
             cpus.parse::<usize>().unwrap(),
