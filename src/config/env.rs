@@ -17,7 +17,8 @@
 //! `config/shardcast.toml`, which writes every key (a test in `config.rs` keeps it so), so a
 //! key added there is settable from the environment with nothing more to do. After `APP_`
 //! comes the application's name: an application the file names is matched without regard to
-//! case (`SHARDCAST_APP_LIVE_*` sets `[app.Live]`), and one the file does not name is created
+//! case, with `_` for any other character (`SHARDCAST_APP_LIVE_*` sets `[app.Live]`,
+//! `SHARDCAST_APP_LIVE_HD_*` `[app."live-hd"]`), and one the file does not name is created
 //! under the lower-case name, when only one reading of the variable is possible. Where two are
 //! (`SHARDCAST_APP_X_AUTH_ALLOW_PLAY`: `app.x.auth.allow_play` or `app.x_auth.allow_play`),
 //! the one whose application exists, in the file or in another variable, wins; otherwise it is
@@ -388,10 +389,23 @@ fn map_names(
                 .collect()
         })
         .unwrap_or_default();
+    // A variable's name has only letters, digits and `_`: `APP_LIVE_HD_` names
+    // `[app."live-hd"]` too.
+    let normalized = |name: &str| -> String {
+        name.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect()
+    };
     let file_app = |name: &str| -> Vec<&String> {
         file_apps
             .iter()
-            .filter(|app| app.eq_ignore_ascii_case(name))
+            .filter(|app| normalized(app) == name)
             .collect()
     };
     enum Mapped {
@@ -770,7 +784,7 @@ mod tests {
 
     #[test]
     fn config_env_sets_app_and_auth_keys() {
-        let text = "[app.Live]\n[app.vod]\n";
+        let text = "[app.Live]\n[app.vod]\n[app.\"live-hd\"]\n";
         let config = with_env(
             text,
             &[
@@ -787,9 +801,12 @@ mod tests {
                 ),
                 ("SHARDCAST_APP_VOD_AUTH_PLAY_KEYS", "{ film = \"k\" }"),
                 ("SHARDCAST_APP_VOD_ALLOW_PUBLISH", "false"),
+                ("SHARDCAST_APP_LIVE_HD_GOP_CACHE", "false"),
             ],
         )
         .unwrap();
+        assert!(!config.app("live-hd").unwrap().gop_cache, "- written as _");
+        assert_eq!(config.apps.len(), 3);
         let live = config.app("Live").expect("matched without regard to case");
         assert!(config.app("live").is_none(), "no second app was created");
         assert_eq!(live.gop_cache_max_ms, 2000);
