@@ -58,6 +58,9 @@ use serde::de::{self, Unexpected, Visitor};
 use toml::de::{DeTable, DeValue};
 
 pub use crate::access::network_rules::Cidr;
+pub use env::{NOT_CONFIG_VARIABLES, PREFIX as ENV_PREFIX, process_environment};
+
+mod env;
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -658,21 +661,67 @@ impl Config {
         Config::from_toml_str(&text).map_err(|error| error.in_file(path))
     }
 
+    /// [`Config::load`], with the `SHARDCAST_*` variables of `environment` overriding the
+    /// file's keys (see `src/config/env.rs`); the binary passes [`process_environment`].
+    pub fn load_with_env<K, V>(
+        path: &Path,
+        environment: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Config, ConfigError>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::from_toml_str_with_env(&text, environment).map_err(|error| error.in_file(path))
+    }
+
     /// Parses and validates a configuration held in memory.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, &env::Overrides::none())
+    }
+
+    /// [`Config::from_toml_str`], with the `SHARDCAST_*` variables of `environment` applied
+    /// to the parsed document before it is deserialized, so their values go through the same
+    /// checks as the file's and an error names the variable. Other variables are ignored.
+    pub fn from_toml_str_with_env<K, V>(
+        text: &str,
+        environment: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<Config, ConfigError>
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let variables = env::config_variables(environment);
+        Config::parse(text, &env::Overrides::new(text.len(), variables))
+    }
+
+    fn parse(text: &str, overrides: &env::Overrides) -> Result<Config, ConfigError> {
         // The recoverable parse still returns a tree when the text has errors, so even a
         // duplicate `[app.live]` table can be reported by its key.
         let (document, syntax_errors) = DeTable::parse_recoverable(text);
         if let Some(error) = syntax_errors.first() {
             return Err(locate_toml_error(text, document.get_ref(), error));
         }
+        // The overrides' values get spans past the end of the text, one region per variable,
+        // so an error located in one of them is reported against the variable.
+        let mut document = document;
+        overrides.apply(document.get_mut())?;
         let deserializer = toml::de::Deserializer::from(document.clone());
-        let config = Config::deserialize(deserializer)
-            .map_err(|error| locate_toml_error(text, document.get_ref(), &error))?;
+        let config = Config::deserialize(deserializer).map_err(|error| {
+            let offset = error.span().map(|span| span.start);
+            overrides.attribute(locate_toml_error(text, document.get_ref(), &error), offset)
+        })?;
         config.check().map_err(|problem| {
-            let line =
-                span_of_key(document.get_ref(), &problem.key).map(|span| line_of(text, span.start));
-            problem.into_error(line)
+            let span = span_of_key(document.get_ref(), &problem.key);
+            match span {
+                Some(span) if overrides.owns(span.start) => {
+                    overrides.attribute(problem.into_error(None), Some(span.start))
+                }
+                span => problem.into_error(span.map(|span| line_of(text, span.start))),
+            }
         })?;
         Ok(config)
     }
@@ -721,6 +770,20 @@ impl ServerConfig {
     /// The CPU shard number `shard` is pinned to.
     pub fn cpu_for_shard(&self, shard: usize) -> usize {
         self.cpus.get(shard).copied().unwrap_or(shard)
+    }
+
+    /// The CPU shard number `shard` is pinned to when the process may run only on `allowed`
+    /// (its affinity, in order: `taskset`, a container's cpuset): with `cpus` empty, the
+    /// shard-th of them (round again past the end), which on an unrestricted host is CPU
+    /// `shard` as before. A container with exclusive cores (Kubernetes' static CPU manager,
+    /// `docker run --cpuset-cpus`) gets CPUs such as 4-7, where pinning to 0-3 would fail or
+    /// pile every pod of a node onto the same cores.
+    pub fn cpu_for_shard_among(&self, shard: usize, allowed: &[usize]) -> usize {
+        match self.cpus.get(shard) {
+            Some(cpu) => *cpu,
+            None if allowed.is_empty() => shard,
+            None => allowed[shard % allowed.len()],
+        }
     }
 
     pub fn handshake_timeout(&self) -> Duration {
@@ -1181,9 +1244,14 @@ impl Visitor<'_> for ShardsVisitor {
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<Shards, E> {
+        // A number in a string too: an environment variable has no types
+        // (`SHARDCAST_SERVER_SHARDS=4`).
         match text {
             "auto" => Ok(Shards::Auto),
-            _ => Err(E::invalid_value(Unexpected::Str(text), &self)),
+            _ => match text.parse::<u64>() {
+                Ok(count) => self.visit_u64(count),
+                Err(_) => Err(E::invalid_value(Unexpected::Str(text), &self)),
+            },
         }
     }
 
@@ -1220,6 +1288,9 @@ pub enum ConfigError {
         line: Option<usize>,
         /// The file the text came from, when loaded with [`Config::load`].
         file: Option<PathBuf>,
+        /// The environment variable the faulty value came from (`SHARDCAST_SERVER_LISTEN`),
+        /// when it came from one rather than from the file.
+        variable: Option<String>,
     },
 }
 
@@ -1228,6 +1299,14 @@ impl ConfigError {
     pub fn key(&self) -> Option<&str> {
         match self {
             ConfigError::Invalid { key, .. } => key.as_deref(),
+            ConfigError::Read { .. } => None,
+        }
+    }
+
+    /// The environment variable at fault, if the value came from one.
+    pub fn variable(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { variable, .. } => variable.as_deref(),
             ConfigError::Read { .. } => None,
         }
     }
@@ -1242,6 +1321,10 @@ impl ConfigError {
 
     fn in_file(self, path: &Path) -> ConfigError {
         match self {
+            // A fault in an environment variable is not in the file.
+            invalid @ ConfigError::Invalid {
+                variable: Some(_), ..
+            } => invalid,
             ConfigError::Invalid {
                 key, reason, line, ..
             } => ConfigError::Invalid {
@@ -1249,6 +1332,7 @@ impl ConfigError {
                 reason,
                 line,
                 file: Some(path.to_owned()),
+                variable: None,
             },
             read @ ConfigError::Read { .. } => read,
         }
@@ -1264,8 +1348,18 @@ impl fmt::Display for ConfigError {
             ConfigError::Invalid {
                 key,
                 reason,
+                variable: Some(variable),
+                ..
+            } => match key {
+                Some(key) => write!(f, "config error in {variable} ({key}): {reason}"),
+                None => write!(f, "config error in {variable}: {reason}"),
+            },
+            ConfigError::Invalid {
+                key,
+                reason,
                 line,
                 file,
+                variable: None,
             } => {
                 match (key, line) {
                     (Some(key), _) => write!(f, "config error at {key}: {reason}")?,
@@ -1305,6 +1399,7 @@ impl Problem {
             reason: self.reason,
             line,
             file: None,
+            variable: None,
         }
     }
 }
@@ -1369,6 +1464,7 @@ fn locate_toml_error(text: &str, document: &DeTable<'_>, error: &toml::de::Error
         reason: reword_toml_message(error.message()),
         line: offset.map(|offset| line_of(text, offset)),
         file: None,
+        variable: None,
     }
 }
 
@@ -1751,6 +1847,21 @@ mod tests {
         assert_eq!(config.server.shards, Shards::Auto);
         assert_eq!(config.server.shard_count(6), 6);
         assert_eq!(config.server.shard_count(0), 1);
+    }
+
+    #[test]
+    fn shards_pin_to_the_cpus_the_process_may_use() {
+        let config = Config::default();
+        assert_eq!(config.server.cpu_for_shard_among(0, &[4, 5, 6, 7]), 4);
+        assert_eq!(config.server.cpu_for_shard_among(3, &[4, 5, 6, 7]), 7);
+        assert_eq!(config.server.cpu_for_shard_among(5, &[4, 6]), 6);
+        assert_eq!(config.server.cpu_for_shard_among(2, &[]), 2);
+        let listed = Config::from_toml_str("[server]\ncpus = [1, 3]\n").unwrap();
+        assert_eq!(
+            listed.server.cpu_for_shard_among(1, &[4, 5]),
+            3,
+            "cpus wins"
+        );
     }
 
     #[test]

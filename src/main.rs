@@ -11,6 +11,10 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// A thread-per-core RTMP edge relay.
+///
+/// Every key of the config file can also be set from the environment:
+/// SHARDCAST_SERVER_LISTEN, SHARDCAST_APP_LIVE_GOP_CACHE, ... (see README); the options
+/// below win over both.
 #[derive(Parser, Debug, Clone)]
 #[command(version, about)]
 struct Cli {
@@ -45,7 +49,9 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(path) = &cli.check_config {
-        return match Config::load(path) {
+        let loaded = shardcast::config::process_environment()
+            .and_then(|environment| Config::load_with_env(path, environment));
+        return match loaded {
             Ok(_) => {
                 println!("{}: ok", path.display());
                 ExitCode::SUCCESS
@@ -101,6 +107,17 @@ fn main() -> ExitCode {
                 .init();
         }
     }
+    // Names only: values may be secrets.
+    let overridden: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            name.starts_with(shardcast::config::ENV_PREFIX)
+                && !shardcast::config::NOT_CONFIG_VARIABLES.contains(&name.as_str())
+        })
+        .collect();
+    if !overridden.is_empty() {
+        tracing::info!(variables = ?overridden, "config keys set from the environment");
+    }
     // SIGHUP reads the same file again, with the same command-line overrides, so a reload
     // does not see the overridden keys as changed.
     let reload_cli = cli.clone();
@@ -115,9 +132,11 @@ fn main() -> ExitCode {
     }
 }
 
-/// The config file named on the command line, with the command line's overrides, validated.
+/// The config file named on the command line, with the environment's `SHARDCAST_*`
+/// overrides and then the command line's, validated.
 fn load(cli: &Cli) -> Result<Config, String> {
-    let mut config = Config::load(&cli.config).map_err(|e| e.to_string())?;
+    let environment = shardcast::config::process_environment().map_err(|e| e.to_string())?;
+    let mut config = Config::load_with_env(&cli.config, environment).map_err(|e| e.to_string())?;
     if let Some(listen) = cli.listen {
         config.server.listen = listen;
     }

@@ -87,6 +87,21 @@ fn memlock_limit() -> Option<u64> {
     (ok && lim.rlim_cur != libc::RLIM_INFINITY).then_some(lim.rlim_cur)
 }
 
+/// The CPUs the calling thread may run on, in order (empty if the kernel will not say).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is a plain bit array, valid when zeroed; sched_getaffinity writes at
+    // most the size it is given into it, and CPU_ISSET only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
 fn executor_error(shard: usize, cpu: usize, e: impl std::fmt::Display) -> StartError {
     let memlock = match memlock_limit() {
         Some(bytes) => format!(
@@ -162,6 +177,11 @@ pub fn run_with_reload(mut config: Config, reload: Option<Reloader>) -> Result<(
     });
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shard_count = config.server.shard_count(cpus);
+    // Pinned among the CPUs this process may run on (a container's cpuset need not be 0..n).
+    let allowed = allowed_cpus();
+    let shard_cpus: Vec<usize> = (0..shard_count)
+        .map(|id| config.server.cpu_for_shard_among(id, &allowed))
+        .collect();
     let config = Arc::new(config);
     let directory = Arc::new(StreamDirectory::new());
     let started = Instant::now();
@@ -192,9 +212,7 @@ pub fn run_with_reload(mut config: Config, reload: Option<Reloader>) -> Result<(
     ])
     .map_err(StartError::Signals)?;
 
-    let cpus: Vec<usize> = (0..shard_count)
-        .map(|id| config.server.cpu_for_shard(id))
-        .collect();
+    let cpus = &shard_cpus;
     for (id, cpu) in cpus.iter().enumerate() {
         if cpus[..id].contains(cpu) {
             tracing::warn!(
@@ -231,7 +249,7 @@ pub fn run_with_reload(mut config: Config, reload: Option<Reloader>) -> Result<(
     let mut handles = Vec::new();
     for (id, inbox) in inboxes.into_iter().enumerate() {
         let record = record_handles[id].take();
-        let cpu = config.server.cpu_for_shard(id);
+        let cpu = shard_cpus[id];
         let config = config.clone();
         let senders = senders.clone();
         let directory = directory.clone();
