@@ -662,6 +662,13 @@ fn stream_json(s: &StreamTotals) -> Value {
         "live_since_ms": since(s.live_for),
         "origin_shard": s.origin,
         "record": record_json(s.record.as_ref()),
+        "forwards": s.forwards.iter().map(|f| json!({
+            "url": f.url,
+            "state": f.state,
+            "retries": f.retries,
+            "bytes": f.bytes,
+            "last_error": f.last_error,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -782,6 +789,7 @@ mod tests {
             ring_memory: 0,
             live_for: Some(Duration::from_secs(4)),
             record: None,
+            forwards: Vec::new(),
         }
     }
 
