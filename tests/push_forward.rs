@@ -107,10 +107,16 @@ fn a_stream_published_on_a_is_played_on_b_and_the_api_shows_the_push() {
     let forward = wait_forward(&a, "live/cam", Duration::from_secs(5), |f| {
         f["state"] == "forwarding" && f["bytes"].as_u64().unwrap_or(0) > 50_000
     })
-    .unwrap_or_else(|| panic!("A's API shows the push forwarding: {:?}", a.stream("live/cam")));
+    .unwrap_or_else(|| {
+        panic!(
+            "A's API shows the push forwarding: {:?}",
+            a.stream("live/cam")
+        )
+    });
     let shown = forward["url"].as_str().unwrap();
     assert!(
-        shown.starts_with(&format!("rtmp://127.0.0.1:{}/live/cam?", b.port)) && !shown.contains("s3cret"),
+        shown.starts_with(&format!("rtmp://127.0.0.1:{}/live/cam?", b.port))
+            && !shown.contains("s3cret"),
         "{shown}"
     );
     assert_eq!(forward["retries"], 0);
@@ -152,14 +158,20 @@ fn a_target_that_comes_up_late_gets_the_stream_within_the_backoff_cap() {
     let b = Relay::start_on_port(SHARDCAST, "late-b", TARGET, 1, port_b);
     let up = Instant::now();
     b.wait_published("live/late", cap + Duration::from_millis(1500))
-        .unwrap_or_else(|| panic!("B got the stream within the backoff cap ({cap:?}) of coming up"));
+        .unwrap_or_else(|| {
+            panic!("B got the stream within the backoff cap ({cap:?}) of coming up")
+        });
     let took = up.elapsed();
     let viewer_b = play(&b.url("late"));
     wait_forward(&a, "live/late", Duration::from_secs(3), |f| {
         f["state"] == "forwarding"
     })
     .expect("A's API shows the push forwarding");
-    assert!(a.metric("shardcast_forward_reconnects_total").unwrap_or(0.0) >= 2.0);
+    assert!(
+        a.metric("shardcast_forward_reconnects_total")
+            .unwrap_or(0.0)
+            >= 2.0
+    );
 
     // Neither the publisher nor A's own viewer noticed: the whole 12 s (300 frames),
     // decoded without an error.
@@ -208,7 +220,10 @@ fn a_loop_of_pushes_is_refused_not_amplified() {
     let loops = a
         .metric("shardcast_connections_rejected_total{reason=\"relay_loop\"}")
         .unwrap_or(0.0);
-    assert!((1.0..=2.0).contains(&loops), "A refused {loops} loop connections");
+    assert!(
+        (1.0..=2.0).contains(&loops),
+        "A refused {loops} loop connections"
+    );
     // A still has its one publisher, ffmpeg; A's own push to B is the only one running.
     let on_a = a.stream("live/loop").unwrap();
     assert_eq!(on_a["forwards"][0]["state"], "forwarding", "{on_a}");
@@ -317,8 +332,12 @@ fn shardcast_pushes_to_nginx_rtmp() {
     });
     // Past the first keyframe interval, so nginx has a stream to give the player.
     thread::sleep(Duration::from_millis(500));
-    let player = play(&nginx.url("cam"));
+    let mut player = play(&nginx.url("cam"));
     assert_published(publisher, "publisher on A");
+    // nginx-rtmp (publish_notify off) does not tell its players that the stream ended:
+    // once what it had is out, the player is stopped.
+    thread::sleep(Duration::from_secs(2));
+    let _ = player.kill();
     assert_played(player, 100, "viewer on nginx-rtmp");
 }
 

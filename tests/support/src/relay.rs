@@ -81,7 +81,15 @@ impl Relay {
     /// [`Relay::start`] with an RTMPS listener on a free port too (`--tls-listen`; the
     /// config must name `server.tls_cert_file` and `server.tls_key_file`).
     pub fn start_tls(bin: impl AsRef<Path>, name: &str, config: &str, shards: usize) -> Relay {
-        Self::start_inner(bin.as_ref(), name, config, shards, TEST_LOG_FILTER, true, None)
+        Self::start_inner(
+            bin.as_ref(),
+            name,
+            config,
+            shards,
+            TEST_LOG_FILTER,
+            true,
+            None,
+        )
     }
 
     fn start_inner(
