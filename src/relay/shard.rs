@@ -2344,7 +2344,8 @@ impl Shard {
         let Some(c) = self.clients.get(id.0) else {
             return;
         };
-        if url.is_empty() {
+        // A push never asked `on_play`: its end is no play's end either.
+        if url.is_empty() || c.forward.is_some() {
             return;
         }
         let request = Notice {
