@@ -3012,7 +3012,23 @@ impl Shard {
         let (Some(c), Some(s)) = (self.clients.get_mut(id.0), self.streams.get_mut(sid.0)) else {
             return;
         };
-        tracing::info!(shard = self.id, peer = %c.addr, stream = %name, target = %shown, "push: forwarding");
+        // The target gets the stream in the form it declared it takes, as a player would:
+        // everything for a server that forwards every codec (shardcast declares "*"), the
+        // legacy FLV form for one that declared nothing (nginx-rtmp).
+        let enhanced_to_undeclared = self
+            .config
+            .app(app_of(name))
+            .is_some_and(|a| a.enhanced_to_undeclared);
+        if let Some(link) = &c.forward {
+            let caps = link
+                .session
+                .server_capabilities()
+                .cloned()
+                .unwrap_or_default();
+            c.queue.filter =
+                TrackFilter::for_rtmp(caps.declared, caps.playable(), enhanced_to_undeclared);
+        }
+        tracing::info!(shard = self.id, peer = %c.addr, stream = %name, target = %shown, filter = c.queue.filter.name(), "push: forwarding");
         let live = s.live;
         c.set_role(
             Role::Viewer {

@@ -1238,6 +1238,13 @@ fn a_push_retries_then_publishes_the_headers_and_gop_to_its_target() {
     assert_eq!((f.state, f.retries), ("forwarding", 1));
     assert!(f.bytes > 0 && f.last_error.is_none());
     assert_eq!(snap[0].stats.forwards_active, 1);
+    // A shardcast target declares every codec: the push gets the stream as published.
+    let link = snap[0]
+        .clients
+        .iter()
+        .find(|c| c.addr.port() == 1940)
+        .unwrap();
+    assert_eq!((link.role, link.track_filter), (RoleKind::Viewer, "all"));
     // The publisher was never told anything about it.
     assert!(!p.closed);
 
