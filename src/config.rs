@@ -156,6 +156,9 @@ pub struct ServerConfig {
     pub tls_cert_file: PathBuf,
     /// PEM file with that certificate's private key (PKCS#8, PKCS#1 or SEC1).
     pub tls_key_file: PathBuf,
+    /// PEM file of the CA certificates an `rtmps://` push target's certificate is checked
+    /// against; empty: the system's bundle.
+    pub tls_ca_file: PathBuf,
     /// Addresses (CIDRs) of load balancers whose PROXY protocol header (v1 or v2) is
     /// believed; from anyone else a connection that starts with one is refused.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -527,6 +530,7 @@ impl Default for ServerConfig {
             tls_listen: String::new(),
             tls_cert_file: PathBuf::new(),
             tls_key_file: PathBuf::new(),
+            tls_ca_file: PathBuf::new(),
             trusted_proxies: Vec::new(),
             max_connections_per_ip: 0,
             reconnect_tc_url: String::new(),
@@ -1693,7 +1697,7 @@ mod tests {
         // would not catch a key left undocumented.
         let document = SHIPPED_CONFIG.parse::<toml::Table>().unwrap();
         let section = |name: &str| document[name].as_table().unwrap().len();
-        assert_eq!(section("server"), 20);
+        assert_eq!(section("server"), 21);
         assert_eq!(section("admin"), 3);
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);

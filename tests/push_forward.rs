@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use shardcast_test_support::client::RtmpClient;
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::tools::{
     error_lines, ffmpeg_play, ffmpeg_publish, framecrc_counts, free_port, temp_path, tool_exists,
@@ -356,4 +357,60 @@ fn nginx_rtmp_pushes_to_shardcast() {
     let player = play(&b.url("cam"));
     assert_published(publisher, "publisher on nginx");
     assert_played(player, 120, "viewer on shardcast");
+}
+
+#[test]
+fn a_push_to_an_rtmps_target_checks_its_certificate() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("rcgen makes a certificate");
+    let (cert, key) = (temp_path("push-tls.crt"), temp_path("push-tls.key"));
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let b = Relay::start_tls(
+        SHARDCAST,
+        "push-tls-b",
+        &format!(
+            "[server]\ntls_cert_file = {cert:?}\ntls_key_file = {key:?}\n{TARGET}",
+            cert = cert.display().to_string(),
+            key = key.display().to_string()
+        ),
+        1,
+    );
+    let tls_port = b.tls.unwrap().port();
+    let trusted = format!("rtmps://127.0.0.1:{tls_port}/live");
+    let a = Relay::start(
+        SHARDCAST,
+        "push-tls-a",
+        &format!(
+            "[server]\ntls_ca_file = {ca:?}\n{}",
+            pushing(std::slice::from_ref(&trusted), 10_000),
+            ca = cert.display().to_string()
+        ),
+        1,
+    );
+    // The system's CAs do not know the test certificate: that push is refused, and says so.
+    let doubting = Relay::start(SHARDCAST, "push-tls-c", &pushing(&[trusted], 10_000), 1);
+    let _held = RtmpClient::publisher(doubting.port, "sec");
+    let refused = wait_forward(&doubting, "live/sec", Duration::from_secs(5), |f| {
+        f["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("certificate"))
+    });
+    assert!(
+        refused.is_some(),
+        "a push to an unknown certificate fails: {:?}",
+        doubting.stream("live/sec")
+    );
+    let publisher = publish(&a.url("sec"), 6);
+    b.wait_published("live/sec", Duration::from_secs(10))
+        .unwrap_or_else(|| panic!("the rtmps push reached B: {:?}", a.stream("live/sec")));
+    let player = play(&b.url("sec"));
+    wait_forward(&a, "live/sec", Duration::from_secs(5), |f| {
+        f["state"] == "forwarding"
+    })
+    .expect("A's API shows the rtmps push forwarding");
+    assert_published(publisher, "publisher on A");
+    assert_played(player, 60, "viewer on B of the rtmps push");
+    let _ = (std::fs::remove_file(&cert), std::fs::remove_file(&key));
 }

@@ -10,6 +10,10 @@
 //! relay: the link speaks the client role of the protocol to the target and, once the
 //! target accepted the publish, plays the stream as a viewer.
 //!
+//! An `rtmps://` target's socket carries a client TLS session (`tls.rs`), checked against
+//! `[server] tls_ca_file` or the system's CAs; the client's task writes its handshake and
+//! the relay's plaintext goes through it, as for an RTMPS client.
+//!
 //! A failed resolve or connect goes back to the relay (`Shard::forward_connect_failed`),
 //! which logs it with the target and waits its backoff before the next attempt. Nothing
 //! here retries on its own.
@@ -33,12 +37,27 @@ pub struct ConnectRequest {
     pub attempt: u64,
     pub host: String,
     pub port: u16,
+    /// `rtmps://`: the link runs inside TLS.
+    pub tls: bool,
 }
 
 /// Connects to a push target and, once connected, serves the link until it closes.
 pub async fn run(driver: Rc<ShardDriver>, req: ConnectRequest) {
-    let socket = match open(&req.host, req.port).await {
-        Ok(socket) => socket,
+    let opened = match open(&req.host, req.port).await {
+        Ok(socket) if req.tls => {
+            let ca = driver.relay.borrow().config.server.tls_ca_file.clone();
+            let ca = if ca.as_os_str().is_empty() {
+                std::path::PathBuf::from(super::tls::SYSTEM_CA_FILE)
+            } else {
+                ca
+            };
+            super::tls::connect(&req.host, &ca).map(|tls| (socket, Some(tls)))
+        }
+        Ok(socket) => Ok((socket, None)),
+        Err(reason) => Err(reason),
+    };
+    let (socket, tls) = match opened {
+        Ok(opened) => opened,
         Err(reason) => {
             driver.relay.borrow_mut().forward_connect_failed(
                 &req.stream,
@@ -67,7 +86,10 @@ pub async fn run(driver: Rc<ShardDriver>, req: ConnectRequest) {
     if let Err(e) = socket.set_nodelay(true) {
         tracing::debug!(peer = %addr, "cannot set TCP_NODELAY on a push link: {e}");
     }
-    driver.sockets.borrow_mut().insert(id, socket);
+    driver
+        .sockets
+        .borrow_mut()
+        .insert_with(id, socket, tls, None);
     {
         // The handshake's first bytes, queued by the relay, go out now.
         let sockets = driver.sockets.borrow();

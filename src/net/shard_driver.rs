@@ -155,6 +155,7 @@ impl ShardDriver {
                     attempt,
                     host,
                     port,
+                    tls,
                 } => {
                     let req = super::forward_link::ConnectRequest {
                         stream,
@@ -162,6 +163,7 @@ impl ShardDriver {
                         attempt,
                         host,
                         port,
+                        tls,
                     };
                     glommio::spawn_local(super::forward_link::run(self.clone(), req)).detach();
                 }

@@ -21,6 +21,10 @@
 //! - their chunk stream ids are the shared ones, separate from the ones the client session
 //!   uses for its commands and control messages.
 //!
+//! An `rtmps://` target gets the same bytes through a TLS session (`src/net/tls.rs`), its
+//! certificate checked against `[server] tls_ca_file` (or the system's CAs): the
+//! encryption is the one copy, as for an RTMPS viewer.
+//!
 //! Before that, the connection is the protocol's client role (`ClientSession`): handshake,
 //! `connect` (carrying the [`RelayPath`] so a loop of pushes is refused by a shardcast
 //! target), `releaseStream`, `FCPublish`, `createStream`, `publish name?query`.
@@ -210,7 +214,8 @@ pub enum ForwardState {
     Connecting,
     /// The target accepted the publish: media flows.
     Forwarding,
-    /// The target cannot be reached this way at all (e.g. rtmps:// in this build).
+    /// The target cannot be reached this way at all (kept for such cases; no target is
+    /// given up on today).
     Failed,
 }
 
@@ -286,11 +291,6 @@ impl Forwarder {
 
     /// Starts an attempt now (the first, or a retry that came due).
     pub fn start(&mut self) -> ForwardStep {
-        if self.endpoint.tls {
-            self.state = ForwardState::Failed;
-            self.last_error = Some("rtmps:// targets are not supported yet (no TLS client)".into());
-            return ForwardStep::Nothing;
-        }
         if self.attempt > 0 {
             self.retries += 1;
         }
@@ -535,18 +535,5 @@ mod tests {
             panic!()
         };
         assert!(f.publishing(3).is_err());
-    }
-
-    #[test]
-    fn rtmps_is_reported_not_tried() {
-        let mut f = Forwarder::new(
-            ep("rtmps://a/live", "s"),
-            RelayPath::default(),
-            Duration::from_secs(1),
-            "n",
-        );
-        assert_eq!(f.start(), ForwardStep::Nothing);
-        assert_eq!(f.state, ForwardState::Failed);
-        assert!(f.last_error.is_some());
     }
 }

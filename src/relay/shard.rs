@@ -123,6 +123,8 @@ pub enum Output {
         attempt: u64,
         host: String,
         port: u16,
+        /// `rtmps://`: TLS to `host`, checked against `server.tls_ca_file`.
+        tls: bool,
     },
 }
 
@@ -2830,6 +2832,7 @@ impl Shard {
                     attempt,
                     host: f.endpoint.host.clone(),
                     port: f.endpoint.port,
+                    tls: f.endpoint.tls,
                 });
             }
             ForwardStep::Connect { .. } => {}

@@ -215,6 +215,7 @@ impl World {
                 attempt,
                 host,
                 port,
+                ..
             } => self
                 .forward_connects
                 .push((i, stream.to_string(), index, attempt, host, port)),
