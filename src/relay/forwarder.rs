@@ -214,9 +214,6 @@ pub enum ForwardState {
     Connecting,
     /// The target accepted the publish: media flows.
     Forwarding,
-    /// The target cannot be reached this way at all (kept for such cases; no target is
-    /// given up on today).
-    Failed,
 }
 
 impl ForwardState {
@@ -225,7 +222,6 @@ impl ForwardState {
             ForwardState::Waiting => "waiting",
             ForwardState::Connecting => "connecting",
             ForwardState::Forwarding => "forwarding",
-            ForwardState::Failed => "failed",
         }
     }
 }
@@ -350,9 +346,7 @@ impl Forwarder {
         loop_refused: bool,
         now: Instant,
     ) -> ForwardStep {
-        if attempt != self.attempt
-            || matches!(self.state, ForwardState::Waiting | ForwardState::Failed)
-        {
+        if attempt != self.attempt || self.state == ForwardState::Waiting {
             return ForwardStep::Nothing;
         }
         self.client = None;

@@ -2847,12 +2847,7 @@ impl Shard {
                     },
                 );
             }
-            ForwardStep::Nothing => {
-                if f.state == ForwardState::Failed {
-                    let why = f.last_error.as_deref().unwrap_or_default();
-                    tracing::warn!(shard = self.id, stream = %name, target = %f.endpoint.shown, "push not started: {why}");
-                }
-            }
+            ForwardStep::Nothing => {}
         }
     }
 

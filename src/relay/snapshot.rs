@@ -182,7 +182,7 @@ pub struct StreamInfo {
 pub struct ForwardInfo {
     /// The target's URL, any secret in its query hidden.
     pub url: String,
-    /// `connecting`, `forwarding`, `waiting` (for a retry) or `failed`.
+    /// `connecting`, `forwarding`, or `waiting` (for a retry).
     pub state: &'static str,
     pub retries: u64,
     /// Bytes written to the target, over every connection.
