@@ -14,12 +14,16 @@
 //! What makes the shared bytes right for a target:
 //! - they are encoded for message stream [`SHARED_STREAM_ID`] (1); the target picks the
 //!   stream id in its `createStream` answer, and nginx-rtmp, SRS and shardcast all answer 1.
-//!   A target that answers otherwise is refused with a clear error (rewriting each chunk's
-//!   header would be a copy per target);
+//!   A target that answers otherwise is refused with a clear error (serving it would take
+//!   an encoding of its own, or a rewrite of every message header on the write path);
 //! - they are chunked at `[server] chunk_size`, which our client session announces (Set
 //!   Chunk Size) right after the handshake;
 //! - their chunk stream ids are the shared ones, separate from the ones the client session
-//!   uses for its commands and control messages.
+//!   uses for its commands and control messages;
+//! - the target gets the track class it declared in the answer to our `connect`, as a
+//!   player does (`TrackFilter::for_rtmp`): everything for a server that forwards every
+//!   codec (shardcast answers `fourCcList: ["*"]`), the legacy FLV form for one that
+//!   declared nothing (nginx-rtmp).
 //!
 //! An `rtmps://` target gets the same bytes through a TLS session (`src/net/tls.rs`), its
 //! certificate checked against `[server] tls_ca_file` (or the system's CAs): the
