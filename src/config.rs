@@ -159,6 +159,9 @@ pub struct ServerConfig {
     pub tls_cert_file: PathBuf,
     /// PEM file with that certificate's private key (PKCS#8, PKCS#1 or SEC1).
     pub tls_key_file: PathBuf,
+    /// PEM file of the CA certificates an `rtmps://` push target's certificate is checked
+    /// against; empty: the system's bundle.
+    pub tls_ca_file: PathBuf,
     /// Addresses (CIDRs) of load balancers whose PROXY protocol header (v1 or v2) is
     /// believed; from anyone else a connection that starts with one is refused.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -314,8 +317,28 @@ pub struct AppConfig {
     /// track 0 of each kind even when its codec is HEVC, AV1, VP9, Opus...: for players that
     /// are modern but do not declare. False sends them only what legacy FLV can carry.
     pub enhanced_to_undeclared: bool,
+    /// Servers every stream published here is forwarded to (nginx-rtmp `push`, SRS
+    /// `forward`): `rtmp://host[:port]/app[/name][?query]`, `{stream}` standing for the
+    /// stream's name (`src/relay/forwarder.rs`).
+    pub push: PushUrls,
+    /// The longest wait between two attempts to reach a push target.
+    pub push_backoff_max_ms: u64,
     /// `[app.NAME.auth]`: who may publish and play (`src/access/`).
     pub auth: AuthConfig,
+}
+
+/// `app.*.push`: the URLs as written. By hand for `Debug`, so that a `key=` in a URL never
+/// reaches a log through `{:?}` of a config.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct PushUrls(pub Vec<String>);
+
+impl fmt::Debug for PushUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|u| crate::access::query::redact_url(u)))
+            .finish()
+    }
 }
 
 /// `app.*.record`: which streams are recorded.
@@ -510,6 +533,7 @@ impl Default for ServerConfig {
             tls_listen: String::new(),
             tls_cert_file: PathBuf::new(),
             tls_key_file: PathBuf::new(),
+            tls_ca_file: PathBuf::new(),
             trusted_proxies: Vec::new(),
             max_connections_per_ip: 0,
             reconnect_tc_url: String::new(),
@@ -638,6 +662,8 @@ impl Default for AppConfig {
             vod_dir: PathBuf::new(),
             recordings_dir: PathBuf::new(),
             enhanced_to_undeclared: false,
+            push: PushUrls::default(),
+            push_backoff_max_ms: 10_000,
             record: RecordMode::Off,
             record_dir: PathBuf::new(),
             record_file: "{app}/{stream}-{time}.{ext}".to_owned(),
@@ -1133,6 +1159,25 @@ impl AppConfig {
             self.wait_for_publisher_ms,
             0..=MAX_DURATION_MS,
             " ms",
+        )?;
+        if self.push.0.len() > crate::relay::forwarder::MAX_TARGETS {
+            return Err(Problem::new(
+                key("push"),
+                format!(
+                    "at most {} push targets per application",
+                    crate::relay::forwarder::MAX_TARGETS
+                ),
+            ));
+        }
+        for url in &self.push.0 {
+            crate::relay::forwarder::PushTarget::parse(url)
+                .map_err(|reason| Problem::new(key("push"), reason))?;
+        }
+        check_range(
+            key("push_backoff_max_ms"),
+            self.push_backoff_max_ms,
+            100..=600_000,
+            " ms (100 ms to 10 minutes)",
         )?;
         self.check_record(name)?;
         self.auth.check(name)
@@ -1748,12 +1793,12 @@ mod tests {
         // would not catch a key left undocumented.
         let document = SHIPPED_CONFIG.parse::<toml::Table>().unwrap();
         let section = |name: &str| document[name].as_table().unwrap().len();
-        assert_eq!(section("server"), 20);
+        assert_eq!(section("server"), 21);
         assert_eq!(section("admin"), 3);
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);
-        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 21);
+        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 23);
         assert_eq!(
             document["app"]["live"]["auth"].as_table().unwrap().len(),
             15

@@ -34,6 +34,11 @@
 //! and hands its writes, the same shared buffers, to a disk writer thread
 //! (`src/net/record_writer.rs`) through a bounded queue, so a disk never slows a shard.
 //!
+//! Pushing to other servers branches off at step 5: a push (`src/relay/forwarder.rs`) is
+//! a viewer of the stream on its origin shard whose socket the driver opened to the target
+//! (`src/net/forward_link.rs`); it publishes there with the protocol's client role, then
+//! gathers the same shared bytes as every RTMP viewer, under the same backlog rules.
+//!
 //! Before any of this, a client is admitted (`src/net/admission.rs`: the PROXY protocol
 //! header from a trusted balancer, the per-address cap, TLS for RTMPS in `src/net/tls.rs`)
 //! and allowed (`src/access/`: stream keys, signed links, network rules, and the HTTP

@@ -14,7 +14,8 @@
 //! - `GET /api/v1/versions`, `GET /api/v1/summaries`
 //! - `GET /api/v1/streams?start=&count=`, `GET /api/v1/streams/{id}`,
 //!   `POST /api/v1/streams/{id}/data`, `POST /api/v1/streams/{id}/record`
-//!   (`{"action": "start"}` or `{"action": "stop"}`, in an application with `record` on)
+//!   (`{"action": "start"}` or `{"action": "stop"}`, in an application with `record` on);
+//!   a stream carries `forwards`, its pushes to other servers (`src/relay/forwarder.rs`)
 //! - `GET /api/v1/clients?start=&count=`, `GET /api/v1/clients/{id}`,
 //!   `DELETE /api/v1/clients/{id}`
 //!
@@ -706,6 +707,13 @@ fn stream_json(s: &StreamTotals) -> Value {
         "live_since_ms": since(s.live_for),
         "origin_shard": s.origin,
         "record": record_json(s.record.as_ref()),
+        "forwards": s.forwards.iter().map(|f| json!({
+            "url": f.url,
+            "state": f.state,
+            "retries": f.retries,
+            "bytes": f.bytes,
+            "last_error": f.last_error,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -826,6 +834,18 @@ mod tests {
             ring_memory: 0,
             live_for: Some(Duration::from_secs(4)),
             record: None,
+            // The origin's view of its pushes is the stream's.
+            forwards: if origin {
+                vec![crate::relay::snapshot::ForwardInfo {
+                    url: "rtmp://b.example:1935/live/demo?key=...".into(),
+                    state: "waiting",
+                    retries: 3,
+                    bytes: 12345,
+                    last_error: Some("connect to 10.0.0.2:1935 failed".into()),
+                }]
+            } else {
+                Vec::new()
+            },
         }
     }
 
@@ -966,6 +986,16 @@ mod tests {
         assert_eq!(s["send_bytes"], 1000);
         assert_eq!(s["recv_bytes"], 1000);
         assert_eq!(s["dropped_frames"], 2);
+        assert_eq!(
+            s["forwards"],
+            json!([{
+                "url": "rtmp://b.example:1935/live/demo?key=...",
+                "state": "waiting",
+                "retries": 3,
+                "bytes": 12345,
+                "last_error": "connect to 10.0.0.2:1935 failed",
+            }])
+        );
         for path in ["/api/v1/streams/live/demo", "/api/v1/streams/live%2Fdemo"] {
             let (status, one) = call(&a, "GET", path, None, "");
             assert_eq!(status, 200, "{path}");

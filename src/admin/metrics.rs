@@ -290,6 +290,24 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         sum(|s| s.stats.lag_disconnects),
     );
     f.counter(
+        "shardcast_forward_bytes_total",
+        "Bytes written to push targets (app.*.push).",
+        &[],
+        sum(|s| s.stats.forward_bytes),
+    );
+    f.counter(
+        "shardcast_forward_reconnects_total",
+        "Push attempts made after a failure (each waits a backoff delay first).",
+        &[],
+        sum(|s| s.stats.forward_reconnects),
+    );
+    f.gauge(
+        "shardcast_forwards_active",
+        "Pushes whose target accepted the publish and that are forwarding now.",
+        &[],
+        sum(|s| s.stats.forwards_active),
+    );
+    f.counter(
         "shardcast_publisher_takeovers_total",
         "Times a new publisher took a stream over from an active one.",
         &[],

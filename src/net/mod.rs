@@ -13,6 +13,8 @@
 //! - `listener.rs`: the accept loop (every shard binds the ingest port with SO_REUSEPORT,
 //!   so the kernel spreads connections over the cores).
 //! - `client_task.rs`: one client connection's task: reads, and waits for a full socket.
+//! - `forward_link.rs`: the outbound connections of pushes to other servers (resolve,
+//!   connect, then served as a client by `client_task.rs`).
 //! - `sockets.rs`: the shard's sockets by client id, and the writes through them.
 //! - `vectored.rs`: the one vectored write every byte to a client goes through.
 //! - `mailbox.rs`: the bounded cross-core channels between shards, and their doorbell.
@@ -31,6 +33,7 @@ pub mod admin_listener;
 pub mod admission;
 pub mod callback_client;
 pub mod client_task;
+pub mod forward_link;
 pub mod listener;
 pub mod mailbox;
 pub mod process;

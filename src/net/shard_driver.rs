@@ -149,6 +149,24 @@ impl ShardDriver {
                     glommio::spawn_local(self.clone().callback(client, ticket, request)).detach();
                 }
                 Output::Notify(request) => self.notify(request),
+                Output::ForwardConnect {
+                    stream,
+                    index,
+                    attempt,
+                    host,
+                    port,
+                    tls,
+                } => {
+                    let req = super::forward_link::ConnectRequest {
+                        stream,
+                        index,
+                        attempt,
+                        host,
+                        port,
+                        tls,
+                    };
+                    glommio::spawn_local(super::forward_link::run(self.clone(), req)).detach();
+                }
                 Output::OpenVod {
                     request,
                     dir,

@@ -22,7 +22,7 @@ use super::slab::Key;
 use super::stream::StreamId;
 use super::write_queue::WriteQueue;
 use crate::access::query::QueryArgs;
-use crate::rtmp::ServerSession;
+use crate::rtmp::{ClientSession, ServerSession};
 
 /// A client's handle in its shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -118,6 +118,20 @@ pub struct Client {
     pub pending: Option<Box<PendingCallback>>,
     /// A publisher's reading pace (how late its media is read).
     pub ingest_pace: super::ingest_pace::IngestPace,
+    /// Set for a connection this server opened to push a stream to another server
+    /// (`forwarder.rs`); its `session` then stays unused and this one speaks instead.
+    pub forward: Option<Box<ForwardLink>>,
+}
+
+/// The client side of a push: our session with the target, and which forwarder it serves.
+pub struct ForwardLink {
+    pub session: ClientSession,
+    pub stream: StreamName,
+    /// The forwarder's place in its stream's list, and the attempt this link is.
+    pub index: usize,
+    pub attempt: u64,
+    /// The target said the push would make a relay loop.
+    pub loop_refused: bool,
 }
 
 /// What a client's `connect` command said about it.
@@ -196,6 +210,7 @@ impl Client {
             connect: ConnectInfo::default(),
             args: QueryArgs::default(),
             pending: None,
+            forward: None,
         }
     }
 
@@ -217,6 +232,9 @@ impl Client {
 
     /// Still before its first request (HTTP) or its handshake (RTMP).
     pub fn is_handshaking(&self) -> bool {
+        if let Some(f) = &self.forward {
+            return !f.session.is_handshake_complete();
+        }
         match &self.http {
             Some(_) => matches!(self.role, Role::Idle),
             None => !self.session.is_handshake_complete(),
@@ -225,6 +243,9 @@ impl Client {
 
     /// Bytes received from the client.
     pub fn bytes_received(&self) -> u64 {
+        if let Some(f) = &self.forward {
+            return f.session.bytes_received();
+        }
         match &self.http {
             Some(h) => h.bytes_received,
             None => self.session.bytes_received(),
@@ -235,6 +256,12 @@ impl Client {
     /// HTTP client's bytes are queued by the relay itself).
     pub fn queue_session_output(&mut self) {
         if self.http.is_some() {
+            return;
+        }
+        if let Some(f) = &mut self.forward {
+            while let Some(bytes) = f.session.poll_transmit() {
+                self.queue.push_pending(bytes);
+            }
             return;
         }
         while let Some(bytes) = self.session.poll_transmit() {

@@ -14,6 +14,8 @@
 //! - `recorder.rs`: recording (DVR): which frames go to which file and when, as values
 //!   the driver's disk writer carries out.
 //! - `ingest_pace.rs`: how late each publisher is read, against its own timestamps.
+//! - `forwarder.rs`: push (forward) of published streams to other servers: a forwarder is a
+//!   viewer whose socket the driver opened to the target.
 //! - `directory.rs`: which shard is the origin of each stream (read on arrivals only).
 //! - `message.rs`: what shards send each other; `snapshot.rs`: what a shard tells about
 //!   itself.
@@ -30,6 +32,7 @@
 
 pub mod client;
 pub mod directory;
+pub mod forwarder;
 pub mod frame;
 pub mod http_viewer;
 pub mod ingest_pace;

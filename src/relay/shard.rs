@@ -34,9 +34,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::client::{Client, ClientId, Role, RoleKind};
+use super::client::{Client, ClientId, ForwardLink, Role, RoleKind};
 use super::client::{PendingAction, PendingCallback};
 use super::directory::{Claim, ConnId, StreamClock, StreamDirectory, StreamName, TakeoverPolicy};
+use super::forwarder::{self, ForwardState, ForwardStep, Forwarder};
 use super::frame::{FrameRing, RingEntry, StreamEvent};
 use super::http_viewer::HttpRequest;
 use super::message::{AdminRefusal, ShardId, ShardMessage};
@@ -45,7 +46,9 @@ use super::output::{OutputFormat, TrackFilter};
 use super::rate::RATE_SAMPLE_INTERVAL;
 use super::recorder::{RecordOp, RecordSettings, RecordStatus, Recorder, RecordingId};
 use super::slab::Slab;
-use super::snapshot::{ClientInfo, ConnectionCounts, PublisherInfo, ShardSnapshot, StreamInfo};
+use super::snapshot::{
+    ClientInfo, ConnectionCounts, ForwardInfo, PublisherInfo, ShardSnapshot, StreamInfo,
+};
 use super::stats::{RejectReason, ShardStats};
 use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
 use super::vod_source::{FileStep, VodSource, vod_candidates};
@@ -60,7 +63,10 @@ use crate::media::gop_cache::GopCacheLimits;
 use crate::media::vod_index::VodIndex;
 use crate::rtmp::chunk::{DecoderLimits, SHARED_STREAM_ID};
 use crate::rtmp::command::status;
-use crate::rtmp::{MediaKind, ServerEvent, ServerSession, ServerSessionConfig};
+use crate::rtmp::{
+    ClientEvent, ClientSession, ClientSessionConfig, MediaKind, ServerEvent, ServerSession,
+    ServerSessionConfig,
+};
 
 /// What the driver must do for the shard.
 #[derive(Debug)]
@@ -108,6 +114,18 @@ pub enum Output {
     },
     /// Make this callback and ignore its answer (`on_publish_done`, `on_play_done`).
     Notify(CallbackRequest),
+    /// Open a TCP connection to a push target (`forwarder.rs`) and hand it to
+    /// [`Shard::forward_connected`], or its failure to [`Shard::forward_connect_failed`],
+    /// with `stream`, `index` and `attempt`.
+    ForwardConnect {
+        stream: StreamName,
+        index: usize,
+        attempt: u64,
+        host: String,
+        port: u16,
+        /// `rtmps://`: TLS to `host`, checked against `server.tls_ca_file`.
+        tls: bool,
+    },
 }
 
 impl std::fmt::Debug for ShardMessage {
@@ -144,6 +162,12 @@ enum Timer {
     Grace { name: StreamName, epoch: u64 },
     /// Sample every byte counter for the bitrates (`rate.rs`).
     Sample,
+    /// A push target's next attempt is due.
+    ForwardRetry {
+        name: StreamName,
+        index: usize,
+        attempt: u64,
+    },
 }
 
 /// The shard's timers: a min-heap by time. Entries are checked when they fire, never
@@ -222,6 +246,8 @@ pub struct Shard {
     /// Stored files the driver is looking up, by request number.
     vod_requests: HashMap<u64, VodRequest>,
     vod_serial: u64,
+    /// The pushes of the streams this shard is the origin of, by stream.
+    forwards: HashMap<StreamName, Vec<Forwarder>>,
 }
 
 /// What the driver found for a stored file: `Ok(Some(..))` its real path and index,
@@ -281,6 +307,7 @@ impl Shard {
             next_ticket: 1,
             vod_requests: HashMap::new(),
             vod_serial: 0,
+            forwards: HashMap::new(),
         }
     }
 
@@ -461,6 +488,11 @@ impl Shard {
             self.write(id, now, transmit);
             return;
         }
+        if c.forward.is_some() {
+            self.forward_input(id, bytes, now);
+            self.write(id, now, transmit);
+            return;
+        }
         let fed = c.session.feed(bytes);
         // Events the session produced before the error still count (a publisher's last
         // frames), then the error closes the connection.
@@ -518,6 +550,10 @@ impl Shard {
         }
         self.stats.closed_bytes_in += c.bytes_received();
         self.stats.closed_bytes_out += c.queue.bytes_sent;
+        if let Some(link) = &c.forward {
+            let reason = c.close_reason.as_deref().unwrap_or("connection ended");
+            self.forward_link_ended(link, c.addr, reason, c.queue.bytes_sent, now);
+        }
         let reason = c
             .close_reason
             .unwrap_or_else(|| "connection ended".to_owned());
@@ -686,6 +722,23 @@ impl Shard {
                 Timer::Sample => {
                     self.sample_rates(now);
                     self.flush_recordings(now);
+                }
+                Timer::ForwardRetry {
+                    name,
+                    index,
+                    attempt,
+                } => {
+                    let step = self
+                        .forwards
+                        .get_mut(&name)
+                        .and_then(|v| v.get_mut(index))
+                        .map(|f| f.retry_due(attempt, now));
+                    if let Some(step) = step {
+                        if matches!(step, ForwardStep::Connect { .. }) {
+                            self.stats.forward_reconnects += 1;
+                        }
+                        self.forward_step(&name, index, step);
+                    }
                 }
             }
         }
@@ -867,7 +920,9 @@ impl Shard {
         match reason {
             Some(reason) => {
                 let c = self.clients.get_mut(id.0).expect("looked up above");
-                if let Role::Viewer { stream_id, .. } = c.role {
+                if let Role::Viewer { stream_id, .. } = c.role
+                    && c.forward.is_none()
+                {
                     if c.http.is_some() {
                         if matches!(
                             c.role,
@@ -1391,6 +1446,7 @@ impl Shard {
         }
         self.arm_client_deadline(id, now);
         self.start_waiting(sid, now);
+        self.start_forwards(&name, id, &app);
         if app.record != RecordMode::Off
             && let Some(state) = self.origins.get_mut(&name)
         {
@@ -1496,6 +1552,7 @@ impl Shard {
     }
 
     fn end_stream(&mut self, name: &StreamName, now: Instant) {
+        self.stop_forwards(name, "the stream ended");
         let event = self
             .origins
             .get_mut(name)
@@ -2292,7 +2349,8 @@ impl Shard {
         let Some(c) = self.clients.get(id.0) else {
             return;
         };
-        if url.is_empty() {
+        // A push never asked `on_play`: its end is no play's end either.
+        if url.is_empty() || c.forward.is_some() {
             return;
         }
         let request = Notice {
@@ -2597,6 +2655,10 @@ impl Shard {
             ShardMessage::OriginMoved { stream, origin } => {
                 // If this shard was the origin, its publisher (if any) has been replaced.
                 let mut removed = self.origins.remove(&stream);
+                if removed.is_some() {
+                    // The new origin pushes from its own publish.
+                    self.stop_forwards(&stream, "the stream moved to another core");
+                }
                 // Its recording ends here; the new origin records from its own publish.
                 if let Some(rec) = removed.as_mut().and_then(|s| s.recorder.as_mut()) {
                     rec.stop(&mut self.record_ops);
@@ -2701,6 +2763,11 @@ impl Shard {
                 continue;
             };
             match &c.role {
+                _ if c.forward.is_some() => {
+                    if let Some(f) = c.forward.as_mut() {
+                        f.session.close_stream();
+                    }
+                }
                 Role::Viewer { .. } if c.http.is_some() => {
                     if let Some(end) = c.http.as_ref().and_then(|h| h.ending())
                         && c.queue.format != OutputFormat::Rtmp
@@ -2725,6 +2792,297 @@ impl Shard {
             }
             c.queue_session_output();
             self.close(id, "server shutting down");
+        }
+    }
+
+    // ---- push (forward) to other servers -------------------------------------------------
+
+    /// A publish started on this shard: the application's push targets get the stream, from
+    /// forwarders made once per stream (a republish within the grace period keeps them).
+    fn start_forwards(&mut self, name: &StreamName, publisher: ClientId, app: &AppConfig) {
+        if app.push.0.is_empty() || self.forwards.contains_key(name) || self.shutting_down {
+            return;
+        }
+        let Some(c) = self.clients.get(publisher.0) else {
+            return;
+        };
+        let node_id = &self.config.server.node_id;
+        let path = c.connect.relay_path.through(node_id);
+        let key = name.split_once('/').map_or("", |(_, k)| k);
+        let cap = Duration::from_millis(app.push_backoff_max_ms);
+        let list = forwarder::forwarders_for(&app.push.0, key, &path, cap, node_id);
+        let count = list.len();
+        self.forwards.insert(name.clone(), list);
+        for index in 0..count {
+            let step = self.forwards.get_mut(name).map(|v| v[index].start());
+            if let Some(step) = step {
+                self.forward_step(name, index, step);
+            }
+        }
+    }
+
+    /// Carries out what a forwarder decided.
+    fn forward_step(&mut self, name: &StreamName, index: usize, step: ForwardStep) {
+        let Some(f) = self.forwards.get(name).and_then(|v| v.get(index)) else {
+            return;
+        };
+        match step {
+            ForwardStep::Connect { attempt } if !self.shutting_down => {
+                tracing::debug!(shard = self.id, stream = %name, target = %f.endpoint.shown, attempt, "push: connecting");
+                self.outputs.push_back(Output::ForwardConnect {
+                    stream: name.clone(),
+                    index,
+                    attempt,
+                    host: f.endpoint.host.clone(),
+                    port: f.endpoint.port,
+                    tls: f.endpoint.tls,
+                });
+            }
+            ForwardStep::Connect { .. } => {}
+            ForwardStep::RetryAt(at) => {
+                let attempt = f.attempt();
+                self.arm(
+                    at,
+                    Timer::ForwardRetry {
+                        name: name.clone(),
+                        index,
+                        attempt,
+                    },
+                );
+            }
+            ForwardStep::Nothing => {}
+        }
+    }
+
+    /// The driver connected to a push target for `attempt`: the link becomes a client of
+    /// this shard (None if the attempt is stale; the driver then drops the socket). Its
+    /// first bytes (C0, C1) are queued: the driver writes them once the socket is in its
+    /// table.
+    pub fn forward_connected(
+        &mut self,
+        stream: &StreamName,
+        index: usize,
+        attempt: u64,
+        addr: SocketAddr,
+        now: Instant,
+    ) -> Option<ClientId> {
+        let f = self.forwards.get(stream)?.get(index)?;
+        if f.attempt() != attempt || f.state != ForwardState::Connecting || self.shutting_down {
+            return None;
+        }
+        let server = &self.config.server;
+        let now_ms = self.now_ms(now);
+        let mut config = ClientSessionConfig::new(&f.endpoint.app, &f.endpoint.tc_url);
+        config.epoch = now_ms as u32;
+        config.seed = now_ms ^ (attempt << 32) ^ index as u64;
+        config.chunk_size = server.chunk_size;
+        config.relay_path = f.relay_path.clone();
+        // The target is a hostile peer: what we take from it is small and bounded.
+        config.limits = DecoderLimits {
+            max_message_len: FORWARD_MAX_MESSAGE,
+            max_chunk_streams: 8,
+            max_buffered_bytes: 2 * FORWARD_MAX_MESSAGE as usize,
+        };
+        let mut session = ClientSession::new(config);
+        session.publish(&f.endpoint.publish_name);
+        let conn = self.next_conn * self.shard_count as u64 + self.id as u64;
+        self.next_conn += 1;
+        let placeholder = ServerSession::new(ServerSessionConfig::default());
+        let mut client = Client::new(conn, addr, now, placeholder);
+        client.forward = Some(Box::new(ForwardLink {
+            session,
+            stream: stream.clone(),
+            index,
+            attempt,
+            loop_refused: false,
+        }));
+        client.queue_session_output();
+        let id = ClientId(self.clients.insert(client));
+        if let Some(f) = self.forwards.get_mut(stream).and_then(|v| v.get_mut(index)) {
+            f.connected(attempt, id);
+        }
+        self.arm_client_deadline(id, now);
+        if !self.sampling {
+            self.sampling = true;
+            self.arm(now + RATE_SAMPLE_INTERVAL, Timer::Sample);
+        }
+        Some(id)
+    }
+
+    /// The driver could not connect to a push target for `attempt`.
+    pub fn forward_connect_failed(
+        &mut self,
+        stream: &StreamName,
+        index: usize,
+        attempt: u64,
+        reason: &str,
+        now: Instant,
+    ) {
+        let Some(f) = self.forwards.get_mut(stream).and_then(|v| v.get_mut(index)) else {
+            return;
+        };
+        let step = f.failed(attempt, reason, 0, false, now);
+        if let ForwardStep::RetryAt(at) = step {
+            tracing::warn!(shard = self.id, stream = %stream, target = %f.endpoint.shown, retry_in_ms = at.saturating_duration_since(now).as_millis() as u64, "push: cannot connect: {reason}");
+        }
+        self.forward_step(stream, index, step);
+    }
+
+    /// What a push target sent: the answers to our `connect` and `publish`, then nothing
+    /// we need (acknowledgements, pings); an error ends the link.
+    fn forward_input(&mut self, id: ClientId, bytes: Bytes, now: Instant) {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        let Some(link) = c.forward.as_mut() else {
+            return;
+        };
+        let fed = link.session.feed(bytes);
+        let mut close: Option<String> = None;
+        let mut started = None;
+        while let Some(event) = link.session.poll_event() {
+            match event {
+                ClientEvent::ConnectFailed { code, description } => {
+                    let looped = forwarder::is_loop_refusal(&description);
+                    // An `_error` to a call after `connect` (some servers refuse
+                    // releaseStream) is not the target refusing us.
+                    if looped || !link.session.is_connected() {
+                        link.loop_refused |= looped;
+                        close.get_or_insert_with(|| {
+                            format!(
+                                "the target refused: {} {}",
+                                forwarder::bounded(&code),
+                                forwarder::bounded(&description)
+                            )
+                        });
+                    }
+                }
+                ClientEvent::PublishStarted { .. } => started = link.session.stream_id(),
+                ClientEvent::Status {
+                    level,
+                    code,
+                    description,
+                    ..
+                } if level == "error" => {
+                    close.get_or_insert_with(|| {
+                        format!(
+                            "the target said {}: {}",
+                            forwarder::bounded(&code),
+                            forwarder::bounded(&description)
+                        )
+                    });
+                }
+                // Media or data a target sends to its publisher means nothing here.
+                _ => {}
+            }
+        }
+        let (name, index) = (link.stream.clone(), link.index);
+        c.queue_session_output();
+        if let Err(e) = fed {
+            close = Some(format!("protocol error from the target: {e}"));
+        }
+        if let Some(reason) = close {
+            self.close(id, reason);
+            return;
+        }
+        if let Some(stream_id) = started {
+            self.forward_started(id, &name, index, stream_id, now);
+        }
+    }
+
+    /// The target accepted our publish: the link becomes a viewer of the stream, joining
+    /// like a late viewer (metadata, codec headers, the GOP from its keyframe).
+    fn forward_started(
+        &mut self,
+        id: ClientId,
+        name: &StreamName,
+        index: usize,
+        stream_id: u32,
+        now: Instant,
+    ) {
+        let Some(f) = self.forwards.get_mut(name).and_then(|v| v.get_mut(index)) else {
+            self.close(id, "the stream is no longer pushed");
+            return;
+        };
+        if let Err(reason) = f.publishing(stream_id) {
+            self.close(id, reason);
+            return;
+        }
+        let shown = f.endpoint.shown.clone();
+        let sid = self.local_stream(name);
+        let (Some(c), Some(s)) = (self.clients.get_mut(id.0), self.streams.get_mut(sid.0)) else {
+            return;
+        };
+        // The target gets the stream in the form it declared it takes, as a player would:
+        // everything for a server that forwards every codec (shardcast declares "*"), the
+        // legacy FLV form for one that declared nothing (nginx-rtmp).
+        let enhanced_to_undeclared = self
+            .config
+            .app(app_of(name))
+            .is_some_and(|a| a.enhanced_to_undeclared);
+        if let Some(link) = &c.forward {
+            let caps = link
+                .session
+                .server_capabilities()
+                .cloned()
+                .unwrap_or_default();
+            c.queue.filter =
+                TrackFilter::for_rtmp(caps.declared, caps.playable(), enhanced_to_undeclared);
+        }
+        tracing::info!(shard = self.id, peer = %c.addr, stream = %name, target = %shown, filter = c.queue.filter.name(), "push: forwarding");
+        let live = s.live;
+        c.set_role(
+            Role::Viewer {
+                name: name.clone(),
+                stream_id: SHARED_STREAM_ID,
+                stream: sid,
+                waiting_since: (!live).then_some(now),
+            },
+            RoleKind::Viewer,
+        );
+        self.outputs.push_back(Output::Playing(id));
+        if live {
+            s.start_viewer(id, c, SHARED_STREAM_ID);
+            c.mark_join(now);
+        } else {
+            s.waiting.push(id);
+            self.arm_client_deadline(id, now);
+        }
+    }
+
+    /// A push link closed (any reason): its forwarder waits, then tries again.
+    fn forward_link_ended(
+        &mut self,
+        link: &ForwardLink,
+        addr: SocketAddr,
+        reason: &str,
+        bytes: u64,
+        now: Instant,
+    ) {
+        self.stats.forward_bytes += bytes;
+        let Some(f) = self
+            .forwards
+            .get_mut(&link.stream)
+            .and_then(|v| v.get_mut(link.index))
+        else {
+            return;
+        };
+        let step = f.failed(link.attempt, reason, bytes, link.loop_refused, now);
+        if let ForwardStep::RetryAt(at) = step {
+            tracing::warn!(shard = self.id, peer = %addr, stream = %link.stream, target = %f.endpoint.shown, bytes, retry_in_ms = at.saturating_duration_since(now).as_millis() as u64, "push link ended: {reason}");
+        }
+        self.forward_step(&link.stream.clone(), link.index, step);
+    }
+
+    /// The stream is no longer pushed from here: its links close, its forwarders go.
+    fn stop_forwards(&mut self, name: &StreamName, reason: &str) {
+        let Some(list) = self.forwards.remove(name) else {
+            return;
+        };
+        for f in list {
+            if let Some(id) = f.client {
+                self.close(id, reason.to_owned());
+            }
         }
     }
 
@@ -2844,9 +3202,15 @@ impl Shard {
                     record: state
                         .and_then(|o| o.recorder.as_ref())
                         .map(Recorder::status),
+                    forwards: self.forward_infos(&s.name),
                 }
             })
             .collect();
+        let mut stats = self.stats.clone();
+        for f in self.forwards.values().flatten() {
+            stats.forward_bytes += self.forward_live_bytes(f);
+            stats.forwards_active += u64::from(f.state == ForwardState::Forwarding);
+        }
         ShardSnapshot {
             shard: self.id,
             clients,
@@ -2854,8 +3218,33 @@ impl Shard {
             connections,
             bytes_in,
             bytes_out,
-            stats: self.stats.clone(),
+            stats,
         }
+    }
+
+    /// Bytes the forwarder's live link (if any) has written.
+    fn forward_live_bytes(&self, f: &Forwarder) -> u64 {
+        f.client
+            .and_then(|id| self.clients.get(id.0))
+            .map_or(0, |c| c.queue.bytes_sent)
+    }
+
+    /// The stream's pushes, for the API.
+    fn forward_infos(&self, name: &StreamName) -> Vec<ForwardInfo> {
+        self.forwards
+            .get(name)
+            .map(|list| {
+                list.iter()
+                    .map(|f| ForwardInfo {
+                        url: f.endpoint.shown.clone(),
+                        state: f.state.as_str(),
+                        retries: f.retries,
+                        bytes: f.bytes(self.forward_live_bytes(f)),
+                        last_error: f.last_error.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
@@ -2875,6 +3264,9 @@ enum Refused {
     Publish(u32),
     Play(u32),
 }
+
+/// The largest message a push target may send us (its answers are a few hundred bytes).
+const FORWARD_MAX_MESSAGE: u32 = 64 * 1024;
 
 /// How much a client may send while it waits for its access callback: enough for an
 /// encoder that does not wait for `onStatus` before its first frames, not a buffer a
@@ -2940,6 +3332,18 @@ fn render_event(c: &mut Client, event: StreamEvent, now: Instant) -> Option<&'st
     let Role::Viewer { stream_id, .. } = c.role else {
         return None;
     };
+    if let Some(link) = &mut c.forward {
+        // A push is a publisher to its target: our publisher's pauses are gaps in its
+        // media; the end of the stream ends the push politely.
+        return match event {
+            StreamEvent::Unpublished | StreamEvent::Republished => None,
+            StreamEvent::Ended | StreamEvent::PlayStopped => {
+                link.session.close_stream();
+                c.queue_session_output();
+                Some("the stream ended")
+            }
+        };
+    }
     if let Some(http) = &c.http {
         // FLV has no words for an unpublish or a republish: the viewer stays through the
         // grace period and gets the new publisher's headers in line. The end ends the

@@ -88,6 +88,8 @@ struct World {
     callbacks: Vec<(usize, ClientId, u64, CallbackRequest)>,
     /// Fire-and-forget notifications asked for.
     notices: Vec<CallbackRequest>,
+    /// Push connections asked for: (shard, stream, index, attempt, host, port).
+    forward_connects: Vec<(usize, String, usize, u64, String, u16)>,
 }
 
 struct TestClient {
@@ -166,6 +168,7 @@ impl World {
             hold_reads: false,
             callbacks: Vec::new(),
             notices: Vec::new(),
+            forward_connects: Vec::new(),
         }
     }
 
@@ -206,6 +209,16 @@ impl World {
                 request,
             } => self.callbacks.push((i, client, ticket, request)),
             Output::Notify(request) => self.notices.push(request),
+            Output::ForwardConnect {
+                stream,
+                index,
+                attempt,
+                host,
+                port,
+                ..
+            } => self
+                .forward_connects
+                .push((i, stream.to_string(), index, attempt, host, port)),
             Output::Close(id) => {
                 let mut wire = ShardWire {
                     shard: i,
@@ -1077,4 +1090,174 @@ fn a_client_that_leaves_while_its_callback_is_pending_is_forgotten() {
     w.answer_callback(status(200, None));
     w.exchange(&mut next);
     assert_eq!(live_streams(&w), ["live/next"]);
+}
+
+/// A push target, as a real server session fed through the in-memory wire.
+struct Target {
+    id: ClientId,
+    session: crate::rtmp::ServerSession,
+    events: Vec<crate::rtmp::ServerEvent>,
+}
+
+impl World {
+    /// Connects the push the shard asked for last, to a fresh target.
+    fn connect_push(&mut self) -> Target {
+        let (shard, stream, index, attempt, _, port) = self
+            .forward_connects
+            .last()
+            .cloned()
+            .expect("a push connect");
+        let addr = SocketAddr::from(([10, 0, 0, 9], port));
+        let id = self.shards[shard]
+            .forward_connected(&stream.into(), index, attempt, addr, self.now)
+            .expect("the attempt is current");
+        let mut wire = ShardWire {
+            shard,
+            wire: &mut self.wire,
+        };
+        self.shards[shard].write_blocked(id, self.now, &mut wire);
+        self.settle();
+        Target {
+            id,
+            session: crate::rtmp::ServerSession::new(Default::default()),
+            events: Vec::new(),
+        }
+    }
+
+    /// Moves bytes between shard 0 and the target, which accepts whatever it is asked.
+    fn exchange_target(&mut self, t: &mut Target) {
+        use crate::rtmp::ServerEvent;
+        loop {
+            let mut moved = false;
+            if let Some(got) = self.wire.sent.get_mut(&(0, t.id))
+                && !got.is_empty()
+            {
+                moved = true;
+                t.session
+                    .feed(got.split().freeze())
+                    .expect("the push speaks RTMP");
+                while let Some(ev) = t.session.poll_event() {
+                    match &ev {
+                        ServerEvent::ConnectRequested { .. } => t.session.accept_connect(),
+                        ServerEvent::PublishRequested { stream_id, .. } => {
+                            t.session.accept_publish(*stream_id)
+                        }
+                        _ => {}
+                    }
+                    t.events.push(ev);
+                }
+            }
+            if !self.wire.closed.contains(&(0, t.id)) {
+                while let Some(bytes) = t.session.poll_transmit() {
+                    moved = true;
+                    let mut wire = ShardWire {
+                        shard: 0,
+                        wire: &mut self.wire,
+                    };
+                    self.shards[0].handle_input(t.id, bytes, self.now, &mut wire);
+                    self.settle();
+                }
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_push_retries_then_publishes_the_headers_and_gop_to_its_target() {
+    use crate::rtmp::ServerEvent;
+    let config = format!(
+        "{CONFIG}push = [\"rtmp://10.0.0.9:1940/in/{{stream}}?key=k\"]\npush_backoff_max_ms = 2000\n"
+    );
+    let mut w = World::with_config(1, &config);
+    let mut p = w.publisher(0, "s");
+    w.start_media(&mut p, 1000);
+    w.send(&mut p, MediaKind::Video, 1040, inter(2));
+    assert_eq!(
+        w.forward_connects,
+        vec![(0, "live/s".into(), 0, 1, "10.0.0.9".into(), 1940)]
+    );
+
+    // The target is down: the push waits, then tries again within the cap.
+    w.shards[0].forward_connect_failed(&"live/s".into(), 0, 1, "connection refused", w.now);
+    w.settle();
+    let forwards = &w.snapshots()[0].streams[0].forwards;
+    assert_eq!(forwards[0].state, "waiting");
+    assert_eq!(
+        forwards[0].last_error.as_deref(),
+        Some("connection refused")
+    );
+    assert!(!forwards[0].url.contains("=k"), "{}", forwards[0].url);
+    w.advance(Duration::from_millis(2000));
+    assert_eq!(w.forward_connects.len(), 2, "retried within the cap");
+    assert_eq!(w.forward_connects[1].3, 2);
+
+    // It comes up: connect (with our relay path), publish `s?key=k`, then what a late
+    // viewer gets, on message stream 1.
+    let mut t = w.connect_push();
+    w.exchange_target(&mut t);
+    let connect = t.events.iter().find_map(|e| match e {
+        ServerEvent::ConnectRequested {
+            app, relay_path, ..
+        } => Some((app, relay_path)),
+        _ => None,
+    });
+    let (app, path) = connect.expect("connect");
+    assert_eq!(app, "in");
+    assert_eq!(path.hops(), 1);
+    assert!(t.events.iter().any(|e| matches!(e,
+        ServerEvent::PublishRequested { stream_key, query, .. } if stream_key == "s" && query == "key=k")));
+    w.send(&mut p, MediaKind::Video, 1080, inter(3));
+    w.exchange_target(&mut t);
+    let media: Vec<(MediaKind, Bytes)> = t
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Media {
+                stream_id: 1,
+                kind,
+                payload,
+                ..
+            } => Some((*kind, payload.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        media,
+        vec![
+            (MediaKind::Video, Bytes::from_static(AVC_HEADER)),
+            (MediaKind::Audio, Bytes::from_static(AAC_HEADER)),
+            (MediaKind::Video, keyframe(1)),
+            (MediaKind::Video, inter(2)),
+            (MediaKind::Video, inter(3)),
+        ]
+    );
+    let snap = w.snapshots();
+    let f = &snap[0].streams[0].forwards[0];
+    assert_eq!((f.state, f.retries), ("forwarding", 1));
+    assert!(f.bytes > 0 && f.last_error.is_none());
+    assert_eq!(snap[0].stats.forwards_active, 1);
+    // A shardcast target declares every codec: the push gets the stream as published.
+    let link = snap[0]
+        .clients
+        .iter()
+        .find(|c| c.addr.port() == 1940)
+        .unwrap();
+    assert_eq!((link.role, link.track_filter), (RoleKind::Viewer, "all"));
+    // The publisher was never told anything about it.
+    assert!(!p.closed);
+
+    // The link breaks: the backoff started over at the success, so the retry is quick.
+    w.shards[0].handle_read_end(t.id, "the peer closed the connection".into());
+    w.settle();
+    w.advance(crate::relay::forwarder::FIRST_RETRY);
+    assert_eq!(w.forward_connects.len(), 3);
+
+    // The stream ends: the push goes with it, and tries nothing more.
+    w.disconnect(&mut p);
+    w.advance(Duration::from_secs(10));
+    assert_eq!(w.forward_connects.len(), 3);
+    assert!(w.snapshots()[0].streams.is_empty());
 }

@@ -173,6 +173,21 @@ pub struct StreamInfo {
     pub live_for: Option<Duration>,
     /// The recording, on the origin shard of a stream whose application records.
     pub record: Option<RecordStatus>,
+    /// Its pushes to other servers, on the origin shard.
+    pub forwards: Vec<ForwardInfo>,
+}
+
+/// One push of a stream to another server (`forwarder.rs`), as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardInfo {
+    /// The target's URL, any secret in its query hidden.
+    pub url: String,
+    /// `connecting`, `forwarding`, or `waiting` (for a retry).
+    pub state: &'static str,
+    pub retries: u64,
+    /// Bytes written to the target, over every connection.
+    pub bytes: u64,
+    pub last_error: Option<String>,
 }
 
 /// One stream as the whole server sees it.
@@ -201,6 +216,8 @@ pub struct StreamTotals {
     pub live_for: Option<Duration>,
     /// The recording, from the origin shard.
     pub record: Option<RecordStatus>,
+    /// The pushes, from the origin shard.
+    pub forwards: Vec<ForwardInfo>,
 }
 
 impl StreamTotals {
@@ -244,6 +261,7 @@ pub fn streams_across(shards: &[ShardSnapshot]) -> Vec<StreamTotals> {
                     gop_cache_bytes: 0,
                     live_for: None,
                     record: None,
+                    forwards: Vec::new(),
                 });
             if s.origin {
                 t.origin = Some(s.shard);
@@ -254,6 +272,7 @@ pub fn streams_across(shards: &[ShardSnapshot]) -> Vec<StreamTotals> {
                 t.gop_cache_bytes = s.gop_cache_bytes;
                 t.live_for = s.live_for;
                 t.record = s.record.clone();
+                t.forwards = s.forwards.clone();
             }
             // The origin's view of the codecs wins; a subscriber's fills in until then.
             if s.origin || t.video_header.is_none() && t.audio_header.is_none() {

@@ -184,6 +184,12 @@ pub struct ShardStats {
     pub record_files: u64,
     pub record_bytes: u64,
     pub record_errors: u64,
+    /// Bytes written to push targets (`forwarder.rs`); a snapshot adds its live links'.
+    pub forward_bytes: u64,
+    /// Push attempts after a failure.
+    pub forward_reconnects: u64,
+    /// In a snapshot: pushes whose target accepted the publish (a gauge, not a total).
+    pub forwards_active: u64,
 }
 
 impl ShardStats {

@@ -467,8 +467,11 @@ impl LocalStream {
         if client.http.is_some() {
             return self.start_flv_viewer(id, client);
         }
-        client.session.accept_play(stream_id, true, false);
-        client.queue_session_output();
+        if client.forward.is_none() {
+            // A push to another server is a publisher there: it gets no play answer.
+            client.session.accept_play(stream_id, true, false);
+            client.queue_session_output();
+        }
         // Codec headers are re-encoded at the time this viewer's media of their kind
         // starts at (its first GOP message of that kind, or else where the stream is now),
         // so each kind's timestamps only go forward for it, even when a header was re-sent

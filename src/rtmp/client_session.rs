@@ -215,6 +215,16 @@ impl ClientSession {
         self.connected
     }
 
+    /// The handshake is done (`connect` has been sent).
+    pub fn is_handshake_complete(&self) -> bool {
+        self.handshake.is_none()
+    }
+
+    /// Bytes received from the server, handshake included.
+    pub fn bytes_received(&self) -> u64 {
+        self.conn.bytes_received()
+    }
+
     pub fn stream_id(&self) -> Option<u32> {
         self.stream_id
     }

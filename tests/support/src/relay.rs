@@ -54,13 +54,42 @@ impl Relay {
         shards: usize,
         log_filter: &str,
     ) -> Relay {
-        Self::start_inner(bin.as_ref(), name, config, shards, log_filter, false)
+        Self::start_inner(bin.as_ref(), name, config, shards, log_filter, false, None)
+    }
+
+    /// [`Relay::start`] on the RTMP port `port`, known beforehand (a config that names
+    /// this relay, such as another relay's push target, can be written first). No retry on
+    /// another port: the caller picked this one.
+    pub fn start_on_port(
+        bin: impl AsRef<Path>,
+        name: &str,
+        config: &str,
+        shards: usize,
+        port: u16,
+    ) -> Relay {
+        Self::start_inner(
+            bin.as_ref(),
+            name,
+            config,
+            shards,
+            TEST_LOG_FILTER,
+            false,
+            Some(port),
+        )
     }
 
     /// [`Relay::start`] with an RTMPS listener on a free port too (`--tls-listen`; the
     /// config must name `server.tls_cert_file` and `server.tls_key_file`).
     pub fn start_tls(bin: impl AsRef<Path>, name: &str, config: &str, shards: usize) -> Relay {
-        Self::start_inner(bin.as_ref(), name, config, shards, TEST_LOG_FILTER, true)
+        Self::start_inner(
+            bin.as_ref(),
+            name,
+            config,
+            shards,
+            TEST_LOG_FILTER,
+            true,
+            None,
+        )
     }
 
     fn start_inner(
@@ -70,6 +99,7 @@ impl Relay {
         shards: usize,
         log_filter: &str,
         with_tls: bool,
+        fixed_port: Option<u16>,
     ) -> Relay {
         let config_path = temp_path(&format!("{name}.toml"));
         let log_path = temp_path(&format!("{name}.log"));
@@ -80,7 +110,7 @@ impl Relay {
             // Written for each attempt: a failed attempt's `Relay` removes its files as it
             // is dropped.
             std::fs::write(&config_path, config).unwrap();
-            let port = free_port();
+            let port = fixed_port.unwrap_or_else(free_port);
             let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
             let tls = with_tls.then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
