@@ -662,7 +662,9 @@ fn container_image_from_the_binary_runs_with_the_io_uring_profile() {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut healthy = false;
         while Instant::now() < deadline && state(&names[1]).0 == "running" {
-            if admin::request(admin_addr, "GET", "/healthz", &[], b"")
+            // /readyz, not /healthz: the admin listener answers /healthz before the shards
+            // have bound the RTMP port, and /readyz once they accept.
+            if admin::request(admin_addr, "GET", "/readyz", &[], b"")
                 .is_ok_and(|answer| answer.status == 200)
             {
                 healthy = true;
@@ -670,7 +672,7 @@ fn container_image_from_the_binary_runs_with_the_io_uring_profile() {
             }
             thread::sleep(Duration::from_millis(100));
         }
-        assert!(healthy, "/healthz in the container: {}", logs(&names[1]));
+        assert!(healthy, "/readyz in the container: {}", logs(&names[1]));
         assert!(
             TcpStream::connect_timeout(&rtmp, Duration::from_secs(2)).is_ok(),
             "RTMP on {rtmp}: {}",
