@@ -29,7 +29,8 @@ use crate::admin::{self, AdminView};
 use crate::discard::Discarder;
 use crate::report::{
     Delivered, GeneratorThread, LatencyTrend, LoadGenerator, Messages, OwnCounts, Publishers,
-    Report, RunSettings, SATURATED, Server, ServerApi, Summary, Viewers, round3,
+    Report, RunSettings, SATURATED, Server, ServerApi, Summary, TrackReport, Tracks, Viewers,
+    round3,
 };
 use crate::server_usage::{self, ProcSample};
 use crate::settings::{Counting, Settings, SourceSpec};
@@ -88,11 +89,9 @@ pub fn run(settings: Settings) -> Result<Report, RunError> {
     clock::epoch();
     let settings = Arc::new(settings);
     let threads = settings.threads;
-    let shared = Arc::new(Shared::new(
-        settings.streams(),
-        threads,
-        trend_window(settings.duration),
-    ));
+    let mut shared = Shared::new(settings.streams(), threads, trend_window(settings.duration));
+    shared.multitrack = settings.multitrack;
+    let shared = Arc::new(shared);
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, interrupted.clone())
@@ -550,6 +549,18 @@ impl<'a> Watch<'a> {
                 corrupted: r.corrupted,
                 verified: r.verified,
             },
+            tracks: s.multitrack.then(|| Tracks {
+                viewers_missing_a_track: r.missing_tracks,
+                tracks: r
+                    .tracks
+                    .iter()
+                    .map(|((kind, id), counts)| TrackReport {
+                        kind: kind.name().to_owned(),
+                        id: *id,
+                        counts: counts.clone(),
+                    })
+                    .collect(),
+            }),
             delivered: Delivered {
                 bytes,
                 gbit_per_s: gbps(bytes, viewers_secs),

@@ -78,6 +78,16 @@ pub struct Knobs {
     /// Synthetic source: keyframe interval, e.g. 2s, 500ms. [default: 2s]
     #[arg(long, value_name = "TIME")]
     pub gop: Option<String>,
+    /// Synthetic source: publish an Enhanced RTMP v2 multitrack stream (two H.264 video
+    /// tracks in `ManyTracks` messages, two AAC audio tracks in `OneTrack` messages, each
+    /// track with its own sequence numbers). Viewers then declare `fourCcList`
+    /// ["avc1", "mp4a"] and `capsEx` Multitrack in `connect`, every viewer parses everything
+    /// (as --verify-every 1), and the report checks each track: its sequence header before
+    /// its first frame, a video track starting at a keyframe, loss and order. RTMP(S)
+    /// viewers only.
+    #[arg(long)]
+    #[serde(default)]
+    pub multitrack: bool,
     /// The sample: every K-th viewer parses everything through the library's full decoder
     /// (latency, loss, order, keyframes, payload checksums). 1 makes every viewer verify,
     /// 0 none. [default: 50]
@@ -148,6 +158,7 @@ impl Knobs {
             bitrate: self.bitrate.or(base.bitrate),
             fps: self.fps.or(base.fps),
             gop: self.gop.or(base.gop),
+            multitrack: self.multitrack || base.multitrack,
             verify_every: self.verify_every.or(base.verify_every),
             counting: self.counting.or(base.counting),
             lag_threshold: self.lag_threshold.or(base.lag_threshold),
@@ -512,6 +523,8 @@ pub struct Settings {
     pub admin: Option<AdminTarget>,
     /// How rtmps:// viewers check the server's certificate.
     pub tls: TlsTrust,
+    /// The E-RTMP multitrack stream and per-track checks (`--multitrack`).
+    pub multitrack: bool,
 }
 
 /// How rtmps:// viewers check the server's certificate.
@@ -644,6 +657,7 @@ impl Settings {
                     bitrate,
                     fps,
                     gop_ms: gop.as_millis().min(u128::from(u32::MAX)) as u32,
+                    multitrack: k.multitrack,
                 })
             }
             path => {
@@ -654,10 +668,24 @@ impl Settings {
                         path.display()
                     ));
                 }
+                if k.multitrack {
+                    return Err("--multitrack needs --source synthetic".into());
+                }
                 SourceSpec::File(path)
             }
         };
-        let verify_every = k.verify_every.unwrap_or(50);
+        if k.multitrack && protocol != Protocol::Rtmp {
+            return Err(format!(
+                "--multitrack: viewers play rtmp:// or rtmps://, not {}",
+                protocol.name()
+            ));
+        }
+        // Multitrack checks need every message whole: every viewer verifies.
+        let verify_every = if k.multitrack {
+            1
+        } else {
+            k.verify_every.unwrap_or(50)
+        };
         let lag_threshold = parse_duration(k.lag_threshold.as_deref().unwrap_or("2s"))
             .map_err(|e| format!("--lag-threshold: {e}"))?;
         let read_interval = parse_duration(k.read_interval.as_deref().unwrap_or("0"))
@@ -736,6 +764,7 @@ impl Settings {
             progress: !k.no_progress,
             admin,
             tls,
+            multitrack: k.multitrack,
         })
     }
 }
@@ -798,6 +827,7 @@ mod tests {
             bitrate: 2_500_000,
             fps: 30,
             gop_ms: 2000,
+            multitrack: false,
         };
         let ms100 = Duration::from_millis(100);
         assert_eq!(batch_receive_buffer(&s, ms100, Some(131_072)), None);
