@@ -18,7 +18,7 @@ use bytes::Bytes;
 use glommio::io::BufferedFile;
 use std::os::fd::{FromRawFd, IntoRawFd};
 
-use super::vod_files::Opened;
+use super::vod_files::{DownloadFile, Opened};
 
 use super::callback_client;
 use super::mailbox::{Inbox, SendError, ShardSender};
@@ -46,6 +46,8 @@ pub struct ShardDriver {
     timer_target: Cell<Option<Option<Instant>>>,
     /// Open stored files, by the stream their source feeds.
     files: RefCell<HashMap<StreamId, Rc<BufferedFile>>>,
+    /// Stored files downloaded over HTTP, by client.
+    downloads: RefCell<HashMap<ClientId, Rc<BufferedFile>>>,
     /// Set when shutdown starts: the accept loop stops, the shard winds down.
     pub shutting_down: Latch,
     /// Notified when a client's socket is gone: shutdown waits for the last one.
@@ -77,6 +79,7 @@ impl ShardDriver {
             timer: Signal::default(),
             timer_target: Cell::new(None),
             files: RefCell::new(HashMap::new()),
+            downloads: RefCell::new(HashMap::new()),
             shutting_down: Latch::default(),
             client_gone: Signal::default(),
             record,
@@ -117,6 +120,7 @@ impl ShardDriver {
                     }
                 }
                 Output::Close(id) => {
+                    self.downloads.borrow_mut().remove(&id);
                     if let Some(s) = self.sockets.borrow().get(id) {
                         s.close.set(true);
                         s.wake();
@@ -155,6 +159,16 @@ impl ShardDriver {
                     candidates,
                 } => {
                     glommio::spawn_local(self.clone().open_vod(request, dir, candidates)).detach();
+                }
+                Output::OpenDownload { client, dir, file } => {
+                    glommio::spawn_local(self.clone().open_download(client, dir, file)).detach();
+                }
+                Output::ReadDownload {
+                    client,
+                    offset,
+                    len,
+                } => {
+                    glommio::spawn_local(self.clone().read_download(client, offset, len)).detach();
                 }
             }
         }
@@ -329,6 +343,65 @@ impl ShardDriver {
             // BufferedFile takes over and closes.
             let file = unsafe { BufferedFile::from_raw_fd(file.into_raw_fd()) };
             self.files.borrow_mut().insert(stream, Rc::new(file));
+        }
+        self.process();
+    }
+
+    /// Looks a stored file up for an HTTP download on glommio's blocking thread, confined
+    /// to the application's `vod_dir` (`vod_files::open_download`).
+    async fn open_download(self: Rc<Self>, client: ClientId, dir: std::path::PathBuf, file: String) {
+        let opened = glommio::executor()
+            .spawn_blocking(move || super::vod_files::open_download(&dir, &file))
+            .await;
+        let (result, file) = match opened {
+            DownloadFile::Found { file, len } => (Ok(len), Some(file)),
+            DownloadFile::Missing => (Err("no such file".to_owned()), None),
+            DownloadFile::Refused(why) => (Err(why), None),
+        };
+        if let Some(file) = file {
+            // SAFETY: `into_raw_fd` gives up ownership of an open descriptor, which the
+            // BufferedFile takes over and closes.
+            let file = unsafe { BufferedFile::from_raw_fd(file.into_raw_fd()) };
+            self.downloads.borrow_mut().insert(client, Rc::new(file));
+        }
+        let goes_on = {
+            let sockets = self.sockets.borrow();
+            self.relay.borrow_mut().handle_download_opened(
+                client,
+                result,
+                Instant::now(),
+                &mut SendNow(&sockets),
+            )
+        };
+        if !goes_on {
+            self.downloads.borrow_mut().remove(&client);
+        }
+        self.process();
+    }
+
+    /// Reads a piece of a download through io_uring: the shard never blocks on the disk.
+    async fn read_download(self: Rc<Self>, client: ClientId, offset: u64, len: usize) {
+        let file = self.downloads.borrow().get(&client).cloned();
+        let result = match file {
+            Some(f) => f
+                .read_at(offset, len)
+                .await
+                .map(|data| Bytes::copy_from_slice(&data))
+                .map_err(|e| std::io::Error::other(e.to_string())),
+            None => Err(std::io::Error::other("the file is no longer open")),
+        };
+        let goes_on = {
+            let sockets = self.sockets.borrow();
+            self.relay.borrow_mut().handle_download_read(
+                client,
+                offset,
+                result,
+                Instant::now(),
+                &mut SendNow(&sockets),
+            )
+        };
+        if !goes_on {
+            self.downloads.borrow_mut().remove(&client);
         }
         self.process();
     }

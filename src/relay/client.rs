@@ -20,6 +20,7 @@ use super::output::OutputFormat;
 use super::rate::RateWindow;
 use super::slab::Key;
 use super::stream::StreamId;
+use super::vod_download::{Download, DownloadRequest};
 use super::write_queue::WriteQueue;
 use crate::access::query::QueryArgs;
 use crate::rtmp::ServerSession;
@@ -116,6 +117,8 @@ pub struct Client {
     pub args: QueryArgs,
     /// A callback decides what happens next: its input waits here meanwhile.
     pub pending: Option<Box<PendingCallback>>,
+    /// An HTTP client downloading a stored file (`vod_download.rs`).
+    pub download: Option<Box<Download>>,
 }
 
 /// What a client's `connect` command said about it.
@@ -163,7 +166,10 @@ pub enum PendingAction {
         response_head: Bytes,
         head_only: bool,
     },
+    /// A stored file's download over HTTP (`/vod/...`).
+    HttpVod(DownloadRequest),
 }
+
 
 impl Client {
     pub fn new(
@@ -193,6 +199,7 @@ impl Client {
             connect: ConnectInfo::default(),
             args: QueryArgs::default(),
             pending: None,
+            download: None,
         }
     }
 
@@ -215,7 +222,7 @@ impl Client {
     /// Still before its first request (HTTP) or its handshake (RTMP).
     pub fn is_handshaking(&self) -> bool {
         match &self.http {
-            Some(_) => matches!(self.role, Role::Idle),
+            Some(_) => matches!(self.role, Role::Idle) && self.download.is_none(),
             None => !self.session.is_handshake_complete(),
         }
     }

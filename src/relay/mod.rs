@@ -11,6 +11,8 @@
 //! - `origin.rs`: a source's messages made into frames, each encoded once.
 //! - `vod_source.rs`: video on demand, one viewer's play of a stored FLV or MP4 file (start,
 //!   duration, seek, pause, pacing), from the file's shared index.
+//! - `vod_download.rs`: a stored file downloaded over HTTP with byte ranges
+//!   (`/vod/{app}/{name}.mp4`), paced by the client's socket.
 //! - `recorder.rs`: recording (DVR): which frames go to which file and when, as values
 //!   the driver's disk writer carries out.
 //! - `directory.rs`: which shard is the origin of each stream (read on arrivals only).
@@ -43,5 +45,6 @@ pub mod slab;
 pub mod snapshot;
 pub mod stats;
 pub mod stream;
+pub mod vod_download;
 pub mod vod_source;
 pub mod write_queue;
