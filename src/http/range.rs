@@ -148,13 +148,21 @@ mod tests {
             resolve(Some(" Bytes = 5 - 9 "), 1000),
             ByteRange::Part { start: 5, end: 9 }
         );
-        assert_eq!(ByteRange::Part { start: 5, end: 9 }.span(1000), Some((5, 10)));
+        assert_eq!(
+            ByteRange::Part { start: 5, end: 9 }.span(1000),
+            Some((5, 10))
+        );
         assert_eq!(ByteRange::Whole.span(1000), Some((0, 1000)));
     }
 
     #[test]
     fn unsatisfiable() {
-        for v in ["bytes=1000-", "bytes=1000-2000", "bytes=-0", "bytes=99999999999999999999999-"] {
+        for v in [
+            "bytes=1000-",
+            "bytes=1000-2000",
+            "bytes=-0",
+            "bytes=99999999999999999999999-",
+        ] {
             assert_eq!(resolve(Some(v), 1000), ByteRange::Unsatisfiable, "{v}");
         }
         assert_eq!(resolve(Some("bytes=0-"), 0), ByteRange::Unsatisfiable);

@@ -214,7 +214,11 @@ fn interpret(req: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpError> 
         } else if is("upgrade") {
             upgrade_requested |= tokens(value).any(|t| t.eq_ignore_ascii_case("websocket"));
         } else if is("range") {
-            range_value = Some(if range { String::new() } else { value.to_owned() });
+            range_value = Some(if range {
+                String::new()
+            } else {
+                value.to_owned()
+            });
             range = true;
         } else if is("content-length") {
             if value != "0" {

@@ -94,12 +94,7 @@ pub fn flv_head(cors: &Cors, chunked: bool) -> Bytes {
 /// `Content-Range: bytes start-end/len` for `part` (`start..=end`); `Content-Length` of
 /// what follows, `Accept-Ranges: bytes`, and `Connection: close` (one request per
 /// connection, as for every answer here). The same head answers `HEAD`.
-pub fn file_head(
-    cors: &Cors,
-    content_type: &str,
-    len: u64,
-    part: Option<(u64, u64)>,
-) -> Bytes {
+pub fn file_head(cors: &Cors, content_type: &str, len: u64, part: Option<(u64, u64)>) -> Bytes {
     let mut out = String::with_capacity(384);
     match part {
         Some((start, end)) => {

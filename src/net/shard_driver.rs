@@ -349,7 +349,12 @@ impl ShardDriver {
 
     /// Looks a stored file up for an HTTP download on glommio's blocking thread, confined
     /// to the application's `vod_dir` (`vod_files::open_download`).
-    async fn open_download(self: Rc<Self>, client: ClientId, dir: std::path::PathBuf, file: String) {
+    async fn open_download(
+        self: Rc<Self>,
+        client: ClientId,
+        dir: std::path::PathBuf,
+        file: String,
+    ) {
         let opened = glommio::executor()
             .spawn_blocking(move || super::vod_files::open_download(&dir, &file))
             .await;

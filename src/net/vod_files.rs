@@ -86,7 +86,10 @@ pub fn open(dir: &Path, candidates: &[String]) -> Opened {
 /// What looking a file up for a download found.
 pub enum DownloadFile {
     /// The checked descriptor and the file's length.
-    Found { file: File, len: u64 },
+    Found {
+        file: File,
+        len: u64,
+    },
     Missing,
     /// It exists but must not or cannot be sent (the reason is for the log).
     Refused(String),

@@ -170,7 +170,6 @@ pub enum PendingAction {
     HttpVod(DownloadRequest),
 }
 
-
 impl Client {
     pub fn new(
         conn: ConnId,

@@ -11,8 +11,8 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::vod_download::DownloadRequest;
 use super::output::OutputFormat;
+use super::vod_download::DownloadRequest;
 use crate::http::request::{HeadParse, HttpVersion, MAX_HEAD_BYTES, Route, parse_head, route};
 use crate::http::response::{self, Cors};
 use crate::http::websocket::{self, FrameDecoder, WsEvent};
@@ -38,7 +38,10 @@ pub enum HttpRequest {
     },
     /// Download a stored file (`/vod/{app}/{name}.flv|.mp4`); `query` is for access
     /// control.
-    Vod { request: DownloadRequest, query: String },
+    Vod {
+        request: DownloadRequest,
+        query: String,
+    },
 }
 
 /// What a WebSocket viewer's frames call for.

@@ -2091,7 +2091,10 @@ impl Shard {
             return;
         };
         tracing::info!(shard = self.id, peer = %c.addr, app = %request.app, file = %request.file, "HTTP download asks for a stored file");
-        c.last_role = (RoleKind::Client, Some(format!("{}/{}", request.app, request.name).into()));
+        c.last_role = (
+            RoleKind::Client,
+            Some(format!("{}/{}", request.app, request.name).into()),
+        );
         let file = request.file.clone();
         c.download = Some(Box::new(Download::opening(request)));
         self.outputs.push_back(Output::OpenDownload {
