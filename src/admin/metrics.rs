@@ -347,9 +347,11 @@ pub fn render(scrape: &Scrape<'_>) -> String {
 
     let mut join = LatencyHistogram::default();
     let mut latency = LatencyHistogram::default();
+    let mut fan_out_delay = LatencyHistogram::default();
     for s in shards {
         join.merge(&s.stats.join_time);
         latency.merge(&s.stats.relay_latency);
+        fan_out_delay.merge(&s.stats.fan_out_delay);
     }
     f.histogram(
         "shardcast_join_seconds",
@@ -361,6 +363,12 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         "shardcast_relay_latency_seconds",
         "From a frame's arrival at its origin shard to the fan-out pass that sends it.",
         &latency,
+        &LATENCY_BUCKETS,
+    );
+    f.histogram(
+        "shardcast_fan_out_delay_seconds",
+        "From fan-out work being queued on a shard to its fan-out task starting it: how long other work on the core (a stall) held it up.",
+        &fan_out_delay,
         &LATENCY_BUCKETS,
     );
 

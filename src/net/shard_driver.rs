@@ -40,6 +40,8 @@ pub struct ShardDriver {
     pub sockets: RefCell<SocketTable>,
     senders: Vec<ShardSender<ShardMessage>>,
     fan_out: Signal,
+    /// When fan-out work was first queued since the fan-out task last started a pass.
+    fan_out_queued: Cell<Option<Instant>>,
     /// Wakes the timer task when the relay's next deadline is earlier than its sleep.
     timer: Signal,
     /// What the timer task sleeps until, while it sleeps: `Some(None)` for "until woken".
@@ -76,6 +78,7 @@ impl ShardDriver {
             sockets: RefCell::new(SocketTable::default()),
             senders,
             fan_out: Signal::default(),
+            fan_out_queued: Cell::new(None),
             timer: Signal::default(),
             timer_target: Cell::new(None),
             files: RefCell::new(HashMap::new()),
@@ -111,7 +114,12 @@ impl ShardDriver {
             };
             match out {
                 Output::Send { to, message } => self.send(to, message),
-                Output::FanOut => self.fan_out.notify(),
+                Output::FanOut => {
+                    if self.fan_out_queued.get().is_none() {
+                        self.fan_out_queued.set(Some(Instant::now()));
+                    }
+                    self.fan_out.notify();
+                }
                 Output::WaitWritable(id) => {
                     if let Some(s) = self.sockets.borrow().get(id)
                         && !s.want_write.replace(true)
@@ -239,7 +247,14 @@ impl ShardDriver {
     async fn fan_out_task(self: Rc<Self>) {
         loop {
             self.fan_out.wait().await;
+            if let Some(queued) = self.fan_out_queued.get() {
+                self.relay
+                    .borrow_mut()
+                    .record_fan_out_delay(queued.elapsed());
+            }
             loop {
+                // Work queued from here on is served by this loop, not waited for.
+                self.fan_out_queued.set(None);
                 let more = {
                     let sockets = self.sockets.borrow();
                     self.relay.borrow_mut().fan_out(

@@ -364,6 +364,11 @@ impl Shard {
         self.shutting_down
     }
 
+    /// The driver measured how long queued fan-out work waited for its task.
+    pub fn record_fan_out_delay(&mut self, delay: Duration) {
+        self.stats.fan_out_delay.record(delay);
+    }
+
     pub fn has_stream(&self, id: StreamId) -> bool {
         self.streams.contains(id.0)
     }

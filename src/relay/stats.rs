@@ -176,6 +176,10 @@ pub struct ShardStats {
     pub join_time: LatencyHistogram,
     /// From a frame's arrival at its origin to the start of a fan-out pass that sends it.
     pub relay_latency: LatencyHistogram,
+    /// From fan-out work being queued (`Output::FanOut`) to the shard's fan-out task
+    /// starting it: how long other work on the core (a slow task, a blocking call) held
+    /// the fan-out up. Measured by the driver, the one place with a clock.
+    pub fan_out_delay: LatencyHistogram,
     /// Recording files opened, bytes handed to the disk writer, recordings stopped by a
     /// write error or a full writer queue.
     pub record_files: u64,
