@@ -33,7 +33,7 @@ use crate::report::{
     round3,
 };
 use crate::server_usage::{self, ProcSample};
-use crate::settings::{Counting, Settings, SourceSpec};
+use crate::settings::{Counting, Settings, SourceSpec, VodStart};
 use crate::source::{FileSource, Source, SyntheticSource};
 use crate::stats::{Shared, ThreadReport, ThreadStats, histogram, trend_window};
 use crate::{clock, publisher, viewer};
@@ -65,6 +65,10 @@ impl std::fmt::Display for RunError {
 }
 
 fn make_sources(settings: &Settings) -> Result<Vec<Source>, RunError> {
+    if settings.vod_start.is_some() {
+        // Viewers play stored files: nobody publishes.
+        return Ok(Vec::new());
+    }
     match &settings.source {
         SourceSpec::Synthetic(s) => Ok((0..settings.streams())
             .map(|_| Source::Synthetic(SyntheticSource::new(*s)))
@@ -339,7 +343,7 @@ impl<'a> Watch<'a> {
                     .iter()
                     .filter(|s| s.publishing.load(Ordering::Relaxed))
                     .count();
-                if up == self.settings.streams() {
+                if up == self.settings.streams() || self.settings.vod_start.is_some() {
                     self.server_before_viewers = self.sample_server();
                     self.generator_before_viewers = Some(GeneratorSample::take(self.shared));
                     self.viewers_start = Some(now);
@@ -477,6 +481,13 @@ impl<'a> Watch<'a> {
                 x.gop_ms
             ),
             SourceSpec::File(p) => format!("file {}", p.display()),
+        };
+        let source = match s.vod_start {
+            Some(VodStart::At(ms)) => format!("stored files played from {ms} ms"),
+            Some(VodStart::Random { max_ms }) => {
+                format!("stored files played from random positions below {max_ms} ms")
+            }
+            None => source,
         };
         let mut publisher_messages = 0;
         let mut publisher_bytes = 0;

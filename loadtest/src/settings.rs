@@ -88,6 +88,14 @@ pub struct Knobs {
     #[arg(long)]
     #[serde(default)]
     pub multitrack: bool,
+    /// Viewers play stored files (video on demand) instead of live streams: nobody
+    /// publishes, the play URL names a file of the relay's `vod_dir` (e.g.
+    /// rtmp://127.0.0.1:1935/live/big for big.flv), and each viewer's `play` asks for a
+    /// start position: `MS` (every viewer there), or `random:MAX_MS` (each viewer its own,
+    /// spread evenly over 0..MAX_MS, the same for the same viewer in every run). RTMP(S)
+    /// viewers only.
+    #[arg(long, value_name = "START")]
+    pub vod_start: Option<String>,
     /// The sample: every K-th viewer parses everything through the library's full decoder
     /// (latency, loss, order, keyframes, payload checksums). 1 makes every viewer verify,
     /// 0 none. [default: 50]
@@ -159,6 +167,7 @@ impl Knobs {
             fps: self.fps.or(base.fps),
             gop: self.gop.or(base.gop),
             multitrack: self.multitrack || base.multitrack,
+            vod_start: self.vod_start.or(base.vod_start),
             verify_every: self.verify_every.or(base.verify_every),
             counting: self.counting.or(base.counting),
             lag_threshold: self.lag_threshold.or(base.lag_threshold),
@@ -525,6 +534,52 @@ pub struct Settings {
     pub tls: TlsTrust,
     /// The E-RTMP multitrack stream and per-track checks (`--multitrack`).
     pub multitrack: bool,
+    /// Viewers play stored files from this position, and nobody publishes (`--vod-start`).
+    pub vod_start: Option<VodStart>,
+}
+
+/// Where VOD viewers start (`--vod-start`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VodStart {
+    /// Every viewer at this many milliseconds.
+    At(u32),
+    /// Viewer `i` at its own position in `0..max`, from a hash of `i`.
+    Random { max_ms: u32 },
+}
+
+impl VodStart {
+    pub fn parse(text: &str) -> Result<VodStart, String> {
+        let number = |t: &str| {
+            t.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("--vod-start {text:?}: expected MS or random:MAX_MS"))
+        };
+        match text.strip_prefix("random:") {
+            Some(max) => {
+                let max_ms = number(max)?;
+                if max_ms == 0 {
+                    return Err("--vod-start random:MAX_MS needs MAX_MS above 0".into());
+                }
+                Ok(VodStart::Random { max_ms })
+            }
+            None => Ok(VodStart::At(number(text)?)),
+        }
+    }
+
+    /// Viewer `index`'s start, in milliseconds.
+    pub fn for_viewer(self, index: usize) -> u32 {
+        match self {
+            VodStart::At(ms) => ms,
+            VodStart::Random { max_ms } => {
+                // splitmix64: positions spread evenly, and the same viewer gets the same one.
+                let mut z = (index as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                (z % u64::from(max_ms)) as u32
+            }
+        }
+    }
 }
 
 /// How rtmps:// viewers check the server's certificate.
@@ -674,6 +729,12 @@ impl Settings {
                 SourceSpec::File(path)
             }
         };
+        let vod_start = k.vod_start.as_deref().map(VodStart::parse).transpose()?;
+        if vod_start.is_some() && (protocol != Protocol::Rtmp || k.multitrack) {
+            return Err(
+                "--vod-start: viewers play rtmp:// or rtmps://, without --multitrack".into(),
+            );
+        }
         if k.multitrack && protocol != Protocol::Rtmp {
             return Err(format!(
                 "--multitrack: viewers play rtmp:// or rtmps://, not {}",
@@ -765,6 +826,7 @@ impl Settings {
             admin,
             tls,
             multitrack: k.multitrack,
+            vod_start,
         })
     }
 }
@@ -808,6 +870,29 @@ fn load_scenario(path: &Path) -> Result<ScenarioFile, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vod_start_positions() {
+        assert_eq!(VodStart::parse("5000").unwrap(), VodStart::At(5000));
+        assert_eq!(VodStart::At(5000).for_viewer(7), 5000);
+        let random = VodStart::parse("random:60000").unwrap();
+        assert_eq!(random, VodStart::Random { max_ms: 60_000 });
+        let starts: Vec<u32> = (0..1000).map(|i| random.for_viewer(i)).collect();
+        assert!(starts.iter().all(|&s| s < 60_000));
+        assert_eq!(
+            starts,
+            (0..1000).map(|i| random.for_viewer(i)).collect::<Vec<_>>()
+        );
+        // Spread over the range: every tenth of it gets some.
+        for tenth in 0..10 {
+            assert!(
+                starts.iter().any(|&s| s / 6000 == tenth),
+                "nothing in tenth {tenth}"
+            );
+        }
+        assert!(VodStart::parse("random:0").is_err());
+        assert!(VodStart::parse("soon").is_err());
+    }
 
     #[test]
     fn durations_and_bitrates() {

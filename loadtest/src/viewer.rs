@@ -72,6 +72,8 @@ const READ_SIZE: usize = 16 * 1024;
 /// Bytes asked of the kernel per read by batch readers, which find a whole interval
 /// waiting.
 const BATCH_READ_SIZE: usize = 64 * 1024;
+/// What VOD viewers (`--vod-start`) tell the server they buffer, as ffmpeg does.
+const VOD_BUFFER_MS: u32 = 3000;
 /// What the server sends before its first chunk: S0, S1 and S2.
 const HANDSHAKE_LEN: u64 = 1 + 1536 + 1536;
 
@@ -352,7 +354,15 @@ impl Viewer {
         config.seed = 0x5EED_0000 ^ spec.index as u64;
         self.declare_capabilities(&mut config);
         let mut session = ClientSession::new(config);
-        session.play(&url.key);
+        match self.ctx.settings.vod_start {
+            Some(start) => session.play_range(
+                &url.key,
+                f64::from(start.for_viewer(spec.index)),
+                -1.0,
+                VOD_BUFFER_MS,
+            ),
+            None => session.play(&url.key),
+        }
         let mut buf = vec![0u8; READ_SIZE];
         let mut plain = vec![0u8; 64 * 1024];
         let mut out = Vec::new();
@@ -444,7 +454,15 @@ impl Viewer {
         config.seed = 0x5EED_0000 ^ spec.index as u64;
         self.declare_capabilities(&mut config);
         let mut session = ClientSession::new(config);
-        session.play(&url.key);
+        match self.ctx.settings.vod_start {
+            Some(start) => session.play_range(
+                &url.key,
+                f64::from(start.for_viewer(spec.index)),
+                -1.0,
+                VOD_BUFFER_MS,
+            ),
+            None => session.play(&url.key),
+        }
         if let Err(e) = flush_session(&mut stream, &mut session).await {
             return End::Failed(format!("write failed: {e}"));
         }
