@@ -70,7 +70,7 @@ fn fixtures() -> &'static Path {
 fn relay(name: &str) -> Relay {
     let dir = fixtures().display().to_string();
     let config = format!(
-        "[app.live]\nvod_dir = {dir:?}\n\n[app.closed]\nvod_dir = {dir:?}\nallow_play = false\n\n[app.plain]\n"
+        "[app.live]\nvod_dir = {dir:?}\n\n[app.closed]\nvod_dir = {dir:?}\nallow_play = false\n\n[app.plain]\n\n[app.keyed]\nvod_dir = {dir:?}\n[app.keyed.auth]\nplay_keys = {{ tail = \"s3cret\" }}\n"
     );
     Relay::start(SHARDCAST, name, &config, 1)
 }
@@ -298,6 +298,12 @@ fn ranges_heads_and_statuses() {
     assert_eq!(get(addr, "/vod/closed/tail.mp4", None).status, 403);
     assert_eq!(get(addr, "/vod/plain/tail.mp4", None).status, 404);
     assert_eq!(get(addr, "/vod/nowhere/tail.mp4", None).status, 404);
+    // Play keys as for HTTP-FLV: the stored name's key in the query.
+    assert_eq!(get(addr, "/vod/keyed/tail.mp4", None).status, 403);
+    assert_eq!(get(addr, "/vod/keyed/tail.mp4?key=wrong", None).status, 403);
+    let keyed = get(addr, "/vod/keyed/tail.mp4?key=s3cret", Some("bytes=0-3"));
+    assert_eq!(keyed.status, 206);
+    assert_eq!(keyed.body, mp4[..4]);
 }
 
 #[test]
