@@ -29,6 +29,11 @@
 //! Multitrack in `connect`, and for every track checks that its sequence header came
 //! before its first frame, that a video track starts at a keyframe, and that sequence
 //! numbers arrive in order without gaps.
+//!
+//! With `--multitrack-legacy-viewers` the viewers declare nothing, as ffmpeg 5.1 or
+//! rtmpdump, and the relay owes them track 0 of each kind in the legacy FLV layout: the
+//! checker reads a legacy AVC or AAC message as track 0 of its kind, and a viewer is
+//! expected to get exactly those two tracks.
 
 use std::collections::BTreeMap;
 
@@ -268,7 +273,9 @@ impl TrackChecker {
 
     /// Checks one whole video message; returns track 0's marker when it carried a frame.
     pub fn on_video(&mut self, payload: &[u8], table: &mut TrackTable) -> Option<Track0Marker> {
-        let tracks = video_tracks(payload)?;
+        let Some(tracks) = video_tracks(payload) else {
+            return self.on_legacy_video(payload, table);
+        };
         let keyframe = (payload[0] >> 4) & 0x07 == FRAME_TYPE_KEY;
         let mut track0 = None;
         for t in &tracks.tracks {
@@ -298,9 +305,54 @@ impl TrackChecker {
         track0
     }
 
+    /// A legacy FLV AVC message: track 0 as the relay reduces it for an undeclared viewer.
+    fn on_legacy_video(&mut self, payload: &[u8], table: &mut TrackTable) -> Option<Track0Marker> {
+        let (&first, &packet_type) = (payload.first()?, payload.get(1)?);
+        if first & 0x0F != 7 {
+            return None;
+        }
+        let key = (TrackKind::Video, 0);
+        match packet_type {
+            0 => {
+                self.header(key, table);
+                None
+            }
+            1 => {
+                let Some(m) = marker::find(payload) else {
+                    table.entry(key).or_default().corrupted += 1;
+                    return None;
+                };
+                let intact = m.payload_len as usize == payload.len()
+                    && marker::checked_part(payload)
+                        .is_some_and(|part| marker::checksum(part) == m.checksum);
+                let keyframe = (first >> 4) & 0x07 == FRAME_TYPE_KEY;
+                self.frame(key, m.seq, intact, Some(keyframe), table);
+                Some(Track0Marker { marker: m, intact })
+            }
+            _ => None,
+        }
+    }
+
     /// Checks one whole audio message.
     pub fn on_audio(&mut self, payload: &[u8], table: &mut TrackTable) {
         let Some(tracks) = audio_tracks(payload) else {
+            // Legacy AAC: track 0 reduced for an undeclared viewer.
+            let key = (TrackKind::Audio, 0);
+            match (payload.first().map(|b| b >> 4), payload.get(1)) {
+                (Some(10), Some(0)) => self.header(key, table),
+                (Some(10), Some(1)) => {
+                    let body = &payload[2..];
+                    match body.get(AAC_SEQ_AT..AAC_SEQ_AT + 8) {
+                        Some(b) => {
+                            let seq = u64::from_be_bytes(b.try_into().unwrap_or_default());
+                            let intact = aac_frame(seq) == body;
+                            self.frame(key, seq, intact, None, table);
+                        }
+                        None => table.entry(key).or_default().corrupted += 1,
+                    }
+                }
+                _ => {}
+            }
             return;
         };
         for t in &tracks.tracks {
@@ -368,6 +420,16 @@ impl TrackChecker {
 pub fn track_mask_bit(kind: TrackKind, id: u8) -> u32 {
     let shift = u32::from(id.min(15)) + if kind == TrackKind::Audio { 16 } else { 0 };
     1 << shift
+}
+
+/// The tracks a viewer must get, as a [`TrackChecker::seen_mask`]: track 0 of each kind
+/// for a viewer that declared nothing (`legacy`), else every track of the stream.
+pub fn expected_tracks_mask(legacy: bool) -> u32 {
+    if legacy {
+        track_mask_bit(TrackKind::Video, 0) | track_mask_bit(TrackKind::Audio, 0)
+    } else {
+        all_tracks_mask()
+    }
 }
 
 /// Every track of the stream, as a [`TrackChecker::seen_mask`].
@@ -467,5 +529,39 @@ mod tests {
         let legacy = track0_legacy_audio(&audio_frame(0, 5), &tracks).unwrap();
         assert_eq!(&legacy[..2], &[0xAF, 1]);
         assert_eq!(&legacy[2..], &aac_frame(5)[..]);
+    }
+
+    #[test]
+    fn legacy_forms_count_as_track_0() {
+        let mut checker = TrackChecker::default();
+        let mut table = TrackTable::default();
+        let units = Bytes::from_static(&[0, 0, 0, 2, 0x65, 0x88]);
+        let header = video_sequence_header(&[1, 2, 3]);
+        let t = video_tracks(&header).unwrap();
+        checker.on_video(&track0_legacy_video(&header, &t).unwrap(), &mut table);
+        for seq in [0, 1, 3] {
+            let frame = video_frame(seq == 0, &[(0, units.clone()), (1, units.clone())], seq, 9);
+            let t = video_tracks(&frame).unwrap();
+            let legacy = track0_legacy_video(&frame, &t).unwrap();
+            let m = checker.on_video(&legacy, &mut table).unwrap();
+            assert!(m.intact);
+        }
+        for h in audio_sequence_headers(&[0x11, 0x90]) {
+            let t = audio_tracks(&h).unwrap();
+            if let Some(legacy) = track0_legacy_audio(&h, &t) {
+                checker.on_audio(&legacy, &mut table);
+            }
+        }
+        let frame = audio_frame(0, 4);
+        let t = audio_tracks(&frame).unwrap();
+        checker.on_audio(&track0_legacy_audio(&frame, &t).unwrap(), &mut table);
+        let v0 = &table[&(TrackKind::Video, 0)];
+        assert_eq!(
+            (v0.sequence_headers, v0.frames, v0.lost, v0.corrupted),
+            (1, 3, 1, 0)
+        );
+        let a0 = &table[&(TrackKind::Audio, 0)];
+        assert_eq!((a0.sequence_headers, a0.frames, a0.corrupted), (1, 1, 0));
+        assert_eq!(checker.seen_mask(), expected_tracks_mask(true));
     }
 }

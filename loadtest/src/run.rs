@@ -27,6 +27,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::admin::{self, AdminView};
 use crate::discard::Discarder;
+use crate::multitrack;
 use crate::report::{
     Delivered, GeneratorThread, LatencyTrend, LoadGenerator, Messages, OwnCounts, Publishers,
     Report, RunSettings, SATURATED, Server, ServerApi, Summary, TrackReport, Tracks, Viewers,
@@ -95,6 +96,7 @@ pub fn run(settings: Settings) -> Result<Report, RunError> {
     let threads = settings.threads;
     let mut shared = Shared::new(settings.streams(), threads, trend_window(settings.duration));
     shared.multitrack = settings.multitrack;
+    shared.expected_tracks = multitrack::expected_tracks_mask(settings.multitrack_legacy_viewers);
     let shared = Arc::new(shared);
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -475,10 +477,17 @@ impl<'a> Watch<'a> {
         };
         let source = match &s.source {
             SourceSpec::Synthetic(x) => format!(
-                "synthetic {} kbit/s {} fps GOP {} ms",
+                "synthetic {} kbit/s {} fps GOP {} ms{}",
                 x.bitrate / 1000,
                 x.fps,
-                x.gop_ms
+                x.gop_ms,
+                match (x.multitrack, s.multitrack_legacy_viewers) {
+                    (false, _) => "",
+                    (true, false) => " multitrack (2 video, 2 audio tracks)",
+                    (true, true) => {
+                        " multitrack (2 video, 2 audio tracks), viewers declaring nothing"
+                    }
+                }
             ),
             SourceSpec::File(p) => format!("file {}", p.display()),
         };

@@ -88,6 +88,12 @@ pub struct Knobs {
     #[arg(long)]
     #[serde(default)]
     pub multitrack: bool,
+    /// With --multitrack: viewers declare no Enhanced RTMP capabilities (as ffmpeg 5.1 or
+    /// rtmpdump), so the relay owes them track 0 of each kind in the legacy FLV layout; the
+    /// report then checks exactly those two tracks.
+    #[arg(long)]
+    #[serde(default)]
+    pub multitrack_legacy_viewers: bool,
     /// Viewers play stored files (video on demand) instead of live streams: nobody
     /// publishes, the play URL names a file of the relay's `vod_dir` (e.g.
     /// rtmp://127.0.0.1:1935/live/big for big.flv), and each viewer's `play` asks for a
@@ -167,6 +173,8 @@ impl Knobs {
             fps: self.fps.or(base.fps),
             gop: self.gop.or(base.gop),
             multitrack: self.multitrack || base.multitrack,
+            multitrack_legacy_viewers: self.multitrack_legacy_viewers
+                || base.multitrack_legacy_viewers,
             vod_start: self.vod_start.or(base.vod_start),
             verify_every: self.verify_every.or(base.verify_every),
             counting: self.counting.or(base.counting),
@@ -534,6 +542,8 @@ pub struct Settings {
     pub tls: TlsTrust,
     /// The E-RTMP multitrack stream and per-track checks (`--multitrack`).
     pub multitrack: bool,
+    /// Multitrack viewers declare nothing (`--multitrack-legacy-viewers`).
+    pub multitrack_legacy_viewers: bool,
     /// Viewers play stored files from this position, and nobody publishes (`--vod-start`).
     pub vod_start: Option<VodStart>,
 }
@@ -735,6 +745,9 @@ impl Settings {
                 "--vod-start: viewers play rtmp:// or rtmps://, without --multitrack".into(),
             );
         }
+        if k.multitrack_legacy_viewers && !k.multitrack {
+            return Err("--multitrack-legacy-viewers needs --multitrack".into());
+        }
         if k.multitrack && protocol != Protocol::Rtmp {
             return Err(format!(
                 "--multitrack: viewers play rtmp:// or rtmps://, not {}",
@@ -826,6 +839,7 @@ impl Settings {
             admin,
             tls,
             multitrack: k.multitrack,
+            multitrack_legacy_viewers: k.multitrack_legacy_viewers,
             vod_start,
         })
     }

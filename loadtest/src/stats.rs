@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use crate::multitrack::{TrackTable, all_tracks_mask};
+use crate::multitrack::TrackTable;
 
 /// Histograms hold values up to an hour in microseconds (or 1 Tbit/s in kbit/s).
 const HIGHEST: u64 = 3_600_000_000;
@@ -90,6 +90,8 @@ pub struct Shared {
     pub thread_ids: Mutex<Vec<(usize, i32)>>,
     /// The run checks an E-RTMP multitrack stream per track (`--multitrack`).
     pub multitrack: bool,
+    /// The tracks each viewer must get (`multitrack::expected_tracks_mask`).
+    pub expected_tracks: u32,
 }
 
 impl Shared {
@@ -105,6 +107,7 @@ impl Shared {
             trend_window_us: trend_window.as_micros().max(1) as u64,
             thread_ids: Mutex::new(Vec::new()),
             multitrack: false,
+            expected_tracks: 0,
         }
     }
 
@@ -270,7 +273,7 @@ impl ThreadStats {
             let v = viewer.borrow();
             if v.state == ViewerState::Playing
                 && shared.multitrack
-                && v.tracks_seen.unwrap_or(0) & all_tracks_mask() != all_tracks_mask()
+                && v.tracks_seen.unwrap_or(0) != shared.expected_tracks
             {
                 missing_tracks += 1;
             }

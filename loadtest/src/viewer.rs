@@ -696,9 +696,10 @@ impl Viewer {
     }
 
     /// A multitrack run's viewers declare the codecs of the stream and multitrack support,
-    /// as an E-RTMP v2 player does, so the relay sends them every track.
+    /// as an E-RTMP v2 player does, so the relay sends them every track (unless the run
+    /// wants legacy viewers).
     fn declare_capabilities(&self, config: &mut ClientSessionConfig) {
-        if self.ctx.settings.multitrack {
+        if self.ctx.settings.multitrack && !self.ctx.settings.multitrack_legacy_viewers {
             config.fourcc_list = multitrack::FOURCC_LIST.map(str::to_owned).to_vec();
             config.caps_ex = CAPS_EX_MULTITRACK;
         }
