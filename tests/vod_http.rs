@@ -2,7 +2,8 @@
 //! as a plain download with byte ranges. ffmpeg makes the files at test time; ffprobe
 //! reads an MP4 whose `moov` is at the end (it seeks there with a range request); raw
 //! requests check statuses, heads and that every byte sent is the file's; names that try
-//! to leave the directory, symlinks, directories and FIFOs are refused.
+//! to leave the directory, symlinks, directories and FIFOs are refused; clients that stop
+//! reading do not make the relay read the file ahead of their sockets.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -19,7 +20,7 @@ const SECONDS: u32 = 4;
 
 /// The fixtures, made once per test process: `clip.flv`, `tail.mp4` (moov at the end, as
 /// ffmpeg writes by default), `big.flv` (3 MiB of pseudo-random bytes: a download is not
-/// parsed, and many read chunks make it up), and beside the directory a `secret.mp4` that
+/// parsed, and many read chunks make it up), `large.flv` (32 MiB of them), and beside the directory a `secret.mp4` that
 /// a symlink inside points to.
 fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -57,6 +58,17 @@ fn fixtures() -> &'static Path {
             })
             .collect();
         std::fs::write(dir.join("big.flv"), big).unwrap();
+        // 32 MiB: more than the kernel's socket buffers on both ends of a loopback
+        // connection hold, so a client that stops reading leaves most of it unsent.
+        let large: Vec<u8> = (0..4 * 1024 * 1024u64)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect();
+        std::fs::write(dir.join("large.flv"), large).unwrap();
         std::fs::write(root.join("secret.mp4"), b"outside the VOD directory").unwrap();
         std::os::unix::fs::symlink(root.join("secret.mp4"), dir.join("escape.mp4")).unwrap();
         std::os::unix::fs::symlink(dir.join("tail.mp4"), dir.join("alias.mp4")).unwrap();
@@ -353,5 +365,55 @@ fn names_that_leave_the_directory_and_odd_files_are_refused() {
     assert_eq!(
         r.body,
         std::fs::read(fixtures().join("tail.mp4")).unwrap()[..16]
+    );
+}
+
+/// The relay's resident memory, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS in /proc/PID/status")
+        * 1024
+}
+
+#[test]
+fn clients_that_stop_reading_hold_little_memory() {
+    let relay = relay("vod-http-backpressure");
+    let large = std::fs::read(fixtures().join("large.flv")).unwrap();
+    let before = rss_bytes(relay.pid());
+    // 8 downloads of the 32 MiB file whose clients read nothing: the kernel's buffers take
+    // a few MiB of each; were the file read ahead of the socket, the relay would hold the
+    // other 200 MiB or so.
+    let stalled: Vec<TcpStream> = (0..8)
+        .map(|_| {
+            let mut s = TcpStream::connect(relay.http).unwrap();
+            s.write_all(b"GET /vod/live/large.flv HTTP/1.1\r\nHost: test\r\n\r\n")
+                .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(2000));
+    let during = rss_bytes(relay.pid());
+    let grown = during.saturating_sub(before);
+    assert!(
+        grown < 16 * 1024 * 1024,
+        "8 stalled downloads grew the relay by {} KiB",
+        grown / 1024
+    );
+    // They are still there, and one that starts reading gets every byte.
+    let mut first = stalled.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut raw = Vec::new();
+    first.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    assert!(raw[..end].starts_with(b"HTTP/1.1 200"));
+    assert!(
+        raw[end + 4..] == large[..],
+        "the stalled download resumed intact"
     );
 }
