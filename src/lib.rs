@@ -47,7 +47,9 @@
 //! RTMP the tracks it declared it can play (`src/rtmp/capabilities.rs`,
 //! `src/media/multitrack.rs`), each class encoded once per shard. A stored file is a source
 //! of its own per viewer (`src/relay/vod_source.rs`), read through a shared index
-//! (`src/media/vod_index.rs`) by the driver.
+//! (`src/media/vod_index.rs`) by the driver; over HTTP it is also a plain download with byte
+//! ranges (`src/relay/vod_download.rs`), read a chunk at a time as the client's socket
+//! drains.
 //!
 //! `src/relay/` and `src/rtmp/` are deterministic (no sockets, clocks or tasks);
 //! `src/net/` drives them. So is `src/http/`: the request parsing, response heads and

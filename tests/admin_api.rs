@@ -742,6 +742,15 @@ fn metrics_pass_promtool_and_follow_the_stream() {
         );
     }
 
+    // The fan-out passes that sent the stream were timed from queued to started (a
+    // shard's stall shows there), each within the histogram's range.
+    let passes = value(&second, "shardcast_fan_out_delay_seconds_count");
+    assert!(passes > 0.0, "fan-out delays recorded:\n{second}");
+    assert!(
+        value(&second, "shardcast_fan_out_delay_seconds_sum") < passes,
+        "no fan-out waited a second on average:\n{second}"
+    );
+
     // No client's address or id is a label.
     for scrape in [&first, &second] {
         assert!(

@@ -43,6 +43,11 @@ fuzz_target!(|data: &[u8]| {
                             check_name(&app);
                             check_name(&stream);
                         }
+                        Ok(Route::Vod { app, name, file, .. }) => {
+                            check_name(&app);
+                            check_name(&name);
+                            check_name(&file);
+                        }
                         Ok(Route::Preflight) => assert_eq!(head.method, "OPTIONS"),
                         Err(e) => check_error(e.status, &e.reason),
                     }

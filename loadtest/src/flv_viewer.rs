@@ -90,7 +90,7 @@ pub(crate) async fn play(v: &mut Viewer, spec: &ViewerSpec, url: &HttpUrl, webso
         };
         let result = b.feed(data, &mut rng, |tag| match tag.tag_type {
             TAG_VIDEO => v.on_video(tag.prefix, tag.len, tag.timestamp, tag.whole, now),
-            TAG_AUDIO => v.on_audio(tag.timestamp),
+            TAG_AUDIO => v.on_audio(tag.timestamp, None),
             _ => {}
         });
         if let Err(e) = result {

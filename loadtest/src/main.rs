@@ -8,7 +8,8 @@
 //! The modules, in the order data flows:
 //! - `settings.rs`: command line, scenario files, URL templates;
 //! - `source.rs`, `h264.rs`, `marker.rs`: what publishers send, and the marker (sequence
-//!   number and send time) in every video message;
+//!   number and send time) in every video message; `multitrack.rs`, the E-RTMP
+//!   multitrack stream (`--multitrack`) and its per-track checks;
 //! - `publisher.rs`, `viewer.rs`, `scanner.rs`: the two roles, on `ClientSession`;
 //!   `discard.rs` drains the viewers that only count bytes;
 //! - `run.rs`, `stats.rs`, `clock.rs`, `server_usage.rs`: threads, phases, measurements;
@@ -22,6 +23,7 @@ mod flv;
 mod flv_viewer;
 mod h264;
 mod marker;
+mod multitrack;
 mod publisher;
 mod report;
 mod run;

@@ -8,6 +8,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::admin::{AdminView, ShardSummary, StreamInfo};
+use crate::multitrack::TrackCounts;
 
 /// Percentiles of one histogram, in the unit its name says.
 #[derive(Serialize, Debug, Clone, Default)]
@@ -111,6 +112,23 @@ pub struct Messages {
     pub corrupted: u64,
     /// Video messages whose whole payload a verifying viewer checked.
     pub verified: u64,
+}
+
+/// Multitrack runs (`--multitrack`): what the viewers got of each track.
+#[derive(Serialize, Debug, Clone)]
+pub struct Tracks {
+    /// Viewers playing at the end without a frame of every track.
+    pub viewers_missing_a_track: u64,
+    pub tracks: Vec<TrackReport>,
+}
+
+#[derive(Serialize, Debug, Clone)]
+pub struct TrackReport {
+    /// `video` or `audio`.
+    pub kind: String,
+    pub id: u8,
+    #[serde(flatten)]
+    pub counts: TrackCounts,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -565,6 +583,8 @@ pub struct Report {
     pub publishers: Publishers,
     pub viewers: Viewers,
     pub messages: Messages,
+    /// Per track, for a multitrack run.
+    pub tracks: Option<Tracks>,
     pub delivered: Delivered,
     /// TCP connect plus RTMP handshake (S0, S1, S2 received), ms.
     pub connect_ms: Summary,
@@ -669,6 +689,42 @@ impl Report {
             ("verified", m.verified),
         ] {
             let _ = writeln!(out, "  {name:<22}{value:>12}");
+        }
+        if let Some(t) = &self.tracks {
+            let _ = writeln!(
+                out,
+                "tracks (viewers missing a track at the end: {})",
+                t.viewers_missing_a_track
+            );
+            let _ = writeln!(
+                out,
+                "  {:<10}{:>8}{:>9}{:>10}{:>7}{:>10}{:>10}{:>15}{:>14}",
+                "track",
+                "viewers",
+                "headers",
+                "frames",
+                "lost",
+                "reordered",
+                "corrupted",
+                "before header",
+                "no key start"
+            );
+            for tr in &t.tracks {
+                let c = &tr.counts;
+                let _ = writeln!(
+                    out,
+                    "  {:<10}{:>8}{:>9}{:>10}{:>7}{:>10}{:>10}{:>15}{:>14}",
+                    format!("{} {}", tr.kind, tr.id),
+                    c.viewers,
+                    c.sequence_headers,
+                    c.frames,
+                    c.lost,
+                    c.reordered,
+                    c.corrupted,
+                    c.frames_before_header,
+                    c.started_without_keyframe
+                );
+            }
         }
         let d = &self.delivered;
         let _ = writeln!(out, "delivered");

@@ -27,12 +27,14 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::admin::{self, AdminView};
 use crate::discard::Discarder;
+use crate::multitrack;
 use crate::report::{
     Crowd, Delivered, GeneratorThread, LatencyTrend, LoadGenerator, Messages, OwnCounts,
-    Publishers, Report, RunSettings, SATURATED, Server, ServerApi, Summary, Viewers, round3,
+    Publishers, Report, RunSettings, SATURATED, Server, ServerApi, Summary, TrackReport, Tracks,
+    Viewers, round3,
 };
 use crate::server_usage::{self, ProcSample};
-use crate::settings::{Counting, Settings, SourceSpec};
+use crate::settings::{Counting, Settings, SourceSpec, VodStart};
 use crate::source::{FileSource, Source, SyntheticSource};
 use crate::stats::{Shared, ThreadReport, ThreadStats, histogram, trend_window};
 use crate::{clock, publisher, viewer};
@@ -64,6 +66,10 @@ impl std::fmt::Display for RunError {
 }
 
 fn make_sources(settings: &Settings) -> Result<Vec<Source>, RunError> {
+    if settings.vod_start.is_some() {
+        // Viewers play stored files: nobody publishes.
+        return Ok(Vec::new());
+    }
     match &settings.source {
         SourceSpec::Synthetic(s) => Ok((0..settings.streams())
             .map(|_| Source::Synthetic(SyntheticSource::new(*s)))
@@ -88,11 +94,10 @@ pub fn run(settings: Settings) -> Result<Report, RunError> {
     clock::epoch();
     let settings = Arc::new(settings);
     let threads = settings.threads;
-    let shared = Arc::new(Shared::new(
-        settings.streams(),
-        threads,
-        trend_window(settings.duration),
-    ));
+    let mut shared = Shared::new(settings.streams(), threads, trend_window(settings.duration));
+    shared.multitrack = settings.multitrack;
+    shared.expected_tracks = multitrack::expected_tracks_mask(settings.multitrack_legacy_viewers);
+    let shared = Arc::new(shared);
     let interrupted = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, interrupted.clone())
@@ -351,7 +356,7 @@ impl<'a> Watch<'a> {
                     .iter()
                     .filter(|s| s.publishing.load(Ordering::Relaxed))
                     .count();
-                if up == self.settings.streams() {
+                if up == self.settings.streams() || self.settings.vod_start.is_some() {
                     self.server_before_viewers = self.sample_server();
                     self.generator_before_viewers = Some(GeneratorSample::take(self.shared));
                     self.viewers_start = Some(now);
@@ -483,12 +488,26 @@ impl<'a> Watch<'a> {
         };
         let source = match &s.source {
             SourceSpec::Synthetic(x) => format!(
-                "synthetic {} kbit/s {} fps GOP {} ms",
+                "synthetic {} kbit/s {} fps GOP {} ms{}",
                 x.bitrate / 1000,
                 x.fps,
-                x.gop_ms
+                x.gop_ms,
+                match (x.multitrack, s.multitrack_legacy_viewers) {
+                    (false, _) => "",
+                    (true, false) => " multitrack (2 video, 2 audio tracks)",
+                    (true, true) => {
+                        " multitrack (2 video, 2 audio tracks), viewers declaring nothing"
+                    }
+                }
             ),
             SourceSpec::File(p) => format!("file {}", p.display()),
+        };
+        let source = match s.vod_start {
+            Some(VodStart::At(ms)) => format!("stored files played from {ms} ms"),
+            Some(VodStart::Random { max_ms }) => {
+                format!("stored files played from random positions below {max_ms} ms")
+            }
+            None => source,
         };
         let mut publisher_messages = 0;
         let mut publisher_bytes = 0;
@@ -569,6 +588,18 @@ impl<'a> Watch<'a> {
                 corrupted: r.corrupted,
                 verified: r.verified,
             },
+            tracks: s.multitrack.then(|| Tracks {
+                viewers_missing_a_track: r.missing_tracks,
+                tracks: r
+                    .tracks
+                    .iter()
+                    .map(|((kind, id), counts)| TrackReport {
+                        kind: kind.name().to_owned(),
+                        id: *id,
+                        counts: counts.clone(),
+                    })
+                    .collect(),
+            }),
             delivered: Delivered {
                 bytes,
                 gbit_per_s: gbps(bytes, viewers_secs),

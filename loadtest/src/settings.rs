@@ -78,6 +78,30 @@ pub struct Knobs {
     /// Synthetic source: keyframe interval, e.g. 2s, 500ms. [default: 2s]
     #[arg(long, value_name = "TIME")]
     pub gop: Option<String>,
+    /// Synthetic source: publish an Enhanced RTMP v2 multitrack stream (two H.264 video
+    /// tracks in `ManyTracks` messages, two AAC audio tracks in `OneTrack` messages, each
+    /// track with its own sequence numbers). Viewers then declare `fourCcList`
+    /// ["avc1", "mp4a"] and `capsEx` Multitrack in `connect`, every viewer parses everything
+    /// (as --verify-every 1), and the report checks each track: its sequence header before
+    /// its first frame, a video track starting at a keyframe, loss and order. RTMP(S)
+    /// viewers only.
+    #[arg(long)]
+    #[serde(default)]
+    pub multitrack: bool,
+    /// With --multitrack: viewers declare no Enhanced RTMP capabilities (as ffmpeg 5.1 or
+    /// rtmpdump), so the relay owes them track 0 of each kind in the legacy FLV layout; the
+    /// report then checks exactly those two tracks.
+    #[arg(long)]
+    #[serde(default)]
+    pub multitrack_legacy_viewers: bool,
+    /// Viewers play stored files (video on demand) instead of live streams: nobody
+    /// publishes, the play URL names a file of the relay's `vod_dir` (e.g.
+    /// rtmp://127.0.0.1:1935/live/big for big.flv), and each viewer's `play` asks for a
+    /// start position: `MS` (every viewer there), or `random:MAX_MS` (each viewer its own,
+    /// spread evenly over 0..MAX_MS, the same for the same viewer in every run). RTMP(S)
+    /// viewers only.
+    #[arg(long, value_name = "START")]
+    pub vod_start: Option<String>,
     /// The sample: every K-th viewer parses everything through the library's full decoder
     /// (latency, loss, order, keyframes, payload checksums). 1 makes every viewer verify,
     /// 0 none. [default: 50]
@@ -160,6 +184,10 @@ impl Knobs {
             bitrate: self.bitrate.or(base.bitrate),
             fps: self.fps.or(base.fps),
             gop: self.gop.or(base.gop),
+            multitrack: self.multitrack || base.multitrack,
+            multitrack_legacy_viewers: self.multitrack_legacy_viewers
+                || base.multitrack_legacy_viewers,
+            vod_start: self.vod_start.or(base.vod_start),
             verify_every: self.verify_every.or(base.verify_every),
             counting: self.counting.or(base.counting),
             lag_threshold: self.lag_threshold.or(base.lag_threshold),
@@ -527,12 +555,62 @@ pub struct Settings {
     pub admin: Option<AdminTarget>,
     /// How rtmps:// viewers check the server's certificate.
     pub tls: TlsTrust,
+    /// The E-RTMP multitrack stream and per-track checks (`--multitrack`).
+    pub multitrack: bool,
+    /// Multitrack viewers declare nothing (`--multitrack-legacy-viewers`).
+    pub multitrack_legacy_viewers: bool,
+    /// Viewers play stored files from this position, and nobody publishes (`--vod-start`).
+    pub vod_start: Option<VodStart>,
     /// Flash-crowd viewers (`--crowd`), started after the others.
     pub crowd: usize,
     /// When the crowd starts, from the first viewer's start.
     pub crowd_at: Duration,
     /// Crowd viewers started per second.
     pub crowd_ramp_per_second: f64,
+}
+
+/// Where VOD viewers start (`--vod-start`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VodStart {
+    /// Every viewer at this many milliseconds.
+    At(u32),
+    /// Viewer `i` at its own position in `0..max`, from a hash of `i`.
+    Random { max_ms: u32 },
+}
+
+impl VodStart {
+    pub fn parse(text: &str) -> Result<VodStart, String> {
+        let number = |t: &str| {
+            t.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("--vod-start {text:?}: expected MS or random:MAX_MS"))
+        };
+        match text.strip_prefix("random:") {
+            Some(max) => {
+                let max_ms = number(max)?;
+                if max_ms == 0 {
+                    return Err("--vod-start random:MAX_MS needs MAX_MS above 0".into());
+                }
+                Ok(VodStart::Random { max_ms })
+            }
+            None => Ok(VodStart::At(number(text)?)),
+        }
+    }
+
+    /// Viewer `index`'s start, in milliseconds.
+    pub fn for_viewer(self, index: usize) -> u32 {
+        match self {
+            VodStart::At(ms) => ms,
+            VodStart::Random { max_ms } => {
+                // splitmix64: positions spread evenly, and the same viewer gets the same one.
+                let mut z = (index as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                (z % u64::from(max_ms)) as u32
+            }
+        }
+    }
 }
 
 /// How rtmps:// viewers check the server's certificate.
@@ -671,6 +749,7 @@ impl Settings {
                     bitrate,
                     fps,
                     gop_ms: gop.as_millis().min(u128::from(u32::MAX)) as u32,
+                    multitrack: k.multitrack,
                 })
             }
             path => {
@@ -681,10 +760,33 @@ impl Settings {
                         path.display()
                     ));
                 }
+                if k.multitrack {
+                    return Err("--multitrack needs --source synthetic".into());
+                }
                 SourceSpec::File(path)
             }
         };
-        let verify_every = k.verify_every.unwrap_or(50);
+        let vod_start = k.vod_start.as_deref().map(VodStart::parse).transpose()?;
+        if vod_start.is_some() && (protocol != Protocol::Rtmp || k.multitrack) {
+            return Err(
+                "--vod-start: viewers play rtmp:// or rtmps://, without --multitrack".into(),
+            );
+        }
+        if k.multitrack_legacy_viewers && !k.multitrack {
+            return Err("--multitrack-legacy-viewers needs --multitrack".into());
+        }
+        if k.multitrack && protocol != Protocol::Rtmp {
+            return Err(format!(
+                "--multitrack: viewers play rtmp:// or rtmps://, not {}",
+                protocol.name()
+            ));
+        }
+        // Multitrack checks need every message whole: every viewer verifies.
+        let verify_every = if k.multitrack {
+            1
+        } else {
+            k.verify_every.unwrap_or(50)
+        };
         let lag_threshold = parse_duration(k.lag_threshold.as_deref().unwrap_or("2s"))
             .map_err(|e| format!("--lag-threshold: {e}"))?;
         let read_interval = parse_duration(k.read_interval.as_deref().unwrap_or("0"))
@@ -778,6 +880,9 @@ impl Settings {
             crowd,
             crowd_at,
             crowd_ramp_per_second,
+            multitrack: k.multitrack,
+            multitrack_legacy_viewers: k.multitrack_legacy_viewers,
+            vod_start,
         })
     }
 }
@@ -823,6 +928,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn vod_start_positions() {
+        assert_eq!(VodStart::parse("5000").unwrap(), VodStart::At(5000));
+        assert_eq!(VodStart::At(5000).for_viewer(7), 5000);
+        let random = VodStart::parse("random:60000").unwrap();
+        assert_eq!(random, VodStart::Random { max_ms: 60_000 });
+        let starts: Vec<u32> = (0..1000).map(|i| random.for_viewer(i)).collect();
+        assert!(starts.iter().all(|&s| s < 60_000));
+        assert_eq!(
+            starts,
+            (0..1000).map(|i| random.for_viewer(i)).collect::<Vec<_>>()
+        );
+        // Spread over the range: every tenth of it gets some.
+        for tenth in 0..10 {
+            assert!(
+                starts.iter().any(|&s| s / 6000 == tenth),
+                "nothing in tenth {tenth}"
+            );
+        }
+        assert!(VodStart::parse("random:0").is_err());
+        assert!(VodStart::parse("soon").is_err());
+    }
+
+    #[test]
     fn durations_and_bitrates() {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
@@ -840,6 +968,7 @@ mod tests {
             bitrate: 2_500_000,
             fps: 30,
             gop_ms: 2000,
+            multitrack: false,
         };
         let ms100 = Duration::from_millis(100);
         assert_eq!(batch_receive_buffer(&s, ms100, Some(131_072)), None);

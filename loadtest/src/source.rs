@@ -11,6 +11,10 @@
 //! the average picture, and the P pictures of the GOP share the rest, the way a real
 //! encoder's output is shaped.
 //!
+//! With `--multitrack` the synthetic stream is E-RTMP v2 multitrack instead: two H.264
+//! video tracks and two AAC audio tracks, each with its own sequence numbers
+//! (`multitrack.rs`); the pictures of both video tracks share the bitrate.
+//!
 //! The file source: every tag of the file is loaded once; the metadata and the first audio
 //! and video sequence headers are sent at the start, the other tags then play in a loop,
 //! each loop shifted by the file's length so timestamps keep increasing.
@@ -23,7 +27,7 @@ use shardcast::media::flv::{FlvReader, TAG_TYPE_AUDIO, TAG_TYPE_SCRIPT_DATA, TAG
 use shardcast::rtmp::MediaKind;
 use shardcast::rtmp::amf0::{self, Amf0Value};
 
-use crate::{h264, marker};
+use crate::{h264, marker, multitrack};
 
 /// One media message, not yet stamped.
 pub struct Frame {
@@ -41,12 +45,21 @@ enum FrameBody {
         nal_length_size: usize,
         nal_units: Bytes,
     },
+    /// One picture of every video track of a multitrack stream: each track's body gets
+    /// its own marker (`multitrack.rs`).
+    MultitrackVideo {
+        keyframe: bool,
+        tracks: Vec<(u8, Bytes)>,
+    },
 }
 
 impl Frame {
     /// Whether this frame will carry a marker, and so takes a sequence number.
     pub fn takes_marker(&self) -> bool {
-        matches!(self.body, FrameBody::Avc { .. })
+        matches!(
+            self.body,
+            FrameBody::Avc { .. } | FrameBody::MultitrackVideo { .. }
+        )
     }
 
     /// The payload to send, with the marker for `seq` and `send_us` when it takes one.
@@ -58,6 +71,9 @@ impl Frame {
                 nal_length_size,
                 nal_units,
             } => marker::stamp_avc(flv_header, nal_length_size, seq, send_us, &nal_units),
+            FrameBody::MultitrackVideo { keyframe, tracks } => {
+                multitrack::video_frame(keyframe, &tracks, seq, send_us)
+            }
         }
     }
 }
@@ -80,7 +96,7 @@ impl Source {
     /// Decoder configuration, sent at timestamp 0 before the first frame.
     pub fn sequence_headers(&self) -> Vec<(MediaKind, Bytes)> {
         match self {
-            Source::Synthetic(_) => SyntheticSource::sequence_headers(),
+            Source::Synthetic(s) => s.sequence_headers(),
             Source::File(f) => f.sequence_headers.clone(),
         }
     }
@@ -101,6 +117,8 @@ pub struct SyntheticSettings {
     pub fps: u32,
     /// Keyframe interval in milliseconds.
     pub gop_ms: u32,
+    /// E-RTMP multitrack: two video and two audio tracks (`--multitrack`).
+    pub multitrack: bool,
 }
 
 const AUDIO_RATE: u32 = 48_000;
@@ -152,6 +170,8 @@ pub struct SyntheticSource {
     video_index: u64,
     audio_index: u64,
     idr_count: u32,
+    /// Multitrack: the audio track whose message for the current AAC frame is next.
+    audio_track: usize,
 }
 
 impl SyntheticSource {
@@ -164,6 +184,7 @@ impl SyntheticSource {
             video_index: 0,
             audio_index: 0,
             idr_count: 0,
+            audio_track: 0,
         }
     }
 
@@ -185,7 +206,17 @@ impl SyntheticSource {
         ]
     }
 
-    fn sequence_headers() -> Vec<(MediaKind, Bytes)> {
+    fn sequence_headers(&self) -> Vec<(MediaKind, Bytes)> {
+        if self.settings.multitrack {
+            let mut out = vec![(
+                MediaKind::Video,
+                multitrack::video_sequence_header(&h264::avc_decoder_configuration()),
+            )];
+            for h in multitrack::audio_sequence_headers(&AAC_CONFIG) {
+                out.push((MediaKind::Audio, h));
+            }
+            return out;
+        }
         let mut video = vec![0x17, 0, 0, 0, 0];
         video.extend_from_slice(&h264::avc_decoder_configuration());
         let audio = vec![FLV_AAC, 0, AAC_CONFIG[0], AAC_CONFIG[1]];
@@ -221,9 +252,40 @@ impl SyntheticSource {
         }
     }
 
+    /// The length-prefixed NAL units of one picture: `slice`, then filler so that with the
+    /// marker and `header` bytes before them they make about `want` bytes.
+    fn nal_units(slice: &[u8], want: usize, header: usize) -> Vec<u8> {
+        let mut nal_units = Vec::with_capacity(want);
+        nal_units.extend_from_slice(&(slice.len() as u32).to_be_bytes());
+        nal_units.extend_from_slice(slice);
+        // The header, marker SEI with its length (4 + 68), the slice so far, and the
+        // filler's own length field (4).
+        let used = header + 4 + 68 + nal_units.len() + 4;
+        if want >= used + 2 {
+            let filler = h264::filler(want - used);
+            nal_units.extend_from_slice(&(filler.len() as u32).to_be_bytes());
+            nal_units.extend_from_slice(&filler);
+        }
+        nal_units
+    }
+
     fn next_frame(&mut self) -> Frame {
         let video_ts = self.video_ts(self.video_index);
         let audio_ts = self.audio_ts(self.audio_index);
+        if audio_ts < video_ts && self.settings.multitrack {
+            let track = multitrack::AUDIO_TRACKS[self.audio_track];
+            let seq = self.audio_index;
+            self.audio_track += 1;
+            if self.audio_track == multitrack::AUDIO_TRACKS.len() {
+                self.audio_track = 0;
+                self.audio_index += 1;
+            }
+            return Frame {
+                kind: MediaKind::Audio,
+                timestamp: audio_ts as u32,
+                body: FrameBody::Plain(multitrack::audio_frame(track, seq)),
+            };
+        }
         if audio_ts < video_ts {
             self.audio_index += 1;
             let mut payload = vec![FLV_AAC, 1];
@@ -240,18 +302,25 @@ impl SyntheticSource {
             self.idr_count = self.idr_count.wrapping_add(1);
         }
         let slice = h264::picture(index_in_gop, self.idr_count);
-        let mut nal_units = Vec::with_capacity(self.picture_size(index_in_gop));
-        nal_units.extend_from_slice(&(slice.len() as u32).to_be_bytes());
-        nal_units.extend_from_slice(&slice);
-        // FLV header (5), marker SEI with its length (4 + 68), the slice so far, and the
-        // filler's own length field (4).
-        let used = 5 + 4 + 68 + nal_units.len() + 4;
-        let want = self.picture_size(index_in_gop);
-        if want >= used + 2 {
-            let filler = h264::filler(want - used);
-            nal_units.extend_from_slice(&(filler.len() as u32).to_be_bytes());
-            nal_units.extend_from_slice(&filler);
+        if self.settings.multitrack {
+            let tracks = multitrack::VIDEO_TRACKS.len();
+            let want = self.picture_size(index_in_gop) / tracks;
+            // Per track: its id and size (4), then the composition time (3).
+            let nal_units = Bytes::from(Self::nal_units(&slice, want, 7));
+            return Frame {
+                kind: MediaKind::Video,
+                timestamp: video_ts as u32,
+                body: FrameBody::MultitrackVideo {
+                    keyframe: index_in_gop == 0,
+                    tracks: multitrack::VIDEO_TRACKS
+                        .iter()
+                        .map(|&id| (id, nal_units.clone()))
+                        .collect(),
+                },
+            };
         }
+        // The FLV header (5) goes before the NAL units.
+        let nal_units = Self::nal_units(&slice, self.picture_size(index_in_gop), 5);
         let frame_type = if index_in_gop == 0 { 0x17 } else { 0x27 };
         Frame {
             kind: MediaKind::Video,
@@ -415,6 +484,7 @@ mod tests {
             bitrate: 2_500_000,
             fps: 30,
             gop_ms: 2000,
+            multitrack: false,
         });
         let mut bytes = 0;
         let mut keyframes = 0;

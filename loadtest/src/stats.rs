@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::multitrack::TrackTable;
+
 /// Histograms hold values up to an hour in microseconds (or 1 Tbit/s in kbit/s).
 const HIGHEST: u64 = 3_600_000_000;
 
@@ -86,6 +88,10 @@ pub struct Shared {
     pub trend_window_us: u64,
     /// Each executor thread's kernel thread id, by thread index, for its CPU time.
     pub thread_ids: Mutex<Vec<(usize, i32)>>,
+    /// The run checks an E-RTMP multitrack stream per track (`--multitrack`).
+    pub multitrack: bool,
+    /// The tracks each viewer must get (`multitrack::expected_tracks_mask`).
+    pub expected_tracks: u32,
 }
 
 impl Shared {
@@ -100,6 +106,8 @@ impl Shared {
             viewers_start_us: AtomicU64::new(0),
             trend_window_us: trend_window.as_micros().max(1) as u64,
             thread_ids: Mutex::new(Vec::new()),
+            multitrack: false,
+            expected_tracks: 0,
         }
     }
 
@@ -130,6 +138,9 @@ pub struct ViewerRecord {
     pub last_data: Option<Instant>,
     /// Whether this viewer reads media timestamps to the end (it is not byte-counting).
     pub measures: bool,
+    /// Multitrack runs: the tracks this viewer got frames of
+    /// (`multitrack::TrackChecker::seen_mask`).
+    pub tracks_seen: Option<u32>,
 }
 
 impl ViewerRecord {
@@ -143,6 +154,7 @@ impl ViewerRecord {
             last_media_timestamp: None,
             last_data: None,
             measures: true,
+            tracks_seen: None,
         }
     }
 }
@@ -171,6 +183,8 @@ pub struct ThreadStats {
     pub verified: u64,
     /// Viewers that joined and then only counted bytes.
     pub counting_bytes: u64,
+    /// Multitrack runs: what viewers saw of each track.
+    pub tracks: TrackTable,
     pub viewers: Vec<Rc<RefCell<ViewerRecord>>>,
 }
 
@@ -196,6 +210,7 @@ impl Default for ThreadStats {
             corrupted: 0,
             verified: 0,
             counting_bytes: 0,
+            tracks: TrackTable::default(),
             viewers: Vec::new(),
         }
     }
@@ -246,6 +261,9 @@ pub struct ThreadReport {
     pub verified: u64,
     /// Viewers that joined and then only counted bytes.
     pub counting_bytes: u64,
+    pub tracks: TrackTable,
+    /// Multitrack runs: viewers playing at the end that had not got a frame of every track.
+    pub missing_tracks: u64,
 }
 
 impl ThreadStats {
@@ -254,8 +272,15 @@ impl ThreadStats {
     pub fn finish(mut self, shared: &Shared, end: Instant, lag_ms: u32) -> ThreadReport {
         let mut playing_at_end = 0;
         let mut lagging = 0;
+        let mut missing_tracks = 0;
         for viewer in &self.viewers {
             let v = viewer.borrow();
+            if v.state == ViewerState::Playing
+                && shared.multitrack
+                && v.tracks_seen.unwrap_or(0) != shared.expected_tracks
+            {
+                missing_tracks += 1;
+            }
             if let Some(started) = v.play_started {
                 let until = v.ended.unwrap_or(end);
                 let secs = until.saturating_duration_since(started).as_secs_f64();
@@ -308,6 +333,8 @@ impl ThreadStats {
             corrupted: self.corrupted,
             verified: self.verified,
             counting_bytes: self.counting_bytes,
+            tracks: self.tracks,
+            missing_tracks,
         }
     }
 }
@@ -355,5 +382,9 @@ impl ThreadReport {
         self.corrupted += other.corrupted;
         self.verified += other.verified;
         self.counting_bytes += other.counting_bytes;
+        for (key, counts) in &other.tracks {
+            self.tracks.entry(*key).or_default().merge(counts);
+        }
+        self.missing_tracks += other.missing_tracks;
     }
 }

@@ -50,6 +50,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::sleep;
 use shardcast::media::codec::inspect_video;
+use shardcast::rtmp::capabilities::CAPS_EX_MULTITRACK;
 use shardcast::rtmp::chunk::ChunkEncoder;
 use shardcast::rtmp::command::{Command, status};
 use shardcast::rtmp::control::{ControlMessage, UserControlEvent};
@@ -60,6 +61,7 @@ use crate::clock;
 use crate::discard::{Ended, Handover};
 use crate::flv_viewer;
 use crate::marker;
+use crate::multitrack::{self, TrackChecker};
 use crate::run::ThreadContext;
 use crate::scanner::ChunkScanner;
 use crate::settings::{PlayUrl, RtmpUrl};
@@ -70,6 +72,8 @@ const READ_SIZE: usize = 16 * 1024;
 /// Bytes asked of the kernel per read by batch readers, which find a whole interval
 /// waiting.
 const BATCH_READ_SIZE: usize = 64 * 1024;
+/// What VOD viewers (`--vod-start`) tell the server they buffer, as ffmpeg does.
+const VOD_BUFFER_MS: u32 = 3000;
 /// What the server sends before its first chunk: S0, S1 and S2.
 const HANDSHAKE_LEN: u64 = 1 + 1536 + 1536;
 
@@ -125,6 +129,7 @@ pub async fn run(ctx: Rc<ThreadContext>, spec: ViewerSpec) {
         crowd: spec.crowd,
         playing: false,
         end_status: None,
+        tracks: ctx.settings.multitrack.then(TrackChecker::default),
     };
     let end = match &spec.url {
         PlayUrl::Rtmp(url) if url.tls => viewer.play_rtmps(&spec, url).await,
@@ -172,6 +177,8 @@ pub(crate) struct Viewer {
     pub(crate) playing: bool,
     /// The last error or end-of-stream status the server sent while playing.
     end_status: Option<String>,
+    /// Per-track checks of a multitrack stream (`--multitrack`).
+    tracks: Option<TrackChecker>,
 }
 
 impl Viewer {
@@ -349,8 +356,17 @@ impl Viewer {
         };
         let mut config = ClientSessionConfig::new(&url.app, &url.tc_url());
         config.seed = 0x5EED_0000 ^ spec.index as u64;
+        self.declare_capabilities(&mut config);
         let mut session = ClientSession::new(config);
-        session.play(&url.key);
+        match self.ctx.settings.vod_start {
+            Some(start) => session.play_range(
+                &url.key,
+                f64::from(start.for_viewer(spec.index)),
+                -1.0,
+                VOD_BUFFER_MS,
+            ),
+            None => session.play(&url.key),
+        }
         let mut buf = vec![0u8; READ_SIZE];
         let mut plain = vec![0u8; 64 * 1024];
         let mut out = Vec::new();
@@ -414,7 +430,7 @@ impl Viewer {
                                         Some(&payload),
                                         now,
                                     ),
-                                    MediaKind::Audio => self.on_audio(timestamp),
+                                    MediaKind::Audio => self.on_audio(timestamp, Some(&payload)),
                                 }
                                 continue;
                             }
@@ -440,8 +456,17 @@ impl Viewer {
         };
         let mut config = ClientSessionConfig::new(&url.app, &url.tc_url());
         config.seed = 0x5EED_0000 ^ spec.index as u64;
+        self.declare_capabilities(&mut config);
         let mut session = ClientSession::new(config);
-        session.play(&url.key);
+        match self.ctx.settings.vod_start {
+            Some(start) => session.play_range(
+                &url.key,
+                f64::from(start.for_viewer(spec.index)),
+                -1.0,
+                VOD_BUFFER_MS,
+            ),
+            None => session.play(&url.key),
+        }
         if let Err(e) = flush_session(&mut stream, &mut session).await {
             return End::Failed(format!("write failed: {e}"));
         }
@@ -498,7 +523,9 @@ impl Viewer {
                         (Some(MessageType::Video), _) if self.playing => {
                             self.on_video(m.prefix, m.len, m.timestamp, None, now)
                         }
-                        (Some(MessageType::Audio), _) if self.playing => self.on_audio(m.timestamp),
+                        (Some(MessageType::Audio), _) if self.playing => {
+                            self.on_audio(m.timestamp, None)
+                        }
                         (_, Some(ControlMessage::WindowAckSize(size))) => {
                             control.peer_window = size;
                         }
@@ -619,7 +646,7 @@ impl Viewer {
                         Some(&payload),
                         now,
                     ),
-                    MediaKind::Audio => self.on_audio(timestamp),
+                    MediaKind::Audio => self.on_audio(timestamp, Some(&payload)),
                 }
                 None
             }
@@ -672,10 +699,27 @@ impl Viewer {
         }
     }
 
-    /// One audio message (RTMP) or audio tag (FLV).
-    pub(crate) fn on_audio(&mut self, timestamp: u32) {
-        self.ctx.stats.borrow_mut().audio_messages += 1;
-        self.record.borrow_mut().last_media_timestamp = Some(timestamp);
+    /// A multitrack run's viewers declare the codecs of the stream and multitrack support,
+    /// as an E-RTMP v2 player does, so the relay sends them every track (unless the run
+    /// wants legacy viewers).
+    fn declare_capabilities(&self, config: &mut ClientSessionConfig) {
+        if self.ctx.settings.multitrack && !self.ctx.settings.multitrack_legacy_viewers {
+            config.fourcc_list = multitrack::FOURCC_LIST.map(str::to_owned).to_vec();
+            config.caps_ex = CAPS_EX_MULTITRACK;
+        }
+    }
+
+    /// One audio message (RTMP) or audio tag (FLV); `whole` is its payload when this
+    /// viewer verifies.
+    pub(crate) fn on_audio(&mut self, timestamp: u32, whole: Option<&[u8]>) {
+        let mut stats = self.ctx.stats.borrow_mut();
+        stats.audio_messages += 1;
+        let mut r = self.record.borrow_mut();
+        r.last_media_timestamp = Some(timestamp);
+        if let (Some(checker), Some(payload)) = (self.tracks.as_mut(), whole) {
+            checker.on_audio(payload, &mut stats.tracks);
+            r.tracks_seen = Some(checker.seen_mask());
+        }
     }
 
     /// Checks and times one video message. `prefix` holds at least its first bytes;
@@ -703,18 +747,39 @@ impl Viewer {
                 }
             }
         }
-        let Some(m) = marker::find(prefix) else {
-            return;
-        };
-        stats.markers += 1;
-        if m.payload_len != len {
-            stats.corrupted += 1;
-        } else if let Some(whole) = whole {
-            match marker::checked_part(whole) {
-                Some(part) if marker::checksum(part) == m.checksum => stats.verified += 1,
-                _ => stats.corrupted += 1,
+        let m = match (self.tracks.as_mut(), whole) {
+            // Multitrack: each track is checked on its own; the stream's numbers (loss,
+            // latency) follow video track 0.
+            (Some(checker), Some(whole)) => {
+                let track0 = checker.on_video(whole, &mut stats.tracks);
+                self.record.borrow_mut().tracks_seen = Some(checker.seen_mask());
+                let Some(track0) = track0 else {
+                    return;
+                };
+                stats.markers += 1;
+                if track0.intact {
+                    stats.verified += 1;
+                } else {
+                    stats.corrupted += 1;
+                }
+                track0.marker
             }
-        }
+            _ => {
+                let Some(m) = marker::find(prefix) else {
+                    return;
+                };
+                stats.markers += 1;
+                if m.payload_len != len {
+                    stats.corrupted += 1;
+                } else if let Some(whole) = whole {
+                    match marker::checked_part(whole) {
+                        Some(part) if marker::checksum(part) == m.checksum => stats.verified += 1,
+                        _ => stats.corrupted += 1,
+                    }
+                }
+                m
+            }
+        };
         match self.next_seq {
             Some(next) if m.seq < next => stats.reordered += 1,
             Some(next) => {

@@ -366,10 +366,12 @@ pub fn render(scrape: &Scrape<'_>) -> String {
     let mut join = LatencyHistogram::default();
     let mut latency = LatencyHistogram::default();
     let mut ingest = LatencyHistogram::default();
+    let mut fan_out_delay = LatencyHistogram::default();
     for s in shards {
         join.merge(&s.stats.join_time);
         latency.merge(&s.stats.relay_latency);
         ingest.merge(&s.stats.ingest_delay);
+        fan_out_delay.merge(&s.stats.fan_out_delay);
     }
     f.histogram(
         "shardcast_join_seconds",
@@ -387,6 +389,12 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         "shardcast_ingest_read_delay_seconds",
         "How late publishers' messages were read, against the pace of their own timestamps (an upper bound on the relay's read delay: encoder jitter is in it too).",
         &ingest,
+        &LATENCY_BUCKETS,
+    );
+    f.histogram(
+        "shardcast_fan_out_delay_seconds",
+        "From fan-out work being queued on a shard to its fan-out task starting it: how long other work on the core (a stall) held it up.",
+        &fan_out_delay,
         &LATENCY_BUCKETS,
     );
 

@@ -10,6 +10,7 @@
 //!   cap, and routing `/{app}/{stream}.flv`, rejecting path tricks.
 //! - `response.rs`: the response heads (200 FLV, 204 preflight, errors) with CORS, and
 //!   chunked-transfer framing.
+//! - `range.rs`: the byte range a `Range` header asks of a stored file (`/vod/...`).
 //! - `websocket.rs`: RFC 6455 for a server that only sends: the handshake answer, frame
 //!   headers for what we send, and a decoder for what the client sends (pings, closes).
 //!
@@ -24,12 +25,17 @@
 //!    `response::flv_head` and the body, chunked behind `response::chunk_prefix` when the
 //!    client spoke HTTP/1.1, raw when HTTP/1.0. For `HEAD`, the head alone.
 //!
+//! A stored file (`GET /vod/{app}/{name}.flv|.mp4`, `request::Route::Vod`) is a plain
+//! download instead: `range::resolve` picks the bytes, `response::file_head` (200 or 206)
+//! or `response::range_not_satisfiable` (416) goes first, then the file's bytes.
+//!
 //! Network input is hostile: nothing here panics on it, and nothing allocates by a size a
 //! peer names without checking it against a cap first. Fuzz targets in `fuzz/` and
 //! proptests beside the unit tests hold us to that.
 
 #![forbid(unsafe_code)]
 
+pub mod range;
 pub mod request;
 pub mod response;
 pub mod websocket;

@@ -58,6 +58,9 @@ pub struct RequestHead {
     /// A `Range` header was sent. A live stream has no ranges: the relay answers 200 with
     /// the whole body, which RFC 9110 allows, but may want to know.
     pub range: bool,
+    /// The `Range` header's value, for a stored file's download (`range.rs`). Empty when
+    /// the header came more than once, which `range::resolve` then ignores.
+    pub range_value: Option<String>,
 }
 
 /// The outcome of [`parse_head`] on what has arrived so far.
@@ -170,6 +173,7 @@ fn interpret(req: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpError> 
     let mut conn_upgrade = false;
     let mut upgrade_requested = false;
     let mut range = false;
+    let mut range_value = None;
 
     for h in req.headers.iter() {
         let name = h.name;
@@ -210,6 +214,11 @@ fn interpret(req: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpError> 
         } else if is("upgrade") {
             upgrade_requested |= tokens(value).any(|t| t.eq_ignore_ascii_case("websocket"));
         } else if is("range") {
+            range_value = Some(if range {
+                String::new()
+            } else {
+                value.to_owned()
+            });
             range = true;
         } else if is("content-length") {
             if value != "0" {
@@ -251,6 +260,7 @@ fn interpret(req: &httparse::Request<'_, '_>) -> Result<RequestHead, HttpError> 
         upgrade_requested,
         keep_alive,
         range,
+        range_value,
     })
 }
 
@@ -279,8 +289,32 @@ pub enum Route {
     /// An FLV stream: over HTTP, or over WebSocket when `head.websocket_key` is set.
     /// Whether anyone publishes it is the relay's question (404 if not).
     Flv { app: String, stream: String },
+    /// A stored file of `app`'s `vod_dir`, downloaded as it is: `/vod/{app}/{name}.flv`
+    /// or `.mp4`. `file` is the file's name (`{name}.flv`), `name` without the extension.
+    Vod {
+        app: String,
+        name: String,
+        file: String,
+        container: VodContainer,
+    },
     /// A CORS preflight (`OPTIONS`, any path): answer `response::preflight`.
     Preflight,
+}
+
+/// The containers a stored file is served in, by its extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VodContainer {
+    Flv,
+    Mp4,
+}
+
+impl VodContainer {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            VodContainer::Flv => "video/x-flv",
+            VodContainer::Mp4 => "video/mp4",
+        }
+    }
 }
 
 /// Routes a parsed head.
@@ -288,6 +322,8 @@ pub enum Route {
 /// - `OPTIONS` (any target) → [`Route::Preflight`].
 /// - `GET` or `HEAD` `/{app}/{stream}.flv` → [`Route::Flv`]; the query is ignored here
 ///   (it stays in `head.query`).
+/// - `GET` or `HEAD` `/vod/{app}/{name}.flv` or `.mp4` → [`Route::Vod`], the same checks
+///   on each segment; any other extension there → 404.
 /// - Any other method → 405 (answer with `Allow`, which `response::error` adds).
 /// - A broken WebSocket handshake (`Upgrade: websocket` without a valid key, version 13,
 ///   `Connection: upgrade`, `GET` and HTTP/1.1) → 400.
@@ -314,6 +350,9 @@ pub fn route(head: &RequestHead) -> Result<Route, HttpError> {
         return Err(not_found());
     }
     let raw: Vec<&str> = rest.split('/').collect();
+    if raw.len() == 3 && raw[0] == "vod" {
+        return vod_route(&raw[1..]);
+    }
     if raw.len() > 2 {
         return Err(HttpError::bad_request("more than two path segments"));
     }
@@ -331,6 +370,28 @@ pub fn route(head: &RequestHead) -> Result<Route, HttpError> {
     Ok(Route::Flv {
         stream: stream.to_owned(),
         app,
+    })
+}
+
+/// `/vod/{app}/{file}`: `segments` are the last two, still encoded.
+fn vod_route(segments: &[&str]) -> Result<Route, HttpError> {
+    let app = decode_segment(segments[0])?;
+    let file = decode_segment(segments[1])?;
+    let (name, container) = if let Some(n) = file.strip_suffix(".flv") {
+        (n, VodContainer::Flv)
+    } else if let Some(n) = file.strip_suffix(".mp4") {
+        (n, VodContainer::Mp4)
+    } else {
+        return Err(HttpError::new(404, "not /vod/{app}/{name}.flv or .mp4"));
+    };
+    if name.is_empty() || name == "." || name == ".." {
+        return Err(HttpError::bad_request("empty or dot file name"));
+    }
+    Ok(Route::Vod {
+        name: name.to_owned(),
+        file: file.clone(),
+        app,
+        container,
     })
 }
 
@@ -667,6 +728,50 @@ mod tests {
         let too_long = "s".repeat(MAX_SEGMENT_BYTES + 1);
         assert_eq!(route_status(&format!("/live/{too_long}.flv")), 400);
         assert_eq!(route_status(&format!("/{too_long}/cam.flv")), 400);
+    }
+
+    #[test]
+    fn vod_routes_and_their_refusals() {
+        assert_eq!(
+            route(&get("/vod/live/movie.mp4")).unwrap(),
+            Route::Vod {
+                app: "live".into(),
+                name: "movie".into(),
+                file: "movie.mp4".into(),
+                container: VodContainer::Mp4,
+            }
+        );
+        assert_eq!(
+            route(&get("/vod/live/a%20b.flv?x=1")).unwrap(),
+            Route::Vod {
+                app: "live".into(),
+                name: "a b".into(),
+                file: "a b.flv".into(),
+                container: VodContainer::Flv,
+            }
+        );
+        // Traversal, encoded or not, and slashes inside a segment: 400.
+        for path in [
+            "/vod/live/..",
+            "/vod/../x.flv",
+            "/vod/live/%2e%2e",
+            "/vod/%2e%2e/x.mp4",
+            "/vod/live/..%2fetc%2fpasswd.flv",
+            "/vod/live/%2fetc%2fpasswd.flv",
+            "/vod/live/.mp4",
+            "/vod/live/%00.mp4",
+        ] {
+            assert_eq!(route_status(path), 400, "{path}");
+        }
+        // Other extensions, and deeper paths.
+        assert_eq!(route_status("/vod/live/x.mkv"), 404);
+        assert_eq!(route_status("/vod/live/sub/x.mp4"), 400);
+        // The Range value is kept for the download.
+        let raw = b"GET /vod/live/x.mp4 HTTP/1.1\r\nHost: x\r\nRange: bytes=5-9\r\n\r\n";
+        assert_eq!(complete(raw).0.range_value.as_deref(), Some("bytes=5-9"));
+        let twice =
+            b"GET /vod/live/x.mp4 HTTP/1.1\r\nHost: x\r\nRange: bytes=5-9\r\nRange: bytes=1-2\r\n\r\n";
+        assert_eq!(complete(twice).0.range_value.as_deref(), Some(""));
     }
 
     proptest! {

@@ -90,6 +90,49 @@ pub fn flv_head(cors: &Cors, chunked: bool) -> Bytes {
     Bytes::from(out)
 }
 
+/// The head of a stored file's download (`/vod/...`): 200 for the whole file, or 206 with
+/// `Content-Range: bytes start-end/len` for `part` (`start..=end`); `Content-Length` of
+/// what follows, `Accept-Ranges: bytes`, and `Connection: close` (one request per
+/// connection, as for every answer here). The same head answers `HEAD`.
+pub fn file_head(cors: &Cors, content_type: &str, len: u64, part: Option<(u64, u64)>) -> Bytes {
+    let mut out = String::with_capacity(384);
+    match part {
+        Some((start, end)) => {
+            out.push_str("HTTP/1.1 206 Partial Content\r\n");
+            out.push_str(&format!(
+                "Content-Range: bytes {start}-{end}/{len}\r\nContent-Length: {}\r\n",
+                end + 1 - start
+            ));
+        }
+        None => {
+            out.push_str("HTTP/1.1 200 OK\r\n");
+            out.push_str(&format!("Content-Length: {len}\r\n"));
+        }
+    }
+    out.push_str("Server: shardcast\r\nContent-Type: ");
+    push_header_value(&mut out, content_type);
+    out.push_str("\r\nAccept-Ranges: bytes\r\nConnection: close\r\n");
+    cors.write(&mut out);
+    out.push_str("Access-Control-Expose-Headers: ");
+    out.push_str(EXPOSE_HEADERS);
+    out.push_str(", Accept-Ranges\r\n\r\n");
+    Bytes::from(out)
+}
+
+/// 416 for a range a file of `len` bytes cannot satisfy: `Content-Range: bytes */len`,
+/// so the client learns the length, and an empty body.
+pub fn range_not_satisfiable(cors: &Cors, len: u64) -> Bytes {
+    let mut out = String::with_capacity(256);
+    out.push_str("HTTP/1.1 416 Range Not Satisfiable\r\nServer: shardcast\r\n");
+    out.push_str(&format!(
+        "Content-Range: bytes */{len}\r\nContent-Length: 0\r\nAccept-Ranges: bytes\r\n"
+    ));
+    out.push_str("Connection: close\r\n");
+    cors.write(&mut out);
+    out.push_str("\r\n");
+    Bytes::from(out)
+}
+
 /// The answer to a CORS preflight: 204 allowing `GET, HEAD, OPTIONS` and the common
 /// request headers, cacheable by the browser for a day. A 204 has no body and, by RFC
 /// 9110, no `Content-Length`. `Connection: close`: the relay answers one request per
@@ -147,6 +190,7 @@ pub fn status_text(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        416 => "Range Not Satisfiable",
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",

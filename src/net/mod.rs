@@ -5,7 +5,10 @@
 //! - `runtime.rs`: starting the admin listener and the shards (one pinned glommio executor
 //!   per core), signals, shutdown.
 //! - `shard_driver.rs`: one shard's driver: carries out the relay's outputs, runs its
-//!   inbox, fan-out and timer tasks, reads stored files.
+//!   inbox, fan-out and timer tasks, reads stored files (and times how long queued fan-out
+//!   work waits: `shardcast_fan_out_delay_seconds`).
+//! - `vod_files.rs`: finding, confining, opening and indexing stored files, off the shard,
+//!   for RTMP plays and HTTP downloads.
 //! - `admission.rs`: a new RTMP/RTMPS connection's first bytes (PROXY header, plain or
 //!   TLS) and the host-wide per-address cap, before the relay takes the client.
 //! - `proxy_protocol.rs`: the PROXY protocol v1/v2 header (with the `ppp` crate).

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use glommio::io::BufferedFile;
 use std::os::fd::{FromRawFd, IntoRawFd};
 
-use super::vod_files::Opened;
+use super::vod_files::{DownloadFile, Opened};
 
 use super::callback_client;
 use super::mailbox::{Inbox, SendError, ShardSender};
@@ -40,12 +40,16 @@ pub struct ShardDriver {
     pub sockets: RefCell<SocketTable>,
     senders: Vec<ShardSender<ShardMessage>>,
     fan_out: Signal,
+    /// When fan-out work was first queued since the fan-out task last started a pass.
+    fan_out_queued: Cell<Option<Instant>>,
     /// Wakes the timer task when the relay's next deadline is earlier than its sleep.
     timer: Signal,
     /// What the timer task sleeps until, while it sleeps: `Some(None)` for "until woken".
     timer_target: Cell<Option<Option<Instant>>>,
     /// Open stored files, by the stream their source feeds.
     files: RefCell<HashMap<StreamId, Rc<BufferedFile>>>,
+    /// Stored files downloaded over HTTP, by client.
+    downloads: RefCell<HashMap<ClientId, Rc<BufferedFile>>>,
     /// Set when shutdown starts: the accept loop stops, the shard winds down.
     pub shutting_down: Latch,
     /// Notified when a client's socket is gone: shutdown waits for the last one.
@@ -74,9 +78,11 @@ impl ShardDriver {
             sockets: RefCell::new(SocketTable::default()),
             senders,
             fan_out: Signal::default(),
+            fan_out_queued: Cell::new(None),
             timer: Signal::default(),
             timer_target: Cell::new(None),
             files: RefCell::new(HashMap::new()),
+            downloads: RefCell::new(HashMap::new()),
             shutting_down: Latch::default(),
             client_gone: Signal::default(),
             record,
@@ -108,7 +114,12 @@ impl ShardDriver {
             };
             match out {
                 Output::Send { to, message } => self.send(to, message),
-                Output::FanOut => self.fan_out.notify(),
+                Output::FanOut => {
+                    if self.fan_out_queued.get().is_none() {
+                        self.fan_out_queued.set(Some(Instant::now()));
+                    }
+                    self.fan_out.notify();
+                }
                 Output::WaitWritable(id) => {
                     if let Some(s) = self.sockets.borrow().get(id)
                         && !s.want_write.replace(true)
@@ -117,6 +128,7 @@ impl ShardDriver {
                     }
                 }
                 Output::Close(id) => {
+                    self.downloads.borrow_mut().remove(&id);
                     if let Some(s) = self.sockets.borrow().get(id) {
                         s.close.set(true);
                         s.wake();
@@ -173,6 +185,16 @@ impl ShardDriver {
                     candidates,
                 } => {
                     glommio::spawn_local(self.clone().open_vod(request, dir, candidates)).detach();
+                }
+                Output::OpenDownload { client, dir, file } => {
+                    glommio::spawn_local(self.clone().open_download(client, dir, file)).detach();
+                }
+                Output::ReadDownload {
+                    client,
+                    offset,
+                    len,
+                } => {
+                    glommio::spawn_local(self.clone().read_download(client, offset, len)).detach();
                 }
             }
         }
@@ -243,7 +265,14 @@ impl ShardDriver {
     async fn fan_out_task(self: Rc<Self>) {
         loop {
             self.fan_out.wait().await;
+            if let Some(queued) = self.fan_out_queued.get() {
+                self.relay
+                    .borrow_mut()
+                    .record_fan_out_delay(queued.elapsed());
+            }
             loop {
+                // Work queued from here on is served by this loop, not waited for.
+                self.fan_out_queued.set(None);
                 let more = {
                     let sockets = self.sockets.borrow();
                     self.relay.borrow_mut().fan_out(
@@ -347,6 +376,70 @@ impl ShardDriver {
             // BufferedFile takes over and closes.
             let file = unsafe { BufferedFile::from_raw_fd(file.into_raw_fd()) };
             self.files.borrow_mut().insert(stream, Rc::new(file));
+        }
+        self.process();
+    }
+
+    /// Looks a stored file up for an HTTP download on glommio's blocking thread, confined
+    /// to the application's `vod_dir` (`vod_files::open_download`).
+    async fn open_download(
+        self: Rc<Self>,
+        client: ClientId,
+        dir: std::path::PathBuf,
+        file: String,
+    ) {
+        let opened = glommio::executor()
+            .spawn_blocking(move || super::vod_files::open_download(&dir, &file))
+            .await;
+        let (result, file) = match opened {
+            DownloadFile::Found { file, len } => (Ok(len), Some(file)),
+            DownloadFile::Missing => (Err("no such file".to_owned()), None),
+            DownloadFile::Refused(why) => (Err(why), None),
+        };
+        if let Some(file) = file {
+            // SAFETY: `into_raw_fd` gives up ownership of an open descriptor, which the
+            // BufferedFile takes over and closes.
+            let file = unsafe { BufferedFile::from_raw_fd(file.into_raw_fd()) };
+            self.downloads.borrow_mut().insert(client, Rc::new(file));
+        }
+        let goes_on = {
+            let sockets = self.sockets.borrow();
+            self.relay.borrow_mut().handle_download_opened(
+                client,
+                result,
+                Instant::now(),
+                &mut SendNow(&sockets),
+            )
+        };
+        if !goes_on {
+            self.downloads.borrow_mut().remove(&client);
+        }
+        self.process();
+    }
+
+    /// Reads a piece of a download through io_uring: the shard never blocks on the disk.
+    async fn read_download(self: Rc<Self>, client: ClientId, offset: u64, len: usize) {
+        let file = self.downloads.borrow().get(&client).cloned();
+        let result = match file {
+            Some(f) => f
+                .read_at(offset, len)
+                .await
+                .map(|data| Bytes::copy_from_slice(&data))
+                .map_err(|e| std::io::Error::other(e.to_string())),
+            None => Err(std::io::Error::other("the file is no longer open")),
+        };
+        let goes_on = {
+            let sockets = self.sockets.borrow();
+            self.relay.borrow_mut().handle_download_read(
+                client,
+                offset,
+                result,
+                Instant::now(),
+                &mut SendNow(&sockets),
+            )
+        };
+        if !goes_on {
+            self.downloads.borrow_mut().remove(&client);
         }
         self.process();
     }

@@ -13,6 +13,10 @@
 //! check still cannot block) and checked again through its descriptor; the shard then reads
 //! that same descriptor, so nothing swapped in later is read.
 //!
+//! A download over HTTP (`GET /vod/{app}/{name}.mp4`, [`open_download`]) goes through the
+//! same confinement and the same checked descriptor, but needs no index: it is sent as the
+//! bytes on disk.
+//!
 //! Indexes are kept in one process-wide cache keyed by real path, size and modification
 //! time: every viewer of a file on every core shares one index, and a file replaced on
 //! disk gets a new one.
@@ -79,22 +83,66 @@ pub fn open(dir: &Path, candidates: &[String]) -> Opened {
     Opened::Missing
 }
 
-fn open_one(real_dir: &Path, path: &Path) -> Opened {
+/// What looking a file up for a download found.
+pub enum DownloadFile {
+    /// The checked descriptor and the file's length.
+    Found {
+        file: File,
+        len: u64,
+    },
+    Missing,
+    /// It exists but must not or cannot be sent (the reason is for the log).
+    Refused(String),
+}
+
+/// Looks `name` (a file name, e.g. `movie.mp4`) up in `dir` for a download, confined as
+/// [`open`] confines a play. Blocking: call it off the shard.
+pub fn open_download(dir: &Path, name: &str) -> DownloadFile {
+    let real_dir = match dir.canonicalize() {
+        Ok(d) => d,
+        Err(e) => return DownloadFile::Refused(format!("VOD directory {}: {e}", dir.display())),
+    };
+    // The route refuses `..`, slashes and absolute names already; refuse them here too,
+    // so this function is safe on its own.
+    if name.is_empty() || name.contains(['/', '\\', '\0']) || name == "." || name == ".." {
+        return DownloadFile::Refused(format!("{name:?} is not a plain file name"));
+    }
+    let path = dir.join(name);
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return DownloadFile::Missing,
+        Err(e) => return DownloadFile::Refused(format!("{}: {e}", path.display())),
+        Ok(_) => {}
+    }
+    match open_checked(&real_dir, &path) {
+        Ok((_, file, meta)) => DownloadFile::Found {
+            file,
+            len: meta.len(),
+        },
+        Err(why) => DownloadFile::Refused(why),
+    }
+}
+
+/// Resolves `path` (every symlink followed), checks that it lies inside `real_dir` and is
+/// a regular file, opens it without blocking on a FIFO and checks the descriptor again.
+fn open_checked(
+    real_dir: &Path,
+    path: &Path,
+) -> Result<(PathBuf, File, std::fs::Metadata), String> {
     let real = match path.canonicalize() {
         Ok(p) => p,
         // A dangling symlink: there is nothing to play.
-        Err(e) => return Opened::Refused(format!("{}: {e}", path.display())),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
     };
     if !real.starts_with(real_dir) {
-        return Opened::Refused(format!(
+        return Err(format!(
             "{} leads outside the VOD directory",
             path.display()
         ));
     }
     match std::fs::metadata(&real) {
         Ok(m) if m.is_file() => {}
-        Ok(_) => return Opened::Refused(format!("{} is not a regular file", path.display())),
-        Err(e) => return Opened::Refused(format!("{}: {e}", path.display())),
+        Ok(_) => return Err(format!("{} is not a regular file", path.display())),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
     }
     let file = match std::fs::OpenOptions::new()
         .read(true)
@@ -102,12 +150,19 @@ fn open_one(real_dir: &Path, path: &Path) -> Opened {
         .open(&real)
     {
         Ok(f) => f,
-        Err(e) => return Opened::Refused(format!("{}: {e}", path.display())),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let meta = match file.metadata() {
-        Ok(m) if m.is_file() => m,
-        Ok(_) => return Opened::Refused(format!("{} is not a regular file", path.display())),
-        Err(e) => return Opened::Refused(format!("{}: {e}", path.display())),
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok((real, file, m)),
+        Ok(_) => Err(format!("{} is not a regular file", path.display())),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn open_one(real_dir: &Path, path: &Path) -> Opened {
+    let (real, file, meta) = match open_checked(real_dir, path) {
+        Ok(found) => found,
+        Err(why) => return Opened::Refused(why),
     };
     let key: Key = (real.clone(), meta.len(), meta.modified().ok());
     if let Some(index) = cache().lock().ok().and_then(|c| c.map.get(&key).cloned()) {

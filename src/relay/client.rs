@@ -20,6 +20,7 @@ use super::output::OutputFormat;
 use super::rate::RateWindow;
 use super::slab::Key;
 use super::stream::StreamId;
+use super::vod_download::{Download, DownloadRequest};
 use super::write_queue::WriteQueue;
 use crate::access::query::QueryArgs;
 use crate::rtmp::{ClientSession, ServerSession};
@@ -121,6 +122,8 @@ pub struct Client {
     /// Set for a connection this server opened to push a stream to another server
     /// (`forwarder.rs`); its `session` then stays unused and this one speaks instead.
     pub forward: Option<Box<ForwardLink>>,
+    /// An HTTP client downloading a stored file (`vod_download.rs`).
+    pub download: Option<Box<Download>>,
 }
 
 /// The client side of a push: our session with the target, and which forwarder it serves.
@@ -179,6 +182,8 @@ pub enum PendingAction {
         response_head: Bytes,
         head_only: bool,
     },
+    /// A stored file's download over HTTP (`/vod/...`).
+    HttpVod(DownloadRequest),
 }
 
 impl Client {
@@ -211,6 +216,7 @@ impl Client {
             args: QueryArgs::default(),
             pending: None,
             forward: None,
+            download: None,
         }
     }
 
@@ -236,7 +242,7 @@ impl Client {
             return !f.session.is_handshake_complete();
         }
         match &self.http {
-            Some(_) => matches!(self.role, Role::Idle),
+            Some(_) => matches!(self.role, Role::Idle) && self.download.is_none(),
             None => !self.session.is_handshake_complete(),
         }
     }

@@ -12,6 +12,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::output::OutputFormat;
+use super::vod_download::DownloadRequest;
 use crate::http::request::{HeadParse, HttpVersion, MAX_HEAD_BYTES, Route, parse_head, route};
 use crate::http::response::{self, Cors};
 use crate::http::websocket::{self, FrameDecoder, WsEvent};
@@ -34,6 +35,12 @@ pub enum HttpRequest {
         format: OutputFormat,
         response_head: Bytes,
         head_only: bool,
+    },
+    /// Download a stored file (`/vod/{app}/{name}.flv|.mp4`); `query` is for access
+    /// control.
+    Vod {
+        request: DownloadRequest,
+        query: String,
     },
 }
 
@@ -83,6 +90,24 @@ impl HttpViewer {
             }
             Ok(Route::Preflight) => return Some(HttpRequest::Answer(response::preflight(cors))),
             Ok(Route::Flv { app, stream }) => (app, stream),
+            Ok(Route::Vod {
+                app,
+                name,
+                file,
+                container,
+            }) => {
+                return Some(HttpRequest::Vod {
+                    request: DownloadRequest {
+                        app,
+                        name,
+                        file,
+                        content_type: container.content_type(),
+                        range: head.range_value.clone(),
+                        head_only: head.method == "HEAD",
+                    },
+                    query: head.query.clone(),
+                });
+            }
         };
         let (format, response_head) = match &head.websocket_key {
             Some(key) => {

@@ -11,6 +11,8 @@
 //! - `origin.rs`: a source's messages made into frames, each encoded once.
 //! - `vod_source.rs`: video on demand, one viewer's play of a stored FLV or MP4 file (start,
 //!   duration, seek, pause, pacing), from the file's shared index.
+//! - `vod_download.rs`: a stored file downloaded over HTTP with byte ranges
+//!   (`/vod/{app}/{name}.mp4`), paced by the client's socket.
 //! - `recorder.rs`: recording (DVR): which frames go to which file and when, as values
 //!   the driver's disk writer carries out.
 //! - `ingest_pace.rs`: how late each publisher is read, against its own timestamps.
@@ -48,5 +50,6 @@ pub mod slab;
 pub mod snapshot;
 pub mod stats;
 pub mod stream;
+pub mod vod_download;
 pub mod vod_source;
 pub mod write_queue;

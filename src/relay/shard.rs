@@ -51,12 +51,14 @@ use super::snapshot::{
 };
 use super::stats::{RejectReason, ShardStats};
 use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
+use super::vod_download::{Download, DownloadRequest, DownloadStep};
 use super::vod_source::{FileStep, VodSource, vod_candidates};
 use super::write_queue::{FlushOutcome, FlushScratch, Transmit};
 use crate::access::callback::{self, Call, CallbackAnswer, CallbackRequest, Notice, Verdict};
 use crate::access::query::{self, QueryArgs};
 use crate::access::{self, AccessRequest, Action, Denial, DenialKind};
 use crate::config::{AppConfig, Config, RecordMode};
+use crate::http::range::{self, ByteRange};
 use crate::http::response::{self, Cors};
 use crate::media::codec::{inspect_audio, inspect_video};
 use crate::media::gop_cache::GopCacheLimits;
@@ -98,6 +100,20 @@ pub enum Output {
         request: u64,
         dir: std::path::PathBuf,
         candidates: Vec<String>,
+    },
+    /// Find `file` in `dir` for the HTTP download of `client`, confined as `OpenVod`
+    /// confines a play, off the shard's thread; then call [`Shard::handle_download_opened`].
+    OpenDownload {
+        client: ClientId,
+        dir: std::path::PathBuf,
+        file: String,
+    },
+    /// Read `len` bytes at `offset` of `client`'s download, and hand them to
+    /// [`Shard::handle_download_read`].
+    ReadDownload {
+        client: ClientId,
+        offset: u64,
+        len: usize,
     },
     /// The client became a viewer: give its socket the viewer socket options.
     Playing(ClientId),
@@ -375,6 +391,11 @@ impl Shard {
         self.shutting_down
     }
 
+    /// The driver measured how long queued fan-out work waited for its task.
+    pub fn record_fan_out_delay(&mut self, delay: Duration) {
+        self.stats.fan_out_delay.record(delay);
+    }
+
     pub fn has_stream(&self, id: StreamId) -> bool {
         self.streams.contains(id.0)
     }
@@ -584,6 +605,9 @@ impl Shard {
             Some(s) => s.bytes_out += w.serve(id, c, &s.ring, &s.settings),
             None => {
                 w.serve(id, c, &self.empty_ring, &NO_BACKLOG_RULES);
+                if c.download.is_some() {
+                    self.download_step(id);
+                }
             }
         }
     }
@@ -890,10 +914,14 @@ impl Shard {
             ))
         } else {
             match &c.role {
-                Role::Idle if since_accept > server.idle_connection_timeout() => Some(format!(
-                    "neither published nor played within {} ms",
-                    server.idle_connection_timeout_ms
-                )),
+                Role::Idle
+                    if since_accept > server.idle_connection_timeout() && c.download.is_none() =>
+                {
+                    Some(format!(
+                        "neither published nor played within {} ms",
+                        server.idle_connection_timeout_ms
+                    ))
+                }
                 Role::Publisher { name, clock, .. } => {
                     self.config.app(app_of(name)).and_then(|app| {
                         let idle = self.now_ms(now).saturating_sub(clock.last_media_ms());
@@ -1961,6 +1989,53 @@ impl Shard {
                 tracing::info!(shard = self.id, peer = %c.addr, "HTTP request answered without a stream");
                 self.close(id, "HTTP request answered");
             }
+            HttpRequest::Vod { request, query } => {
+                let addr = c.addr;
+                let refusal = match self.config.app(&request.app) {
+                    None => Some((404, format!("no application named {:?}", request.app))),
+                    Some(a) if !a.allow_play => {
+                        self.stats.reject(RejectReason::PlayNotAllowed);
+                        Some((403, "playing is not allowed in this application".to_owned()))
+                    }
+                    Some(a) if a.vod_dir().is_none() => {
+                        Some((404, "this application stores no files".to_owned()))
+                    }
+                    Some(_) => None,
+                };
+                if let Some((status, why)) = refusal {
+                    c.queue.push_pending(response::error(status, &why, &cors));
+                    tracing::info!(shard = self.id, peer = %addr, file = %format!("{}/{}", request.app, request.file), "HTTP download refused: {why}");
+                    self.close(id, format!("HTTP download refused: {why}"));
+                    return;
+                }
+                let c_args = self.access_args(id, &query);
+                if let Err(denial) = self.check_access_args(
+                    id,
+                    Action::Play,
+                    &request.app,
+                    &request.name,
+                    &c_args,
+                    now,
+                ) {
+                    return self.refuse_http(id, &request.app, &request.name, &denial);
+                }
+                let on_play = self
+                    .config
+                    .app(&request.app)
+                    .map(|a| a.auth.on_play.clone())
+                    .unwrap_or_default();
+                if on_play.is_empty() {
+                    self.start_download(id, request);
+                } else {
+                    self.start_callback(
+                        id,
+                        Call::Play,
+                        &on_play,
+                        PendingAction::HttpVod(request),
+                        Some((0.0, -1.0)),
+                    );
+                }
+            }
             HttpRequest::Play {
                 app,
                 stream,
@@ -2053,6 +2128,161 @@ impl Shard {
         }
         tracing::info!(shard = self.id, peer = %addr, stream = %name, protocol = format.protocol(), "HTTP viewer asks for a stream");
         self.play_stream(id, 0, name, now);
+    }
+
+    // ---- stored files over HTTP (vod_download.rs) --------------------------------------------
+
+    /// An HTTP download was allowed: the driver looks the file up.
+    fn start_download(&mut self, id: ClientId, request: DownloadRequest) {
+        // A name the route let through but the file system could read differently (`..`
+        // after a rename by a callback, say) is refused here too.
+        let plain = !request.file.contains(['/', '\\', '\0'])
+            && !matches!(request.name.as_str(), "" | "." | "..");
+        let dir = self
+            .config
+            .app(&request.app)
+            .and_then(AppConfig::vod_dir)
+            .map(Path::to_path_buf);
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        let (Some(dir), true) = (dir, plain) else {
+            let cors = Cors {
+                allow_origin: &self.config.http.cors_allow_origin,
+            };
+            c.queue
+                .push_pending(response::error(404, "no such file", &cors));
+            self.close(id, "HTTP download refused: no such file");
+            return;
+        };
+        tracing::info!(shard = self.id, peer = %c.addr, app = %request.app, file = %request.file, "HTTP download asks for a stored file");
+        c.last_role = (
+            RoleKind::Client,
+            Some(format!("{}/{}", request.app, request.name).into()),
+        );
+        let file = request.file.clone();
+        c.download = Some(Box::new(Download::opening(request)));
+        self.outputs.push_back(Output::OpenDownload {
+            client: id,
+            dir,
+            file,
+        });
+    }
+
+    /// The driver looked the file of `client`'s download up: `Ok(len)` (the file is open,
+    /// `len` bytes long) or why not. Answers the head and starts sending. Returns whether
+    /// the download goes on (the driver keeps the file open only then).
+    pub fn handle_download_opened(
+        &mut self,
+        client: ClientId,
+        result: Result<u64, String>,
+        now: Instant,
+        transmit: &mut impl Transmit,
+    ) -> bool {
+        let cors_origin = self.config.http.cors_allow_origin.clone();
+        let cors = Cors {
+            allow_origin: &cors_origin,
+        };
+        let Some(c) = self.clients.get_mut(client.0) else {
+            return false;
+        };
+        if c.close_reason.is_some() {
+            return false;
+        }
+        let Some(d) = c.download.as_mut() else {
+            return false;
+        };
+        let request = d.request.take().unwrap_or_default();
+        let len = match result {
+            Ok(len) => len,
+            Err(why) => {
+                // Missing, outside the directory, not a regular file: all look the same
+                // to the client.
+                c.queue
+                    .push_pending(response::error(404, "no such file", &cors));
+                tracing::info!(shard = self.id, peer = %c.addr, file = %request.file, "HTTP download refused: {why}");
+                self.close(client, format!("HTTP download refused: {why}"));
+                return false;
+            }
+        };
+        let range = range::resolve(request.range.as_deref(), len);
+        let Some((start, end)) = range.span(len) else {
+            c.queue
+                .push_pending(response::range_not_satisfiable(&cors, len));
+            self.close(client, "HTTP download: range not satisfiable");
+            return false;
+        };
+        let part = matches!(range, ByteRange::Part { .. }).then(|| (start, end - 1));
+        c.queue
+            .push_pending(response::file_head(&cors, request.content_type, len, part));
+        if request.head_only {
+            self.close(client, "HEAD answered");
+            return false;
+        }
+        d.next = start;
+        d.end = end;
+        d.busy = false;
+        self.write(client, now, transmit);
+        true
+    }
+
+    /// A piece of `client`'s download was read (`Output::ReadDownload`). Returns whether
+    /// the download goes on.
+    pub fn handle_download_read(
+        &mut self,
+        client: ClientId,
+        offset: u64,
+        result: std::io::Result<Bytes>,
+        now: Instant,
+        transmit: &mut impl Transmit,
+    ) -> bool {
+        let Some(c) = self.clients.get_mut(client.0) else {
+            return false;
+        };
+        if c.close_reason.is_some() {
+            return false;
+        }
+        let Some(d) = c.download.as_mut() else {
+            return false;
+        };
+        match result {
+            Ok(bytes) if d.read_done(offset, bytes.len()) => {
+                c.queue.push_pending(bytes);
+                self.write(client, now, transmit);
+                true
+            }
+            Ok(_) => {
+                self.close(client, "the file changed while it was sent");
+                false
+            }
+            Err(e) => {
+                self.close(client, format!("reading the file failed: {e}"));
+                false
+            }
+        }
+    }
+
+    /// After a write to a downloading client: the next read, or the end.
+    fn download_step(&mut self, id: ClientId) {
+        let Some(c) = self.clients.get_mut(id.0) else {
+            return;
+        };
+        if c.close_reason.is_some() || c.blocked {
+            return;
+        }
+        let queued = c.queue.pending_bytes();
+        let Some(d) = c.download.as_mut() else {
+            return;
+        };
+        match d.next_read(queued) {
+            DownloadStep::Wait => {}
+            DownloadStep::Read { offset, len } => self.outputs.push_back(Output::ReadDownload {
+                client: id,
+                offset,
+                len,
+            }),
+            DownloadStep::Done => self.close(id, "download complete"),
+        }
     }
 
     // ---- access control ------------------------------------------------------------------
@@ -2172,7 +2402,7 @@ impl Shard {
             PendingAction::Connect => Some(Refused::Connect),
             PendingAction::Publish { stream_id, .. } => Some(Refused::Publish(*stream_id)),
             PendingAction::Play { stream_id, .. } => Some(Refused::Play(*stream_id)),
-            PendingAction::HttpPlay { .. } => None,
+            PendingAction::HttpPlay { .. } | PendingAction::HttpVod(_) => None,
         };
         let (app, stream) = match &action {
             PendingAction::Connect => (None, String::new()),
@@ -2180,6 +2410,7 @@ impl Shard {
                 (None, stream.clone())
             }
             PendingAction::HttpPlay { app, stream, .. } => (Some(app.clone()), stream.clone()),
+            PendingAction::HttpVod(r) => (Some(r.app.clone()), r.name.clone()),
         };
         if self.callbacks_in_flight >= callback::MAX_IN_FLIGHT_PER_SHARD {
             let denial = Denial::new(
@@ -2322,6 +2553,17 @@ impl Shard {
                 },
                 now,
             ),
+            (PendingAction::HttpVod(r), Verdict::Deny(denial)) => {
+                self.refuse_http(client, &r.app, &r.name, &denial)
+            }
+            (PendingAction::HttpVod(r), Verdict::Allow) => self.start_download(client, r),
+            (PendingAction::HttpVod(mut r), Verdict::Rename(to)) => {
+                tracing::info!(shard = self.id, peer = %c.addr, from = %r.name, to = %to, "the play callback renamed the stored file");
+                let ext = r.file.rsplit_once('.').map_or("", |(_, e)| e).to_owned();
+                r.file = format!("{to}.{ext}");
+                r.name = to;
+                self.start_download(client, r)
+            }
         }
         // What the client said while it waited, in order (it may start another wait).
         self.handle_events(client, now);

@@ -80,6 +80,8 @@ struct World {
     shards: Vec<Shard>,
     wire: Wire,
     files: HashMap<PathBuf, Bytes>,
+    /// The file each HTTP download reads, by shard and client.
+    downloads: HashMap<(usize, ClientId), PathBuf>,
     next_port: u16,
     /// Reads the shards asked for and have not been answered (to answer late).
     held_reads: Vec<(usize, Output)>,
@@ -163,6 +165,7 @@ impl World {
                 .collect(),
             wire: Wire::default(),
             files: HashMap::new(),
+            downloads: HashMap::new(),
             next_port: 40000,
             held_reads: Vec::new(),
             hold_reads: false,
@@ -249,6 +252,42 @@ impl World {
                     wire: &mut self.wire,
                 };
                 self.shards[i].handle_vod_opened(request, Ok(found), now, &mut wire);
+            }
+            Output::OpenDownload { client, dir, file } => {
+                let path = dir.join(&file);
+                let len = self.files.get(&path).map(|d| d.len() as u64);
+                self.downloads.insert((i, client), path);
+                let mut wire = ShardWire {
+                    shard: i,
+                    wire: &mut self.wire,
+                };
+                let result = len.ok_or_else(|| "no such file".to_owned());
+                self.shards[i].handle_download_opened(client, result, now, &mut wire);
+            }
+            Output::ReadDownload {
+                client,
+                offset,
+                len,
+            } => {
+                let data = self
+                    .downloads
+                    .get(&(i, client))
+                    .and_then(|p| self.files.get(p))
+                    .cloned()
+                    .unwrap_or_default();
+                let start = (offset as usize).min(data.len());
+                let end = (start + len).min(data.len());
+                let mut wire = ShardWire {
+                    shard: i,
+                    wire: &mut self.wire,
+                };
+                self.shards[i].handle_download_read(
+                    client,
+                    offset,
+                    Ok(data.slice(start..end)),
+                    now,
+                    &mut wire,
+                );
             }
             read @ Output::ReadFile { .. } if self.hold_reads => self.held_reads.push((i, read)),
             Output::ReadFile {

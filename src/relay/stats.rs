@@ -179,6 +179,10 @@ pub struct ShardStats {
     /// How late each publisher message was read, against the pace of the publisher's own
     /// timestamps (`relay/ingest_pace.rs`).
     pub ingest_delay: LatencyHistogram,
+    /// From fan-out work being queued (`Output::FanOut`) to the shard's fan-out task
+    /// starting it: how long other work on the core (a slow task, a blocking call) held
+    /// the fan-out up. Measured by the driver, the one place with a clock.
+    pub fan_out_delay: LatencyHistogram,
     /// Recording files opened, bytes handed to the disk writer, recordings stopped by a
     /// write error or a full writer queue.
     pub record_files: u64,

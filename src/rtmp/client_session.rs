@@ -39,6 +39,9 @@ pub struct ClientSessionConfig {
     pub limits: DecoderLimits,
     /// Enhanced RTMP `capsEx` to announce in `connect` (0: the field is left out).
     pub caps_ex: u32,
+    /// Enhanced RTMP `fourCcList` to announce in `connect` (`"avc1"`, `"mp4a"`, `"*"`...;
+    /// empty: the field is left out, and the server treats the client as undeclared).
+    pub fourcc_list: Vec<String>,
     /// The relays behind this connection (`shardcastVia`/`shardcastHops` in `connect`),
     /// when the client is a relay pulling or pushing; empty for a plain client.
     pub relay_path: RelayPath,
@@ -57,6 +60,7 @@ impl ClientSessionConfig {
             window_ack_size: 2_500_000,
             limits: DecoderLimits::default(),
             caps_ex: 0,
+            fourcc_list: Vec::new(),
             relay_path: RelayPath::default(),
         }
     }
@@ -375,6 +379,18 @@ impl ClientSession {
             fields.push((
                 "capsEx".into(),
                 Amf0Value::Number(f64::from(self.config.caps_ex)),
+            ));
+        }
+        if !self.config.fourcc_list.is_empty() {
+            fields.push((
+                "fourCcList".into(),
+                Amf0Value::StrictArray(
+                    self.config
+                        .fourcc_list
+                        .iter()
+                        .map(|f| Amf0Value::String(f.clone()))
+                        .collect(),
+                ),
             ));
         }
         fields.extend(self.config.relay_path.connect_properties());
