@@ -311,6 +311,21 @@ pub struct AppConfig {
     /// track 0 of each kind even when its codec is HEVC, AV1, VP9, Opus...: for players that
     /// are modern but do not declare. False sends them only what legacy FLV can carry.
     pub enhanced_to_undeclared: bool,
+    /// Origins this application pulls a stream from when a viewer asks for one this host
+    /// does not have (`rtmp://host[:port]/app`; the stream name is appended). Empty: no
+    /// pulls, an edge-less application. See `src/relay/upstream_source.rs`.
+    pub pull: Vec<String>,
+    /// Viewers of a pulled stream wait this long for its first media, then are refused.
+    pub pull_start_timeout_ms: u64,
+    /// An upstream that sends no media this long (the first media included) is given up
+    /// for the next origin on the ring.
+    pub pull_no_input_ms: u64,
+    /// The longest wait between two attempts of a failing pull (exponential, with jitter).
+    pub pull_backoff_max_ms: u64,
+    /// A pull nobody watches any more stops after this long.
+    pub pull_linger_ms: u64,
+    /// Stream names (without the application) pulled from startup and kept pulled.
+    pub pull_static: Vec<String>,
     /// `[app.NAME.auth]`: who may publish and play (`src/access/`).
     pub auth: AuthConfig,
 }
@@ -643,6 +658,12 @@ impl Default for AppConfig {
             record_max_bytes: 0,
             record_flush_ms: 1000,
             on_record_done: String::new(),
+            pull: Vec::new(),
+            pull_start_timeout_ms: 10_000,
+            pull_no_input_ms: 3_000,
+            pull_backoff_max_ms: 10_000,
+            pull_linger_ms: 10_000,
+            pull_static: Vec::new(),
             auth: AuthConfig::default(),
         }
     }
@@ -1032,6 +1053,16 @@ impl AppConfig {
         Duration::from_millis(self.wait_for_publisher_ms)
     }
 
+    /// How long a viewer waits for its stream's source: the first media of a pull in an
+    /// application that pulls, a publisher otherwise.
+    pub fn wait_for_source(&self) -> Duration {
+        if self.pulls() {
+            Duration::from_millis(self.pull_start_timeout_ms)
+        } else {
+            self.wait_for_publisher()
+        }
+    }
+
     /// The directory stored files are played from, if the application has one.
     pub fn vod_dir(&self) -> Option<&Path> {
         [&self.vod_dir, &self.recordings_dir]
@@ -1072,7 +1103,48 @@ impl AppConfig {
             " ms",
         )?;
         self.check_record(name)?;
+        self.check_pull(name)?;
         self.auth.check(name)
+    }
+
+    fn check_pull(&self, name: &str) -> Result<(), Problem> {
+        let key = |field: &str| KeyPath::of(&["app", name, field]);
+        for url in &self.pull {
+            if let Err(why) = crate::relay::upstream_source::UpstreamUrl::parse(url) {
+                return Err(Problem::new(key("pull"), format!("{url:?}: {why}")));
+            }
+        }
+        check_timeout(key("pull_start_timeout_ms"), self.pull_start_timeout_ms)?;
+        check_timeout(key("pull_no_input_ms"), self.pull_no_input_ms)?;
+        check_timeout(key("pull_backoff_max_ms"), self.pull_backoff_max_ms)?;
+        check_range(
+            key("pull_linger_ms"),
+            self.pull_linger_ms,
+            0..=MAX_DURATION_MS,
+            " ms",
+        )?;
+        if !self.pull_static.is_empty() && self.pull.is_empty() {
+            return Err(Problem::new(
+                key("pull_static"),
+                "names streams to pull, but pull lists no origin",
+            ));
+        }
+        if let Some(bad) = self
+            .pull_static
+            .iter()
+            .find(|n| n.is_empty() || n.contains(['/', '?', ' ']))
+        {
+            return Err(Problem::new(
+                key("pull_static"),
+                format!("{bad:?} is not a stream name (no '/', '?' or spaces)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the application pulls streams it does not have from origins.
+    pub fn pulls(&self) -> bool {
+        !self.pull.is_empty()
     }
 
     fn check_record(&self, name: &str) -> Result<(), Problem> {
@@ -1657,7 +1729,7 @@ mod tests {
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);
-        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 21);
+        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 27);
         assert_eq!(
             document["app"]["live"]["auth"].as_table().unwrap().len(),
             15

@@ -662,7 +662,22 @@ fn stream_json(s: &StreamTotals) -> Value {
         "live_since_ms": since(s.live_for),
         "origin_shard": s.origin,
         "record": record_json(s.record.as_ref()),
+        "upstream": upstream_json(s.upstream.as_ref()),
     })
+}
+
+/// An edge's pull of the stream: `null` for a stream this host does not pull.
+fn upstream_json(u: Option<&crate::relay::snapshot::UpstreamInfo>) -> Value {
+    match u {
+        None => Value::Null,
+        Some(u) => json!({
+            "url": u.url,
+            "state": u.state,
+            "retries": u.retries,
+            "bytes": u.bytes,
+            "last_error": u.last_error,
+        }),
+    }
 }
 
 /// A stream's recording: `null` in an application that does not record.
@@ -782,6 +797,7 @@ mod tests {
             ring_memory: 0,
             live_for: Some(Duration::from_secs(4)),
             record: None,
+            upstream: None,
         }
     }
 

@@ -45,9 +45,12 @@ use super::output::{OutputFormat, TrackFilter};
 use super::rate::RATE_SAMPLE_INTERVAL;
 use super::recorder::{RecordOp, RecordSettings, RecordStatus, Recorder, RecordingId};
 use super::slab::Slab;
-use super::snapshot::{ClientInfo, ConnectionCounts, PublisherInfo, ShardSnapshot, StreamInfo};
+use super::snapshot::{
+    ClientInfo, ConnectionCounts, PublisherInfo, ShardSnapshot, StreamInfo, UpstreamInfo,
+};
 use super::stats::{RejectReason, ShardStats};
 use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
+use super::upstream_source::{LinkFailure, PullSettings, PullStep, UpstreamSource, UpstreamUrl};
 use super::vod_source::{FileStep, VodSource, vod_candidates};
 use super::write_queue::{FlushOutcome, FlushScratch, Transmit};
 use crate::access::callback::{self, Call, CallbackAnswer, CallbackRequest, Notice, Verdict};
@@ -61,6 +64,10 @@ use crate::media::vod_index::VodIndex;
 use crate::rtmp::chunk::{DecoderLimits, SHARED_STREAM_ID};
 use crate::rtmp::command::status;
 use crate::rtmp::{MediaKind, ServerEvent, ServerSession, ServerSessionConfig};
+
+#[path = "shard_pull.rs"]
+mod pull;
+pub use pull::UpstreamEvent;
 
 /// What the driver must do for the shard.
 #[derive(Debug)]
@@ -108,6 +115,17 @@ pub enum Output {
     },
     /// Make this callback and ignore its answer (`on_publish_done`, `on_play_done`).
     Notify(CallbackRequest),
+    /// Open upstream link `link` (`src/net/upstream_link.rs`): connect to `url`, play
+    /// `key` there with `relay_path` in `connect`, and hand what comes to
+    /// [`Shard::handle_upstream`] until told [`Output::CloseUpstream`].
+    OpenUpstream {
+        link: u64,
+        url: UpstreamUrl,
+        key: String,
+        relay_path: crate::rtmp::RelayPath,
+    },
+    /// Close upstream link `link`; nothing it still says matters.
+    CloseUpstream { link: u64 },
 }
 
 impl std::fmt::Debug for ShardMessage {
@@ -122,6 +140,7 @@ impl std::fmt::Debug for ShardMessage {
             ShardMessage::Kick { .. } => "Kick",
             ShardMessage::InjectData { .. } => "InjectData",
             ShardMessage::Record { .. } => "Record",
+            ShardMessage::UpstreamRefused { .. } => "UpstreamRefused",
             ShardMessage::Shutdown => "Shutdown",
             ShardMessage::Reload(_) => "Reload",
             ShardMessage::Drain => "Drain",
@@ -144,6 +163,8 @@ enum Timer {
     Grace { name: StreamName, epoch: u64 },
     /// Sample every byte counter for the bitrates (`rate.rs`).
     Sample,
+    /// The stream's upstream pull has something due (`upstream_source.rs`).
+    Pull(StreamName),
 }
 
 /// The shard's timers: a min-heap by time. Entries are checked when they fire, never
@@ -182,6 +203,9 @@ struct OriginState {
     since: Instant,
     /// The stream's recording, in an application with `record` on.
     recorder: Option<Recorder>,
+    /// The directory connection id of the upstream pull feeding the stream, when its
+    /// source is a pull rather than a publisher.
+    upstream: Option<ConnId>,
 }
 
 pub struct Shard {
@@ -222,6 +246,15 @@ pub struct Shard {
     /// Stored files the driver is looking up, by request number.
     vod_requests: HashMap<u64, VodRequest>,
     vod_serial: u64,
+    /// The upstream pulls this shard runs (it claimed them in the directory).
+    pulls: HashMap<StreamName, UpstreamSource>,
+    /// Which pull each open upstream link feeds.
+    pull_links: HashMap<u64, StreamName>,
+    next_link: u64,
+    /// When each pull's armed timer fires (one chain per pull).
+    pull_timer: HashMap<StreamName, Instant>,
+    /// Viewers counted in the directory's audience of a pulled stream.
+    watching: HashMap<ClientId, StreamName>,
 }
 
 /// What the driver found for a stored file: `Ok(Some(..))` its real path and index,
@@ -281,6 +314,11 @@ impl Shard {
             next_ticket: 1,
             vod_requests: HashMap::new(),
             vod_serial: 0,
+            pulls: HashMap::new(),
+            pull_links: HashMap::new(),
+            next_link: (id as u64) << 48,
+            pull_timer: HashMap::new(),
+            watching: HashMap::new(),
         }
     }
 
@@ -687,6 +725,12 @@ impl Shard {
                     self.sample_rates(now);
                     self.flush_recordings(now);
                 }
+                Timer::Pull(name) => {
+                    if self.pull_timer.get(&name) == Some(&at) {
+                        self.pull_timer.remove(&name);
+                        self.poll_pull(&name, now);
+                    }
+                }
             }
         }
     }
@@ -795,7 +839,7 @@ impl Shard {
                 ..
             } => {
                 if let Some(app) = self.config.app(app_of(name)) {
-                    consider(*since + app.wait_for_publisher());
+                    consider(*since + app.wait_for_source());
                 }
             }
             Role::Viewer { .. } => {}
@@ -857,7 +901,7 @@ impl Shard {
                     waiting_since: Some(since),
                     ..
                 } => self.config.app(app_of(name)).and_then(|app| {
-                    let limit = app.wait_for_publisher();
+                    let limit = app.wait_for_source();
                     (now.saturating_duration_since(*since) > limit)
                         .then(|| format!("no publisher for {name} within {} ms", limit.as_millis()))
                 }),
@@ -1314,6 +1358,7 @@ impl Shard {
                 grace_epoch: 0,
                 since: now,
                 recorder: None,
+                upstream: None,
             });
         state.clock = clock.clone();
         state.grace_epoch += 1;
@@ -1833,6 +1878,7 @@ impl Shard {
         {
             self.subscribe(sid, origin);
         }
+        self.watch_pulled(id, &name, now);
         let Some(s) = self.streams.get_mut(sid.0) else {
             return;
         };
@@ -2468,6 +2514,9 @@ impl Shard {
             return;
         };
         let role = std::mem::replace(&mut c.role, Role::Idle);
+        if let Some(name) = self.watching.remove(&id) {
+            self.directory.unwatch(&name);
+        }
         self.notify_done(id, &role);
         match role {
             Role::Idle => {}
@@ -2638,6 +2687,9 @@ impl Shard {
                 start,
                 reply,
             } => reply.send(self.record_command(&stream, start)),
+            ShardMessage::UpstreamRefused { stream, why } => {
+                self.refuse_waiting(&stream, &why)
+            }
             ShardMessage::Shutdown => self.begin_shutdown(),
             ShardMessage::Reload(config) => self.reload(config),
             ShardMessage::Drain => self.request_reconnects(),
@@ -2692,6 +2744,7 @@ impl Shard {
             return;
         }
         self.shutting_down = true;
+        self.close_upstreams();
         for key in self.clients.keys() {
             let id = ClientId(key);
             let Some(c) = self.clients.get_mut(key) else {
@@ -2841,6 +2894,7 @@ impl Shard {
                     record: state
                         .and_then(|o| o.recorder.as_ref())
                         .map(Recorder::status),
+                    upstream: self.upstream_info(&s.name),
                 }
             })
             .collect();
@@ -2851,7 +2905,11 @@ impl Shard {
             connections,
             bytes_in,
             bytes_out,
-            stats: self.stats.clone(),
+            stats: {
+                let mut stats = self.stats.clone();
+                stats.pulls_active = self.pulls_active() as u64;
+                stats
+            },
         }
     }
 }

@@ -173,6 +173,22 @@ pub struct StreamInfo {
     pub live_for: Option<Duration>,
     /// The recording, on the origin shard of a stream whose application records.
     pub record: Option<RecordStatus>,
+    /// The upstream pull feeding the stream, on the shard that runs it.
+    pub upstream: Option<UpstreamInfo>,
+}
+
+/// An edge's pull of a stream, as the API shows it (`upstream_source.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamInfo {
+    /// The origin of the current (or last) attempt.
+    pub url: String,
+    /// "connecting", "playing", "backoff" or "stopped".
+    pub state: &'static str,
+    pub retries: u32,
+    /// Media and data payload bytes received.
+    pub bytes: u64,
+    /// The last failure ("" before any).
+    pub last_error: String,
 }
 
 /// One stream as the whole server sees it.
@@ -201,6 +217,8 @@ pub struct StreamTotals {
     pub live_for: Option<Duration>,
     /// The recording, from the origin shard.
     pub record: Option<RecordStatus>,
+    /// The upstream pull, from the shard that runs it.
+    pub upstream: Option<UpstreamInfo>,
 }
 
 impl StreamTotals {
@@ -244,7 +262,11 @@ pub fn streams_across(shards: &[ShardSnapshot]) -> Vec<StreamTotals> {
                     gop_cache_bytes: 0,
                     live_for: None,
                     record: None,
+                    upstream: None,
                 });
+            if s.upstream.is_some() {
+                t.upstream = s.upstream.clone();
+            }
             if s.origin {
                 t.origin = Some(s.shard);
                 t.publisher = s.publisher.clone();

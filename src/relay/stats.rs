@@ -181,6 +181,12 @@ pub struct ShardStats {
     pub record_files: u64,
     pub record_bytes: u64,
     pub record_errors: u64,
+    /// Upstream pulls started (one per stream and host), and failed link attempts
+    /// (connect errors, refusals, streams not found, silent origins).
+    pub pull_starts: u64,
+    pub pull_failures: u64,
+    /// Pulls running now (a gauge, filled in by the snapshot).
+    pub pulls_active: u64,
 }
 
 impl ShardStats {
