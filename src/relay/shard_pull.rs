@@ -165,6 +165,7 @@ impl Shard {
                     }
                 }
                 PullStep::RefuseViewers(why) => {
+                    self.refuse_waiting(name, &why);
                     for shard in 0..self.shard_count {
                         self.send(
                             shard,
