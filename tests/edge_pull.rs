@@ -200,8 +200,14 @@ fn an_origin_and_two_edges_one_pull_per_edge_whatever_the_viewers() {
     // The origin's unpublish reaches edge B's players, which end by themselves.
     let played = wait_output(player, Duration::from_secs(15));
     let (video, audio) = framecrc_counts(&played.stdout);
-    assert!(video >= 150, "ffmpeg on the edge decoded {video} video frames of 300");
-    assert!(audio >= 200, "ffmpeg on the edge decoded {audio} audio frames");
+    assert!(
+        video >= 150,
+        "ffmpeg on the edge decoded {video} video frames of 300"
+    );
+    assert!(
+        audio >= 200,
+        "ffmpeg on the edge decoded {audio} audio frames"
+    );
     let dumped = wait_output(dumper, Duration::from_secs(15));
     let codecs = ffprobe_codecs(&saved);
     assert!(
@@ -263,7 +269,8 @@ fn edge_viewers_continue_when_the_serving_origin_is_killed() {
     assert!(
         resumed,
         "the edge viewer got a keyframe within 4 s of the kill; upstream: {}",
-        edge.stream("live/fo").map_or("none".into(), |s| s["upstream"].to_string())
+        edge.stream("live/fo")
+            .map_or("none".into(), |s| s["upstream"].to_string())
     );
     assert!(viewer.wait_until(Duration::from_secs(3), |events| {
         video_frames(events)
@@ -311,16 +318,18 @@ fn a_loop_of_two_edges_is_refused_not_amplified() {
     std::fs::write(&a.config_path, edge_config(&[b.port], 2000)).unwrap();
     a.reload();
     assert!(
-        a.wait_log(Duration::from_secs(5), |l| l.contains("configuration reloaded"))
+        a.wait_log(Duration::from_secs(5), |l| l
+            .contains("configuration reloaded"))
             .is_some()
     );
     let asked = Instant::now();
     let mut viewer = RtmpClient::connect(a.port);
     viewer.session.play("loop");
     viewer.flush().unwrap();
-    let refusal = viewer.try_wait_for(Duration::from_secs(5), |e| {
-        matches!(e, ClientEvent::Status { level, .. } if level == "error")
-    });
+    let refusal = viewer.try_wait_for(
+        Duration::from_secs(5),
+        |e| matches!(e, ClientEvent::Status { level, .. } if level == "error"),
+    );
     let Ok(ClientEvent::Status {
         code, description, ..
     }) = refusal
@@ -425,7 +434,8 @@ fn a_shardcast_edge_pulls_from_an_nginx_rtmp_origin() {
         assert!(
             v.wait_until(Duration::from_secs(8), got_video(50)),
             "a viewer of the edge got nginx's stream; upstream: {}",
-            edge.stream("live/ng").map_or("none".into(), |s| s["upstream"].to_string())
+            edge.stream("live/ng")
+                .map_or("none".into(), |s| s["upstream"].to_string())
         );
         let ts: Vec<u32> = video_frames(&v.events()).iter().map(|f| f.0).collect();
         assert!(ts.windows(2).all(|w| w[0] < w[1]));

@@ -69,10 +69,11 @@ pub async fn run(driver: Rc<ShardDriver>, spec: LinkSpec, control: Rc<LinkContro
         Ok(()) => format!("{peer}: link ended"),
         Err(why) => format!("{peer}: {why}"),
     };
-    driver
-        .relay
-        .borrow_mut()
-        .handle_upstream(spec.link, UpstreamEvent::Failed(why), Instant::now());
+    driver.relay.borrow_mut().handle_upstream(
+        spec.link,
+        UpstreamEvent::Failed(why),
+        Instant::now(),
+    );
     driver.process();
 }
 
@@ -121,11 +122,12 @@ async fn drive(
         if control.closed.get() {
             return Ok(());
         }
-        let wake = futures_lite::future::or(async { Wake::Read(stream.read(&mut buf).await) }, async {
-            control.wake.wait().await;
-            Wake::Closed
-        })
-        .await;
+        let wake =
+            futures_lite::future::or(async { Wake::Read(stream.read(&mut buf).await) }, async {
+                control.wake.wait().await;
+                Wake::Closed
+            })
+            .await;
         let n = match wake {
             Wake::Closed => return Ok(()),
             Wake::Read(Ok(0)) => return Err("the origin closed the connection".to_owned()),

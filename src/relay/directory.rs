@@ -326,7 +326,10 @@ mod tests {
         let dir = StreamDirectory::new();
         let name: StreamName = "live/p".into();
         assert!(dir.watch_and_claim_pull(&name, 1));
-        assert!(!dir.watch_and_claim_pull(&name, 0), "shard 1 pulls it already");
+        assert!(
+            !dir.watch_and_claim_pull(&name, 0),
+            "shard 1 pulls it already"
+        );
         assert!(!dir.watch_and_claim_pull(&name, 1));
         assert_eq!(dir.watchers(&name), 3);
         assert!(!dir.claim_pull(&name, 0));

@@ -103,7 +103,10 @@ pub enum ShardMessage {
     },
     /// The host's pull of `stream` was refused for good (a relay loop): refuse the
     /// viewers waiting for it here with `why`, rather than leave them waiting.
-    UpstreamRefused { stream: StreamName, why: String },
+    UpstreamRefused {
+        stream: StreamName,
+        why: String,
+    },
     /// Stop accepting, tell every client, and finish.
     Shutdown,
 }

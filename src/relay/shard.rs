@@ -2687,9 +2687,7 @@ impl Shard {
                 start,
                 reply,
             } => reply.send(self.record_command(&stream, start)),
-            ShardMessage::UpstreamRefused { stream, why } => {
-                self.refuse_waiting(&stream, &why)
-            }
+            ShardMessage::UpstreamRefused { stream, why } => self.refuse_waiting(&stream, &why),
             ShardMessage::Shutdown => self.begin_shutdown(),
             ShardMessage::Reload(config) => self.reload(config),
             ShardMessage::Drain => self.request_reconnects(),

@@ -243,7 +243,11 @@ impl UpstreamSource {
     ) -> UpstreamSource {
         let key = name.split_once('/').map_or("", |(_, k)| k).to_owned();
         let ring = OriginRing::new(origins.to_vec());
-        let origins: Vec<String> = ring.order_for(&key).into_iter().map(str::to_owned).collect();
+        let origins: Vec<String> = ring
+            .order_for(&key)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         UpstreamSource {
             name,
             key,
@@ -277,9 +281,16 @@ impl UpstreamSource {
     }
 
     fn connect(&mut self, link: u64, now: Instant) -> Vec<PullStep> {
-        let Some(url) = self.origins.get(self.next % self.origins.len().max(1)).cloned() else {
+        let Some(url) = self
+            .origins
+            .get(self.next % self.origins.len().max(1))
+            .cloned()
+        else {
             self.state = UpstreamState::Stopped;
-            return vec![PullStep::RefuseViewers("no origin to pull from".into()), PullStep::Stop];
+            return vec![
+                PullStep::RefuseViewers("no origin to pull from".into()),
+                PullStep::Stop,
+            ];
         };
         self.link = link;
         self.url = url.clone();
@@ -431,7 +442,10 @@ mod tests {
     #[test]
     fn urls_parse_and_bad_ones_are_refused() {
         let u = UpstreamUrl::parse("rtmp://origin-a:1936/live").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.app.as_str()), ("origin-a", 1936, "live"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.app.as_str()),
+            ("origin-a", 1936, "live")
+        );
         assert_eq!(u.tc_url, "rtmp://origin-a:1936/live");
         let u = UpstreamUrl::parse("rtmp://origin-b/live/sub/").unwrap();
         assert_eq!((u.port, u.app.as_str()), (1935, "live/sub"));
@@ -484,7 +498,10 @@ mod tests {
         assert_ne!(*url, first, "the next origin on the ring");
         assert_eq!(s.retries, 1);
         // A late failure of the old link changes nothing.
-        assert!(s.on_failure(1, LinkFailure::Error("late".into()), t0).is_empty());
+        assert!(
+            s.on_failure(1, LinkFailure::Error("late".into()), t0)
+                .is_empty()
+        );
     }
 
     #[test]
