@@ -35,6 +35,16 @@ fn edge_config(origins: &[u16], linger_ms: u64) -> String {
 
 const ORIGIN_CONFIG: &str = "[app.live]\nunpublish_grace_ms = 1000\n";
 
+/// An encoder the test no longer waits for: killed (and reaped) when dropped.
+struct Encoder(Child);
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn start_ffmpeg(url: &str, seconds: u32) -> Child {
     ffmpeg_publish(url, seconds, true)
         .stdout(Stdio::null())
@@ -241,7 +251,7 @@ fn edge_viewers_continue_when_the_serving_origin_is_killed() {
         &edge_config(&[serving.port, standby.port], 2000),
         2,
     );
-    let mut encoder = start_ffmpeg(&serving.url("fo"), 30);
+    let mut encoder = Encoder(start_ffmpeg(&serving.url("fo"), 30));
     serving
         .wait_published("live/fo", Duration::from_secs(10))
         .expect("the origin accepted ffmpeg's publish");
@@ -257,9 +267,9 @@ fn edge_viewers_continue_when_the_serving_origin_is_killed() {
     let killed_at = Instant::now();
     // SAFETY: kill(2) on the pid of a child not reaped yet.
     unsafe { libc::kill(serving.pid() as libc::pid_t, libc::SIGKILL) };
-    let _ = encoder.kill();
-    let _ = encoder.wait();
-    let _encoder = start_ffmpeg(&standby.url("fo"), 20);
+    let _ = encoder.0.kill();
+    let _ = encoder.0.wait();
+    let _encoder = Encoder(start_ffmpeg(&standby.url("fo"), 20));
     // Within 3 s plus one keyframe interval (1 s), a keyframe from the new origin.
     let resumed = viewer.wait_until(Duration::from_secs(4), |events| {
         video_frames(events)
@@ -425,7 +435,10 @@ fn a_shardcast_edge_pulls_from_an_nginx_rtmp_origin() {
         &edge_config(&[nginx.port], 2000),
         2,
     );
-    let _encoder = start_ffmpeg(&format!("rtmp://127.0.0.1:{}/live/ng", nginx.port), 15);
+    let _encoder = Encoder(start_ffmpeg(
+        &format!("rtmp://127.0.0.1:{}/live/ng", nginx.port),
+        15,
+    ));
     thread::sleep(Duration::from_millis(500));
     let players: Vec<Recorder> = (0..2)
         .map(|s| Recorder::play_on_shard(&edge, s, "ng"))
@@ -452,7 +465,7 @@ fn an_nginx_rtmp_edge_pulls_from_a_shardcast_origin() {
     let Some(nginx) = Nginx::start("edge", &pull) else {
         return;
     };
-    let _encoder = start_ffmpeg(&origin.url("sc"), 15);
+    let _encoder = Encoder(start_ffmpeg(&origin.url("sc"), 15));
     origin
         .wait_published("live/sc", Duration::from_secs(10))
         .expect("the origin accepted ffmpeg's publish");
