@@ -482,3 +482,62 @@ fn an_nginx_rtmp_edge_pulls_from_a_shardcast_origin() {
         "nginx pulls once for its two viewers"
     );
 }
+
+/// Reads an HTTP-FLV response of `url_path` from `addr` until `want` bytes came (or 8 s).
+fn http_flv(addr: std::net::SocketAddr, url_path: &str, want: usize) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    write!(s, "GET {url_path} HTTP/1.1\r\nHost: edge\r\n\r\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    while got.len() < want && Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    got
+}
+
+#[test]
+fn a_static_pull_runs_without_viewers_and_serves_http_flv() {
+    let origin = Relay::start(SHARDCAST, "pull-static-origin", ORIGIN_CONFIG, 1);
+    let _encoder = Encoder(start_ffmpeg(&origin.url("st"), 20));
+    origin
+        .wait_published("live/st", Duration::from_secs(10))
+        .expect("the origin accepted ffmpeg's publish");
+    let config = format!(
+        "{}pull_static = [\"st\"]\n",
+        edge_config(&[origin.port], 1000)
+    );
+    let edge = Relay::start(SHARDCAST, "pull-static-edge", &config, 2);
+    // Nobody watches the edge, yet it pulls.
+    assert!(
+        edge.wait_stream("live/st", Duration::from_secs(8), |s| {
+            s.is_some_and(|s| s["upstream"]["state"] == "playing")
+        })
+        .is_some(),
+        "the static pull plays"
+    );
+    assert_eq!(viewers(&origin, "st"), 1);
+    let flv = http_flv(edge.http, "/live/st.flv", 100_000);
+    let head_end = flv
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an HTTP response head");
+    assert!(flv.starts_with(b"HTTP/1.1 200"), "{:?}", &flv[..head_end]);
+    // The body (chunked) starts with the FLV file header.
+    assert!(
+        flv[head_end..].windows(4).take(64).any(|w| w == b"FLV\x01"),
+        "an FLV header"
+    );
+    assert!(flv.len() >= 100_000, "{} bytes of HTTP-FLV", flv.len());
+    // Kept past the linger with nobody watching.
+    thread::sleep(Duration::from_millis(2500));
+    assert_eq!(viewers(&origin, "st"), 1, "the static pull stays");
+    assert_eq!(edge.metric("shardcast_pulls_active"), Some(1.0));
+}
