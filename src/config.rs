@@ -326,6 +326,9 @@ pub struct AppConfig {
     pub pull_linger_ms: u64,
     /// Stream names (without the application) pulled from startup and kept pulled.
     pub pull_static: Vec<String>,
+    /// PEM file of the certificate authorities an `rtmps://` origin's certificate must
+    /// chain to (no system roots are bundled); "" when no origin is rtmps://.
+    pub pull_tls_ca_file: PathBuf,
     /// `[app.NAME.auth]`: who may publish and play (`src/access/`).
     pub auth: AuthConfig,
 }
@@ -664,6 +667,7 @@ impl Default for AppConfig {
             pull_backoff_max_ms: 10_000,
             pull_linger_ms: 10_000,
             pull_static: Vec::new(),
+            pull_tls_ca_file: PathBuf::new(),
             auth: AuthConfig::default(),
         }
     }
@@ -1110,8 +1114,17 @@ impl AppConfig {
     fn check_pull(&self, name: &str) -> Result<(), Problem> {
         let key = |field: &str| KeyPath::of(&["app", name, field]);
         for url in &self.pull {
-            if let Err(why) = crate::relay::upstream_source::UpstreamUrl::parse(url) {
-                return Err(Problem::new(key("pull"), format!("{url:?}: {why}")));
+            match crate::relay::upstream_source::UpstreamUrl::parse(url) {
+                Err(why) => return Err(Problem::new(key("pull"), format!("{url:?}: {why}"))),
+                Ok(u) if u.tls && self.pull_tls_ca_file.as_os_str().is_empty() => {
+                    return Err(Problem::new(
+                        key("pull_tls_ca_file"),
+                        format!(
+                            "{url:?} is rtmps://: name the PEM file of the authorities its certificate chains to"
+                        ),
+                    ));
+                }
+                Ok(_) => {}
             }
         }
         check_timeout(key("pull_start_timeout_ms"), self.pull_start_timeout_ms)?;
@@ -1729,7 +1742,7 @@ mod tests {
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);
-        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 27);
+        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 28);
         assert_eq!(
             document["app"]["live"]["auth"].as_table().unwrap().len(),
             15

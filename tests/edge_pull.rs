@@ -541,3 +541,69 @@ fn a_static_pull_runs_without_viewers_and_serves_http_flv() {
     assert_eq!(viewers(&origin, "st"), 1, "the static pull stays");
     assert_eq!(edge.metric("shardcast_pulls_active"), Some(1.0));
 }
+
+#[test]
+fn an_edge_pulls_over_rtmps_trusting_its_ca_file() {
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("rcgen makes a certificate");
+    let cert = temp_path("pull-rtmps.crt");
+    let key = temp_path("pull-rtmps.key");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let origin_config = format!(
+        "[server]\ntls_cert_file = \"{}\"\ntls_key_file = \"{}\"\n\n{ORIGIN_CONFIG}",
+        cert.display(),
+        key.display()
+    );
+    let origin = Relay::start_tls(SHARDCAST, "pull-rtmps-origin", &origin_config, 1);
+    let _encoder = Encoder(start_ffmpeg(&origin.url("sec"), 15));
+    origin
+        .wait_published("live/sec", Duration::from_secs(10))
+        .expect("the origin accepted ffmpeg's publish");
+    let tls_port = origin.tls.unwrap().port();
+    let edge_config = format!(
+        "[app.live]\npull = [\"rtmps://127.0.0.1:{tls_port}/live\"]\npull_tls_ca_file = \"{}\"\n",
+        cert.display()
+    );
+    let edge = Relay::start(SHARDCAST, "pull-rtmps-edge", &edge_config, 1);
+    let v = Recorder::play(edge.port, "sec");
+    assert!(
+        v.wait_until(Duration::from_secs(8), got_video(25)),
+        "the edge's viewer got the stream pulled over RTMPS"
+    );
+    let s = edge.stream("live/sec").unwrap();
+    assert_eq!(s["upstream"]["state"], "playing");
+    assert_eq!(
+        s["upstream"]["url"],
+        format!("rtmps://127.0.0.1:{tls_port}/live")
+    );
+
+    // An edge that does not trust the origin's certificate gets nothing, and says why.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let wrong_ca = temp_path("pull-rtmps-wrong.crt");
+    std::fs::write(&wrong_ca, other.cert.pem()).unwrap();
+    let config = format!(
+        "[app.live]\npull = [\"rtmps://127.0.0.1:{tls_port}/live\"]\npull_tls_ca_file = \"{}\"\npull_start_timeout_ms = 2000\n",
+        wrong_ca.display()
+    );
+    let distrustful = Relay::start(SHARDCAST, "pull-rtmps-wrong", &config, 1);
+    let mut refused = RtmpClient::connect(distrustful.port);
+    refused.session.play("sec");
+    refused.flush().unwrap();
+    let got = refused.try_wait_for(
+        Duration::from_secs(4),
+        |e| matches!(e, ClientEvent::Status { level, .. } if level == "error"),
+    );
+    assert!(
+        matches!(&got, Ok(ClientEvent::Status { code, .. }) if code == "NetStream.Play.StreamNotFound"),
+        "{got:?}"
+    );
+    assert!(
+        distrustful
+            .wait_log(Duration::from_secs(1), |l| l
+                .contains("upstream pull failed")
+                && l.contains("TLS"))
+            .is_some()
+    );
+}

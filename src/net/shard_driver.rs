@@ -172,6 +172,7 @@ impl ShardDriver {
                     url,
                     key,
                     relay_path,
+                    tls_ca_file,
                 } => {
                     let control = Rc::new(LinkControl::default());
                     self.links.borrow_mut().insert(link, control.clone());
@@ -180,6 +181,7 @@ impl ShardDriver {
                         url,
                         key,
                         relay_path,
+                        tls_ca_file,
                     };
                     glommio::spawn_local(upstream_link::run(self.clone(), spec, control)).detach();
                 }

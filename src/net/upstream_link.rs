@@ -10,12 +10,19 @@
 //! origin closing, a protocol error) is reported once as `UpstreamEvent::Failed`, naming
 //! the origin; a link the shard closed reports nothing.
 //!
+//! An `rtmps://` origin is reached through rustls (the ring provider), driven by hand
+//! around the socket as the server side does (`tls.rs`), its certificate checked against
+//! the application's `pull_tls_ca_file` and the origin's host name.
+//!
 //! The origin is a network peer like any client: the session's decoder limits bound what
 //! one message may claim, the read buffer is fixed, and a peer that breaks the protocol
 //! ends its link, never the shard.
 
 use std::cell::Cell;
+use std::io::{Read, Write};
+use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -54,6 +61,97 @@ pub struct LinkSpec {
     pub url: UpstreamUrl,
     pub key: String,
     pub relay_path: RelayPath,
+    /// For `rtmps://`: the authorities the origin's certificate must chain to.
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// The bytes between the session and the socket: as they are, or through TLS.
+enum Transport {
+    Plain,
+    Tls(Box<rustls::ClientConnection>),
+}
+
+impl Transport {
+    /// Sends `data` (and whatever TLS has to say).
+    async fn send(&mut self, stream: &mut TcpStream, data: &[u8]) -> Result<(), String> {
+        match self {
+            Transport::Plain => stream
+                .write_all(data)
+                .await
+                .map_err(|e| format!("write failed: {e}")),
+            Transport::Tls(tls) => {
+                tls.writer()
+                    .write_all(data)
+                    .map_err(|e| format!("TLS write failed: {e}"))?;
+                Self::flush_tls(tls, stream).await
+            }
+        }
+    }
+
+    async fn flush_tls(
+        tls: &mut rustls::ClientConnection,
+        stream: &mut TcpStream,
+    ) -> Result<(), String> {
+        while tls.wants_write() {
+            let mut out = Vec::new();
+            tls.write_tls(&mut out)
+                .map_err(|e| format!("TLS write failed: {e}"))?;
+            stream
+                .write_all(&out)
+                .await
+                .map_err(|e| format!("write failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// What `input` from the socket carries for the session.
+    async fn receive(&mut self, stream: &mut TcpStream, input: &[u8]) -> Result<Bytes, String> {
+        let Transport::Tls(tls) = self else {
+            return Ok(Bytes::copy_from_slice(input));
+        };
+        let mut plain = Vec::new();
+        let mut rest = input;
+        while !rest.is_empty() {
+            tls.read_tls(&mut rest)
+                .map_err(|e| format!("TLS read failed: {e}"))?;
+            tls.process_new_packets()
+                .map_err(|e| format!("TLS error: {e}"))?;
+            let mut chunk = [0u8; 16 * 1024];
+            loop {
+                match tls.reader().read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => plain.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("TLS read failed: {e}")),
+                }
+            }
+        }
+        // Handshake answers, alerts.
+        Self::flush_tls(tls, stream).await?;
+        Ok(Bytes::from(plain))
+    }
+}
+
+/// The rustls client for an origin at `host`, trusting the authorities in `ca_file`.
+fn tls_client(host: &str, ca_file: &std::path::Path) -> Result<rustls::ClientConnection, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let what = |e: &dyn std::fmt::Display| format!("pull_tls_ca_file {}: {e}", ca_file.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| what(&e))? {
+        roots
+            .add(cert.map_err(|e| what(&e))?)
+            .map_err(|e| what(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| format!("{host} is no TLS server name: {e}"))?;
+    rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())
 }
 
 /// Runs link `spec.link` until it fails or the shard closes it.
@@ -105,6 +203,18 @@ async fn drive(
         Some(result) => result?,
     };
     let _ = stream.set_nodelay(true);
+    let mut transport = match (&spec.tls_ca_file, spec.url.tls) {
+        (Some(ca_file), true) => {
+            let (host, ca_file) = (spec.url.host.clone(), ca_file.clone());
+            // Reads the CA file: off the shard's thread.
+            let tls = glommio::executor()
+                .spawn_blocking(move || tls_client(&host, &ca_file))
+                .await?;
+            Transport::Tls(Box::new(tls))
+        }
+        (None, true) => return Err("rtmps:// without pull_tls_ca_file".to_owned()),
+        _ => Transport::Plain,
+    };
     let mut config = ClientSessionConfig::new(&spec.url.app, &spec.url.tc_url);
     config.seed ^= spec.link;
     config.relay_path = spec.relay_path.clone();
@@ -114,10 +224,7 @@ async fn drive(
     let mut buf = vec![0u8; READ_BUFFER];
     loop {
         while let Some(out) = session.poll_transmit() {
-            stream
-                .write_all(&out)
-                .await
-                .map_err(|e| format!("write failed: {e}"))?;
+            transport.send(&mut stream, &out).await?;
         }
         if control.closed.get() {
             return Ok(());
@@ -134,8 +241,12 @@ async fn drive(
             Wake::Read(Ok(n)) => n,
             Wake::Read(Err(e)) => return Err(format!("read failed: {e}")),
         };
+        let input = transport.receive(&mut stream, &buf[..n]).await?;
+        if input.is_empty() {
+            continue;
+        }
         session
-            .feed(Bytes::copy_from_slice(&buf[..n]))
+            .feed(input)
             .map_err(|e| format!("protocol error: {e}"))?;
         let mut any = false;
         while let Some(event) = session.poll_event() {

@@ -123,6 +123,8 @@ pub enum Output {
         url: UpstreamUrl,
         key: String,
         relay_path: crate::rtmp::RelayPath,
+        /// For an `rtmps://` origin: the authorities its certificate must chain to.
+        tls_ca_file: Option<std::path::PathBuf>,
     },
     /// Close upstream link `link`; nothing it still says matters.
     CloseUpstream { link: u64 },

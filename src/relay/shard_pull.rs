@@ -145,11 +145,17 @@ impl Shard {
                     match UpstreamUrl::parse(&url) {
                         Ok(url) => {
                             self.pull_links.insert(link, name.clone());
+                            let tls_ca_file = url
+                                .tls
+                                .then(|| self.config.app(app_of(name)))
+                                .flatten()
+                                .map(|app| app.pull_tls_ca_file.clone());
                             self.outputs.push_back(Output::OpenUpstream {
                                 link,
                                 url,
                                 key,
                                 relay_path,
+                                tls_ca_file,
                             });
                         }
                         Err(why) => {

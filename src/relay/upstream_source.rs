@@ -52,9 +52,11 @@ pub const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// The longest `last_error` kept (a hostile origin's description is cut).
 pub const MAX_ERROR_LEN: usize = 200;
 
-/// An origin URL of `pull`: `rtmp://host[:port]/app`.
+/// An origin URL of `pull`: `rtmp://host[:port]/app` or `rtmps://host[:port]/app`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamUrl {
+    /// `rtmps://`: TLS to the origin.
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     /// The application on the origin (may contain `/`, e.g. `live/sub`).
@@ -66,12 +68,12 @@ pub struct UpstreamUrl {
 impl UpstreamUrl {
     /// Parses a `pull` entry.
     pub fn parse(url: &str) -> Result<UpstreamUrl, String> {
-        let rest = if let Some(rest) = url.strip_prefix("rtmp://") {
-            rest
-        } else if url.starts_with("rtmps://") {
-            return Err("rtmps:// origins are not supported yet; use rtmp://".to_owned());
+        let (tls, rest, default_port) = if let Some(rest) = url.strip_prefix("rtmp://") {
+            (false, rest, 1935)
+        } else if let Some(rest) = url.strip_prefix("rtmps://") {
+            (true, rest, 443)
         } else {
-            return Err("must start with rtmp://".to_owned());
+            return Err("must start with rtmp:// or rtmps://".to_owned());
         };
         let (authority, app) = rest
             .split_once('/')
@@ -92,13 +94,14 @@ impl UpstreamUrl {
                     .ok_or_else(|| format!("bad port {port:?}"))?;
                 (host, port)
             }
-            _ => (authority, 1935),
+            _ => (authority, default_port),
         };
         let host = host.trim_start_matches('[').trim_end_matches(']');
         if host.is_empty() {
             return Err("must name a host".to_owned());
         }
         Ok(UpstreamUrl {
+            tls,
             host: host.to_owned(),
             port,
             app: app.to_owned(),
@@ -451,6 +454,9 @@ mod tests {
         assert_eq!((u.port, u.app.as_str()), (1935, "live/sub"));
         let u = UpstreamUrl::parse("rtmp://[::1]:1935/live").unwrap();
         assert_eq!(u.host, "::1");
+        let u = UpstreamUrl::parse("rtmps://origin-c/live").unwrap();
+        assert_eq!((u.tls, u.port, u.host.as_str()), (true, 443, "origin-c"));
+        assert!(!UpstreamUrl::parse("rtmp://origin-c/live").unwrap().tls);
         for bad in [
             "http://a/live",
             "rtmp://a",
@@ -459,7 +465,7 @@ mod tests {
             "rtmp://a:0/live",
             "rtmp://a:99999/live",
             "rtmp://a/live?x=1",
-            "rtmps://a/live",
+            "rtmps://a",
         ] {
             assert!(UpstreamUrl::parse(bad).is_err(), "{bad}");
         }
