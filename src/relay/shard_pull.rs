@@ -258,10 +258,12 @@ impl Shard {
                 return;
             };
             let url = source.url.clone();
-            let steps = source.on_failure(link, failure.clone(), now);
+            let steps = source.on_failure(link, failure, now);
             if !steps.is_empty() {
                 self.stats.pull_failures += 1;
-                tracing::warn!(shard = self.id, stream = %name, upstream = %url, "upstream pull failed: {failure:?}");
+                // The origin's words, as kept: cut to a bounded length.
+                let why = source.last_error.clone();
+                tracing::warn!(shard = self.id, stream = %name, upstream = %url, "upstream pull failed: {why}");
             }
             self.apply_pull_steps(&name, steps, now);
         }
