@@ -290,9 +290,20 @@ impl Shard {
                 return;
             }
         }
-        if self.is_pulled_here(name) {
-            self.ingest_media(name, kind, timestamp, payload, now);
+        if !self.is_pulled_here(name) {
+            return;
         }
+        if kind == MediaKind::Video
+            && let Some(source) = self.pulls.get_mut(name)
+            && source.awaiting_keyframe
+        {
+            match inspect_video(&payload) {
+                Some(info) if info.is_keyframe() => source.awaiting_keyframe = false,
+                Some(info) if info.is_sequence_header => {}
+                _ => return,
+            }
+        }
+        self.ingest_media(name, kind, timestamp, payload, now);
     }
 
     fn upstream_data(
@@ -340,8 +351,12 @@ impl Shard {
             && let Some(state) = self.origins.get_mut(name)
             && state.upstream.is_some()
         {
-            // A failover: same stream, new origin; its clock follows the old one.
+            // A failover: same stream, new origin; its clock follows the old one, and its
+            // video starts at a keyframe.
             state.origin.republish();
+            if let Some(source) = self.pulls.get_mut(name) {
+                source.awaiting_keyframe = true;
+            }
             return true;
         }
         let conn = match self.origins.get(name).and_then(|s| s.upstream) {

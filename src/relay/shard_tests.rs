@@ -1180,6 +1180,8 @@ fn one_pull_per_host_serves_viewers_on_every_shard_with_the_origins_timestamps()
     assert_eq!(w.upstream_opened.len(), 2);
     let (_, link2, url2, _) = w.upstream_opened[1].clone();
     assert_ne!(url2, url, "the next origin on the ring");
+    // The new origin's first picture is no keyframe: dropped, its keyframe is next.
+    w.upstream_media(shard, link2, MediaKind::Video, 0, inter(7));
     w.upstream_media(shard, link2, MediaKind::Video, 0, keyframe(3));
     w.upstream_media(shard, link, MediaKind::Video, 9999, keyframe(9));
     w.exchange_all(&mut [&mut v0, &mut v1, &mut v2]);
@@ -1187,7 +1189,11 @@ fn one_pull_per_host_serves_viewers_on_every_shard_with_the_origins_timestamps()
         assert!(!v.closed);
         assert!(!v.statuses().contains(&status::PLAY_UNPUBLISH_NOTIFY));
         let got = v.media();
-        assert_eq!(got.len(), 4, "the old link's late media is dropped");
+        assert_eq!(
+            got.len(),
+            4,
+            "the old link's late media and the new one's leading inter frame are dropped"
+        );
         assert_eq!(got[3].2, keyframe(3));
         assert!(got[3].1 >= 5040, "timestamps keep going forward");
     }

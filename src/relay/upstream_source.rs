@@ -231,6 +231,9 @@ pub struct UpstreamSource {
     pub live: bool,
     /// The origin's `onMetaData` (timestamp, body), kept until the stream goes live.
     pub metadata: Option<(u32, bytes::Bytes)>,
+    /// After a failover: the new origin's video is dropped until its first keyframe, so
+    /// the viewers continue from a picture they can decode (the shard sets and clears it).
+    pub awaiting_keyframe: bool,
 }
 
 impl UpstreamSource {
@@ -270,6 +273,7 @@ impl UpstreamSource {
             last_error: String::new(),
             live: false,
             metadata: None,
+            awaiting_keyframe: false,
         }
     }
 
