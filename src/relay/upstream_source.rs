@@ -210,7 +210,8 @@ pub struct UpstreamSource {
     /// The current link's number (links are numbered so a late event of a closed one is
     /// recognised and dropped).
     pub link: u64,
-    /// Links ever opened (the numbers come from the shard, unique across its pulls).
+    /// The relays this pull's media has passed (the requesting viewer's path and this
+    /// node), sent in `connect` so an origin on it refuses the loop.
     pub relay_path: RelayPath,
     settings: PullSettings,
     backoff: Backoff,
@@ -333,7 +334,7 @@ impl UpstreamSource {
     }
 
     /// Link `link` failed (`failure`): fall over to the next origin after a backoff, or
-    /// end the pull for a loop. `next_link` numbers the link after the backoff.
+    /// end the pull for a loop. A late failure of a link already replaced changes nothing.
     pub fn on_failure(&mut self, link: u64, failure: LinkFailure, now: Instant) -> Vec<PullStep> {
         if link != self.link
             || matches!(self.state, UpstreamState::Stopped | UpstreamState::Backoff)
