@@ -282,6 +282,11 @@ fn edge_viewers_continue_when_the_serving_origin_is_killed() {
         edge.stream("live/fo")
             .map_or("none".into(), |s| s["upstream"].to_string())
     );
+    let gap = video_frames(&viewer.events())
+        .iter()
+        .find(|&&(_, key, at)| key && at > killed_at + Duration::from_millis(300))
+        .map(|&(_, _, at)| at - killed_at);
+    eprintln!("first keyframe from the new origin {gap:?} after the kill");
     assert!(viewer.wait_until(Duration::from_secs(3), |events| {
         video_frames(events)
             .iter()
