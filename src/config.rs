@@ -1996,6 +1996,43 @@ mod tests {
     }
 
     #[test]
+    fn pull_mistakes_name_their_key() {
+        for (text, key) in [
+            ("[app.live]\npull = [\"http://o/live\"]\n", "app.live.pull"),
+            ("[app.live]\npull = [\"rtmp://o\"]\n", "app.live.pull"),
+            (
+                "[app.live]\npull = [\"rtmps://o/live\"]\n",
+                "app.live.pull_tls_ca_file",
+            ),
+            (
+                "[app.live]\npull_static = [\"a\"]\n",
+                "app.live.pull_static",
+            ),
+            (
+                "[app.live]\npull = [\"rtmp://o/live\"]\npull_static = [\"a/b\"]\n",
+                "app.live.pull_static",
+            ),
+            (
+                "[app.live]\npull = [\"rtmp://o/live\"]\npull_no_input_ms = 0\n",
+                "app.live.pull_no_input_ms",
+            ),
+        ] {
+            assert_eq!(rejected_key(text), key, "for {text:?}");
+        }
+        let ok = Config::from_toml_str(
+            "[app.live]\npull = [\"rtmp://o/live\", \"rtmps://p/live\"]\npull_tls_ca_file = \"/ca.pem\"\n",
+        )
+        .unwrap();
+        let app = ok.app("live").unwrap();
+        assert!(app.pulls());
+        assert_eq!(app.wait_for_source(), Duration::from_millis(10_000));
+        assert_eq!(
+            Config::default().app("live").unwrap().wait_for_source(),
+            Duration::from_millis(30_000)
+        );
+    }
+
+    #[test]
     fn range_bounds_themselves_are_accepted() {
         let text = "[server]\nchunk_size = 128\nmax_message_size = 67108864\n\
                     [viewer]\nflush_interval_ms = 1000\nsend_buffer_bytes = 4096\n\
