@@ -85,20 +85,31 @@ impl UpstreamUrl {
         if app.contains(['?', '#', ' ']) {
             return Err("the application may not carry a query".to_owned());
         }
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-                let port = port
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|&p| p != 0)
-                    .ok_or_else(|| format!("bad port {port:?}"))?;
-                (host, port)
-            }
-            _ => (authority, default_port),
+        let parse_port = |port: &str| {
+            port.parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("bad port {port:?}"))
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
+            // An IPv6 address: [::1] or [::1]:1935.
+            let (host, after) = rest.split_once(']').ok_or("unclosed '[' in the host")?;
+            match after.strip_prefix(':') {
+                Some(port) => (host, parse_port(port)?),
+                None if after.is_empty() => (host, default_port),
+                None => return Err(format!("unexpected {after:?} after the host")),
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, parse_port(port)?),
+                None => (authority, default_port),
+            }
+        };
         if host.is_empty() {
             return Err("must name a host".to_owned());
+        }
+        if host.contains('@') {
+            return Err("credentials in the URL are not supported".to_owned());
         }
         Ok(UpstreamUrl {
             tls,
@@ -457,8 +468,10 @@ mod tests {
         assert_eq!(u.tc_url, "rtmp://origin-a:1936/live");
         let u = UpstreamUrl::parse("rtmp://origin-b/live/sub/").unwrap();
         assert_eq!((u.port, u.app.as_str()), (1935, "live/sub"));
-        let u = UpstreamUrl::parse("rtmp://[::1]:1935/live").unwrap();
-        assert_eq!(u.host, "::1");
+        let u = UpstreamUrl::parse("rtmp://[::1]:1936/live").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1936));
+        let u = UpstreamUrl::parse("rtmp://[::1]/live").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1935));
         let u = UpstreamUrl::parse("rtmps://origin-c/live").unwrap();
         assert_eq!((u.tls, u.port, u.host.as_str()), (true, 443, "origin-c"));
         assert!(!UpstreamUrl::parse("rtmp://origin-c/live").unwrap().tls);
@@ -471,6 +484,9 @@ mod tests {
             "rtmp://a:99999/live",
             "rtmp://a/live?x=1",
             "rtmps://a",
+            "rtmp://[::1/live",
+            "rtmp://[::1]x/live",
+            "rtmp://user@o/live",
         ] {
             assert!(UpstreamUrl::parse(bad).is_err(), "{bad}");
         }
