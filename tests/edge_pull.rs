@@ -369,7 +369,7 @@ fn a_loop_of_two_edges_is_refused_not_amplified() {
     let _ = a.wait_exit(Duration::ZERO);
 }
 
-/// nginx with the RTMP module, in a temp prefix, as a non-root process; killed on drop.
+/// nginx with the RTMP module, in a temp prefix, one foreground process; killed on drop.
 struct Nginx {
     child: Child,
     port: u16,
@@ -387,13 +387,10 @@ impl Nginx {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("logs")).unwrap();
         let port = free_port();
-        let user = if unsafe { libc::geteuid() } == 0 {
-            "user nobody nogroup;\n"
-        } else {
-            ""
-        };
+        // One process, in the foreground, as whoever runs the test; everything it writes
+        // stays under the temp prefix.
         let conf = format!(
-            "load_module {module};\n{user}daemon off;\nmaster_process off;\nworker_processes 1;\n\
+            "load_module {module};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
              pid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log info;\n\
              events {{ worker_connections 256; }}\n\
              rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
