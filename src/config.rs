@@ -323,6 +323,24 @@ pub struct AppConfig {
     pub push: PushUrls,
     /// The longest wait between two attempts to reach a push target.
     pub push_backoff_max_ms: u64,
+    /// Origins this application pulls a stream from when a viewer asks for one this host
+    /// does not have (`rtmp://host[:port]/app`; the stream name is appended). Empty: no
+    /// pulls, an edge-less application. See `src/relay/upstream_source.rs`.
+    pub pull: Vec<String>,
+    /// Viewers of a pulled stream wait this long for its first media, then are refused.
+    pub pull_start_timeout_ms: u64,
+    /// An upstream that sends no media this long (the first media included) is given up
+    /// for the next origin on the ring.
+    pub pull_no_input_ms: u64,
+    /// The longest wait between two attempts of a failing pull (exponential, with jitter).
+    pub pull_backoff_max_ms: u64,
+    /// A pull nobody watches any more stops after this long.
+    pub pull_linger_ms: u64,
+    /// Stream names (without the application) pulled from startup and kept pulled.
+    pub pull_static: Vec<String>,
+    /// PEM file of the certificate authorities an `rtmps://` origin's certificate must
+    /// chain to (no system roots are bundled); "" when no origin is rtmps://.
+    pub pull_tls_ca_file: PathBuf,
     /// `[app.NAME.auth]`: who may publish and play (`src/access/`).
     pub auth: AuthConfig,
 }
@@ -672,6 +690,13 @@ impl Default for AppConfig {
             record_max_bytes: 0,
             record_flush_ms: 1000,
             on_record_done: String::new(),
+            pull: Vec::new(),
+            pull_start_timeout_ms: 10_000,
+            pull_no_input_ms: 3_000,
+            pull_backoff_max_ms: 10_000,
+            pull_linger_ms: 10_000,
+            pull_static: Vec::new(),
+            pull_tls_ca_file: PathBuf::new(),
             auth: AuthConfig::default(),
         }
     }
@@ -1121,6 +1146,16 @@ impl AppConfig {
         Duration::from_millis(self.wait_for_publisher_ms)
     }
 
+    /// How long a viewer waits for its stream's source: the first media of a pull in an
+    /// application that pulls, a publisher otherwise.
+    pub fn wait_for_source(&self) -> Duration {
+        if self.pulls() {
+            Duration::from_millis(self.pull_start_timeout_ms)
+        } else {
+            self.wait_for_publisher()
+        }
+    }
+
     /// The directory stored files are played from, if the application has one.
     pub fn vod_dir(&self) -> Option<&Path> {
         [&self.vod_dir, &self.recordings_dir]
@@ -1180,7 +1215,57 @@ impl AppConfig {
             " ms (100 ms to 10 minutes)",
         )?;
         self.check_record(name)?;
+        self.check_pull(name)?;
         self.auth.check(name)
+    }
+
+    fn check_pull(&self, name: &str) -> Result<(), Problem> {
+        let key = |field: &str| KeyPath::of(&["app", name, field]);
+        for url in &self.pull {
+            match crate::relay::upstream_source::UpstreamUrl::parse(url) {
+                Err(why) => return Err(Problem::new(key("pull"), format!("{url:?}: {why}"))),
+                Ok(u) if u.tls && self.pull_tls_ca_file.as_os_str().is_empty() => {
+                    return Err(Problem::new(
+                        key("pull_tls_ca_file"),
+                        format!(
+                            "{url:?} is rtmps://: name the PEM file of the authorities its certificate chains to"
+                        ),
+                    ));
+                }
+                Ok(_) => {}
+            }
+        }
+        check_timeout(key("pull_start_timeout_ms"), self.pull_start_timeout_ms)?;
+        check_timeout(key("pull_no_input_ms"), self.pull_no_input_ms)?;
+        check_timeout(key("pull_backoff_max_ms"), self.pull_backoff_max_ms)?;
+        check_range(
+            key("pull_linger_ms"),
+            self.pull_linger_ms,
+            0..=MAX_DURATION_MS,
+            " ms",
+        )?;
+        if !self.pull_static.is_empty() && self.pull.is_empty() {
+            return Err(Problem::new(
+                key("pull_static"),
+                "names streams to pull, but pull lists no origin",
+            ));
+        }
+        if let Some(bad) = self
+            .pull_static
+            .iter()
+            .find(|n| n.is_empty() || n.contains(['/', '?', ' ']))
+        {
+            return Err(Problem::new(
+                key("pull_static"),
+                format!("{bad:?} is not a stream name (no '/', '?' or spaces)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether the application pulls streams it does not have from origins.
+    pub fn pulls(&self) -> bool {
+        !self.pull.is_empty()
     }
 
     fn check_record(&self, name: &str) -> Result<(), Problem> {
@@ -1798,7 +1883,7 @@ mod tests {
         assert_eq!(section("http"), 2);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);
-        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 23);
+        assert_eq!(document["app"]["live"].as_table().unwrap().len(), 30);
         assert_eq!(
             document["app"]["live"]["auth"].as_table().unwrap().len(),
             15
@@ -2064,6 +2149,43 @@ mod tests {
         for (text, key) in cases {
             assert_eq!(rejected_key(text), key, "for {text:?}");
         }
+    }
+
+    #[test]
+    fn pull_mistakes_name_their_key() {
+        for (text, key) in [
+            ("[app.live]\npull = [\"http://o/live\"]\n", "app.live.pull"),
+            ("[app.live]\npull = [\"rtmp://o\"]\n", "app.live.pull"),
+            (
+                "[app.live]\npull = [\"rtmps://o/live\"]\n",
+                "app.live.pull_tls_ca_file",
+            ),
+            (
+                "[app.live]\npull_static = [\"a\"]\n",
+                "app.live.pull_static",
+            ),
+            (
+                "[app.live]\npull = [\"rtmp://o/live\"]\npull_static = [\"a/b\"]\n",
+                "app.live.pull_static",
+            ),
+            (
+                "[app.live]\npull = [\"rtmp://o/live\"]\npull_no_input_ms = 0\n",
+                "app.live.pull_no_input_ms",
+            ),
+        ] {
+            assert_eq!(rejected_key(text), key, "for {text:?}");
+        }
+        let ok = Config::from_toml_str(
+            "[app.live]\npull = [\"rtmp://o/live\", \"rtmps://p/live\"]\npull_tls_ca_file = \"/ca.pem\"\n",
+        )
+        .unwrap();
+        let app = ok.app("live").unwrap();
+        assert!(app.pulls());
+        assert_eq!(app.wait_for_source(), Duration::from_millis(10_000));
+        assert_eq!(
+            Config::default().app("live").unwrap().wait_for_source(),
+            Duration::from_millis(30_000)
+        );
     }
 
     #[test]

@@ -29,6 +29,12 @@
 //!    the viewer's socket, found by the viewer's id. A full socket is left to the viewer's
 //!    own task, which waits for it to drain: nothing a viewer does slows the publisher.
 //!
+//! On an edge, the publisher of step 1 may be another server: the first viewer of a stream
+//! the host does not have makes its shard pull it from an origin (`src/relay/
+//! upstream_source.rs` decides when and from where; `src/net/upstream_link.rs` connects with
+//! the client role), and what the origin sends enters step 3 exactly as a publisher's
+//! messages do (`src/relay/shard_pull.rs`).
+//!
 //! Recording branches off at step 3: on the origin shard, each frame also goes to the
 //! stream's recorder (`src/relay/recorder.rs`), which decides files, segments and flushes
 //! and hands its writes, the same shared buffers, to a disk writer thread

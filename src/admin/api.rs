@@ -714,7 +714,22 @@ fn stream_json(s: &StreamTotals) -> Value {
             "bytes": f.bytes,
             "last_error": f.last_error,
         })).collect::<Vec<_>>(),
+        "upstream": upstream_json(s.upstream.as_ref()),
     })
+}
+
+/// An edge's pull of the stream: `null` for a stream this host does not pull.
+fn upstream_json(u: Option<&crate::relay::snapshot::UpstreamInfo>) -> Value {
+    match u {
+        None => Value::Null,
+        Some(u) => json!({
+            "url": u.url,
+            "state": u.state,
+            "retries": u.retries,
+            "bytes": u.bytes,
+            "last_error": u.last_error,
+        }),
+    }
 }
 
 /// A stream's recording: `null` in an application that does not record.
@@ -846,6 +861,7 @@ mod tests {
             } else {
                 Vec::new()
             },
+            upstream: None,
         }
     }
 

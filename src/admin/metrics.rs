@@ -331,6 +331,24 @@ pub fn render(scrape: &Scrape<'_>) -> String {
         &[],
         sum(|s| s.stats.record_errors),
     );
+    f.counter(
+        "shardcast_pull_starts_total",
+        "Upstream pulls started (one per stream and host, on an edge's first viewer or pull_static).",
+        &[],
+        sum(|s| s.stats.pull_starts),
+    );
+    f.counter(
+        "shardcast_pull_failures_total",
+        "Failed upstream pull attempts: connect errors, refusals, streams not found, silent or lost origins.",
+        &[],
+        sum(|s| s.stats.pull_failures),
+    );
+    f.gauge(
+        "shardcast_pulls_active",
+        "Upstream pulls running now.",
+        &[],
+        sum(|s| s.stats.pulls_active),
+    );
 
     for s in shards {
         let shard = s.shard.to_string();

@@ -29,6 +29,8 @@
 //!   a slow or full disk stops a recording, never a shard.
 //! - `callback_client.rs`: access control's HTTP callbacks, each a task of its own with a
 //!   timeout, so a shard never waits on a backend.
+//! - `upstream_link.rs`: an edge's connection to an origin for a pull, driving the client
+//!   role and feeding the shard what the origin sends.
 //! - `process.rs`: the process's CPU time, memory and descriptors, from `/proc/self`.
 
 pub mod admin_http;
@@ -46,6 +48,7 @@ pub mod runtime;
 pub mod shard_driver;
 pub mod sockets;
 pub mod tls;
+pub mod upstream_link;
 pub mod vectored;
 pub mod vod_files;
 pub mod wakeup;

@@ -24,6 +24,7 @@ use super::callback_client;
 use super::mailbox::{Inbox, SendError, ShardSender};
 use super::record_writer::RecordHandle;
 use super::sockets::{SendNow, SocketTable};
+use super::upstream_link::{self, LinkControl, LinkSpec};
 use super::wakeup::{Latch, Signal};
 use crate::access::callback::{CallbackAnswer, CallbackRequest, MAX_IN_FLIGHT_PER_SHARD};
 use crate::access::query::redact_url;
@@ -63,6 +64,8 @@ pub struct ShardDriver {
     notifies_in_flight: Cell<usize>,
     /// What all shards share to admit a connection (per-address counts, TLS settings).
     pub admission: std::sync::Arc<super::admission::Admission>,
+    /// The upstream links of this shard's pulls (`upstream_link.rs`), by link number.
+    links: RefCell<HashMap<u64, Rc<LinkControl>>>,
 }
 
 impl ShardDriver {
@@ -89,6 +92,7 @@ impl ShardDriver {
             failed_recordings: RefCell::new(HashSet::new()),
             notifies_in_flight: Cell::new(0),
             admission,
+            links: RefCell::new(HashMap::new()),
         });
         driver.read_wall_clock();
         driver
@@ -99,6 +103,13 @@ impl ShardDriver {
         glommio::spawn_local(self.clone().inbox_task(inbox)).detach();
         glommio::spawn_local(self.clone().fan_out_task()).detach();
         glommio::spawn_local(self.clone().timer_task()).detach();
+        self.relay.borrow_mut().start_static_pulls(Instant::now());
+        self.process();
+    }
+
+    /// A link's task ended: its handle goes.
+    pub fn forget_link(&self, link: u64) {
+        self.links.borrow_mut().remove(&link);
     }
 
     /// Carries out everything the relay has asked for since the last call.
@@ -195,6 +206,29 @@ impl ShardDriver {
                     len,
                 } => {
                     glommio::spawn_local(self.clone().read_download(client, offset, len)).detach();
+                }
+                Output::OpenUpstream {
+                    link,
+                    url,
+                    key,
+                    relay_path,
+                    tls_ca_file,
+                } => {
+                    let control = Rc::new(LinkControl::default());
+                    self.links.borrow_mut().insert(link, control.clone());
+                    let spec = LinkSpec {
+                        link,
+                        url,
+                        key,
+                        relay_path,
+                        tls_ca_file,
+                    };
+                    glommio::spawn_local(upstream_link::run(self.clone(), spec, control)).detach();
+                }
+                Output::CloseUpstream { link } => {
+                    if let Some(control) = self.links.borrow_mut().remove(&link) {
+                        control.close();
+                    }
                 }
             }
         }

@@ -87,9 +87,21 @@ pub enum Claim {
     Busy,
 }
 
+/// The audience and the pull of a stream in an application that pulls (`pull = [...]`).
+#[derive(Debug, Default)]
+struct Demand {
+    /// Viewers of the stream on every shard (playing or waiting).
+    watchers: usize,
+    /// The shard that pulls the stream, while one does.
+    puller: Option<ShardId>,
+}
+
 #[derive(Debug, Default)]
 pub struct StreamDirectory {
     entries: Mutex<HashMap<StreamName, Entry>>,
+    /// Streams of pulling applications that have viewers or a pull: one pull per host, and
+    /// the audience that keeps it going (changed on arrivals and departures only).
+    demand: Mutex<HashMap<StreamName, Demand>>,
 }
 
 impl StreamDirectory {
@@ -193,6 +205,65 @@ impl StreamDirectory {
         self.lock().len()
     }
 
+    fn demand(&self) -> std::sync::MutexGuard<'_, HashMap<StreamName, Demand>> {
+        self.demand.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A viewer of `name` (in an application that pulls) arrived on some shard. Returns
+    /// true when nobody pulls the stream yet and the caller's shard now does (it must start
+    /// the pull): the host's one pull of it.
+    pub fn watch_and_claim_pull(&self, name: &StreamName, shard: ShardId) -> bool {
+        let mut demand = self.demand();
+        let d = demand.entry(name.clone()).or_default();
+        d.watchers += 1;
+        if d.puller.is_none() {
+            d.puller = Some(shard);
+            return true;
+        }
+        false
+    }
+
+    /// Claims the pull of `name` for `shard` without a viewer (`pull_static`). False if
+    /// another shard pulls it.
+    pub fn claim_pull(&self, name: &StreamName, shard: ShardId) -> bool {
+        let mut demand = self.demand();
+        let d = demand.entry(name.clone()).or_default();
+        if d.puller.is_some() {
+            return false;
+        }
+        d.puller = Some(shard);
+        true
+    }
+
+    /// A viewer counted by [`Self::watch_and_claim_pull`] left.
+    pub fn unwatch(&self, name: &StreamName) {
+        let mut demand = self.demand();
+        if let Some(d) = demand.get_mut(name) {
+            d.watchers = d.watchers.saturating_sub(1);
+            if d.watchers == 0 && d.puller.is_none() {
+                demand.remove(name);
+            }
+        }
+    }
+
+    /// The pull of `name` by `shard` ended.
+    pub fn release_pull(&self, name: &StreamName, shard: ShardId) {
+        let mut demand = self.demand();
+        if let Some(d) = demand.get_mut(name)
+            && d.puller == Some(shard)
+        {
+            d.puller = None;
+            if d.watchers == 0 {
+                demand.remove(name);
+            }
+        }
+    }
+
+    /// Viewers of `name` on the whole host (in an application that pulls).
+    pub fn watchers(&self, name: &StreamName) -> usize {
+        self.demand().get(name).map_or(0, |d| d.watchers)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -248,6 +319,28 @@ mod tests {
             dir.claim(&name, 0, 2, 1, policy).0,
             Claim::TookOver { .. }
         ));
+    }
+
+    #[test]
+    fn one_pull_per_host_whatever_the_viewers() {
+        let dir = StreamDirectory::new();
+        let name: StreamName = "live/p".into();
+        assert!(dir.watch_and_claim_pull(&name, 1));
+        assert!(
+            !dir.watch_and_claim_pull(&name, 0),
+            "shard 1 pulls it already"
+        );
+        assert!(!dir.watch_and_claim_pull(&name, 1));
+        assert_eq!(dir.watchers(&name), 3);
+        assert!(!dir.claim_pull(&name, 0));
+        dir.unwatch(&name);
+        dir.unwatch(&name);
+        dir.unwatch(&name);
+        assert_eq!(dir.watchers(&name), 0);
+        dir.release_pull(&name, 0);
+        assert!(!dir.claim_pull(&name, 0), "only the puller releases");
+        dir.release_pull(&name, 1);
+        assert!(dir.claim_pull(&name, 0));
     }
 
     #[test]

@@ -101,6 +101,12 @@ pub enum ShardMessage {
         start: bool,
         reply: Reply<Result<RecordStatus, AdminRefusal>>,
     },
+    /// The host's pull of `stream` was refused for good (a relay loop): refuse the
+    /// viewers waiting for it here with `why`, rather than leave them waiting.
+    UpstreamRefused {
+        stream: StreamName,
+        why: String,
+    },
     /// Stop accepting, tell every client, and finish.
     Shutdown,
 }

@@ -18,14 +18,17 @@
 //! - `ingest_pace.rs`: how late each publisher is read, against its own timestamps.
 //! - `forwarder.rs`: push (forward) of published streams to other servers: a forwarder is a
 //!   viewer whose socket the driver opened to the target.
-//! - `directory.rs`: which shard is the origin of each stream (read on arrivals only).
+//! - `directory.rs`: which shard is the origin of each stream (read on arrivals only), and
+//!   which shard pulls a stream from upstream for the whole host.
+//! - `upstream_source.rs`: an edge's pull of a stream from its origins (when to connect,
+//!   fall over, back off, stop); `shard_pull.rs`: the shard serving what it pulls.
 //! - `message.rs`: what shards send each other; `snapshot.rs`: what a shard tells about
 //!   itself.
 //! - `slab.rs`: the handle-addressed tables clients and streams live in.
 //!
 //! Sources and viewers are the two extension points. A stream is fed by a source: a live
-//! publisher (`Shard::publish`, `ingest_*`) or a stored file (`FileSource`); the next ones
-//! (an upstream pull) append frames the same way. A viewer is a client with a write queue
+//! publisher (`Shard::publish`, `ingest_*`), a stored file (`FileSource`), or an upstream
+//! pull (`shard_pull.rs`), whose messages go through the same `ingest_*`. A viewer is a client with a write queue
 //! on a stream's ring; a new output format adds its own encoding of each frame, made once
 //! per shard, next to the RTMP chunk encoding `Frame::bytes`, and its viewers write those
 //! same bytes.
@@ -50,6 +53,7 @@ pub mod slab;
 pub mod snapshot;
 pub mod stats;
 pub mod stream;
+pub mod upstream_source;
 pub mod vod_download;
 pub mod vod_source;
 pub mod write_queue;

@@ -48,9 +48,11 @@ use super::recorder::{RecordOp, RecordSettings, RecordStatus, Recorder, Recordin
 use super::slab::Slab;
 use super::snapshot::{
     ClientInfo, ConnectionCounts, ForwardInfo, PublisherInfo, ShardSnapshot, StreamInfo,
+    UpstreamInfo,
 };
 use super::stats::{RejectReason, ShardStats};
 use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
+use super::upstream_source::{LinkFailure, PullSettings, PullStep, UpstreamSource, UpstreamUrl};
 use super::vod_download::{Download, DownloadRequest, DownloadStep};
 use super::vod_source::{FileStep, VodSource, vod_candidates};
 use super::write_queue::{FlushOutcome, FlushScratch, Transmit};
@@ -69,6 +71,10 @@ use crate::rtmp::{
     ClientEvent, ClientSession, ClientSessionConfig, MediaKind, ServerEvent, ServerSession,
     ServerSessionConfig,
 };
+
+#[path = "shard_pull.rs"]
+mod pull;
+pub use pull::UpstreamEvent;
 
 /// What the driver must do for the shard.
 #[derive(Debug)]
@@ -142,6 +148,19 @@ pub enum Output {
         /// `rtmps://`: TLS to `host`, checked against `server.tls_ca_file`.
         tls: bool,
     },
+    /// Open upstream link `link` (`src/net/upstream_link.rs`): connect to `url`, play
+    /// `key` there with `relay_path` in `connect`, and hand what comes to
+    /// [`Shard::handle_upstream`] until told [`Output::CloseUpstream`].
+    OpenUpstream {
+        link: u64,
+        url: UpstreamUrl,
+        key: String,
+        relay_path: crate::rtmp::RelayPath,
+        /// For an `rtmps://` origin: the authorities its certificate must chain to.
+        tls_ca_file: Option<std::path::PathBuf>,
+    },
+    /// Close upstream link `link`; nothing it still says matters.
+    CloseUpstream { link: u64 },
 }
 
 impl std::fmt::Debug for ShardMessage {
@@ -156,6 +175,7 @@ impl std::fmt::Debug for ShardMessage {
             ShardMessage::Kick { .. } => "Kick",
             ShardMessage::InjectData { .. } => "InjectData",
             ShardMessage::Record { .. } => "Record",
+            ShardMessage::UpstreamRefused { .. } => "UpstreamRefused",
             ShardMessage::Shutdown => "Shutdown",
             ShardMessage::Reload(_) => "Reload",
             ShardMessage::Drain => "Drain",
@@ -184,6 +204,8 @@ enum Timer {
         index: usize,
         attempt: u64,
     },
+    /// The stream's upstream pull has something due (`upstream_source.rs`).
+    Pull(StreamName),
 }
 
 /// The shard's timers: a min-heap by time. Entries are checked when they fire, never
@@ -222,6 +244,9 @@ struct OriginState {
     since: Instant,
     /// The stream's recording, in an application with `record` on.
     recorder: Option<Recorder>,
+    /// The directory connection id of the upstream pull feeding the stream, when its
+    /// source is a pull rather than a publisher.
+    upstream: Option<ConnId>,
 }
 
 pub struct Shard {
@@ -264,6 +289,15 @@ pub struct Shard {
     vod_serial: u64,
     /// The pushes of the streams this shard is the origin of, by stream.
     forwards: HashMap<StreamName, Vec<Forwarder>>,
+    /// The upstream pulls this shard runs (it claimed them in the directory).
+    pulls: HashMap<StreamName, UpstreamSource>,
+    /// Which pull each open upstream link feeds.
+    pull_links: HashMap<u64, StreamName>,
+    next_link: u64,
+    /// When each pull's armed timer fires (one chain per pull).
+    pull_timer: HashMap<StreamName, Instant>,
+    /// Viewers counted in the directory's audience of a pulled stream.
+    watching: HashMap<ClientId, StreamName>,
 }
 
 /// What the driver found for a stored file: `Ok(Some(..))` its real path and index,
@@ -324,6 +358,11 @@ impl Shard {
             vod_requests: HashMap::new(),
             vod_serial: 0,
             forwards: HashMap::new(),
+            pulls: HashMap::new(),
+            pull_links: HashMap::new(),
+            next_link: (id as u64) << 48,
+            pull_timer: HashMap::new(),
+            watching: HashMap::new(),
         }
     }
 
@@ -764,6 +803,12 @@ impl Shard {
                         self.forward_step(&name, index, step);
                     }
                 }
+                Timer::Pull(name) => {
+                    if self.pull_timer.get(&name) == Some(&at) {
+                        self.pull_timer.remove(&name);
+                        self.poll_pull(&name, now);
+                    }
+                }
             }
         }
     }
@@ -872,7 +917,7 @@ impl Shard {
                 ..
             } => {
                 if let Some(app) = self.config.app(app_of(name)) {
-                    consider(*since + app.wait_for_publisher());
+                    consider(*since + app.wait_for_source());
                 }
             }
             Role::Viewer { .. } => {}
@@ -938,7 +983,7 @@ impl Shard {
                     waiting_since: Some(since),
                     ..
                 } => self.config.app(app_of(name)).and_then(|app| {
-                    let limit = app.wait_for_publisher();
+                    let limit = app.wait_for_source();
                     (now.saturating_duration_since(*since) > limit)
                         .then(|| format!("no publisher for {name} within {} ms", limit.as_millis()))
                 }),
@@ -1400,6 +1445,7 @@ impl Shard {
                 grace_epoch: 0,
                 since: now,
                 recorder: None,
+                upstream: None,
             });
         state.clock = clock.clone();
         state.grace_epoch += 1;
@@ -1921,6 +1967,7 @@ impl Shard {
         {
             self.subscribe(sid, origin);
         }
+        self.watch_pulled(id, &name, now);
         let Some(s) = self.streams.get_mut(sid.0) else {
             return;
         };
@@ -2771,6 +2818,9 @@ impl Shard {
             return;
         };
         let role = std::mem::replace(&mut c.role, Role::Idle);
+        if let Some(name) = self.watching.remove(&id) {
+            self.directory.unwatch(&name);
+        }
         self.notify_done(id, &role);
         match role {
             Role::Idle => {}
@@ -2945,6 +2995,7 @@ impl Shard {
                 start,
                 reply,
             } => reply.send(self.record_command(&stream, start)),
+            ShardMessage::UpstreamRefused { stream, why } => self.refuse_waiting(&stream, &why),
             ShardMessage::Shutdown => self.begin_shutdown(),
             ShardMessage::Reload(config) => self.reload(config),
             ShardMessage::Drain => self.request_reconnects(),
@@ -2999,6 +3050,7 @@ impl Shard {
             return;
         }
         self.shutting_down = true;
+        self.close_upstreams();
         for key in self.clients.keys() {
             let id = ClientId(key);
             let Some(c) = self.clients.get_mut(key) else {
@@ -3445,6 +3497,7 @@ impl Shard {
                         .and_then(|o| o.recorder.as_ref())
                         .map(Recorder::status),
                     forwards: self.forward_infos(&s.name),
+                    upstream: self.upstream_info(&s.name),
                 }
             })
             .collect();
@@ -3460,7 +3513,11 @@ impl Shard {
             connections,
             bytes_in,
             bytes_out,
-            stats,
+            stats: {
+                let mut stats = stats;
+                stats.pulls_active = self.pulls_active() as u64;
+                stats
+            },
         }
     }
 

@@ -92,6 +92,9 @@ struct World {
     notices: Vec<CallbackRequest>,
     /// Push connections asked for: (shard, stream, index, attempt, host, port).
     forward_connects: Vec<(usize, String, usize, u64, String, u16)>,
+    /// Upstream links opened (shard, link, url, key) and closed (link), in order.
+    upstream_opened: Vec<(usize, u64, String, String)>,
+    upstream_closed: Vec<u64>,
 }
 
 struct TestClient {
@@ -172,6 +175,8 @@ impl World {
             callbacks: Vec::new(),
             notices: Vec::new(),
             forward_connects: Vec::new(),
+            upstream_opened: Vec::new(),
+            upstream_closed: Vec::new(),
         }
     }
 
@@ -222,6 +227,10 @@ impl World {
             } => self
                 .forward_connects
                 .push((i, stream.to_string(), index, attempt, host, port)),
+            Output::OpenUpstream { link, url, key, .. } => {
+                self.upstream_opened.push((i, link, url.tc_url, key))
+            }
+            Output::CloseUpstream { link } => self.upstream_closed.push(link),
             Output::Close(id) => {
                 let mut wire = ShardWire {
                     shard: i,
@@ -1204,6 +1213,46 @@ impl World {
     }
 }
 
+const PULL_CONFIG: &str = r#"
+[app.live]
+unpublish_grace_ms = 1000
+pull = ["rtmp://origin-a/live", "rtmp://origin-b/live"]
+pull_no_input_ms = 3000
+pull_linger_ms = 2000
+pull_start_timeout_ms = 5000
+"#;
+
+impl World {
+    /// What upstream link `link` of shard `shard` says, as the driver hands it over.
+    fn upstream(&mut self, shard: usize, link: u64, event: ClientEvent) {
+        self.shards[shard].handle_upstream(
+            link,
+            super::shard::UpstreamEvent::Session(event),
+            self.now,
+        );
+        self.settle();
+    }
+
+    fn upstream_media(
+        &mut self,
+        shard: usize,
+        link: u64,
+        kind: MediaKind,
+        ts: u32,
+        payload: Bytes,
+    ) {
+        self.upstream(
+            shard,
+            link,
+            ClientEvent::Media {
+                kind,
+                timestamp: ts,
+                payload,
+            },
+        );
+    }
+}
+
 #[test]
 fn a_push_retries_then_publishes_the_headers_and_gop_to_its_target() {
     use crate::rtmp::ServerEvent;
@@ -1299,4 +1348,142 @@ fn a_push_retries_then_publishes_the_headers_and_gop_to_its_target() {
     w.advance(Duration::from_secs(10));
     assert_eq!(w.forward_connects.len(), 3);
     assert!(w.snapshots()[0].streams.is_empty());
+}
+
+#[test]
+fn one_pull_per_host_serves_viewers_on_every_shard_with_the_origins_timestamps() {
+    let mut w = World::with_config(2, PULL_CONFIG);
+    let mut v0 = w.viewer(0, "cam");
+    let mut v1 = w.viewer(1, "cam");
+    let mut v2 = w.viewer(1, "cam");
+    assert_eq!(
+        w.upstream_opened.len(),
+        1,
+        "one pull: {:?}",
+        w.upstream_opened
+    );
+    let (shard, link, url, key) = w.upstream_opened[0].clone();
+    assert_eq!((shard, key.as_str()), (0, "cam"));
+    let ring = crate::cluster::OriginRing::new(vec![
+        "rtmp://origin-a/live".into(),
+        "rtmp://origin-b/live".into(),
+    ]);
+    assert_eq!(Some(url.as_str()), ring.pick("cam", 0));
+
+    w.upstream_media(
+        shard,
+        link,
+        MediaKind::Video,
+        5000,
+        Bytes::from_static(AVC_HEADER),
+    );
+    w.upstream_media(shard, link, MediaKind::Video, 5000, keyframe(1));
+    w.upstream_media(shard, link, MediaKind::Video, 5040, inter(2));
+    w.exchange_all(&mut [&mut v0, &mut v1, &mut v2]);
+    for v in [&v0, &v1, &v2] {
+        assert!(v.has(|e| matches!(e, ClientEvent::PlayStarted { .. })));
+        let ts: Vec<u32> = v.media().iter().map(|m| m.1).collect();
+        assert_eq!(ts, vec![5000, 5000, 5040], "the origin's timestamps");
+    }
+    let snaps = w.snapshots();
+    let up = snaps[0].streams[0].upstream.clone().expect("shard 0 pulls");
+    assert_eq!((up.state, up.url.as_str()), ("playing", url.as_str()));
+    assert!(snaps[1].streams[0].upstream.is_none());
+
+    // The origin dies: the pull falls over along the ring, the viewers stay.
+    w.shards[shard].handle_upstream(
+        link,
+        super::shard::UpstreamEvent::Failed("connection reset".into()),
+        w.now,
+    );
+    w.settle();
+    assert_eq!(w.upstream_closed, vec![link]);
+    w.advance(Duration::from_millis(300));
+    assert_eq!(w.upstream_opened.len(), 2);
+    let (_, link2, url2, _) = w.upstream_opened[1].clone();
+    assert_ne!(url2, url, "the next origin on the ring");
+    // The new origin's first picture is no keyframe: dropped, its keyframe is next.
+    w.upstream_media(shard, link2, MediaKind::Video, 0, inter(7));
+    w.upstream_media(shard, link2, MediaKind::Video, 0, keyframe(3));
+    w.upstream_media(shard, link, MediaKind::Video, 9999, keyframe(9));
+    w.exchange_all(&mut [&mut v0, &mut v1, &mut v2]);
+    for v in [&v0, &v1, &v2] {
+        assert!(!v.closed);
+        assert!(!v.statuses().contains(&status::PLAY_UNPUBLISH_NOTIFY));
+        let got = v.media();
+        assert_eq!(
+            got.len(),
+            4,
+            "the old link's late media and the new one's leading inter frame are dropped"
+        );
+        assert_eq!(got[3].2, keyframe(3));
+        assert!(got[3].1 >= 5040, "timestamps keep going forward");
+    }
+
+    // The viewers leave: the pull lingers, then stops.
+    for v in [&mut v0, &mut v1, &mut v2] {
+        w.disconnect(v);
+    }
+    let mut t = 0;
+    while t < 1500 {
+        w.upstream_media(shard, link2, MediaKind::Video, 40 + t, inter(4));
+        w.advance(Duration::from_millis(100));
+        t += 100;
+    }
+    assert_eq!(w.upstream_closed, vec![link], "still lingering");
+    w.advance(Duration::from_millis(800));
+    assert_eq!(
+        w.upstream_closed,
+        vec![link, link2],
+        "stopped after the linger"
+    );
+    assert!(w.snapshots().iter().all(|s| s.streams.is_empty()));
+    assert_eq!(w.snapshots()[0].stats.pull_starts, 1);
+}
+
+#[test]
+fn an_upstream_loop_refuses_the_waiting_viewers_on_every_shard() {
+    let mut w = World::with_config(2, PULL_CONFIG);
+    let mut v0 = w.viewer(0, "loop");
+    let mut v1 = w.viewer(1, "loop");
+    let (shard, link, _, _) = w.upstream_opened[0].clone();
+    w.upstream(
+        shard,
+        link,
+        ClientEvent::ConnectFailed {
+            code: "NetConnection.Connect.Rejected".into(),
+            description: "relay loop: this server is already on the path".into(),
+        },
+    );
+    w.exchange_all(&mut [&mut v0, &mut v1]);
+    for v in [&v0, &v1] {
+        assert!(v.closed, "refused, not left waiting");
+        assert!(v.statuses().contains(&status::PLAY_FAILED));
+    }
+    w.advance(Duration::from_secs(5));
+    assert_eq!(w.upstream_opened.len(), 1, "no retry");
+}
+
+#[test]
+fn the_origin_ending_the_stream_unpublishes_the_edge_viewers() {
+    let mut w = World::with_config(1, PULL_CONFIG);
+    let mut v = w.viewer(0, "end");
+    let (shard, link, _, _) = w.upstream_opened[0].clone();
+    w.upstream_media(shard, link, MediaKind::Video, 0, keyframe(1));
+    w.upstream(
+        shard,
+        link,
+        ClientEvent::Status {
+            stream_id: 1,
+            level: "status".into(),
+            code: status::PLAY_UNPUBLISH_NOTIFY.into(),
+            description: "gone".into(),
+        },
+    );
+    w.exchange(&mut v);
+    assert!(v.statuses().contains(&status::PLAY_UNPUBLISH_NOTIFY));
+    assert!(!v.closed, "the grace period");
+    w.advance(Duration::from_millis(1200));
+    w.exchange(&mut v);
+    assert!(v.closed, "closed after the grace period");
 }

@@ -175,6 +175,8 @@ pub struct StreamInfo {
     pub record: Option<RecordStatus>,
     /// Its pushes to other servers, on the origin shard.
     pub forwards: Vec<ForwardInfo>,
+    /// The upstream pull feeding the stream, on the shard that runs it.
+    pub upstream: Option<UpstreamInfo>,
 }
 
 /// One push of a stream to another server (`forwarder.rs`), as the API shows it.
@@ -188,6 +190,20 @@ pub struct ForwardInfo {
     /// Bytes written to the target, over every connection.
     pub bytes: u64,
     pub last_error: Option<String>,
+}
+
+/// An edge's pull of a stream, as the API shows it (`upstream_source.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamInfo {
+    /// The origin of the current (or last) attempt.
+    pub url: String,
+    /// "connecting", "playing", "backoff" or "stopped".
+    pub state: &'static str,
+    pub retries: u32,
+    /// Media and data payload bytes received.
+    pub bytes: u64,
+    /// The last failure ("" before any).
+    pub last_error: String,
 }
 
 /// One stream as the whole server sees it.
@@ -218,6 +234,8 @@ pub struct StreamTotals {
     pub record: Option<RecordStatus>,
     /// The pushes, from the origin shard.
     pub forwards: Vec<ForwardInfo>,
+    /// The upstream pull, from the shard that runs it.
+    pub upstream: Option<UpstreamInfo>,
 }
 
 impl StreamTotals {
@@ -262,7 +280,11 @@ pub fn streams_across(shards: &[ShardSnapshot]) -> Vec<StreamTotals> {
                     live_for: None,
                     record: None,
                     forwards: Vec::new(),
+                    upstream: None,
                 });
+            if s.upstream.is_some() {
+                t.upstream = s.upstream.clone();
+            }
             if s.origin {
                 t.origin = Some(s.shard);
                 t.publisher = s.publisher.clone();

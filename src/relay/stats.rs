@@ -194,6 +194,12 @@ pub struct ShardStats {
     pub forward_reconnects: u64,
     /// In a snapshot: pushes whose target accepted the publish (a gauge, not a total).
     pub forwards_active: u64,
+    /// Upstream pulls started (one per stream and host), and failed link attempts
+    /// (connect errors, refusals, streams not found, silent origins).
+    pub pull_starts: u64,
+    pub pull_failures: u64,
+    /// Pulls running now (a gauge, filled in by the snapshot).
+    pub pulls_active: u64,
 }
 
 impl ShardStats {
