@@ -239,42 +239,10 @@ fn manifests_validate_against_the_kubernetes_schemas() {
     }
 }
 
-/// Keys of edge pull and push (issue 13, built in parallel): while the relay does not know
-/// them yet, the ConfigMaps' configs are checked without them.
-const PENDING_KEYS: &[&str] = &["pull", "pull_static", "push"];
-
-/// `text` parsed by the relay with `environment`; keys in [`PENDING_KEYS`] are dropped first
-/// only while the relay rejects them as unknown.
+/// `text` parsed by the relay with `environment`, whole (pull, push and every other key).
 fn parse_config(text: &str, environment: &[(&str, String)]) -> Config {
-    let env = || environment.iter().map(|(k, v)| (k.to_string(), v.clone()));
-    match Config::from_toml_str_with_env(text, env()) {
-        Ok(config) => config,
-        Err(error) if error.to_string().contains("unknown key") => {
-            // Each pending key's lines: `key = [` up to its `]`, or one line.
-            let mut stripped = String::new();
-            let mut inside = false;
-            for line in text.lines() {
-                let key = line.split('=').next().unwrap_or_default().trim();
-                if !inside && PENDING_KEYS.contains(&key) {
-                    inside = line.contains('[') && !line.contains(']');
-                    continue;
-                }
-                if inside {
-                    inside = !line.contains(']');
-                    continue;
-                }
-                stripped.push_str(line);
-                stripped.push('\n');
-            }
-            assert!(
-                stripped.len() < text.len(),
-                "a pending key was there: {error}"
-            );
-            Config::from_toml_str_with_env(&stripped, env())
-                .unwrap_or_else(|e| panic!("{e} (without the pending keys, {error})"))
-        }
-        Err(error) => panic!("{error}"),
-    }
+    let env = environment.iter().map(|(k, v)| (k.to_string(), v.clone()));
+    Config::from_toml_str_with_env(text, env).unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
