@@ -500,7 +500,8 @@ def render(summary, iperf, perf, meta, markdown):
             fmt(e["ipi0_per_msg"], 3), fmt(e["trend_ratio"]), "; ".join(notes),
         ])
     rounds = max((e["rounds"] for e in summary), default=0)
-    out.append("Fan-out of synthetic streams (2500 kbit/s, 30 fps, 2 s GOP) over 127.0.0.1; "
+    bitrate = meta.get("bitrate", "2500k").rstrip("k")
+    out.append(f"Fan-out of synthetic streams ({bitrate} kbit/s, 30 fps, 2 s GOP) over 127.0.0.1; "
                f"medians of {rounds} interleaved round(s); lagging/lost: worst round. "
                "read: how viewers read (every frame: as data arrives; N batches: every N, so "
                "latency includes up to N of waiting). streams x viewers: viewers per stream. "
