@@ -31,7 +31,13 @@ filter = "warn"
 [app.live]
 TOML
 SP=
-trap '[ -n "$SP" ] && kill "$SP" 2>/dev/null; rm -rf "$TMP"' EXIT
+PROBES=()
+cleanup() {
+  [ -n "$SP" ] && kill "$SP" 2>/dev/null
+  for p in "${PROBES[@]}"; do perf probe -q -d "$p" 2>/dev/null || true; done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
 
 probe() { # binary -> event name for its handle_timeout uprobe, or nothing
   local sym name
@@ -45,6 +51,7 @@ probe() { # binary -> event name for its handle_timeout uprobe, or nothing
 run() {
   local bin="$1" ev
   ev="$(probe "$bin")"
+  [ -n "$ev" ] && PROBES+=("$ev")
   taskset -c 1 "$bin" --config "$TMP/ingest.toml" --shards 1 > "$TMP/server.log" 2>&1 &
   SP=$!
   sleep 1
