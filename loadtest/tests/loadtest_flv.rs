@@ -6,20 +6,11 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use shardcast_test_support::loadgen::{LoadGenerator, run, serial, text};
+use shardcast_test_support::loadgen::{LoadGenerator, json_u64, run, serial, text};
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::tools::temp_dir;
 
 const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
-
-fn json_u64(v: &Value, path: &[&str]) -> u64 {
-    let mut cur = v;
-    for p in path {
-        cur = &cur[*p];
-    }
-    cur.as_u64()
-        .unwrap_or_else(|| panic!("{} is not a number in the report", path.join(".")))
-}
 
 /// Runs 1 stream x 10 viewers for 4 s, with the options `play` gives for the relay, and
 /// checks the report.

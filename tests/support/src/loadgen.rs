@@ -77,3 +77,11 @@ pub fn table_value(table: &str, name: &str) -> Option<f64> {
         rest.split_whitespace().next()?.parse().ok()
     })
 }
+
+/// The unsigned number at `path` in a JSON report; panics naming the path when there is none.
+pub fn json_u64(report: &serde_json::Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(report, |value, key| &value[*key])
+        .as_u64()
+        .unwrap_or_else(|| panic!("{} is not a number in the report", path.join(".")))
+}
