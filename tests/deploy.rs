@@ -608,8 +608,10 @@ fn container_image_from_the_binary_runs_with_the_io_uring_profile() {
             SocketAddr::from(([127, 0, 0, 1], free_port())),
         );
         start(&names[0], None, rtmp, admin_addr);
+        // "stopped" is podman's word between the process's exit and its clean-up: wait for
+        // "exited".
         let deadline = Instant::now() + Duration::from_secs(20);
-        while state(&names[0]).0 == "running" && Instant::now() < deadline {
+        while state(&names[0]).0 != "exited" && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(100));
         }
         let (status, code) = state(&names[0]);
@@ -652,6 +654,10 @@ fn container_image_from_the_binary_runs_with_the_io_uring_profile() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while state(&names[1]).0 != "exited" && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(100));
+        }
         let (status, code) = state(&names[1]);
         assert_eq!(
             (status.as_str(), code.as_str()),
