@@ -14,9 +14,10 @@
 //! Building reads through any `Read + Seek` with hard caps on counts and sizes, because a
 //! stored file is hostile input like any socket: a bad file is refused, never a panic.
 
+use std::borrow::Cow;
 use std::io::{self, Read, Seek, SeekFrom};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 
 use super::codec::{inspect_audio, inspect_video};
 use super::flv::{TAG_TYPE_AUDIO, TAG_TYPE_SCRIPT_DATA, TAG_TYPE_VIDEO};
@@ -111,18 +112,23 @@ impl VodIndex {
             .is_some_and(|s| self.header_offsets.contains(&s.offset))
     }
 
-    /// The message payload of `sample`, whose stored bytes are `data`.
-    pub fn payload(&self, sample: &Sample, data: Bytes) -> Bytes {
+    /// The message payload of `sample`, whose stored bytes are `data`: the bytes themselves
+    /// for an FLV file (a tag body is a message payload), the FLV audio/video header and
+    /// the sample for an MP4 file.
+    pub fn payload<'a>(&self, sample: &Sample, data: &'a [u8]) -> Cow<'a, [u8]> {
         let framing = match sample.kind {
             SampleKind::Video => self.video_framing,
             SampleKind::Audio => self.audio_framing,
             SampleKind::Data => Framing::Flv,
         };
+        if let Framing::Flv = framing {
+            return Cow::Borrowed(data);
+        }
         let key = sample.keyframe;
         let cts = (sample.cts.clamp(-0x80_0000, 0x7F_FFFF) as u32).to_be_bytes();
-        let mut out = BytesMut::with_capacity(data.len() + 9);
+        let mut out = Vec::with_capacity(data.len() + 9);
         match framing {
-            Framing::Flv => return data,
+            Framing::Flv => {}
             Framing::Avc => {
                 out.put_u8(if key { 0x17 } else { 0x27 });
                 out.put_u8(1);
@@ -136,8 +142,8 @@ impl VodIndex {
             Framing::Aac => out.put_slice(&[0xAF, 1]),
             Framing::Mp3 => out.put_u8(0x2F),
         }
-        out.put_slice(&data);
-        out.freeze()
+        out.put_slice(data);
+        Cow::Owned(out)
     }
 }
 
@@ -391,17 +397,11 @@ mod tests {
             kind: SampleKind::Video,
             keyframe: true,
         };
-        assert_eq!(
-            &index.payload(&s, Bytes::from_static(&[9]))[..],
-            &[0x17, 1, 0, 0, 80, 9]
-        );
+        assert_eq!(&index.payload(&s, &[9])[..], &[0x17, 1, 0, 0, 80, 9]);
         let a = Sample {
             kind: SampleKind::Audio,
             ..s
         };
-        assert_eq!(
-            &index.payload(&a, Bytes::from_static(&[9]))[..],
-            &[0xAF, 1, 9]
-        );
+        assert_eq!(&index.payload(&a, &[9])[..], &[0xAF, 1, 9]);
     }
 }

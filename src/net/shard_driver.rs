@@ -34,6 +34,7 @@ use crate::relay::message::{ShardId, ShardMessage};
 use crate::relay::recorder::{RecordOp, RecordingId};
 use crate::relay::shard::{Output, Shard};
 use crate::relay::stream::StreamId;
+use crate::relay::vod_source::FileBuffer;
 
 pub struct ShardDriver {
     pub id: ShardId,
@@ -526,7 +527,7 @@ impl ShardDriver {
             Ok(f) => f
                 .read_at(offset, len)
                 .await
-                .map(|data| Bytes::copy_from_slice(&data))
+                .map(|data| Rc::new(data) as FileBuffer)
                 .map_err(|e| std::io::Error::other(e.to_string())),
             Err(e) => Err(e),
         };

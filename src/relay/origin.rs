@@ -110,9 +110,33 @@ impl Origin {
         payload: Bytes,
         now: Instant,
     ) -> Frame {
+        self.media_from(kind, publisher_ts, &payload, Some(&payload), now)
+    }
+
+    /// An audio or video message whose payload lies in a buffer the frame may not keep (a
+    /// stored file's read buffer): encoded straight from it, copied only for a sequence
+    /// header, which the stream keeps.
+    pub fn media_from_slice(
+        &mut self,
+        kind: MediaKind,
+        ts: u32,
+        payload: &[u8],
+        now: Instant,
+    ) -> Frame {
+        self.media_from(kind, ts, payload, None, now)
+    }
+
+    fn media_from(
+        &mut self,
+        kind: MediaKind,
+        publisher_ts: u32,
+        payload: &[u8],
+        owned: Option<&Bytes>,
+        now: Instant,
+    ) -> Frame {
         let (frame_kind, mut keyframe, sequence_header) = match kind {
             MediaKind::Video => {
-                let info = inspect_video(&payload);
+                let info = inspect_video(payload);
                 (
                     FrameKind::Video,
                     info.is_some_and(|i| i.is_keyframe()),
@@ -120,7 +144,7 @@ impl Origin {
                 )
             }
             MediaKind::Audio => {
-                let info = inspect_audio(&payload);
+                let info = inspect_audio(payload);
                 (
                     FrameKind::Audio,
                     false,
@@ -129,10 +153,10 @@ impl Origin {
             }
         };
         let timestamp = self.timestamp(frame_kind, publisher_ts);
-        let bytes = encode_shared(kind.type_id(), timestamp, &payload, self.chunk_size);
+        let bytes = encode_shared(kind.type_id(), timestamp, payload, self.chunk_size);
         let tracks = frame_tracks(
             kind,
-            &payload,
+            payload,
             keyframe,
             sequence_header,
             timestamp,
@@ -148,10 +172,10 @@ impl Origin {
             keyframe,
             sequence_header,
             bytes,
-            payload: if sequence_header {
-                payload
-            } else {
-                Bytes::new()
+            payload: match (sequence_header, owned) {
+                (false, _) => Bytes::new(),
+                (true, Some(owned)) => owned.clone(),
+                (true, None) => Bytes::copy_from_slice(payload),
             },
             ingested: now,
             encodings: Default::default(),
@@ -245,7 +269,7 @@ impl Origin {
 /// forms made from its track 0, when it has one.
 fn frame_tracks(
     kind: MediaKind,
-    payload: &Bytes,
+    payload: &[u8],
     keyframe: bool,
     sequence_header: bool,
     timestamp: u32,

@@ -54,7 +54,7 @@ use super::stats::{RejectReason, ShardStats};
 use super::stream::{LocalStream, StreamId, StreamSettings, Wake};
 use super::upstream_source::{LinkFailure, PullSettings, PullStep, UpstreamSource, UpstreamUrl};
 use super::vod_download::{Download, DownloadRequest, DownloadStep};
-use super::vod_source::{FileStep, VodSource, vod_candidates};
+use super::vod_source::{FileBuffer, FileStep, VodSource, vod_candidates};
 use super::write_queue::{FlushOutcome, FlushScratch, Transmit};
 use crate::access::callback::{self, Call, CallbackAnswer, CallbackRequest, Notice, Verdict};
 use crate::access::query::{self, QueryArgs};
@@ -2764,7 +2764,7 @@ impl Shard {
         &mut self,
         sid: StreamId,
         offset: u64,
-        result: std::io::Result<Bytes>,
+        result: std::io::Result<FileBuffer>,
         now: Instant,
     ) {
         let Some(s) = self.streams.get_mut(sid.0) else {

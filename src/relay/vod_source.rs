@@ -13,7 +13,9 @@
 //! file's own timestamps (a play from 5 s starts near 5000 ms, as Flash Media Server and
 //! nginx-rtmp send them) and are released in real time, a lead ahead of their media time:
 //! about the player's buffer (Set Buffer Length, capped by `VOD_MAX_LEAD`), so a player
-//! fills its buffer at once but the file is never sent whole. A viewer that stops reading
+//! fills its buffer at once but the file is never sent whole. Frames go out in batches
+//! (`VOD_PACE_BATCH` of media at a time), not one by one: a viewer of a file is a stream of
+//! its own, and per-frame wake-ups would cost a timer and a write per frame per viewer. A viewer that stops reading
 //! makes the source wait ([`FileStep::WaitUntil`]), never the queue grow, and is
 //! disconnected after `lag_disconnect_ms` like any slow viewer.
 //!
@@ -25,7 +27,9 @@
 //! [`StreamEvent::PlayStopped`](super::frame::StreamEvent::PlayStopped).
 
 use std::collections::VecDeque;
+use std::ops::Deref;
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,7 +38,9 @@ use bytes::Bytes;
 use super::frame::RingEntry;
 use super::origin::Origin;
 use crate::media::vod_index::{SampleKind, VodIndex};
-use crate::performance::{FILE_BACKPRESSURE_RETRY, FILE_PREROLL, FILE_READ_SIZE, VOD_MAX_LEAD};
+use crate::performance::{
+    FILE_BACKPRESSURE_RETRY, FILE_PREROLL, FILE_READ_SIZE, VOD_MAX_LEAD, VOD_PACE_BATCH,
+};
 use crate::rtmp::MediaKind;
 
 /// Why a name cannot be a stored file's.
@@ -89,6 +95,11 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// The bytes of one read of a stored file, as the driver's file I/O returned them: frames
+/// are encoded straight from it, so a read is copied once (into the frames' chunk
+/// encoding), not twice.
+pub type FileBuffer = Rc<dyn Deref<Target = [u8]>>;
+
 /// What the source needs next.
 #[derive(Debug)]
 pub enum FileStep {
@@ -126,7 +137,7 @@ pub struct VodSource {
     /// Metadata and sequence headers still to send before the frames (0 = metadata).
     intro: Option<usize>,
     /// The last read: `buf` holds the file from `buf_offset`.
-    buf: Bytes,
+    buf: FileBuffer,
     buf_offset: u64,
     reading: Option<u64>,
     paused: bool,
@@ -158,7 +169,7 @@ impl VodSource {
             media_base: 0,
             lead: FILE_PREROLL,
             intro: Some(0),
-            buf: Bytes::new(),
+            buf: Rc::new(Bytes::new()),
             buf_offset: 0,
             reading: None,
             paused: false,
@@ -231,7 +242,7 @@ impl VodSource {
     }
 
     /// A read came back: `data` from `offset` (short or empty at the end of the file).
-    pub fn feed(&mut self, offset: u64, data: Bytes) {
+    pub fn feed(&mut self, offset: u64, data: FileBuffer) {
         if self.reading != Some(offset) {
             return;
         }
@@ -299,8 +310,10 @@ impl VodSource {
                 self.next += 1;
                 continue;
             }
+            // Released in batches: everything due within the lead plus a batch, then a
+            // sleep until the next frame comes within the lead.
             let due = self.due(sample.timestamp);
-            if due > now + self.lead {
+            if due > now + self.lead + VOD_PACE_BATCH {
                 return FileStep::WaitUntil(due - self.lead);
             }
             let start = sample.offset;
@@ -318,25 +331,29 @@ impl VodSource {
                     ));
                 }
                 self.reading = Some(start);
-                self.buf = Bytes::new();
+                self.buf = Rc::new(Bytes::new());
                 return FileStep::Read {
                     offset: start,
                     len: (sample.size as usize).max(FILE_READ_SIZE),
                 };
             }
             let from = (start - self.buf_offset) as usize;
-            let data = self.buf.slice(from..from + sample.size as usize);
-            let payload = self.index.payload(&sample, data);
+            let payload = self
+                .index
+                .payload(&sample, &self.buf[from..from + sample.size as usize]);
             let frame = match sample.kind {
                 SampleKind::Audio => {
                     self.origin
-                        .media(MediaKind::Audio, sample.timestamp, payload, now)
+                        .media_from_slice(MediaKind::Audio, sample.timestamp, &payload, now)
                 }
                 SampleKind::Video => {
                     self.origin
-                        .media(MediaKind::Video, sample.timestamp, payload, now)
+                        .media_from_slice(MediaKind::Video, sample.timestamp, &payload, now)
                 }
-                SampleKind::Data => self.origin.data(sample.timestamp, payload, false, now),
+                SampleKind::Data => {
+                    let payload = Bytes::copy_from_slice(&payload);
+                    self.origin.data(sample.timestamp, payload, false, now)
+                }
             };
             if self.appended.len() == APPENDED_KEPT {
                 self.appended.pop_front();
@@ -451,7 +468,7 @@ mod tests {
                 FileStep::Frame(RingEntry::Frame(f)) => frames.push((f.kind, f.timestamp, f.seq)),
                 FileStep::Read { offset, len } => {
                     let end = (offset as usize + len).min(data.len());
-                    src.feed(offset, data.slice(offset as usize..end));
+                    src.feed(offset, Rc::new(data.slice(offset as usize..end)));
                 }
                 other => return (frames, other),
             }
@@ -472,23 +489,38 @@ mod tests {
             Some(600),
         );
         let (frames, step) = run(&mut src, &data, t0);
-        // Metadata, the AVC header, then from the keyframe at 2000 ms, a second ahead.
+        // Metadata, the AVC header, then from the keyframe at 2000 ms, a second ahead plus a
+        // batch: 3250 is within that but not within the stop (2600 + 600 ms).
         assert_eq!(frames[0].0, FrameKind::Metadata);
         assert_eq!((frames[1].0, frames[1].1), (FrameKind::Video, 2000));
         assert_eq!((frames[2].0, frames[2].1), (FrameKind::Video, 2000));
         assert!(
-            frames[2..].iter().all(|f| f.1 >= 2000 && f.1 <= 3000),
+            frames[2..].iter().all(|f| f.1 >= 2000 && f.1 <= 3010),
             "{frames:?}"
         );
-        assert_eq!(frames.last().unwrap().1, 3000);
+        assert_eq!(frames.last().unwrap().1, 3010);
+        assert!(matches!(step, FileStep::End), "{step:?}");
+    }
+
+    #[test]
+    fn frames_go_out_a_batch_at_a_time_a_lead_ahead() {
+        let (index, data) = index();
+        let t0 = Instant::now();
+        let mut src = VodSource::new(Arc::from(Path::new("/x.flv")), index, t0, 4096, 0, None);
+        // The lead (1 s) plus a batch (250 ms): through the video frame at 1250.
+        let (frames, step) = run(&mut src, &data, t0);
+        assert_eq!(frames.last().unwrap().1, 1250);
+        // It sleeps until the next frame (1260) comes within the lead, then sends a batch.
         let FileStep::WaitUntil(at) = step else {
             panic!("{step:?}")
         };
-        assert_eq!(at, t0 + Duration::from_millis(10));
-        // 3010 is within the stop (2600 + 600 ms); 3250 is not.
+        assert_eq!(at, t0 + Duration::from_millis(260));
         let (frames, step) = run(&mut src, &data, at);
-        assert_eq!(frames.iter().map(|f| f.1).collect::<Vec<_>>(), [3010]);
-        assert!(matches!(step, FileStep::End), "{step:?}");
+        assert_eq!(
+            frames.iter().map(|f| f.1).collect::<Vec<_>>(),
+            [1260, 1500, 1510]
+        );
+        assert!(matches!(step, FileStep::WaitUntil(_)), "{step:?}");
     }
 
     #[test]
@@ -497,12 +529,12 @@ mod tests {
         let t0 = Instant::now();
         let mut src = VodSource::new(Arc::from(Path::new("/x.flv")), index, t0, 4096, 0, None);
         let (frames, _) = run(&mut src, &data, t0);
-        assert_eq!(frames.last().unwrap().1, 1000);
+        assert_eq!(frames.last().unwrap().1, 1250);
         src.seek(2100, t0);
         let (frames, _) = run(&mut src, &data, t0);
         assert_eq!(frames[0].0, FrameKind::Metadata);
         assert_eq!(frames[2].1, 2000, "from the keyframe before 2100");
-        assert_eq!(frames.last().unwrap().1, 3000);
+        assert_eq!(frames.last().unwrap().1, 3250);
         // The viewer was sent up to and including 2260; it pauses.
         let first_unsent = frames.iter().find(|f| f.1 == 2500).unwrap().2;
         src.pause(first_unsent);
