@@ -11,10 +11,11 @@ use shardcast::media::codec::inspect_video;
 use shardcast::rtmp::relay_path::LOOP_DESCRIPTION;
 use shardcast::rtmp::{ClientEvent, MediaKind};
 use shardcast_test_support::client::{Recorded, Recorder, RtmpClient};
+use shardcast_test_support::nginx::NginxRtmp;
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::tools::{
-    ffmpeg_play, ffmpeg_publish, ffprobe_codecs, framecrc_counts, free_port, temp_dir, temp_path,
-    tool, tool_exists, wait_output,
+    ffmpeg_play, ffmpeg_publish, ffprobe_codecs, framecrc_counts, free_port, temp_path, tool,
+    wait_output,
 };
 
 /// The relay binary under test.
@@ -369,77 +370,16 @@ fn a_loop_of_two_edges_is_refused_not_amplified() {
     let _ = a.wait_exit(Duration::ZERO);
 }
 
-/// nginx with the RTMP module, in a temp prefix, one foreground process; killed on drop.
-struct Nginx {
-    child: Child,
-    port: u16,
-}
-
-impl Nginx {
-    fn start(name: &str, application: &str) -> Nginx {
-        let module = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
-        // .ci/run installs both; without them the interop cases fail rather than pass
-        // unchecked.
-        assert!(
-            tool_exists("nginx") && std::path::Path::new(module).exists(),
-            "nginx and libnginx-mod-rtmp are needed (apt-get install nginx libnginx-mod-rtmp)"
-        );
-        let dir = temp_dir().join(format!("nginx-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
-        let port = free_port();
-        // One process, in the foreground, as whoever runs the test; everything it writes
-        // stays under the temp prefix.
-        let conf = format!(
-            "load_module {module};\ndaemon off;\nmaster_process off;\nworker_processes 1;\n\
-             pid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log info;\n\
-             events {{ worker_connections 256; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
-             application live {{ live on; {application} }} }} }}\n",
-            dir = dir.display()
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = std::process::Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.join("logs/error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx listens on {port}");
-            thread::sleep(Duration::from_millis(20));
-        }
-        Nginx { child, port }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_shardcast_edge_pulls_from_an_nginx_rtmp_origin() {
-    let nginx = Nginx::start("origin", "");
+    let nginx = NginxRtmp::start("");
     let edge = Relay::start(
         SHARDCAST,
         "pull-nginx-origin",
         &edge_config(&[nginx.port], 2000),
         2,
     );
-    let _encoder = Encoder(start_ffmpeg(
-        &format!("rtmp://127.0.0.1:{}/live/ng", nginx.port),
-        15,
-    ));
+    let _encoder = Encoder(start_ffmpeg(&nginx.url("ng"), 15));
     thread::sleep(Duration::from_millis(500));
     let players: Vec<Recorder> = (0..2)
         .map(|s| Recorder::play_on_shard(&edge, s, "ng"))
@@ -463,7 +403,7 @@ fn a_shardcast_edge_pulls_from_an_nginx_rtmp_origin() {
 fn an_nginx_rtmp_edge_pulls_from_a_shardcast_origin() {
     let origin = Relay::start(SHARDCAST, "pull-nginx-edge", ORIGIN_CONFIG, 2);
     let pull = format!("pull rtmp://127.0.0.1:{}/live;", origin.port);
-    let nginx = Nginx::start("edge", &pull);
+    let nginx = NginxRtmp::start(&pull);
     let _encoder = Encoder(start_ffmpeg(&origin.url("sc"), 15));
     origin
         .wait_published("live/sc", Duration::from_secs(10))

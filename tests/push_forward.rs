@@ -3,16 +3,15 @@
 //! ffmpeg plays from the target and decodes the frames. Also: a target that comes up late,
 //! a loop of pushes, and nginx-rtmp pushing to shardcast.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use shardcast_test_support::client::RtmpClient;
+use shardcast_test_support::nginx::NginxRtmp;
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::tools::{
-    error_lines, ffmpeg_play, ffmpeg_publish, framecrc_counts, free_port, temp_path, tool_exists,
-    wait_output,
+    error_lines, ffmpeg_play, ffmpeg_publish, framecrc_counts, free_port, temp_path, wait_output,
 };
 
 /// The relay binary under test.
@@ -232,90 +231,9 @@ fn a_loop_of_pushes_is_refused_not_amplified() {
     assert_published(publisher, "publisher on A");
 }
 
-/// nginx with the RTMP module, from a temp prefix with its own config, as the test's user.
-struct Nginx {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-const NGINX_MODULES: [&str; 2] = [
-    "/usr/lib/nginx/modules/ngx_rtmp_module.so",
-    "/usr/share/nginx/modules/ngx_rtmp_module.so",
-];
-
-impl Nginx {
-    fn start(name: &str, application: &str) -> Nginx {
-        assert!(
-            tool_exists("nginx"),
-            "nginx is not installed (apt-get install nginx libnginx-mod-rtmp, or bash .ci/run)"
-        );
-        let module = NGINX_MODULES
-            .iter()
-            .find(|m| std::path::Path::new(m).exists())
-            .expect("libnginx-mod-rtmp is installed (ngx_rtmp_module.so)");
-        let dir = temp_path(name);
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("logs")).unwrap();
-        let port = free_port();
-        let conf = format!(
-            "load_module {module};\n\
-             daemon off;\nmaster_process off;\n\
-             pid {dir}/nginx.pid;\nerror_log {dir}/logs/error.log info;\n\
-             events {{ worker_connections 256; }}\n\
-             rtmp {{ server {{ listen 127.0.0.1:{port}; chunk_size 4096;\n\
-             application live {{ live on; {application} }} }} }}\n",
-            dir = dir.display()
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-e")
-            .arg(dir.join("logs/error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nginx did not listen: {}",
-                std::fs::read_to_string(dir.join("logs/error.log")).unwrap_or_default()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-        Nginx { child, port, dir }
-    }
-
-    fn url(&self, key: &str) -> String {
-        format!("rtmp://127.0.0.1:{}/live/{key}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("logs/error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if !thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("nginx's log:\n{}", self.log());
-        }
-    }
-}
-
 #[test]
 fn shardcast_pushes_to_nginx_rtmp() {
-    let nginx = Nginx::start("push-to-nginx", "");
+    let nginx = NginxRtmp::start("");
     // A host name, resolved off the shard's thread (nginx listens on 127.0.0.1 only, so an
     // IPv6 answer for localhost is tried and passed over).
     let url = format!("rtmp://localhost:{}/live", nginx.port);
@@ -347,10 +265,7 @@ fn shardcast_pushes_to_nginx_rtmp() {
 #[test]
 fn nginx_rtmp_pushes_to_shardcast() {
     let b = Relay::start(SHARDCAST, "from-nginx-b", TARGET, 2);
-    let nginx = Nginx::start(
-        "push-from-nginx",
-        &format!("push rtmp://127.0.0.1:{}/live;", b.port),
-    );
+    let nginx = NginxRtmp::start(&format!("push rtmp://127.0.0.1:{}/live;", b.port));
     let publisher = publish(&nginx.url("cam"), 8);
     b.wait_published("live/cam", Duration::from_secs(10))
         .unwrap_or_else(|| panic!("nginx pushed live/cam to shardcast: {}", nginx.log()));

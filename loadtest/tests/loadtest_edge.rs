@@ -3,14 +3,8 @@
 //! reordered on the way, the origin serves one pull whatever the viewer count, and the
 //! load generator's latency includes the hop.
 
-use std::time::Duration;
-
-use serde_json::Value;
-use shardcast_test_support::loadgen::{
-    LOAD_LOG_FILTER, LoadGenerator, json_u64, run, serial, text,
-};
+use shardcast_test_support::loadgen::{LOAD_LOG_FILTER, LoadGenerator, json_u64, serial};
 use shardcast_test_support::relay::Relay;
-use shardcast_test_support::tools::temp_dir;
 
 const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
 
@@ -26,8 +20,7 @@ fn viewers_of_an_edge_lose_nothing_pulled_from_the_origin() {
         origin.port
     );
     let edge = Relay::start_logging(&bin, "load-edge-edge", &edge_config, 2, LOAD_LOG_FILTER);
-    let json = temp_dir().join("edge.json");
-    let mut cmd = LOAD.command(&[
+    let (report, table) = LOAD.run_json(&[
         "--url",
         &origin.url("load-{n}"),
         "--play-url",
@@ -42,18 +35,7 @@ fn viewers_of_an_edge_lose_nothing_pulled_from_the_origin() {
         "5s",
         "--source",
         "synthetic",
-        "--json",
     ]);
-    cmd.arg(&json);
-    let out = run(cmd, Duration::from_secs(60));
-    let table = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "shardcast-load failed: {}\n{table}",
-        text(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
-        .expect("the JSON report parses");
     assert_eq!(
         json_u64(&report, &["viewers", "playing_at_end"]),
         20,

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use shardcast::rtmp::{ServerEvent, ServerSession, ServerSessionConfig};
 use shardcast_test_support::loadgen::{LoadGenerator, run, serial, text};
-use shardcast_test_support::tools::{free_port, temp_dir, wait_output};
+use shardcast_test_support::tools::{free_port, wait_output};
 
 const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
 
@@ -63,9 +63,8 @@ fn bad_play_url_fails_viewers_by_reason() {
     let _serial = serial();
     let server = LOAD.start_relay("load-bad-play");
     let closed = free_port();
-    let json = temp_dir().join("bad-play.json");
     let play = format!("rtmp://127.0.0.1:{closed}/live/x");
-    let mut cmd = LOAD.command(&[
+    let (report, table) = LOAD.run_json(&[
         "--url",
         &server.url("x"),
         "--play-url",
@@ -74,18 +73,13 @@ fn bad_play_url_fails_viewers_by_reason() {
         "5",
         "--duration",
         "2s",
-        "--json",
     ]);
-    cmd.arg(&json);
-    let out = run(cmd, Duration::from_secs(30));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let reason = format!("connection refused to 127.0.0.1:{closed}");
     assert_eq!(
         report["viewers"]["failed_by_reason"][&reason], 5,
         "{report}"
     );
-    assert!(text(&out.stdout).contains(&reason));
+    assert!(table.contains(&reason), "{table}");
 }
 
 /// A server built from the protocol core that accepts everything, then closes each
@@ -160,9 +154,8 @@ fn viewers_the_server_disconnects_are_counted_by_reason_and_the_run_goes_on() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     thread::spawn(move || disconnecting_server(listener));
-    let json = temp_dir().join("disconnects.json");
     let url = format!("rtmp://127.0.0.1:{port}/live/d");
-    let mut cmd = LOAD.command(&[
+    let (report, table) = LOAD.run_json(&[
         "--url",
         &url,
         "--viewers",
@@ -171,13 +164,7 @@ fn viewers_the_server_disconnects_are_counted_by_reason_and_the_run_goes_on() {
         "50",
         "--duration",
         "4s",
-        "--json",
     ]);
-    cmd.arg(&json);
-    let out = run(cmd, Duration::from_secs(30));
-    let table = text(&out.stdout);
-    assert!(out.status.success(), "{}\n{table}", text(&out.stderr));
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["viewers"]["connected"], 10, "{table}");
     assert_eq!(report["viewers"]["disconnected"], 10, "{table}");
     assert!(

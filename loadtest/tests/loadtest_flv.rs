@@ -3,12 +3,8 @@
 //! lagging), nothing is lost, reordered or corrupted, the verifying sample checks payloads,
 //! and latency is measured.
 
-use std::time::Duration;
-
-use serde_json::Value;
-use shardcast_test_support::loadgen::{LoadGenerator, json_u64, run, serial, text};
+use shardcast_test_support::loadgen::{LoadGenerator, json_u64, serial};
 use shardcast_test_support::relay::Relay;
-use shardcast_test_support::tools::temp_dir;
 
 const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
 
@@ -18,7 +14,6 @@ const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
 fn ten_viewers(name: &str, protocol: &str, counting: &str, play: impl Fn(&Relay) -> Vec<String>) {
     let _serial = serial();
     let server = LOAD.start_relay(name);
-    let json = temp_dir().join(format!("{name}.json"));
     let url = server.url("load-{n}");
     let play = play(&server);
     let mut args = vec![
@@ -36,18 +31,7 @@ fn ten_viewers(name: &str, protocol: &str, counting: &str, play: impl Fn(&Relay)
         counting,
     ];
     args.extend(play.iter().map(String::as_str));
-    args.push("--json");
-    let mut cmd = LOAD.command(&args);
-    cmd.arg(&json);
-    let out = run(cmd, Duration::from_secs(60));
-    let table = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "shardcast-load failed: {}\n{table}",
-        text(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
-        .expect("the JSON report parses");
+    let (report, table) = LOAD.run_json(&args);
     assert_eq!(report["settings"]["protocol"], protocol, "{table}");
     assert!(
         table.contains(&format!("viewers play: {protocol} ")),

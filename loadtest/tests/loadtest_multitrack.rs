@@ -7,11 +7,8 @@
 //! declare nothing (as ffmpeg 5.1 or rtmpdump) get track 0 of each kind, in the legacy
 //! FLV layout, whole and in order, and no other track.
 
-use std::time::Duration;
-
 use serde_json::Value;
-use shardcast_test_support::loadgen::{LoadGenerator, run, serial, text};
-use shardcast_test_support::tools::temp_dir;
+use shardcast_test_support::loadgen::{LoadGenerator, serial};
 
 const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
 
@@ -27,10 +24,9 @@ fn count(track: &Value, key: &str) -> u64 {
 fn every_track_of_a_multitrack_stream_reaches_every_viewer_in_order() {
     let _serial = serial();
     let server = LOAD.start_relay("load-multitrack");
-    let json = temp_dir().join("multitrack.json");
     let url = server.url("multi-{n}");
     let viewers = VIEWERS.to_string();
-    let mut cmd = LOAD.command(&[
+    let (report, table) = LOAD.run_json(&[
         "--url",
         &url,
         "--viewers",
@@ -44,18 +40,7 @@ fn every_track_of_a_multitrack_stream_reaches_every_viewer_in_order() {
         "--gop",
         "1s",
         "--multitrack",
-        "--json",
     ]);
-    cmd.arg(&json);
-    let out = run(cmd, Duration::from_secs(60));
-    let table = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "shardcast-load --multitrack failed: {}\n{table}",
-        text(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
-        .expect("the JSON report parses");
 
     assert_eq!(report["viewers"]["connected"], VIEWERS, "{table}");
     assert_eq!(report["viewers"]["playing_at_end"], VIEWERS, "{table}");
@@ -116,10 +101,9 @@ fn every_track_of_a_multitrack_stream_reaches_every_viewer_in_order() {
 fn undeclared_viewers_get_track_0_of_each_kind_as_legacy_flv() {
     let _serial = serial();
     let server = LOAD.start_relay("load-multitrack-legacy");
-    let json = temp_dir().join("multitrack-legacy.json");
     let url = server.url("legacy-{n}");
     let viewers = VIEWERS.to_string();
-    let mut cmd = LOAD.command(&[
+    let (report, table) = LOAD.run_json(&[
         "--url",
         &url,
         "--viewers",
@@ -134,18 +118,7 @@ fn undeclared_viewers_get_track_0_of_each_kind_as_legacy_flv() {
         "1s",
         "--multitrack",
         "--multitrack-legacy-viewers",
-        "--json",
     ]);
-    cmd.arg(&json);
-    let out = run(cmd, Duration::from_secs(60));
-    let table = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "shardcast-load --multitrack-legacy-viewers failed: {}\n{table}",
-        text(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
-        .expect("the JSON report parses");
     assert_eq!(report["viewers"]["playing_at_end"], VIEWERS, "{table}");
     let tracks = &report["tracks"];
     assert_eq!(tracks["viewers_missing_a_track"], 0, "{table}");

@@ -2,11 +2,7 @@
 //! source. Every viewer plays, nothing is lost or reordered, latency is measured by the
 //! verifying sample, and the JSON report says what the table says.
 
-use std::time::Duration;
-
-use serde_json::Value;
-use shardcast_test_support::loadgen::{LoadGenerator, json_u64, run, serial, table_value, text};
-use shardcast_test_support::tools::temp_dir;
+use shardcast_test_support::loadgen::{LoadGenerator, json_u64, serial, table_value};
 
 const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
 
@@ -14,10 +10,9 @@ const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
 fn fifty_viewers_of_one_stream_all_play_and_lose_nothing() {
     let _serial = serial();
     let server = LOAD.start_relay("load-fifty");
-    let json = temp_dir().join("fifty.json");
     let url = server.url("load-{n}");
     let pid = server.pid().to_string();
-    let mut cmd = LOAD.command(&[
+    let (report, table) = LOAD.run_json(&[
         "--url",
         &url,
         "--streams",
@@ -32,18 +27,7 @@ fn fifty_viewers_of_one_stream_all_play_and_lose_nothing() {
         "synthetic",
         "--server-pid",
         &pid,
-        "--json",
     ]);
-    cmd.arg(&json);
-    let out = run(cmd, Duration::from_secs(60));
-    let table = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "shardcast-load failed: {}\n{table}",
-        text(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
-        .expect("the JSON report parses");
 
     let connected = json_u64(&report, &["viewers", "connected"]);
     assert_eq!(connected, 50, "every viewer connects:\n{table}");
@@ -112,10 +96,9 @@ fn fifty_viewers_of_one_stream_all_play_and_lose_nothing() {
 fn batch_readers_lose_nothing_and_report_generator_cpu_and_trend() {
     let _serial = serial();
     let server = LOAD.start_relay("load-batch");
-    let json = temp_dir().join("batch.json");
     let url = server.url("load-{n}");
     let pid = server.pid().to_string();
-    let mut cmd = LOAD.command(&[
+    let (report, table) = LOAD.run_json(&[
         "--url",
         &url,
         "--viewers",
@@ -126,13 +109,7 @@ fn batch_readers_lose_nothing_and_report_generator_cpu_and_trend() {
         "100ms",
         "--server-pid",
         &pid,
-        "--json",
     ]);
-    cmd.arg(&json);
-    let out = run(cmd, Duration::from_secs(60));
-    let table = text(&out.stdout);
-    assert!(out.status.success(), "{}\n{table}", text(&out.stderr));
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(
         table.contains("read mode: batch readers, every 100 ms"),
         "{table}"
@@ -171,9 +148,8 @@ fn batch_readers_lose_nothing_and_report_generator_cpu_and_trend() {
 fn a_flash_crowd_joins_apart_from_the_viewers_already_watching() {
     let _serial = serial();
     let server = LOAD.start_relay("load-crowd");
-    let json = temp_dir().join("crowd.json");
     let url = server.url("crowd-{n}");
-    let mut cmd = LOAD.command(&[
+    let (report, table) = LOAD.run_json(&[
         "--url",
         &url,
         "--viewers",
@@ -188,17 +164,7 @@ fn a_flash_crowd_joins_apart_from_the_viewers_already_watching() {
         "2s",
         "--duration",
         "6s",
-        "--json",
     ]);
-    cmd.arg(&json);
-    let out = run(cmd, Duration::from_secs(60));
-    let table = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "shardcast-load failed: {}\n{table}",
-        text(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(json_u64(&report, &["viewers", "target"]), 220, "{table}");
     assert_eq!(json_u64(&report, &["viewers", "connected"]), 220, "{table}");
     assert_eq!(json_u64(&report, &["viewers", "failed"]), 0, "{table}");

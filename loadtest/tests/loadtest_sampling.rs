@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use serde_json::Value;
 use shardcast_test_support::loadgen::{LoadGenerator, run, serial, text};
-use shardcast_test_support::tools::temp_dir;
 
 const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
 
@@ -27,8 +26,7 @@ fn num(v: &Value, path: &[&str]) -> f64 {
 }
 
 /// One run of 500 viewers at 1 Mbit/s; `extra` picks the mode.
-fn run_500(url: &str, pid: &str, name: &str, extra: &[&str]) -> (Value, String) {
-    let json = temp_dir().join(format!("{name}.json"));
+fn run_500(url: &str, pid: &str, extra: &[&str]) -> (Value, String) {
     let viewers = VIEWERS.to_string();
     let mut args = vec![
         "--url",
@@ -47,19 +45,7 @@ fn run_500(url: &str, pid: &str, name: &str, extra: &[&str]) -> (Value, String) 
         pid,
     ];
     args.extend_from_slice(extra);
-    args.push("--json");
-    let mut cmd = LOAD.command(&args);
-    cmd.arg(&json);
-    let out = run(cmd, Duration::from_secs(120));
-    let table = text(&out.stdout);
-    assert!(
-        out.status.success(),
-        "shardcast-load {extra:?} failed: {}\n{table}",
-        text(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap())
-        .expect("the JSON report parses");
-    (report, table)
+    LOAD.run_json(&args)
 }
 
 #[test]
@@ -68,8 +54,8 @@ fn sampled_figures_agree_with_full_parsing_at_500_viewers() {
     let server = LOAD.start_relay("load-sampling");
     let url = server.url("sample-{n}");
     let pid = server.pid().to_string();
-    let (sampled, sampled_table) = run_500(&url, &pid, "sampled", &[]);
-    let (full, full_table) = run_500(&url, &pid, "full", &["--verify-every", "1"]);
+    let (sampled, sampled_table) = run_500(&url, &pid, &[]);
+    let (full, full_table) = run_500(&url, &pid, &["--verify-every", "1"]);
     let both = format!("sampled:\n{sampled_table}\nfull:\n{full_table}");
 
     assert_eq!(sampled["settings"]["counting"], "bytes", "{both}");

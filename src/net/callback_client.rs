@@ -104,7 +104,7 @@ async fn exchange(request: &CallbackRequest) -> io::Result<CallbackAnswer> {
 }
 
 /// The first address of `host`, resolved off the shard's thread (the resolver blocks).
-pub(crate) async fn resolve(host: String, port: u16) -> io::Result<SocketAddr> {
+async fn resolve(host: String, port: u16) -> io::Result<SocketAddr> {
     if let Ok(ip) = host.parse::<std::net::IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }

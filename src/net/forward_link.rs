@@ -2,33 +2,35 @@
 //!
 //! The relay decides when to try a push target (`src/relay/forwarder.rs`) and says so with
 //! `Output::ForwardConnect`; this module carries that out. It resolves the target's host
-//! (off the shard's thread when it is a name, since the system resolver blocks), connects
-//! with a timeout, and hands the socket to the relay (`Shard::forward_connected`), which
-//! makes the link a client of the shard. From then on the link is served like any other
-//! client, by `client_task::serve`: the same socket table, the same writes of shared
-//! buffers, the same wait on a full socket and the same close. What differs lives in the
-//! relay: the link speaks the client role of the protocol to the target and, once the
-//! target accepted the publish, plays the stream as a viewer.
+//! and connects with a timeout (`outbound.rs`, as an edge's pull does), and hands the
+//! socket to the relay (`Shard::forward_connected`), which makes the link a client of the
+//! shard. From then on the link is served like any other client, by `client_task::serve`:
+//! the same socket table, the same writes of shared buffers, the same wait on a full
+//! socket and the same close. What differs lives in the relay: the link speaks the client
+//! role of the protocol to the target and, once the target accepted the publish, plays the
+//! stream as a viewer.
 //!
-//! An `rtmps://` target's socket carries a client TLS session (`tls.rs`), checked against
-//! `[server] tls_ca_file` or the system's CAs; the client's task writes its handshake and
-//! the relay's plaintext goes through it, as for an RTMPS client.
+//! An `rtmps://` target's socket carries a client TLS session (`outbound.rs`), checked
+//! against `[server] tls_ca_file` or the system's CAs and driven by `tls.rs`: the client's
+//! task writes its handshake and the relay's plaintext goes through it, as for an RTMPS
+//! client.
 //!
 //! A failed resolve or connect goes back to the relay (`Shard::forward_connect_failed`),
 //! which logs it with the target and waits its backoff before the next attempt. Nothing
 //! here retries on its own.
 
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use glommio::net::TcpStream;
 
+use super::outbound::{self, TrustedCas};
 use super::shard_driver::ShardDriver;
 use super::sockets::SendNow;
+use super::tls::TlsStream;
 use crate::relay::directory::StreamName;
-use crate::relay::forwarder::CONNECT_TIMEOUT;
 
 /// What one `Output::ForwardConnect` asks for.
 pub struct ConnectRequest {
@@ -43,15 +45,23 @@ pub struct ConnectRequest {
 
 /// Connects to a push target and, once connected, serves the link until it closes.
 pub async fn run(driver: Rc<ShardDriver>, req: ConnectRequest) {
-    let opened = match open(&req.host, req.port).await {
+    let opened = match outbound::connect(&req.host, req.port).await {
         Ok(socket) if req.tls => {
-            let ca = driver.relay.borrow().config.server.tls_ca_file.clone();
-            let ca = if ca.as_os_str().is_empty() {
-                std::path::PathBuf::from(super::tls::SYSTEM_CA_FILE)
+            let file = driver.relay.borrow().config.server.tls_ca_file.clone();
+            let cas = if file.as_os_str().is_empty() {
+                TrustedCas {
+                    file: PathBuf::from(outbound::SYSTEM_CA_FILE),
+                    source: "system CA file",
+                }
             } else {
-                ca
+                TrustedCas {
+                    file,
+                    source: "server.tls_ca_file",
+                }
             };
-            super::tls::connect(&req.host, &ca).map(|tls| (socket, Some(tls)))
+            outbound::tls_client(&req.host, cas)
+                .await
+                .map(|tls| (socket, Some(TlsStream::client(tls))))
         }
         Ok(socket) => Ok((socket, None)),
         Err(reason) => Err(reason),
@@ -100,30 +110,4 @@ pub async fn run(driver: Rc<ShardDriver>, req: ConnectRequest) {
     }
     driver.process();
     super::client_task::serve(driver, id, Bytes::new()).await;
-}
-
-/// Resolves `host` and connects to the first address that answers.
-async fn open(host: &str, port: u16) -> Result<TcpStream, String> {
-    let addrs: Vec<SocketAddr> = match host.parse::<IpAddr>() {
-        Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => {
-            let name = host.to_owned();
-            glommio::executor()
-                .spawn_blocking(move || {
-                    (name.as_str(), port)
-                        .to_socket_addrs()
-                        .map(|a| a.take(8).collect::<Vec<_>>())
-                })
-                .await
-                .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        }
-    };
-    let mut last = format!("{host} resolved to no address");
-    for addr in addrs {
-        match TcpStream::connect_timeout(addr, CONNECT_TIMEOUT).await {
-            Ok(socket) => return Ok(socket),
-            Err(e) => last = format!("connect to {addr} failed: {e}"),
-        }
-    }
-    Err(last)
 }

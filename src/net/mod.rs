@@ -18,6 +18,8 @@
 //! - `client_task.rs`: one client connection's task: reads, and waits for a full socket.
 //! - `forward_link.rs`: the outbound connections of pushes to other servers (resolve,
 //!   connect, then served as a client by `client_task.rs`).
+//! - `outbound.rs`: what a pull and a push do alike to reach another server: resolve,
+//!   connect with a timeout, and the client side of TLS for `rtmps://`.
 //! - `sockets.rs`: the shard's sockets by client id, and the writes through them.
 //! - `vectored.rs`: the one vectored write every byte to a client goes through.
 //! - `mailbox.rs`: the bounded cross-core channels between shards, and their doorbell.
@@ -41,6 +43,7 @@ pub mod client_task;
 pub mod forward_link;
 pub mod listener;
 pub mod mailbox;
+pub mod outbound;
 pub mod process;
 pub mod proxy_protocol;
 pub mod record_writer;

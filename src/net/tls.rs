@@ -31,8 +31,7 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use rustls::ServerConnection;
-use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, Connection, RootCertStore, ServerConfig};
+use rustls::{ClientConnection, Connection, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -107,37 +106,6 @@ fn server_config(cert_file: &Path, key_file: &Path) -> Result<Arc<ServerConfig>,
     Ok(Arc::new(config))
 }
 
-/// The system's CA bundle (Debian's ca-certificates), used when `server.tls_ca_file` is "".
-pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// The client side of a TLS session to `host` (an `rtmps://` push target), checking its
-/// certificate against the CA certificates in `ca_file` (PEM). The file is read at each
-/// call: connections to targets are few, and a new file needs no restart.
-pub fn connect(host: &str, ca_file: &Path) -> Result<TlsStream, String> {
-    let mut roots = RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("CA file {}: {e}", ca_file.display()))?;
-    let (added, _) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(format!(
-            "CA file {}: no certificate in it",
-            ca_file.display()
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| format!("{host} is no TLS server name: {e}"))?;
-    ClientConnection::new(Arc::new(config), name)
-        .map(|conn| TlsStream { conn: conn.into() })
-        .map_err(|e| format!("TLS: {e}"))
-}
-
 /// One connection's TLS session: the server side of an RTMPS client, or the client side
 /// of a push to an `rtmps://` target.
 pub struct TlsStream {
@@ -153,6 +121,11 @@ pub enum Received {
 }
 
 impl TlsStream {
+    /// The client side of a push to an `rtmps://` target, from `outbound::tls_client`.
+    pub fn client(conn: ClientConnection) -> TlsStream {
+        TlsStream { conn: conn.into() }
+    }
+
     /// Takes ciphertext the client sent and appends the plaintext in it to `plain`. An
     /// error is the client's fault (a bad record, a failed handshake) and ends it.
     pub fn receive(

@@ -2,17 +2,17 @@
 //!
 //! The shard decides when to open a link and when to drop it (`Output::OpenUpstream`,
 //! `Output::CloseUpstream`, from `src/relay/upstream_source.rs`); a link's task does the
-//! rest: it resolves the origin's host off the shard's thread, connects, speaks the client
-//! role (`ClientSession`: handshake, `connect` carrying the pull's relay path, `createStream`,
-//! `play`) and hands everything the origin says to the shard
+//! rest: it resolves the origin's host and connects (`outbound.rs`, as a push does), speaks
+//! the client role (`ClientSession`: handshake, `connect` carrying the pull's relay path,
+//! `createStream`, `play`) and hands everything the origin says to the shard
 //! (`Shard::handle_upstream`), then runs the shard's outputs, as a client's task does for
 //! what a publisher sends. Whatever ends the link on its own (connect error or timeout, the
 //! origin closing, a protocol error) is reported once as `UpstreamEvent::Failed`, naming
 //! the origin; a link the shard closed reports nothing.
 //!
-//! An `rtmps://` origin is reached through rustls (the ring provider), driven by hand
-//! around the socket as the server side does (`tls.rs`), its certificate checked against
-//! the application's `pull_tls_ca_file` and the origin's host name.
+//! An `rtmps://` origin is reached through rustls (its client session from `outbound.rs`),
+//! driven by hand around the socket as the server side does (`tls.rs`), its certificate
+//! checked against the application's `pull_tls_ca_file` and the origin's host name.
 //!
 //! The origin is a network peer like any client: the session's decoder limits bound what
 //! one message may claim, the read buffer is fixed, and a peer that breaks the protocol
@@ -22,21 +22,18 @@ use std::cell::Cell;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures_lite::io::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use super::outbound::{self, TrustedCas};
 use super::shard_driver::ShardDriver;
 use super::wakeup::Signal;
 use crate::relay::shard::UpstreamEvent;
 use crate::relay::upstream_source::UpstreamUrl;
 use crate::rtmp::{ClientSession, ClientSessionConfig, RelayPath};
-
-/// How long resolving and connecting to an origin may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Bytes read from an origin at a time.
 const READ_BUFFER: usize = 64 * 1024;
@@ -132,28 +129,6 @@ impl Transport {
     }
 }
 
-/// The rustls client for an origin at `host`, trusting the authorities in `ca_file`.
-fn tls_client(host: &str, ca_file: &std::path::Path) -> Result<rustls::ClientConnection, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, ServerName};
-    let what = |e: &dyn std::fmt::Display| format!("pull_tls_ca_file {}: {e}", ca_file.display());
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| what(&e))? {
-        roots
-            .add(cert.map_err(|e| what(&e))?)
-            .map_err(|e| what(&e))?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| format!("{host} is no TLS server name: {e}"))?;
-    rustls::ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())
-}
-
 /// Runs link `spec.link` until it fails or the shard closes it.
 pub async fn run(driver: Rc<ShardDriver>, spec: LinkSpec, control: Rc<LinkControl>) {
     let peer = spec.url.tc_url.clone();
@@ -185,14 +160,7 @@ async fn drive(
     spec: &LinkSpec,
     control: &LinkControl,
 ) -> Result<(), String> {
-    let connecting = async {
-        let addr = super::callback_client::resolve(spec.url.host.clone(), spec.url.port)
-            .await
-            .map_err(|e| format!("cannot resolve {}: {e}", spec.url.host))?;
-        TcpStream::connect_timeout(addr, CONNECT_TIMEOUT)
-            .await
-            .map_err(|e| format!("connect to {addr} failed: {e}"))
-    };
+    let connecting = outbound::connect(&spec.url.host, spec.url.port);
     let connected = futures_lite::future::or(async { Some(connecting.await) }, async {
         control.wake.wait().await;
         None
@@ -205,12 +173,11 @@ async fn drive(
     let _ = stream.set_nodelay(true);
     let mut transport = match (&spec.tls_ca_file, spec.url.tls) {
         (Some(ca_file), true) => {
-            let (host, ca_file) = (spec.url.host.clone(), ca_file.clone());
-            // Reads the CA file: off the shard's thread.
-            let tls = glommio::executor()
-                .spawn_blocking(move || tls_client(&host, &ca_file))
-                .await?;
-            Transport::Tls(Box::new(tls))
+            let cas = TrustedCas {
+                file: ca_file.clone(),
+                source: "pull_tls_ca_file",
+            };
+            Transport::Tls(Box::new(outbound::tls_client(&spec.url.host, cas).await?))
         }
         (None, true) => return Err("rtmps:// without pull_tls_ca_file".to_owned()),
         _ => Transport::Plain,

@@ -25,7 +25,8 @@
 //!   codec (shardcast answers `fourCcList: ["*"]`), the legacy FLV form for one that
 //!   declared nothing (nginx-rtmp).
 //!
-//! An `rtmps://` target gets the same bytes through a TLS session (`src/net/tls.rs`), its
+//! An `rtmps://` target gets the same bytes through a TLS session (`src/net/outbound.rs`,
+//! `src/net/tls.rs`), its
 //! certificate checked against `[server] tls_ca_file` (or the system's CAs): the
 //! encryption is the one copy, as for an RTMPS viewer.
 //!
@@ -59,8 +60,6 @@ use crate::rtmp::chunk::SHARED_STREAM_ID;
 
 /// The longest wait before the first retry (later ones double, up to the cap).
 pub const FIRST_RETRY: Duration = Duration::from_millis(500);
-/// How long a TCP connect to a target may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest `push` URL taken, and the most targets per application.
 pub const MAX_URL_LEN: usize = 2048;
 pub const MAX_TARGETS: usize = 16;

@@ -539,3 +539,123 @@ impl ClientSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rtmp::command::{on_status, status_info};
+    use crate::rtmp::handshake::ServerHandshake;
+
+    /// The server end of a connection, answering `createStream` with `stream_id`. It is not
+    /// `ServerSession`, which always answers 1 first: other servers may number their streams
+    /// as they like, and the client has to follow.
+    struct FakeServer {
+        handshake: Option<ServerHandshake>,
+        conn: Connection,
+        stream_id: u32,
+        /// The message stream of each `publish` and media message received, in order.
+        received: Vec<(String, u32)>,
+    }
+
+    impl FakeServer {
+        fn new(stream_id: u32) -> FakeServer {
+            FakeServer {
+                handshake: Some(ServerHandshake::new(0, 7)),
+                conn: Connection::new(DecoderLimits::default()),
+                stream_id,
+                received: Vec::new(),
+            }
+        }
+
+        fn feed(&mut self, input: Bytes) {
+            let input = match self.handshake.as_mut() {
+                Some(hs) => match self.conn.feed_handshake(hs, input).unwrap() {
+                    None => return,
+                    Some(rest) => {
+                        self.handshake = None;
+                        rest
+                    }
+                },
+                None => input,
+            };
+            self.conn.feed(input);
+            while let Some(incoming) = self.conn.next_incoming().unwrap() {
+                let Incoming::Message(msg) = incoming else {
+                    continue;
+                };
+                match msg.message_type() {
+                    Some(MessageType::CommandAmf0) => self.on_command(&msg),
+                    Some(MessageType::Audio) => self.received.push(("audio".into(), msg.stream_id)),
+                    Some(MessageType::Video) => self.received.push(("video".into(), msg.stream_id)),
+                    _ => {}
+                }
+            }
+        }
+
+        fn on_command(&mut self, msg: &RtmpMessage) {
+            let cmd = Command::parse(msg).unwrap();
+            let answer = match cmd.name.as_str() {
+                "connect" => Command::new("_result", cmd.transaction_id, Amf0Value::Null).arg(
+                    status_info("status", status::CONNECT_SUCCESS, "Connection succeeded."),
+                ),
+                "createStream" => Command::new("_result", cmd.transaction_id, Amf0Value::Null)
+                    .arg(f64::from(self.stream_id)),
+                "publish" => {
+                    self.received.push(("publish".into(), msg.stream_id));
+                    let started = on_status("status", status::PUBLISH_START, "Publishing.");
+                    self.conn
+                        .send(csid::STREAM_COMMAND, &started.to_message(self.stream_id));
+                    return;
+                }
+                _ => return,
+            };
+            self.conn.send(csid::COMMAND, &answer.to_message(0));
+        }
+    }
+
+    /// Carries bytes both ways until neither side has anything to say.
+    fn pump(client: &mut ClientSession, server: &mut FakeServer) {
+        loop {
+            let mut quiet = true;
+            while let Some(bytes) = client.poll_transmit() {
+                quiet = false;
+                server.feed(bytes);
+            }
+            while let Some(bytes) = server.conn.take_output() {
+                quiet = false;
+                client.feed(bytes).unwrap();
+            }
+            if quiet {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn publish_and_media_go_on_the_stream_id_the_server_gave() {
+        let mut client = ClientSession::new(ClientSessionConfig::new(
+            "live",
+            "rtmp://127.0.0.1:1935/live",
+        ));
+        let mut server = FakeServer::new(5);
+        client.publish("key");
+        pump(&mut client, &mut server);
+        assert_eq!(client.stream_id(), Some(5));
+        let events: Vec<ClientEvent> = std::iter::from_fn(|| client.poll_event()).collect();
+        assert!(
+            events.contains(&ClientEvent::PublishStarted { stream_id: 5 }),
+            "{events:?}"
+        );
+        client.send_media(MediaKind::Video, 0, Bytes::from_static(&[0x17, 0, 0, 0, 0]));
+        client.send_media(MediaKind::Audio, 0, Bytes::from_static(&[0xaf, 1, 0x21]));
+        pump(&mut client, &mut server);
+        assert_eq!(
+            server.received,
+            [
+                ("publish".to_owned(), 5),
+                ("video".to_owned(), 5),
+                ("audio".to_owned(), 5)
+            ]
+        );
+    }
+}

@@ -13,6 +13,7 @@
 //!   checks that every message of it reached a viewer in order;
 //! - [`core_server`]: minimal RTMP servers built only from the protocol core and
 //!   `std::net`, which capture a publish or replay it to a player;
+//! - [`nginx`]: nginx with the RTMP module as a third-party peer ([`nginx::NginxRtmp`]);
 //! - [`loadgen`]: running `shardcast-load` against a relay and reading its report.
 //!
 //! Cargo tells a package's own tests where its binaries are (`CARGO_BIN_EXE_<name>`) and
@@ -24,6 +25,7 @@ pub mod admin;
 pub mod client;
 pub mod core_server;
 pub mod loadgen;
+pub mod nginx;
 pub mod relay;
 pub mod script;
 pub mod tools;

@@ -3,15 +3,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::relay::Relay;
-use crate::tools::wait_output;
+use crate::tools::{temp_dir, wait_output};
 
 /// The log filter of a relay under load: warnings only, and the startup lines (what it
 /// listens on), for a failed test's report. [`Relay`] waits for `/readyz`, not for a line.
 pub const LOAD_LOG_FILTER: &str = "warn,shardcast::net::runtime=info";
+
+/// Keeps the JSON reports of the runs of one test binary apart.
+static REPORTS: AtomicU32 = AtomicU32::new(0);
 
 /// Load runs share 2 cores with everything else: one at a time within a test binary.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -36,6 +40,30 @@ impl LoadGenerator {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         cmd
+    }
+
+    /// Runs `shardcast-load` with `args` and `--json` to its end, fails the test (with
+    /// what it printed) unless it succeeded, and returns its JSON report and its table
+    /// (stdout), the latter for the messages of the test's own assertions.
+    ///
+    /// The limit is generous: a run ends by itself after its `--duration`, the limit only
+    /// bounds how long a hung one takes to fail.
+    pub fn run_json(self, args: &[&str]) -> (serde_json::Value, String) {
+        let n = REPORTS.fetch_add(1, Ordering::Relaxed);
+        let json = temp_dir().join(format!("load-report-{n}.json"));
+        let mut cmd = self.command(args);
+        cmd.arg("--json").arg(&json);
+        let out = run(cmd, Duration::from_secs(120));
+        let table = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "shardcast-load {args:?} failed: {}\n{table}",
+            text(&out.stderr)
+        );
+        let report = std::fs::read_to_string(&json).expect("shardcast-load wrote its JSON report");
+        let _ = std::fs::remove_file(&json);
+        let report = serde_json::from_str(&report).expect("the JSON report parses");
+        (report, table)
     }
 
     /// The relay's binary, beside ours: `cargo test --workspace` builds it there (the root
