@@ -490,7 +490,7 @@ mod tests {
         );
         let (frames, step) = run(&mut src, &data, t0);
         // Metadata, the AVC header, then from the keyframe at 2000 ms, a second ahead plus a
-        // batch: 3250 is within that but not within the stop (2600 + 600 ms).
+        // batch, but nothing after the stop (2600 + 600 ms): 3250 is past it.
         assert_eq!(frames[0].0, FrameKind::Metadata);
         assert_eq!((frames[1].0, frames[1].1), (FrameKind::Video, 2000));
         assert_eq!((frames[2].0, frames[2].1), (FrameKind::Video, 2000));
@@ -502,24 +502,40 @@ mod tests {
         assert!(matches!(step, FileStep::End), "{step:?}");
     }
 
+    /// The media times of `index()`'s frames (after the headers), in file order.
+    fn times() -> Vec<u32> {
+        (0..16u32).flat_map(|i| [i * 250, i * 250 + 10]).collect()
+    }
+
+    /// The newest frame time at or before `ms`.
+    fn last_within(ms: u32) -> u32 {
+        times().into_iter().filter(|&t| t <= ms).max().unwrap()
+    }
+
+    const BATCH_MS: u32 = VOD_PACE_BATCH.as_millis() as u32;
+
     #[test]
     fn frames_go_out_a_batch_at_a_time_a_lead_ahead() {
         let (index, data) = index();
         let t0 = Instant::now();
         let mut src = VodSource::new(Arc::from(Path::new("/x.flv")), index, t0, 4096, 0, None);
-        // The lead (1 s) plus a batch (250 ms): through the video frame at 1250.
+        // The lead (1 s) plus a batch.
         let (frames, step) = run(&mut src, &data, t0);
-        assert_eq!(frames.last().unwrap().1, 1250);
-        // It sleeps until the next frame (1260) comes within the lead, then sends a batch.
+        let first_batch_end = last_within(1000 + BATCH_MS);
+        assert_eq!(frames.last().unwrap().1, first_batch_end);
+        // It sleeps until the next frame comes within the lead, then sends a batch more.
+        let next = times().into_iter().find(|&t| t > first_batch_end).unwrap();
         let FileStep::WaitUntil(at) = step else {
             panic!("{step:?}")
         };
-        assert_eq!(at, t0 + Duration::from_millis(260));
+        assert_eq!(at, t0 + Duration::from_millis(u64::from(next - 1000)));
         let (frames, step) = run(&mut src, &data, at);
-        assert_eq!(
-            frames.iter().map(|f| f.1).collect::<Vec<_>>(),
-            [1260, 1500, 1510]
-        );
+        let expected: Vec<u32> = times()
+            .into_iter()
+            .filter(|&t| t > first_batch_end && t <= next + BATCH_MS)
+            .collect();
+        assert!(expected.len() > 1, "a batch is more than one frame");
+        assert_eq!(frames.iter().map(|f| f.1).collect::<Vec<_>>(), expected);
         assert!(matches!(step, FileStep::WaitUntil(_)), "{step:?}");
     }
 
@@ -529,12 +545,12 @@ mod tests {
         let t0 = Instant::now();
         let mut src = VodSource::new(Arc::from(Path::new("/x.flv")), index, t0, 4096, 0, None);
         let (frames, _) = run(&mut src, &data, t0);
-        assert_eq!(frames.last().unwrap().1, 1250);
+        assert_eq!(frames.last().unwrap().1, last_within(1000 + BATCH_MS));
         src.seek(2100, t0);
         let (frames, _) = run(&mut src, &data, t0);
         assert_eq!(frames[0].0, FrameKind::Metadata);
         assert_eq!(frames[2].1, 2000, "from the keyframe before 2100");
-        assert_eq!(frames.last().unwrap().1, 3250);
+        assert_eq!(frames.last().unwrap().1, last_within(3000 + BATCH_MS));
         // The viewer was sent up to and including 2260; it pauses.
         let first_unsent = frames.iter().find(|f| f.1 == 2500).unwrap().2;
         src.pause(first_unsent);
