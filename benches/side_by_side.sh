@@ -1,7 +1,9 @@
-# Sourced by benches/flash_crowd.sh and benches/ingest.sh: one server at a time on CPU 1,
-# shardcast (one shard) or nginx-rtmp (one worker), each on 127.0.0.1:$PORT, for side-by-side
-# runs with the load generator on CPU 0. Before sourcing, set REPO, PORT and, for a shardcast
-# admin listener, ADMIN_PORT (empty: none). Defines BIN, LOAD, WORK, SERVER, MEASURED and
+# Sourced by benches/flash_crowd.sh, benches/ingest.sh and benches/two_shards.sh: one server
+# at a time on CPU 1, shardcast (one shard) or nginx-rtmp (one worker), each on
+# 127.0.0.1:$PORT, for side-by-side runs with the load generator on CPU 0; and, for
+# two_shards.sh, `shardcast-2`: two shards pinned to CPUs 0 and 1, the first sharing its core
+# with the load generator. Before sourcing, set REPO, PORT and, for a shardcast admin
+# listener, ADMIN_PORT (empty: none). Defines BIN, LOAD, WORK, SERVER, MEASURED and
 # wait_port, start_server, stop_server; removes WORK and stops the server on exit.
 
 cargo build --release -p shardcast -p shardcast-load >/dev/null 2>&1
@@ -27,6 +29,7 @@ listen = ""
 filter = "warn"
 [app.live]
 EOF2
+sed 's/^cpus = \[1\]$/cpus = [0, 1]/' "$WORK/shardcast.toml" >"$WORK/shardcast-2.toml"
 mkdir -p "$WORK/nginx/logs"
 cat >"$WORK/nginx/nginx.conf" <<EOF2
 load_module $NGINX_MODULE;
@@ -54,6 +57,11 @@ start_server() {
     case "$1" in
         shardcast)
             taskset -c 1 "$BIN" --config "$WORK/shardcast.toml" --shards 1 >"$WORK/server.log" 2>&1 &
+            SERVER=$!
+            MEASURED=$SERVER
+            ;;
+        shardcast-2)
+            taskset -c 0,1 "$BIN" --config "$WORK/shardcast-2.toml" --shards 2 >"$WORK/server.log" 2>&1 &
             SERVER=$!
             MEASURED=$SERVER
             ;;
