@@ -63,7 +63,7 @@ source "$REPO/benches/side_by_side.sh"
 # The watchers in one process, the crowd in another started at --crowd-at; the crowd's
 # report is JSON.crowd.json and its start (seconds after the watchers') JSON.crowd_at.
 run_crowd_process() { # server -> json path
-    local out="$WORK/$1-$RANDOM.json" t0 watchers
+    local out="$WORK/$1-$RANDOM.json" t0 watchers crowd
     start_server "$1"
     t0=$(date +%s.%N)
     taskset -c 0 "$LOAD" --url "rtmp://127.0.0.1:$PORT/live/crowd-{n}" --streams 1 \
@@ -71,6 +71,7 @@ run_crowd_process() { # server -> json path
         --duration "${DURATION}s" --threads 1 --no-progress \
         --server-pid "$MEASURED" --json "$out" >"$out.txt" 2>&1 &
     watchers=$!
+    track "$watchers"
     sleep "$(python3 -c "import time; print(max(0, $t0 + $CROWD_AT - time.time()))")"
     python3 -c "import time; print(time.time() - $t0)" >"$out.crowd_at"
     # Ends a second before the watchers, so their publisher is still there when it stops.
@@ -78,8 +79,13 @@ run_crowd_process() { # server -> json path
         --play-url "rtmp://127.0.0.1:$PORT/live/crowd-{n}" --streams 1 \
         --viewers "$CROWD" --ramp "$CROWD" --verify-every 0 \
         --duration "$((DURATION - CROWD_AT - 1))s" --threads 1 --no-progress \
-        --json "$out.crowd.json" >"$out.crowd.txt" 2>&1 || true
+        --json "$out.crowd.json" >"$out.crowd.txt" 2>&1 &
+    crowd=$!
+    track "$crowd"
+    wait "$crowd" || true
+    untrack "$crowd"
     wait "$watchers" || true
+    untrack "$watchers"
     stop_server
     echo "$out"
 }
@@ -88,7 +94,7 @@ run() { # server -> json path
     if [ "$CROWD_PROCESS" = 1 ]; then run_crowd_process "$1"; return; fi
     local out="$WORK/$1-$RANDOM.json"
     start_server "$1"
-    taskset -c 0 "$LOAD" --url "rtmp://127.0.0.1:$PORT/live/crowd-{n}" --streams 1 \
+    tracked taskset -c 0 "$LOAD" --url "rtmp://127.0.0.1:$PORT/live/crowd-{n}" --streams 1 \
         --viewers "$WATCHING" --verify-every 1 --ramp 200 \
         --crowd "$CROWD" --crowd-at "${CROWD_AT}s" \
         --duration "${DURATION}s" --threads 1 --no-progress \
@@ -150,7 +156,10 @@ for round in $(seq "$ROUNDS"); do
     order="$SERVERS"
     [ $((round % 2)) -eq 0 ] && order="$(echo "$SERVERS" | tr ' ' '\n' | tac | tr '\n' ' ')"
     for server in $order; do
-        json=$(run "$server")
+        # In the background, so that a signal stops the script (and its servers) at once.
+        run "$server" >"$WORK/run.out" &
+        wait $!
+        json=$(cat "$WORK/run.out")
         row "$server, round $round" "$json"
     done
 done

@@ -70,12 +70,14 @@ run() { # server round -> json path
     start_server "$1"
     ( sleep "$FROM_S"; sample "$out.from"; sleep $(( TO_S - FROM_S )); sample "$out.to" ) &
     local sampler=$!
-    taskset -c "$GEN_CPUS" "$LOAD" --url "rtmp://127.0.0.1:$PORT/live/two-{n}" --streams 1 \
+    track "$sampler"
+    tracked taskset -c "$GEN_CPUS" "$LOAD" --url "rtmp://127.0.0.1:$PORT/live/two-{n}" --streams 1 \
         --viewers "$VIEWERS" --threads 1 --source synthetic --bitrate "$BITRATE" --fps 30 \
         --gop 2s --ramp "$RAMP" --duration "${DURATION}s" --no-progress \
         --server-pid "$MEASURED" --admin "http://127.0.0.1:$ADMIN_PORT" \
         --json "$out" >"$out.txt" 2>&1 || true
     wait "$sampler" || true
+    untrack "$sampler"
     cp "$WORK/server.log" "$out.server.log" 2>/dev/null || true
     stop_server
     echo "$out"
@@ -93,7 +95,10 @@ for round in $(seq "$ROUNDS"); do
     order="$SERVERS"
     [ $((round % 2)) -eq 0 ] && order="$(echo "$SERVERS" | tr ' ' '\n' | tac | tr '\n' ' ')"
     for server in $order; do
-        json=$(run "$server" "$round")
+        # In the background, so that a signal stops the script (and its servers) at once.
+        run "$server" "$round" >"$WORK/run.out" &
+        wait $!
+        json=$(cat "$WORK/run.out")
         printf '%s\t%s\t%s\n' "$server" "$round" "$json" >>"$OUT/runs.tsv"
     done
 done
