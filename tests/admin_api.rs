@@ -742,6 +742,21 @@ fn metrics_pass_promtool_and_follow_the_stream() {
         );
     }
 
+    // One shard's viewer gets the stream across cores: its inbox took messages, and the
+    // senders rang its doorbell (how often depends on coalescing, so only that they did).
+    let inbox = |scrape: &str, name: &str| {
+        (0..2)
+            .map(|shard| value(scrape, &format!("{name}{{shard=\"{shard}\"}}")))
+            .sum::<f64>()
+    };
+    let received = inbox(&second, "shardcast_shard_inbox_received_total");
+    assert!(
+        received > inbox(&first, "shardcast_shard_inbox_received_total"),
+        "{second}"
+    );
+    let wakeups = inbox(&second, "shardcast_shard_inbox_wakeups_total");
+    assert!(wakeups >= 1.0, "{second}");
+
     // The fan-out passes that sent the stream were timed from queued to started (a
     // shard's stall shows there), each within the histogram's range.
     let passes = value(&second, "shardcast_fan_out_delay_seconds_count");

@@ -35,6 +35,7 @@ use super::data_message::data_message;
 use super::metrics::{self, ProcessStats, Scrape};
 use super::request::{AdminRequest, AdminResponse};
 use super::track::{StreamTracks, audio_codec_name, video_codec_name};
+use crate::net::mailbox::InboxTotals;
 use crate::relay::client::RoleKind;
 use crate::relay::directory::{ConnId, StreamName};
 use crate::relay::message::{AdminRefusal, ShardId};
@@ -69,6 +70,8 @@ pub trait RunningRelay {
     fn shard_count(&self) -> usize;
     /// Messages waiting in each shard's inbox.
     fn inbox_depths(&self) -> Vec<usize>;
+    /// What each shard's inbox has taken in since the start, by shard id.
+    fn inbox_totals(&self) -> Vec<InboxTotals>;
     fn process(&self) -> ProcessStats;
     /// Accepting connections and not draining.
     fn ready(&self) -> bool;
@@ -602,12 +605,14 @@ impl<R: RunningRelay> AdminApi<R> {
         let shards = self.relay.inspect(false).await;
         let streams = streams_across(&shards);
         let inbox = self.relay.inbox_depths();
+        let inbox_totals = self.relay.inbox_totals();
         let process = self.relay.process();
         let body = metrics::render(&Scrape {
             version: env!("CARGO_PKG_VERSION"),
             shards: &shards,
             streams: &streams,
             inbox_depths: &inbox,
+            inbox_totals: &inbox_totals,
             process: &process,
             ready: self.relay.ready(),
             max_streams: self.settings().metrics_max_streams,
@@ -931,6 +936,10 @@ mod tests {
 
         fn inbox_depths(&self) -> Vec<usize> {
             vec![0, 0]
+        }
+
+        fn inbox_totals(&self) -> Vec<InboxTotals> {
+            vec![InboxTotals::default(); 2]
         }
 
         fn process(&self) -> ProcessStats {

@@ -21,6 +21,7 @@ use prometheus::proto::{
 use prometheus::{Encoder, TextEncoder};
 
 use super::track::{audio_codec_name, video_codec_name};
+use crate::net::mailbox::InboxTotals;
 use crate::relay::client::RoleKind;
 use crate::relay::frame::FrameKind;
 use crate::relay::snapshot::{ConnectionCounts, PROTOCOLS, ShardSnapshot, StreamTotals};
@@ -46,6 +47,8 @@ pub struct Scrape<'a> {
     pub streams: &'a [StreamTotals],
     /// Messages waiting in each shard's inbox, by shard id.
     pub inbox_depths: &'a [usize],
+    /// What each shard's inbox has taken in since the start, by shard id.
+    pub inbox_totals: &'a [InboxTotals],
     pub process: &'a ProcessStats,
     pub ready: bool,
     pub max_streams: usize,
@@ -378,6 +381,23 @@ pub fn render(scrape: &Scrape<'_>) -> String {
             "Messages from other shards waiting in each shard's inbox (the cross-core queue).",
             &[("shard", &shard.to_string())],
             *depth as f64,
+        );
+    }
+    // Beside the CPU time of a multi-shard run, these price one hand-off between cores.
+    for (shard, totals) in scrape.inbox_totals.iter().enumerate() {
+        let shard = shard.to_string();
+        let l = [("shard", shard.as_str())];
+        f.counter(
+            "shardcast_shard_inbox_received_total",
+            "Messages each shard took from its inbox: media and control handed across cores by other shards, and the admin listener's requests.",
+            &l,
+            totals.received as f64,
+        );
+        f.counter(
+            "shardcast_shard_inbox_wakeups_total",
+            "Times another thread rang each shard's inbox doorbell (a wake not coalesced with one already pending).",
+            &l,
+            totals.rings as f64,
         );
     }
 

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::admin_http::{AdminHandler, HttpLimits, serve};
-use super::mailbox::ShardSender;
+use super::mailbox::{InboxTotals, ShardSender};
 use super::process::process_stats;
 use crate::admin::api::{AdminApi, LocalFuture, RunningRelay, SharedApiSettings};
 use crate::admin::metrics::ProcessStats;
@@ -158,6 +158,10 @@ impl RunningRelay for RelayLink {
 
     fn inbox_depths(&self) -> Vec<usize> {
         self.senders.iter().map(ShardSender::queued).collect()
+    }
+
+    fn inbox_totals(&self) -> Vec<InboxTotals> {
+        self.senders.iter().map(ShardSender::totals).collect()
     }
 
     fn process(&self) -> ProcessStats {

@@ -18,9 +18,14 @@
 //! pushing a hundred frames before the receiver runs costs one eventfd write, and the
 //! receiver drains all hundred in one pass. The receiver clears the flag *before* draining,
 //! so a message sent during the drain is either seen by that drain or triggers a new wake.
+//!
+//! Two running totals per inbox ([`InboxTotals`], in `/metrics`) price crossing cores: the
+//! messages drained, and the doorbell rings (wakes that were not coalesced). The receiver
+//! adds once per drain and a sender only when it really wakes, so neither puts another
+//! contended atomic on the per-message path.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Poll;
 
 use atomic_waker::AtomicWaker;
@@ -29,6 +34,17 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError};
 struct Doorbell {
     waker: AtomicWaker,
     notified: AtomicBool,
+    received: AtomicU64,
+    rings: AtomicU64,
+}
+
+/// What one inbox has taken in since it was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InboxTotals {
+    /// Messages the receiving shard drained.
+    pub received: u64,
+    /// Wakes the senders rang; fewer than `received` when wakes were coalesced.
+    pub rings: u64,
 }
 
 /// The sending side of a shard's inbox. Cheap to clone; `Send`.
@@ -58,6 +74,8 @@ pub fn mailbox<T>(capacity: usize) -> (ShardSender<T>, Inbox<T>) {
     let doorbell = Arc::new(Doorbell {
         waker: AtomicWaker::new(),
         notified: AtomicBool::new(false),
+        received: AtomicU64::new(0),
+        rings: AtomicU64::new(0),
     });
     (
         ShardSender {
@@ -94,8 +112,17 @@ impl<T> ShardSender<T> {
         self.tx.len()
     }
 
+    /// The inbox's running totals (for the metrics' cross-core counters).
+    pub fn totals(&self) -> InboxTotals {
+        InboxTotals {
+            received: self.doorbell.received.load(Ordering::Relaxed),
+            rings: self.doorbell.rings.load(Ordering::Relaxed),
+        }
+    }
+
     fn ring(&self) {
         if !self.doorbell.notified.swap(true, Ordering::AcqRel) {
+            self.doorbell.rings.fetch_add(1, Ordering::Relaxed);
             self.doorbell.waker.wake();
         }
     }
@@ -125,14 +152,25 @@ impl<T> Inbox<T> {
 
     /// Moves queued messages into `batch`; false once every sender is gone.
     fn drain(&self, batch: &mut Vec<T>, max: usize) -> bool {
+        let before = batch.len();
+        let mut open = true;
         while batch.len() < max {
             match self.rx.try_recv() {
                 Ok(msg) => batch.push(msg),
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => return false,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
             }
         }
-        true
+        let taken = batch.len() - before;
+        if taken > 0 {
+            self.doorbell
+                .received
+                .fetch_add(taken as u64, Ordering::Relaxed);
+        }
+        open
     }
 }
 
@@ -146,6 +184,40 @@ mod tests {
         assert_eq!(tx.send(1), Ok(()));
         assert_eq!(tx.send(2), Ok(()));
         assert_eq!(tx.send(3), Err(SendError::Full));
+    }
+
+    #[test]
+    fn totals_count_drained_messages_and_coalesced_rings() {
+        let (tx, rx) = mailbox::<u32>(16);
+        assert_eq!(tx.totals(), InboxTotals::default());
+        for i in 0..5 {
+            tx.send(i).unwrap();
+        }
+        // Five sends before the receiver ran: one ring, nothing drained yet.
+        assert_eq!(
+            tx.totals(),
+            InboxTotals {
+                received: 0,
+                rings: 1
+            }
+        );
+        let mut batch = Vec::new();
+        assert!(futures_lite::future::block_on(rx.recv_batch(&mut batch, 3)));
+        assert_eq!(batch, vec![0, 1, 2]);
+        batch.clear();
+        assert!(futures_lite::future::block_on(
+            rx.recv_batch(&mut batch, 16)
+        ));
+        assert_eq!(batch, vec![3, 4]);
+        // The drain cleared the flag, so the next send rings again.
+        tx.send(5).unwrap();
+        assert_eq!(
+            tx.totals(),
+            InboxTotals {
+                received: 5,
+                rings: 2
+            }
+        );
     }
 
     #[test]
