@@ -73,17 +73,21 @@ pub const FILE_PREROLL: Duration = Duration::from_secs(1);
 /// file at 5 s each are already 1.5 GB.
 pub const VOD_MAX_LEAD: Duration = Duration::from_secs(5);
 
-/// How much media a stored file's source releases at each wake-up beyond its lead: a viewer
-/// of a file costs one timer, one fan-out pass and one vectored write per batch instead of
-/// per frame (a 25 fps file with audio has about 70 frames a second). The player's buffer
-/// holds between the lead and the lead plus this. Measured with `benches/vod.sh` (500
-/// viewers of a 1 GB file at random positions, RESULTS.md "VOD: batched pacing"): per-frame
-/// release cost 7.0-7.8x the CPU per GB of live viewers.
-pub const VOD_PACE_BATCH: Duration = Duration::from_millis(500);
+/// How much media a stored file's source releases at each wake-up: a viewer of a file is a
+/// stream of its own, so each batch costs it one timer, one fan-out pass and one vectored
+/// write, where releasing frame by frame cost that about 70 times a second (25 fps video
+/// and its audio). The player's lead swings half a batch either side of [`FILE_PREROLL`] (or
+/// its buffer), so this must stay at most twice the smallest lead. `benches/vod.sh`, 500
+/// viewers of a 1 GB file at random positions, 15 s per side, quiet machine, VOD's CPU per
+/// GB over live viewers' (RESULTS.md "VOD: batched pacing"): frame by frame 7.0-7.8x; 250 ms
+/// 2.6x; 500 ms 2.1-2.2x; 1000 ms 1.7x.
+pub const VOD_PACE_BATCH: Duration = Duration::from_millis(1000);
+const _: () = assert!(VOD_PACE_BATCH.as_millis() <= 2 * FILE_PREROLL.as_millis());
 
-/// Bytes read from a stored file at a time: about half a second of a 2-5 Mbit/s file, so a
-/// reader makes a few reads a second; each reader holds one such buffer besides its lead.
-pub const FILE_READ_SIZE: usize = 128 * 1024;
+/// Bytes read from a stored file at a time: about a second of a 2 Mbit/s file, so a reader
+/// makes a read or two a second; each reader holds one such buffer besides its lead. 128 KiB
+/// cost 2.1-2.2x live viewers' CPU per GB where 256 KiB cost 2.05x (500 ms batches, above).
+pub const FILE_READ_SIZE: usize = 256 * 1024;
 
 /// How often a stored file's reader looks again when its viewer is over its backlog.
 pub const FILE_BACKPRESSURE_RETRY: Duration = Duration::from_millis(20);

@@ -735,15 +735,18 @@ fn a_stored_file_plays_in_real_time_and_ends_with_play_stop() {
     let mut v = w.viewer(0, "clip");
     assert!(v.has(|e| matches!(e, ClientEvent::PlayStarted { .. })));
     let early = v.media().len();
-    // The client role says it buffers 3 s (Set Buffer Length): that much is sent at once.
+    // The client role says it buffers 3 s (Set Buffer Length): that much is sent at once,
+    // and half a batch more (`VOD_PACE_BATCH`).
+    let ahead = 3.0 + crate::performance::VOD_PACE_BATCH.as_secs_f64() / 2.0;
+    let expected = (ahead * 25.0) as usize;
     assert!(
-        (74..=78).contains(&early),
-        "the player's 3 s buffer at 25 tags a second: {early}"
+        (expected - 2..=expected + 2).contains(&early),
+        "the player's 3 s buffer and half a batch at 25 tags a second: {early}"
     );
-    w.advance(Duration::from_millis(500));
+    // Nothing more until the lead is down to 3 s less half a batch.
+    w.advance(Duration::from_millis(200));
     w.exchange(&mut v);
-    let mid = v.media().len();
-    assert!((86..=90).contains(&mid), "paced in real time: {mid}");
+    assert_eq!(v.media().len(), early, "paced in real time");
     let snap = &w.snapshots()[0];
     assert!(snap.streams[0].file && snap.clients[0].role == RoleKind::FileViewer);
     w.advance(Duration::from_secs(3));

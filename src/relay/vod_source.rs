@@ -14,8 +14,9 @@
 //! nginx-rtmp send them) and are released in real time, a lead ahead of their media time:
 //! about the player's buffer (Set Buffer Length, capped by `VOD_MAX_LEAD`), so a player
 //! fills its buffer at once but the file is never sent whole. Frames go out in batches
-//! (`VOD_PACE_BATCH` of media at a time), not one by one: a viewer of a file is a stream of
-//! its own, and per-frame wake-ups would cost a timer and a write per frame per viewer. A viewer that stops reading
+//! (`VOD_PACE_BATCH` of media at a time, the player's lead swinging half a batch either side
+//! of the buffer), not one by one: a viewer of a file is a stream of its own, and per-frame
+//! wake-ups would cost a timer, a fan-out pass and a write per frame per viewer. A viewer that stops reading
 //! makes the source wait ([`FileStep::WaitUntil`]), never the queue grow, and is
 //! disconnected after `lag_disconnect_ms` like any slow viewer.
 //!
@@ -310,11 +311,13 @@ impl VodSource {
                 self.next += 1;
                 continue;
             }
-            // Released in batches: everything due within the lead plus a batch, then a
-            // sleep until the next frame comes within the lead.
+            // Released in batches, centred on the lead: everything due within the lead
+            // plus half a batch, then a sleep until the next frame is due within the lead
+            // less half a batch. The player holds the lead on average.
             let due = self.due(sample.timestamp);
-            if due > now + self.lead + VOD_PACE_BATCH {
-                return FileStep::WaitUntil(due - self.lead);
+            let half = VOD_PACE_BATCH / 2;
+            if due > now + self.lead + half {
+                return FileStep::WaitUntil(due - self.lead.saturating_sub(half));
             }
             let start = sample.offset;
             let end = start + u64::from(sample.size);
@@ -519,16 +522,20 @@ mod tests {
         let (index, data) = index();
         let t0 = Instant::now();
         let mut src = VodSource::new(Arc::from(Path::new("/x.flv")), index, t0, 4096, 0, None);
-        // The lead (1 s) plus a batch.
+        // The lead (1 s) plus half a batch.
         let (frames, step) = run(&mut src, &data, t0);
-        let first_batch_end = last_within(1000 + BATCH_MS);
+        let first_batch_end = last_within(1000 + BATCH_MS / 2);
         assert_eq!(frames.last().unwrap().1, first_batch_end);
-        // It sleeps until the next frame comes within the lead, then sends a batch more.
+        // It sleeps until the next frame comes within the lead less half a batch, then
+        // sends a batch more.
         let next = times().into_iter().find(|&t| t > first_batch_end).unwrap();
         let FileStep::WaitUntil(at) = step else {
             panic!("{step:?}")
         };
-        assert_eq!(at, t0 + Duration::from_millis(u64::from(next - 1000)));
+        assert_eq!(
+            at,
+            t0 + Duration::from_millis(u64::from(next + BATCH_MS / 2 - 1000))
+        );
         let (frames, step) = run(&mut src, &data, at);
         let expected: Vec<u32> = times()
             .into_iter()
@@ -545,12 +552,12 @@ mod tests {
         let t0 = Instant::now();
         let mut src = VodSource::new(Arc::from(Path::new("/x.flv")), index, t0, 4096, 0, None);
         let (frames, _) = run(&mut src, &data, t0);
-        assert_eq!(frames.last().unwrap().1, last_within(1000 + BATCH_MS));
+        assert_eq!(frames.last().unwrap().1, last_within(1000 + BATCH_MS / 2));
         src.seek(2100, t0);
         let (frames, _) = run(&mut src, &data, t0);
         assert_eq!(frames[0].0, FrameKind::Metadata);
         assert_eq!(frames[2].1, 2000, "from the keyframe before 2100");
-        assert_eq!(frames.last().unwrap().1, last_within(3000 + BATCH_MS));
+        assert_eq!(frames.last().unwrap().1, last_within(3000 + BATCH_MS / 2));
         // The viewer was sent up to and including 2260; it pauses.
         let first_unsent = frames.iter().find(|f| f.1 == 2500).unwrap().2;
         src.pause(first_unsent);
