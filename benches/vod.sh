@@ -5,6 +5,8 @@
 #
 #   benches/vod.sh                               500 viewers, a ~1 GB file, 30 s per side
 #   benches/vod.sh --viewers 20 --size-mb 40 --duration 8      a smoke run
+#   benches/vod.sh --cold                        the page cache dropped before the VOD side
+#                                                (root), so its reads go to the disk
 #
 # The file: ffmpeg encodes a 60 s clip (lavfi testsrc 640x360 25 fps, x264 CBR at
 # --bitrate with filler, AAC) and loop-concatenates it (`-stream_loop`, stream copy) to about
@@ -21,7 +23,9 @@
 # lagging and failed; and the fan-out delay (`shardcast_fan_out_delay_seconds` from
 # /metrics, the time queued fan-out work waited for its task: a shard stall, from disk reads
 # or anything else, shows there) over each side: passes, mean, and passes that waited more
-# than 10 ms. Only 127.0.0.1 is used; the relay is stopped however the script exits.
+# than 10 ms, over the whole side and over its steady state (from 3 s in, after the viewers'
+# join burst, to the end). Only 127.0.0.1 is used; the relay is stopped however the script
+# exits.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -30,6 +34,7 @@ DURATION=30
 SIZE_MB=1024
 BITRATE=2500k
 CACHE="$REPO/target/bench-vod"
+COLD=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --viewers) VIEWERS="$2"; shift 2 ;;
@@ -37,7 +42,8 @@ while [ $# -gt 0 ]; do
         --size-mb) SIZE_MB="$2"; shift 2 ;;
         --bitrate) BITRATE="$2"; shift 2 ;;
         --cache) CACHE="$2"; shift 2 ;;
-        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+        --cold) COLD=1; shift ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -106,7 +112,12 @@ taskset -c 0 "$LOAD" --url "rtmp://127.0.0.1:$RTMP_PORT/live/$NAME" --vod-start 
 
 run() { # vod|live -> json path; the metrics before and after go beside it
     local side="$1" out="$WORK/$1.json"
+    if [ "$side" = vod ] && [ "$COLD" = 1 ]; then
+        sync
+        echo 3 >/proc/sys/vm/drop_caches
+    fi
     metrics >"$WORK/$side.before"
+    (sleep 3; metrics >"$WORK/$side.steady") &
     if [ "$side" = vod ]; then
         taskset -c 0 "$LOAD" --url "rtmp://127.0.0.1:$RTMP_PORT/live/$NAME" \
             --vod-start "random:$MAX_START" --viewers "$VIEWERS" --ramp 500 \
@@ -129,8 +140,9 @@ echo "# VOD benchmark ($(git -C "$REPO" rev-parse --short HEAD), $(date -u +%Y-%
 echo
 echo "file: $FILE_BYTES bytes, $((LENGTH_MS / 1000)) s at $BITRATE; VOD viewers start at random positions below $((MAX_START / 1000)) s"
 echo
-echo "| side | server CPU-s/GB | ÷ live | delivered GB | playing at end / failed / lagging | fan-out passes | mean delay ms | passes > 10 ms |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+[ "$COLD" = 1 ] && echo "the page cache was dropped before the VOD side: its reads went to the disk" && echo
+echo "| side | server CPU-s/GB | ÷ live | delivered GB | playing at end / failed / lagging | fan-out passes | mean delay ms | passes > 10 ms | steady state: passes / > 10 ms / > 50 ms |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 python3 - "$WORK" <<'PY'
 import json, sys, os
 work = sys.argv[1]
@@ -143,13 +155,14 @@ def series(path):
             out[name] = float(value)
     return out
 
-def delay(side):
-    before, after = series(f"{work}/{side}.before"), series(f"{work}/{side}.after")
+def delay(side, start="before"):
+    before, after = series(f"{work}/{side}.{start}"), series(f"{work}/{side}.after")
     d = lambda k: after.get(k, 0.0) - before.get(k, 0.0)
     count = d("shardcast_fan_out_delay_seconds_count")
     total = d("shardcast_fan_out_delay_seconds_sum")
     under = d('shardcast_fan_out_delay_seconds_bucket{le="0.01"}')
-    return count, (total / count * 1000 if count else float("nan")), count - under
+    under50 = d('shardcast_fan_out_delay_seconds_bucket{le="0.05"}')
+    return count, (total / count * 1000 if count else float("nan")), count - under, count - under50
 
 def load(side):
     try:
@@ -168,8 +181,13 @@ for side, r in rows.items():
     cpu = s.get("cpu_seconds_per_gb")
     ratio = f"{cpu / base:.2f}" if cpu and base else "-"
     v = r["viewers"]
-    count, mean, over = delay(side)
+    count, mean, over, _ = delay(side)
+    if os.path.exists(f"{work}/{side}.steady"):
+        sc, _, sover, sover50 = delay(side, "steady")
+        steady = f"{sc:.0f} / {sover:.0f} / {sover50:.0f}"
+    else:
+        steady = "-"
     cpu_text = f"{cpu:.2f}" if cpu else "-"
     print(f"| {side} | {cpu_text} | {ratio} | {s.get('delivered_gb', 0):.3f} | "
-          f"{v['playing_at_end']} / {v['failed']} / {v['lagging']} | {count:.0f} | {mean:.3f} | {over:.0f} |")
+          f"{v['playing_at_end']} / {v['failed']} / {v['lagging']} | {count:.0f} | {mean:.3f} | {over:.0f} | {steady} |")
 PY
