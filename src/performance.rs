@@ -84,10 +84,12 @@ pub const VOD_MAX_LEAD: Duration = Duration::from_secs(5);
 pub const VOD_PACE_BATCH: Duration = Duration::from_millis(1000);
 const _: () = assert!(VOD_PACE_BATCH.as_millis() <= 2 * FILE_PREROLL.as_millis());
 
-/// Bytes read from a stored file at a time: about a second of a 2 Mbit/s file, so a reader
-/// makes a read or two a second; each reader holds one such buffer besides its lead. 128 KiB
-/// cost 2.1-2.2x live viewers' CPU per GB where 256 KiB cost 2.05x (500 ms batches, above).
-pub const FILE_READ_SIZE: usize = 256 * 1024;
+/// Bytes read from a stored file at a time: about half a second of a 2 Mbit/s file, so a
+/// reader makes two or three reads a second; each reader holds one such buffer besides its
+/// lead. 256 KiB reads were dearer, not cheaper (0.71-0.73 against 0.65-0.69 CPU-s/GB with
+/// 1 s batches, same bench): glommio allocates each read's buffer, and above 128 KiB those
+/// came from fresh pages the kernel had to clear (`clear_page_erms`, 7 % of the shard).
+pub const FILE_READ_SIZE: usize = 128 * 1024;
 
 /// How often a stored file's reader looks again when its viewer is over its backlog.
 pub const FILE_BACKPRESSURE_RETRY: Duration = Duration::from_millis(20);
