@@ -478,6 +478,16 @@ impl ClientSession {
                 let Some(id) = info.and_then(Amf0Value::as_f64) else {
                     return;
                 };
+                // A message stream id is a whole number from 1 (0 is the control stream);
+                // anything else from a hostile or broken server ends the attempt here
+                // instead of publishing on a truncated id.
+                if !(id.fract() == 0.0 && (1.0..=f64::from(u32::MAX)).contains(&id)) {
+                    self.events.push_back(ClientEvent::ConnectFailed {
+                        code: "NetConnection.Call.Failed".to_owned(),
+                        description: format!("createStream answered with stream id {id}"),
+                    });
+                    return;
+                }
                 let id = id as u32;
                 self.stream_id = Some(id);
                 let call = match &self.intent {
@@ -553,6 +563,8 @@ mod tests {
         handshake: Option<ServerHandshake>,
         conn: Connection,
         stream_id: u32,
+        /// What `createStream` is answered with: `stream_id`, unless a test says otherwise.
+        answer: f64,
         /// The message stream of each `publish` and media message received, in order.
         received: Vec<(String, u32)>,
     }
@@ -563,6 +575,7 @@ mod tests {
                 handshake: Some(ServerHandshake::new(0, 7)),
                 conn: Connection::new(DecoderLimits::default()),
                 stream_id,
+                answer: f64::from(stream_id),
                 received: Vec::new(),
             }
         }
@@ -598,8 +611,9 @@ mod tests {
                 "connect" => Command::new("_result", cmd.transaction_id, Amf0Value::Null).arg(
                     status_info("status", status::CONNECT_SUCCESS, "Connection succeeded."),
                 ),
-                "createStream" => Command::new("_result", cmd.transaction_id, Amf0Value::Null)
-                    .arg(f64::from(self.stream_id)),
+                "createStream" => {
+                    Command::new("_result", cmd.transaction_id, Amf0Value::Null).arg(self.answer)
+                }
                 "publish" => {
                     self.received.push(("publish".into(), msg.stream_id));
                     let started = on_status("status", status::PUBLISH_START, "Publishing.");
@@ -657,5 +671,28 @@ mod tests {
                 ("audio".to_owned(), 5)
             ]
         );
+    }
+
+    #[test]
+    fn a_stream_id_that_is_no_whole_number_from_1_fails_the_attempt() {
+        for answer in [0.0, -1.0, 1.5, f64::NAN, f64::INFINITY, 4_294_967_296.0] {
+            let mut client = ClientSession::new(ClientSessionConfig::new(
+                "live",
+                "rtmp://127.0.0.1:1935/live",
+            ));
+            let mut server = FakeServer::new(1);
+            server.answer = answer;
+            client.publish("key");
+            pump(&mut client, &mut server);
+            assert_eq!(client.stream_id(), None, "{answer}");
+            let events: Vec<ClientEvent> = std::iter::from_fn(|| client.poll_event()).collect();
+            assert!(
+                events
+                    .iter()
+                    .any(|e| matches!(e, ClientEvent::ConnectFailed { .. })),
+                "{answer}: {events:?}"
+            );
+            assert!(server.received.is_empty(), "{answer}: nothing published");
+        }
     }
 }
