@@ -198,7 +198,9 @@ fn a_loop_of_pushes_is_refused_not_amplified() {
         2,
         port_b,
     );
-    let publisher = publish(&a.url("loop"), 6);
+    // Long enough to outlast the checks below (about 6 s, more on a loaded machine; 6 s of
+    // media once failed in CI): when the publisher ends, both streams and the push go too.
+    let publisher = publish(&a.url("loop"), 15);
     a.wait_published("live/loop", Duration::from_secs(10))
         .expect("A accepted ffmpeg's publish");
     b.wait_published("live/loop", Duration::from_secs(10))
