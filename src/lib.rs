@@ -31,9 +31,10 @@
 //!
 //! On an edge, the publisher of step 1 may be another server: the first viewer of a stream
 //! the host does not have makes its shard pull it from an origin (`src/relay/
-//! upstream_source.rs` decides when and from where; `src/net/upstream_link.rs` connects with
-//! the client role), and what the origin sends enters step 3 exactly as a publisher's
-//! messages do (`src/relay/shard_pull.rs`).
+//! upstream_source.rs` decides when and from where; `src/net/upstream_link.rs` speaks the
+//! client role over a connection from `src/net/outbound.rs`, which pushes share), and what
+//! the origin sends enters step 3 exactly as a publisher's messages do
+//! (`src/relay/shard_pull.rs`).
 //!
 //! Recording branches off at step 3: on the origin shard, each frame also goes to the
 //! stream's recorder (`src/relay/recorder.rs`), which decides files, segments and flushes
@@ -52,7 +53,8 @@
 //! step 5 a viewer gathers the encoding of its output class: its format, and for Enhanced
 //! RTMP the tracks it declared it can play (`src/rtmp/capabilities.rs`,
 //! `src/media/multitrack.rs`), each class encoded once per shard. A stored file is a source
-//! of its own per viewer (`src/relay/vod_source.rs`), read through a shared index
+//! of its own per viewer (`src/relay/vod_source.rs`, a second of media at a time, encoded
+//! straight from the read), read through a shared index
 //! (`src/media/vod_index.rs`) by the driver; over HTTP it is also a plain download with byte
 //! ranges (`src/relay/vod_download.rs`), read a chunk at a time as the client's socket
 //! drains.
