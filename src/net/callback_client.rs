@@ -4,11 +4,10 @@
 //! Each callback is a task of its own: hyper's client connection over a glommio socket,
 //! raced against the callback's timeout, so a backend that hangs costs one parked task
 //! and a socket, not a stalled core. Only the status and `Location` are read; the body is
-//! dropped unread, as nginx-rtmp does. A host name is resolved on glommio's blocking
-//! thread pool (the system resolver blocks); an address literal needs no resolving.
+//! dropped unread, as nginx-rtmp does. The connection comes from `outbound.rs`, as pulls' and
+//! pushes' do: a host name resolved off the shard's thread, its addresses tried in turn.
 
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -49,10 +48,9 @@ async fn exchange(request: &CallbackRequest) -> io::Result<CallbackAnswer> {
         .trim_end_matches(']')
         .to_owned();
     let port = uri.port_u16().unwrap_or(80);
-    let addr = resolve(host.clone(), port).await?;
-    let stream = TcpStream::connect(addr)
+    let stream = super::outbound::connect(&host, port)
         .await
-        .map_err(|e| io::Error::other(e.to_string()))?;
+        .map_err(io::Error::other)?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(Io(stream))
         .await
         .map_err(io::Error::other)?;
@@ -101,24 +99,6 @@ async fn exchange(request: &CallbackRequest) -> io::Result<CallbackAnswer> {
         code: response.status().as_u16(),
         location,
     })
-}
-
-/// The first address of `host`, resolved off the shard's thread (the resolver blocks).
-async fn resolve(host: String, port: u16) -> io::Result<SocketAddr> {
-    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    glommio::executor()
-        .spawn_blocking(move || {
-            (host.as_str(), port)
-                .to_socket_addrs()
-                .and_then(|mut addrs| {
-                    addrs.next().ok_or_else(|| {
-                        io::Error::new(io::ErrorKind::NotFound, format!("{host} has no address"))
-                    })
-                })
-        })
-        .await
 }
 
 /// glommio's socket as hyper's I/O.

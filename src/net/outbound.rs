@@ -1,5 +1,6 @@
 //! Connections this relay opens to other servers: an edge's pull from an origin
-//! (`upstream_link.rs`) and a push to a target (`forward_link.rs`). Both resolve the
+//! (`upstream_link.rs`), a push to a target (`forward_link.rs`) and an HTTP callback
+//! (`callback_client.rs`, plain TCP only). They resolve the
 //! peer's host, connect with a timeout and, for `rtmps://`, start the client side of a TLS
 //! session whose certificate must chain to a CA file; this module is that step, once.
 //!
