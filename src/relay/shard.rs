@@ -701,6 +701,45 @@ impl Shard {
         false
     }
 
+    /// This shard becomes `name`'s origin (a publisher or a pull arrived here, holding
+    /// `clock` in the directory): its origin state, made if new and re-armed for the new
+    /// source, numbering on from what the local stream already holds. With that stream.
+    fn take_origin(
+        &mut self,
+        name: &StreamName,
+        clock: &Arc<StreamClock>,
+        claim: &Claim,
+        now: Instant,
+    ) -> (StreamId, &mut OriginState) {
+        let sid = self.local_stream(name);
+        let first_seq = self.streams.get(sid.0).map_or(0, |s| s.ring.next_seq());
+        let chunk_size = self.config.server.chunk_size;
+        let state = self
+            .origins
+            .entry(name.clone())
+            .or_insert_with(|| OriginState {
+                origin: Origin::new(first_seq, chunk_size),
+                subscribers: Vec::new(),
+                publisher: None,
+                clock: clock.clone(),
+                grace_epoch: 0,
+                since: now,
+                recorder: None,
+                upstream: None,
+            });
+        state.clock = clock.clone();
+        state.grace_epoch += 1;
+        state.since = now;
+        if state.origin.next_seq() != first_seq {
+            // This shard was a subscriber until now: continue its local numbering.
+            state.origin = Origin::new(first_seq, chunk_size);
+        }
+        if *claim != Claim::New {
+            state.origin.continue_from(clock.last_timestamp());
+        }
+        (sid, state)
+    }
+
     fn schedule(&mut self, sid: StreamId, wake: Wake, now: Instant) {
         match wake {
             Wake::Nothing => {}
@@ -1431,32 +1470,7 @@ impl Shard {
             tracing::info!(shard = self.id, peer = %addr, stream = %name, "publish refused: the key is being published by an active publisher");
             return;
         };
-        let sid = self.local_stream(&name);
-        let first_seq = self.streams.get(sid.0).map_or(0, |s| s.ring.next_seq());
-        let chunk_size = self.config.server.chunk_size;
-        let state = self
-            .origins
-            .entry(name.clone())
-            .or_insert_with(|| OriginState {
-                origin: Origin::new(first_seq, chunk_size),
-                subscribers: Vec::new(),
-                publisher: None,
-                clock: clock.clone(),
-                grace_epoch: 0,
-                since: now,
-                recorder: None,
-                upstream: None,
-            });
-        state.clock = clock.clone();
-        state.grace_epoch += 1;
-        state.since = now;
-        if state.origin.next_seq() != first_seq {
-            // This shard was a subscriber until now: continue its local numbering.
-            state.origin = Origin::new(first_seq, chunk_size);
-        }
-        if claim != Claim::New {
-            state.origin.continue_from(clock.last_timestamp());
-        }
+        let (sid, state) = self.take_origin(&name, &clock, &claim, now);
         let previous = state.publisher.replace((id, conn));
         if let Some((old, _)) = previous
             && old != id

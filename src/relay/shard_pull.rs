@@ -377,32 +377,8 @@ impl Shard {
             tracing::warn!(shard = self.id, stream = %name, "a local publisher has the stream: the pulled media is dropped");
             return false;
         };
-        let sid = self.local_stream(name);
-        let first_seq = self.streams.get(sid.0).map_or(0, |s| s.ring.next_seq());
-        let chunk_size = self.config.server.chunk_size;
-        let state = self
-            .origins
-            .entry(name.clone())
-            .or_insert_with(|| OriginState {
-                origin: Origin::new(first_seq, chunk_size),
-                subscribers: Vec::new(),
-                publisher: None,
-                clock: clock.clone(),
-                grace_epoch: 0,
-                since: now,
-                recorder: None,
-                upstream: Some(conn),
-            });
-        state.clock = clock.clone();
-        state.grace_epoch += 1;
-        state.since = now;
+        let (sid, state) = self.take_origin(name, &clock, &claim, now);
         state.upstream = Some(conn);
-        if state.origin.next_seq() != first_seq {
-            state.origin = Origin::new(first_seq, chunk_size);
-        }
-        if claim != Claim::New {
-            state.origin.continue_from(clock.last_timestamp());
-        }
         if let Some(s) = self.streams.get_mut(sid.0) {
             s.become_origin();
         }
