@@ -25,52 +25,29 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-cd "$REPO"
-cargo build --release -p shardcast -p shardcast-load >/dev/null 2>&1
-BIN="$REPO/target/release/shardcast"
-LOAD="$REPO/target/release/shardcast-load"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
+source "$REPO/benches/bench_setup.sh"
 
 ORIGIN=19820
 EDGE=19821
-write_config() { # file port pull
-    cat >"$1" <<EOF2
-[server]
-cpus = [1]
-listen = "127.0.0.1:$2"
-[admin]
-listen = ""
-[http]
-listen = ""
-[log]
-filter = "warn"
-[app.live]
-pull = [$3]
-EOF2
-}
-write_config "$WORK/origin.toml" "$ORIGIN" ""
-write_config "$WORK/edge.toml" "$EDGE" "\"rtmp://127.0.0.1:$ORIGIN/live\""
-
-wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+shardcast_config "$WORK/origin.toml" "$ORIGIN" "" "" ""
+shardcast_config "$WORK/edge.toml" "$EDGE" "" "" "pull = [\"rtmp://127.0.0.1:$ORIGIN/live\"]"
 
 run() { # origin|edge -> json
     local out="$WORK/$1-$RANDOM.json"
-    PIDS=()
+    local origin edge
     taskset -c 1 "$BIN" --config "$WORK/origin.toml" --shards 1 >"$WORK/origin.log" 2>&1 &
-    PIDS+=($!)
+    origin=$!
+    track "$origin"
     taskset -c 1 "$BIN" --config "$WORK/edge.toml" --shards 1 >"$WORK/edge.log" 2>&1 &
-    PIDS+=($!)
+    edge=$!
+    track "$edge"
     wait_port "$ORIGIN" && wait_port "$EDGE"
     local play="rtmp://127.0.0.1:$ORIGIN/live/hop-{n}"
     [ "$1" = edge ] && play="rtmp://127.0.0.1:$EDGE/live/hop-{n}"
-    taskset -c 0 "$LOAD" --url "rtmp://127.0.0.1:$ORIGIN/live/hop-{n}" --play-url "$play" \
+    tracked taskset -c 0 "$LOAD" --url "rtmp://127.0.0.1:$ORIGIN/live/hop-{n}" --play-url "$play" \
         --viewers "$VIEWERS" --verify-every 1 --ramp 200 --duration "${DURATION}s" \
         --threads 1 --no-progress --json "$out" >"$out.txt" 2>&1 || true
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
-    PIDS=()
+    for p in "$origin" "$edge"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; untrack "$p"; done
     sleep 1
     echo "$out"
 }

@@ -28,14 +28,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-cd "$REPO"
-CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" cargo build --release -p shardcast -p shardcast-load >/dev/null 2>&1
-BIN="$REPO/target/release/shardcast"
-LOAD="$REPO/target/release/shardcast-load"
-WORK="$(mktemp -d)"
+source "$REPO/benches/bench_setup.sh"
 SERVER=""
-cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
     -subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
@@ -43,34 +37,21 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
 
 RTMP_PORT=19710
 TLS_PORT=19711
-cat >"$WORK/shardcast.toml" <<EOF
-[server]
-cpus = [1]
-listen = "127.0.0.1:$RTMP_PORT"
-tls_listen = "127.0.0.1:$TLS_PORT"
-tls_cert_file = "$WORK/cert.pem"
-tls_key_file = "$WORK/key.pem"
-[admin]
-listen = ""
-[http]
-listen = ""
-[log]
-filter = "warn"
-[app.live]
-EOF
-
-wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+shardcast_config "$WORK/shardcast.toml" "$RTMP_PORT" "" "tls_listen = \"127.0.0.1:$TLS_PORT\"
+tls_cert_file = \"$WORK/cert.pem\"
+tls_key_file = \"$WORK/key.pem\"" ""
 
 run() { # rtmp | rtmps -> json path
     local out="$WORK/$1-$RANDOM.json" play
     taskset -c 1 "$BIN" --config "$WORK/shardcast.toml" --shards 1 >"$WORK/server.log" 2>&1 &
     SERVER=$!
+    track "$SERVER"
     wait_port "$RTMP_PORT" && wait_port "$TLS_PORT"
     if [ "$1" = rtmps ]; then play="rtmps://127.0.0.1:$TLS_PORT/live/load-{n}"; else play="rtmp://127.0.0.1:$RTMP_PORT/live/load-{n}"; fi
-    taskset -c 0 "$LOAD" --url "rtmp://127.0.0.1:$RTMP_PORT/live/load-{n}" --play-url "$play" \
+    tracked taskset -c 0 "$LOAD" --url "rtmp://127.0.0.1:$RTMP_PORT/live/load-{n}" --play-url "$play" \
         --tls-insecure --streams 1 --viewers "$VIEWERS" --ramp 1000 --duration "${DURATION}s" \
         --threads 1 --no-progress --server-pid "$SERVER" --json "$out" >/dev/null 2>&1 || true
-    kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; SERVER=""; sleep 1
+    kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; untrack "$SERVER"; SERVER=""; sleep 1
     echo "$out"
 }
 

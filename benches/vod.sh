@@ -48,14 +48,8 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-cd "$REPO"
-CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-1}" cargo build --release -p shardcast -p shardcast-load >/dev/null 2>&1
-BIN="$REPO/target/release/shardcast"
-LOAD="$REPO/target/release/shardcast-load"
-WORK="$(mktemp -d)"
+source "$REPO/benches/bench_setup.sh"
 SERVER=""
-cleanup() { [ -n "$SERVER" ] && kill "$SERVER" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
-trap cleanup EXIT
 
 # The stored file, cached by size and bitrate.
 mkdir -p "$CACHE"
@@ -84,26 +78,13 @@ MAX_START=$(( LENGTH_MS > 120000 ? LENGTH_MS - 60000 : LENGTH_MS / 2 ))
 
 RTMP_PORT=19720
 ADMIN_PORT=19721
-cat >"$WORK/shardcast.toml" <<EOF
-[server]
-cpus = [1]
-shards = 1
-listen = "127.0.0.1:$RTMP_PORT"
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-[http]
-listen = ""
-[log]
-filter = "warn"
-[app.live]
-vod_dir = "$CACHE"
-EOF
+shardcast_config "$WORK/shardcast.toml" "$RTMP_PORT" "$ADMIN_PORT" "shards = 1" "vod_dir = \"$CACHE\""
 
-wait_port() { for _ in $(seq 200); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 metrics() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics"; }
 
 taskset -c 1 "$BIN" --config "$WORK/shardcast.toml" --shards 1 >"$WORK/server.log" 2>&1 &
 SERVER=$!
+track "$SERVER"
 wait_port "$RTMP_PORT" && wait_port "$ADMIN_PORT"
 
 # The first open indexes the file (off the shard): not part of the measurement.
