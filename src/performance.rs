@@ -84,6 +84,20 @@ pub const VOD_MAX_LEAD: Duration = Duration::from_secs(5);
 pub const VOD_PACE_BATCH: Duration = Duration::from_millis(1000);
 const _: () = assert!(VOD_PACE_BATCH.as_millis() <= 2 * FILE_PREROLL.as_millis());
 
+/// The chunk size a viewer of a stored file is switched to (Set Chunk Size at its play),
+/// when the server's `chunk_size` is smaller: a frame that fits one chunk goes out straight
+/// from the file's read, its chunk header written over the FLV tag header before it
+/// (`relay/vod_source.rs`); a longer one is copied into chunks. 65536 is the largest SRS
+/// accepts from a peer (nginx-rtmp takes up to 10 MB; ffmpeg, librtmp and GStreamer have no
+/// limit) and holds every frame of a 2.5 Mbit/s stream but the largest keyframes.
+pub const VOD_CHUNK_SIZE: u32 = 65536;
+
+/// Blocking threads each shard keeps, on its own CPU, for what would block it: opening and
+/// indexing stored files, reading them for their viewers, resolving names. More than one,
+/// so a long job (indexing a large file without a keyframe index, a slow DNS answer) does
+/// not hold up the reads of the files already playing.
+pub const BLOCKING_THREADS_PER_SHARD: usize = 2;
+
 /// Bytes read from a stored file at a time: about half a second of a 2 Mbit/s file, so a
 /// reader makes two or three reads a second; each reader holds one such buffer besides its
 /// lead. 256 KiB reads were dearer, not cheaper (0.71-0.73 against 0.65-0.69 CPU-s/GB with

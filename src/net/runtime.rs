@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use glommio::{LocalExecutorBuilder, Placement};
+use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 use thiserror::Error;
 
 use super::admin_listener::AdminListener;
@@ -34,7 +34,7 @@ use super::shard_driver::ShardDriver;
 use super::tls::TlsAcceptor;
 use crate::admin::api::{ApiSettings, SharedApiSettings};
 use crate::config::{Config, RecordMode};
-use crate::performance::{INBOX_CAPACITY, SHARD_PREEMPT_TIMER};
+use crate::performance::{BLOCKING_THREADS_PER_SHARD, INBOX_CAPACITY, SHARD_PREEMPT_TIMER};
 use crate::relay::directory::StreamDirectory;
 use crate::relay::message::ShardMessage;
 use crate::relay::shard::Shard;
@@ -256,6 +256,14 @@ pub fn run_with_reload(mut config: Config, reload: Option<Reloader>) -> Result<(
         let admission = admission.clone();
         let ready = ready_tx.clone();
         let builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .blocking_thread_pool_placement(PoolPlacement::Custom(vec![
+                CpuSet::online()
+                    .map_err(|e| StartError::Executor(format!(
+                        "shard {id}: cannot list the online CPUs: {e}"
+                    )))?
+                    .filter(|l| l.cpu == cpu);
+                BLOCKING_THREADS_PER_SHARD
+            ]))
             .name(&format!("shard-{id}"))
             .io_memory(config.server.io_memory)
             .preempt_timer(SHARD_PREEMPT_TIMER);

@@ -34,7 +34,6 @@ use crate::relay::message::{ShardId, ShardMessage};
 use crate::relay::recorder::{RecordOp, RecordingId};
 use crate::relay::shard::{Output, Shard};
 use crate::relay::stream::StreamId;
-use crate::relay::vod_source::FileBuffer;
 
 pub struct ShardDriver {
     pub id: ShardId,
@@ -48,8 +47,9 @@ pub struct ShardDriver {
     timer: Signal,
     /// What the timer task sleeps until, while it sleeps: `Some(None)` for "until woken".
     timer_target: Cell<Option<Option<Instant>>>,
-    /// Open stored files, by the stream their source feeds.
-    files: RefCell<HashMap<StreamId, Rc<BufferedFile>>>,
+    /// Open stored files, by the stream their source feeds: read on the blocking threads
+    /// (`vod_files::read_at`).
+    files: RefCell<HashMap<StreamId, std::sync::Arc<std::fs::File>>>,
     /// Stored files downloaded over HTTP, by client.
     downloads: RefCell<HashMap<ClientId, Rc<BufferedFile>>>,
     /// Set when shutdown starts: the accept loop stops, the shard winds down.
@@ -409,11 +409,10 @@ impl ShardDriver {
             )
         };
         if let (Some(stream), Some(file)) = (stream, file) {
-            // The shard reads the descriptor that was checked, through io_uring.
-            // SAFETY: `into_raw_fd` gives up ownership of an open descriptor, which the
-            // BufferedFile takes over and closes.
-            let file = unsafe { BufferedFile::from_raw_fd(file.into_raw_fd()) };
-            self.files.borrow_mut().insert(stream, Rc::new(file));
+            // The source reads the descriptor that was checked.
+            self.files
+                .borrow_mut()
+                .insert(stream, std::sync::Arc::new(file));
         }
         self.process();
     }
@@ -502,8 +501,8 @@ impl ShardDriver {
         .detach();
     }
 
-    /// Reads a piece of a stored file for its source, through io_uring: the shard never
-    /// blocks on the disk.
+    /// Reads a piece of a stored file for its source on a blocking thread, into a buffer
+    /// the source then owns (`vod_files::read_at`): the shard never blocks on the disk.
     async fn read_file(
         self: Rc<Self>,
         stream: StreamId,
@@ -512,23 +511,22 @@ impl ShardDriver {
         len: usize,
     ) {
         let open = self.files.borrow().get(&stream).cloned();
-        let file = match open {
-            Some(f) => Ok(f),
-            None => match BufferedFile::open(&*path).await {
-                Ok(f) => {
-                    let f = Rc::new(f);
-                    self.files.borrow_mut().insert(stream, f.clone());
-                    Ok(f)
-                }
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            },
-        };
-        let result = match file {
-            Ok(f) => f
-                .read_at(offset, len)
-                .await
-                .map(|data| Rc::new(data) as FileBuffer)
-                .map_err(|e| std::io::Error::other(e.to_string())),
+        // Allocated (and later freed) on the shard's thread, filled on the blocking one.
+        let buf = bytes::BytesMut::with_capacity(len);
+        let read = glommio::executor()
+            .spawn_blocking(move || {
+                let file = match open {
+                    Some(f) => f,
+                    None => std::sync::Arc::new(std::fs::File::open(&*path)?),
+                };
+                super::vod_files::read_at(&file, offset, len, buf).map(|data| (file, data))
+            })
+            .await;
+        let result = match read {
+            Ok((file, data)) => {
+                self.files.borrow_mut().entry(stream).or_insert(file);
+                Ok(data)
+            }
             Err(e) => Err(e),
         };
         self.relay

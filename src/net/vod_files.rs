@@ -17,6 +17,11 @@
 //! same confinement and the same checked descriptor, but needs no index: it is sent as the
 //! bytes on disk.
 //!
+//! A playing source's reads ([`read_at`]) run on the same blocking threads, into a buffer
+//! the shard allocated and gets back: the relay then owns the bytes and sends frames
+//! straight from them (`relay/vod_source.rs`), where io_uring's reads came back in
+//! glommio's buffers and had to be copied out once more.
+//!
 //! Indexes are kept in one process-wide cache keyed by real path, size and modification
 //! time: every viewer of a file on every core shares one index, and a file replaced on
 //! disk gets a new one.
@@ -24,12 +29,52 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
+use bytes::BytesMut;
+
 use crate::media::vod_index::{VodIndex, index_flv};
+
+/// Reads up to `len` bytes of `file` at `offset` into the empty `buf`: fewer only at the
+/// end of the file. On a blocking thread: `pread` waits for the disk.
+pub fn read_at(
+    file: &File,
+    offset: u64,
+    len: usize,
+    mut buf: BytesMut,
+) -> std::io::Result<BytesMut> {
+    buf.clear();
+    buf.reserve(len);
+    while buf.len() < len {
+        let at = libc::off_t::try_from(offset + buf.len() as u64)
+            .map_err(|_| std::io::Error::other("offset beyond what pread takes"))?;
+        let missing = len - buf.len();
+        let spare = &mut buf.spare_capacity_mut()[..missing];
+        // SAFETY: `pread` writes at most `spare.len()` bytes into `spare`, memory the
+        // buffer owns and may be written; only the bytes it reports written are then
+        // counted as the buffer's (`set_len` below).
+        let n =
+            unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            break;
+        }
+        // SAFETY: the first `n` bytes of the spare capacity were just written by `pread`,
+        // and `n` is at most what was asked.
+        unsafe { buf.set_len(buf.len() + n as usize) };
+    }
+    Ok(buf)
+}
 
 /// Indexes kept at most; the oldest-inserted are dropped first beyond this.
 const CACHE_ENTRIES: usize = 256;

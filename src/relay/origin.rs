@@ -110,7 +110,7 @@ impl Origin {
         payload: Bytes,
         now: Instant,
     ) -> Frame {
-        self.media_from(kind, publisher_ts, &payload, Some(&payload), now)
+        self.media_from(kind, publisher_ts, &payload, Some(&payload), None, now)
     }
 
     /// An audio or video message whose payload lies in a buffer the frame may not keep (a
@@ -123,7 +123,23 @@ impl Origin {
         payload: &[u8],
         now: Instant,
     ) -> Frame {
-        self.media_from(kind, ts, payload, None, now)
+        self.media_from(kind, ts, payload, None, None, now)
+    }
+
+    /// Like [`Origin::media_from_slice`], with `wire` the message already encoded at this
+    /// origin's chunk size and timestamp `ts` (a stored file's frame, its chunk header
+    /// written over the file's tag header before it: `chunk::shared_header_in_place`).
+    /// `wire` becomes the frame's bytes as it is, uncopied, unless the frame's timestamp
+    /// had to move (a file whose timestamps go back), when it is encoded afresh.
+    pub fn media_encoded(
+        &mut self,
+        kind: MediaKind,
+        ts: u32,
+        payload: &[u8],
+        wire: Bytes,
+        now: Instant,
+    ) -> Frame {
+        self.media_from(kind, ts, payload, None, Some(wire), now)
     }
 
     fn media_from(
@@ -132,6 +148,7 @@ impl Origin {
         publisher_ts: u32,
         payload: &[u8],
         owned: Option<&Bytes>,
+        encoded: Option<Bytes>,
         now: Instant,
     ) -> Frame {
         let (frame_kind, mut keyframe, sequence_header) = match kind {
@@ -153,7 +170,10 @@ impl Origin {
             }
         };
         let timestamp = self.timestamp(frame_kind, publisher_ts);
-        let bytes = encode_shared(kind.type_id(), timestamp, payload, self.chunk_size);
+        let bytes = match encoded {
+            Some(wire) if timestamp == publisher_ts => wire,
+            _ => encode_shared(kind.type_id(), timestamp, payload, self.chunk_size),
+        };
         let tracks = frame_tracks(
             kind,
             payload,

@@ -65,6 +65,7 @@ use crate::http::response::{self, Cors};
 use crate::media::codec::{inspect_audio, inspect_video};
 use crate::media::gop_cache::GopCacheLimits;
 use crate::media::vod_index::VodIndex;
+use crate::performance::VOD_CHUNK_SIZE;
 use crate::rtmp::chunk::{DecoderLimits, SHARED_STREAM_ID};
 use crate::rtmp::command::status;
 use crate::rtmp::{
@@ -1874,7 +1875,7 @@ impl Shard {
                                 path,
                                 index,
                                 now,
-                                self.config.server.chunk_size,
+                                self.config.server.chunk_size.max(VOD_CHUNK_SIZE),
                                 start_ms,
                                 duration_ms,
                             ),
@@ -2693,6 +2694,7 @@ impl Shard {
         if buffer_ms > 0 {
             source.set_buffer(buffer_ms);
         }
+        let chunk_size = source.chunk_size();
         tracing::info!(shard = self.id, peer = %self.clients.get(id.0).map(|c| c.addr.to_string()).unwrap_or_default(), stream = %name, file = %source.path.display(), "playing a stored file");
         stream.file = Some(source);
         stream.viewers.push(id);
@@ -2710,6 +2712,9 @@ impl Shard {
             RoleKind::FileViewer,
         );
         self.outputs.push_back(Output::Playing(id));
+        // The source's frames are encoded at its chunk size, larger than live streams' so
+        // that a frame is one chunk and goes out straight from the file's read.
+        c.session.set_outgoing_chunk_size(chunk_size);
         c.session.accept_play(stream_id, true, true);
         c.queue_session_output();
         c.queue.start_at(0);

@@ -308,7 +308,7 @@ impl World {
                 let data = self.files.get(&*path).cloned().unwrap_or_default();
                 let start = (offset as usize).min(data.len());
                 let end = (start + len).min(data.len());
-                let read: super::vod_source::FileBuffer = std::rc::Rc::new(data.slice(start..end));
+                let read = super::vod_source::FileBuffer::from(&data[start..end]);
                 self.shards[i].handle_file_read(stream, offset, Ok(read), now);
             }
         }

@@ -469,6 +469,7 @@ impl LocalStream {
         }
         if client.forward.is_none() {
             // A push to another server is a publisher there: it gets no play answer.
+            client.session.restore_chunk_size();
             client.session.accept_play(stream_id, true, false);
             client.queue_session_output();
         }

@@ -28,21 +28,20 @@
 //! [`StreamEvent::PlayStopped`](super::frame::StreamEvent::PlayStopped).
 
 use std::collections::VecDeque;
-use std::ops::Deref;
 use std::path::Path;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::frame::RingEntry;
 use super::origin::Origin;
-use crate::media::vod_index::{SampleKind, VodIndex};
+use crate::media::vod_index::{Framing, SampleKind, VodIndex};
 use crate::performance::{
     FILE_BACKPRESSURE_RETRY, FILE_PREROLL, FILE_READ_SIZE, VOD_MAX_LEAD, VOD_PACE_BATCH,
 };
 use crate::rtmp::MediaKind;
+use crate::rtmp::chunk::shared_header_in_place;
 
 /// Why a name cannot be a stored file's.
 pub const REFUSED_NAME: &str = "the name leaves the VOD directory";
@@ -96,10 +95,17 @@ fn percent_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The bytes of one read of a stored file, as the driver's file I/O returned them: frames
-/// are encoded straight from it, so a read is copied once (into the frames' chunk
-/// encoding), not twice.
-pub type FileBuffer = Rc<dyn Deref<Target = [u8]>>;
+/// The bytes of one read of a stored file, owned by the source once fed: an FLV frame's
+/// chunk header is written over the file's tag header just before its body
+/// (`chunk::shared_header_in_place`), so the frame is sent straight from the read, never
+/// copied in user space. The only copies of a stored file's bytes are the kernel's: into
+/// this buffer, and into the socket.
+pub type FileBuffer = BytesMut;
+
+/// Bytes read before a frame's body, for its chunk header: in an FLV file these are the
+/// previous tag's size (4) and the frame's own tag header (11), which the index has made
+/// redundant; a format-0 chunk header takes 12 of them.
+const HEAD_ROOM: u64 = 15;
 
 /// What the source needs next.
 #[derive(Debug)]
@@ -138,8 +144,13 @@ pub struct VodSource {
     /// Metadata and sequence headers still to send before the frames (0 = metadata).
     intro: Option<usize>,
     /// The last read: `buf` holds the file from `buf_offset`.
-    buf: FileBuffer,
+    buf: Bytes,
     buf_offset: u64,
+    /// Frames from `prepared_from` on whose chunk header was written into `buf` before
+    /// their body: the header's length, 0 for a frame that must be encoded by copying (data,
+    /// a frame longer than a chunk, an MP4 sample).
+    prepared_from: usize,
+    prepared: Vec<u8>,
     reading: Option<u64>,
     paused: bool,
     ended: bool,
@@ -170,8 +181,10 @@ impl VodSource {
             media_base: 0,
             lead: FILE_PREROLL,
             intro: Some(0),
-            buf: Rc::new(Bytes::new()),
+            buf: Bytes::new(),
             buf_offset: 0,
+            prepared_from: 0,
+            prepared: Vec::new(),
             reading: None,
             paused: false,
             ended: false,
@@ -180,6 +193,11 @@ impl VodSource {
         };
         source.start(start_ms, now);
         source
+    }
+
+    /// The chunk size its frames are encoded at: the viewer's connection must send at it.
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
     }
 
     pub fn duration_ms(&self) -> u32 {
@@ -242,13 +260,44 @@ impl VodSource {
         self.paused
     }
 
-    /// A read came back: `data` from `offset` (short or empty at the end of the file).
-    pub fn feed(&mut self, offset: u64, data: FileBuffer) {
+    /// A read came back: `data` from `offset` (short or empty at the end of the file). The
+    /// FLV frames it holds whole, from the next to send on, get their chunk headers written
+    /// in front of them.
+    pub fn feed(&mut self, offset: u64, mut data: FileBuffer) {
         if self.reading != Some(offset) {
             return;
         }
         self.reading = None;
-        self.buf = data;
+        self.prepared_from = self.next;
+        self.prepared.clear();
+        let end = offset + data.len() as u64;
+        let index = &*self.index;
+        for (i, sample) in index.samples.iter().enumerate().skip(self.next) {
+            if sample.offset + u64::from(sample.size) > end {
+                break;
+            }
+            let kind = match (sample.kind, index.video_framing, index.audio_framing) {
+                (SampleKind::Video, Framing::Flv, _) => Some(MediaKind::Video),
+                (SampleKind::Audio, _, Framing::Flv) => Some(MediaKind::Audio),
+                _ => None,
+            };
+            let header_len = match kind {
+                Some(kind) if sample.offset >= offset + HEAD_ROOM && !index.is_header(i) => {
+                    let at = (sample.offset - offset) as usize;
+                    shared_header_in_place(
+                        &mut data[at - HEAD_ROOM as usize..at],
+                        kind.type_id(),
+                        sample.timestamp,
+                        sample.size as usize,
+                        self.chunk_size,
+                    )
+                    .unwrap_or(0)
+                }
+                _ => 0,
+            };
+            self.prepared.push(header_len as u8);
+        }
+        self.buf = data.freeze();
         self.buf_offset = offset;
     }
 
@@ -326,36 +375,49 @@ impl VodSource {
                 if self.reading.is_some() {
                     return FileStep::Reading;
                 }
-                if self.buf_offset == start && !self.buf.is_empty() {
+                let read_from = start.saturating_sub(HEAD_ROOM);
+                if self.buf_offset == read_from && !self.buf.is_empty() {
                     // The last read of exactly this place came back short: the file shrank.
                     return FileStep::Failed(format!(
                         "stored file {} ends inside a frame",
                         self.path.display()
                     ));
                 }
-                self.reading = Some(start);
-                self.buf = Rc::new(Bytes::new());
+                self.reading = Some(read_from);
+                self.buf = Bytes::new();
+                self.prepared.clear();
                 return FileStep::Read {
-                    offset: start,
-                    len: (sample.size as usize).max(FILE_READ_SIZE),
+                    offset: read_from,
+                    len: ((end - read_from) as usize).max(FILE_READ_SIZE),
                 };
             }
             let from = (start - self.buf_offset) as usize;
-            let payload = self
-                .index
-                .payload(&sample, &self.buf[from..from + sample.size as usize]);
+            let body = from..from + sample.size as usize;
+            let header_len = self
+                .next
+                .checked_sub(self.prepared_from)
+                .and_then(|k| self.prepared.get(k))
+                .map_or(0, |&n| usize::from(n));
+            let payload = self.index.payload(&sample, &self.buf[body.clone()]);
             let frame = match sample.kind {
-                SampleKind::Audio => {
-                    self.origin
-                        .media_from_slice(MediaKind::Audio, sample.timestamp, &payload, now)
-                }
-                SampleKind::Video => {
-                    self.origin
-                        .media_from_slice(MediaKind::Video, sample.timestamp, &payload, now)
-                }
                 SampleKind::Data => {
                     let payload = Bytes::copy_from_slice(&payload);
                     self.origin.data(sample.timestamp, payload, false, now)
+                }
+                SampleKind::Audio | SampleKind::Video => {
+                    let kind = if sample.kind == SampleKind::Audio {
+                        MediaKind::Audio
+                    } else {
+                        MediaKind::Video
+                    };
+                    if header_len > 0 {
+                        let wire = self.buf.slice(from - header_len..body.end);
+                        self.origin
+                            .media_encoded(kind, sample.timestamp, &payload, wire, now)
+                    } else {
+                        self.origin
+                            .media_from_slice(kind, sample.timestamp, &payload, now)
+                    }
                 }
             };
             if self.appended.len() == APPENDED_KEPT {
@@ -471,7 +533,7 @@ mod tests {
                 FileStep::Frame(RingEntry::Frame(f)) => frames.push((f.kind, f.timestamp, f.seq)),
                 FileStep::Read { offset, len } => {
                     let end = (offset as usize + len).min(data.len());
-                    src.feed(offset, Rc::new(data.slice(offset as usize..end)));
+                    src.feed(offset, BytesMut::from(&data[offset as usize..end]));
                 }
                 other => return (frames, other),
             }
@@ -544,6 +606,60 @@ mod tests {
         assert!(expected.len() > 1, "a batch is more than one frame");
         assert_eq!(frames.iter().map(|f| f.1).collect::<Vec<_>>(), expected);
         assert!(matches!(step, FileStep::WaitUntil(_)), "{step:?}");
+    }
+
+    #[test]
+    fn flv_frames_are_sent_from_the_read_itself_encoded_as_any_frame() {
+        use crate::rtmp::chunk::{encode_shared, shared_payload_pieces};
+        let (index, data) = index();
+        let t0 = Instant::now();
+        let mut src = VodSource::new(Arc::from(Path::new("/x.flv")), index, t0, 4096, 0, None);
+        let mut reads = Vec::new();
+        let mut media = 0;
+        loop {
+            match src.next(t0 + Duration::from_secs(10), false, Duration::from_secs(10)) {
+                FileStep::Frame(RingEntry::Frame(f)) => {
+                    let type_id = match f.kind {
+                        FrameKind::Audio => 8,
+                        FrameKind::Video => 9,
+                        _ => 18,
+                    };
+                    let payload: Vec<u8> =
+                        shared_payload_pieces(&f.bytes, type_id, f.timestamp, 4096)
+                            .flatten()
+                            .copied()
+                            .collect();
+                    assert_eq!(
+                        f.bytes,
+                        encode_shared(type_id, f.timestamp, &payload, 4096),
+                        "{:?} at {}",
+                        f.kind,
+                        f.timestamp
+                    );
+                    if !f.sequence_header && matches!(f.kind, FrameKind::Audio | FrameKind::Video)
+                    {
+                        media += 1;
+                        let at = f.bytes.as_ptr() as usize;
+                        assert!(
+                            reads.iter().any(|r: &std::ops::Range<usize>| r.contains(&at)),
+                            "frame at {} was copied",
+                            f.timestamp
+                        );
+                    }
+                }
+                FileStep::Read { offset, len } => {
+                    // Small reads: frames straddle them and reads start mid-file.
+                    let end = (offset as usize + len.min(40)).min(data.len());
+                    let buf = BytesMut::from(&data[offset as usize..end]);
+                    let at = buf.as_ptr() as usize;
+                    reads.push(at..at + buf.len());
+                    src.feed(offset, buf);
+                }
+                FileStep::End => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(media, 32);
     }
 
     #[test]

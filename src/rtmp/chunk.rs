@@ -1156,6 +1156,29 @@ pub fn encode_shared(type_id: u8, timestamp: u32, payload: &[u8], chunk_size: u3
     Bytes::from(out)
 }
 
+/// Writes the chunk header [`encode_shared`] would give a `payload_len`-byte message into
+/// the end of `room`, the bytes just before its payload, when the whole message is one
+/// chunk: the header then sits right before the payload and header plus payload are the
+/// message's encoding, with the payload never copied. Returns the header's length, or
+/// `None` (nothing written) when the message needs more than one chunk or the header does
+/// not fit in `room`.
+pub fn shared_header_in_place(
+    room: &mut [u8],
+    type_id: u8,
+    timestamp: u32,
+    payload_len: usize,
+    chunk_size: u32,
+) -> Option<usize> {
+    if payload_len > chunk_size as usize || payload_len > MAX_MESSAGE_LEN as usize {
+        return None;
+    }
+    let header = shared_header(type_id, timestamp, payload_len as u32);
+    let len = header.first_len();
+    let at = room.len().checked_sub(len)?;
+    header.write(&[], chunk_size as usize, &mut &mut room[at..]);
+    Some(len)
+}
+
 /// The payload of a message [`encode_shared`] encoded, piece by piece without the chunk
 /// headers between them and without copying: what another output format (an FLV tag for
 /// HTTP viewers) is built from, so a frame keeps one encoding, not two.
@@ -1193,6 +1216,39 @@ mod tests {
 
     fn msg(type_id: u8, stream_id: u32, timestamp: u32, payload: Vec<u8>) -> RtmpMessage {
         RtmpMessage::new(type_id, stream_id, timestamp, payload)
+    }
+
+    #[test]
+    fn a_header_in_place_and_its_payload_are_the_shared_encoding() {
+        for (len, chunk, ts) in [
+            (0, 128, 0),
+            (300, 4096, 77),
+            (4096, 4096, 0x00FF_FFFE),
+            (60000, 65536, 123_456),
+        ] {
+            let payload = pattern(len, 5);
+            let mut buf = vec![0xEE; 15 + len];
+            buf[15..].copy_from_slice(&payload);
+            let (room, _) = buf.split_at_mut(15);
+            let n = shared_header_in_place(room, 9, ts, len, chunk).unwrap();
+            assert_eq!(
+                buf[15 - n..],
+                encode_shared(9, ts, &payload, chunk)[..],
+                "{len} {chunk} {ts}"
+            );
+        }
+        let mut room = [0u8; 15];
+        // More than one chunk, an extended timestamp that does not fit, no room.
+        assert_eq!(shared_header_in_place(&mut room, 9, 0, 4097, 4096), None);
+        assert_eq!(
+            shared_header_in_place(&mut room, 9, 0x0100_0000, 10, 4096),
+            None
+        );
+        assert_eq!(
+            shared_header_in_place(&mut room[..11], 8, 0, 10, 4096),
+            None
+        );
+        assert_eq!(room, [0u8; 15], "nothing written when it cannot be done");
     }
 
     #[test]

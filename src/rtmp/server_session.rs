@@ -334,6 +334,19 @@ impl ServerSession {
         self.conn.outgoing_chunk_size()
     }
 
+    /// Switches the chunks sent from here on to `size` (a viewer of a stored file gets
+    /// larger ones), announcing it with Set Chunk Size; nothing when it is already so.
+    pub fn set_outgoing_chunk_size(&mut self, size: u32) {
+        if size != self.conn.outgoing_chunk_size() {
+            self.conn.set_outgoing_chunk_size(size);
+        }
+    }
+
+    /// Back to the configured chunk size, which live streams' shared frames are encoded at.
+    pub fn restore_chunk_size(&mut self) {
+        self.set_outgoing_chunk_size(self.config.chunk_size);
+    }
+
     /// Bytes held for the peer's partial messages, which
     /// [`DecoderLimits::max_buffered_bytes`] caps.
     pub fn buffered_bytes(&self) -> usize {
