@@ -98,12 +98,17 @@ pub const VOD_CHUNK_SIZE: u32 = 65536;
 /// not hold up the reads of the files already playing.
 pub const BLOCKING_THREADS_PER_SHARD: usize = 2;
 
-/// Bytes read from a stored file at a time: about half a second of a 2 Mbit/s file, so a
-/// reader makes two or three reads a second; each reader holds one such buffer besides its
-/// lead. 256 KiB reads were dearer, not cheaper (0.71-0.73 against 0.65-0.69 CPU-s/GB with
-/// 1 s batches, same bench): glommio allocates each read's buffer, and above 128 KiB those
-/// came from fresh pages the kernel had to clear (`clear_page_erms`, 7 % of the shard).
-pub const FILE_READ_SIZE: usize = 128 * 1024;
+/// The most a stored file's source reads at once: a read covers the batch of media being
+/// released ([`VOD_PACE_BATCH`]), one second of a 32 Mbit/s file within this.
+pub const FILE_READ_MAX: usize = 4 << 20;
+
+/// The least a stored file's source reads at once, when its batch is smaller (a
+/// low-bitrate file). Reads sized to the batch, which then goes out whole and frees its
+/// buffer, beat fixed reads: `benches/vod.sh`, 500 viewers, quiet machine, VOD's CPU per GB
+/// over live viewers' (RESULTS.md "VOD: reads on the shard, frames sent from them"):
+/// batch-sized reads 1.29-1.38x (0.49 CPU-s/GB); fixed 128 KiB reads 1.33-1.38x (0.55);
+/// fixed 16-64 KiB reads were dearer still (more reads, same bytes).
+pub const FILE_READ_SIZE: usize = 16 * 1024;
 
 /// How often a stored file's reader looks again when its viewer is over its backlog.
 pub const FILE_BACKPRESSURE_RETRY: Duration = Duration::from_millis(20);

@@ -158,8 +158,7 @@ impl ShardDriver {
                     offset,
                     len,
                 } => {
-                    glommio::spawn_local(self.clone().read_file(stream, path, offset, len))
-                        .detach();
+                    self.read_file(stream, path, offset, len);
                 }
                 Output::CloseFile(stream) => {
                     self.files.borrow_mut().remove(&stream);
@@ -501,18 +500,52 @@ impl ShardDriver {
         .detach();
     }
 
-    /// Reads a piece of a stored file for its source on a blocking thread, into a buffer
-    /// the source then owns (`vod_files::read_at`): the shard never blocks on the disk.
-    async fn read_file(
-        self: Rc<Self>,
+    /// Reads a piece of a stored file for its source into a buffer the source then owns:
+    /// here and now what the page cache holds (`vod_files::read_cached`, which never waits
+    /// for the disk), else on a blocking thread (`read_file_blocking`). Either way the shard
+    /// never blocks on the disk.
+    fn read_file(
+        self: &Rc<Self>,
         stream: StreamId,
         path: std::sync::Arc<std::path::Path>,
         offset: u64,
         len: usize,
     ) {
         let open = self.files.borrow().get(&stream).cloned();
-        // Allocated (and later freed) on the shard's thread, filled on the blocking one.
-        let buf = bytes::BytesMut::with_capacity(len);
+        // Allocated (and later freed) on the shard's thread.
+        let mut buf = bytes::BytesMut::with_capacity(len);
+        if let Some(file) = &open {
+            match super::vod_files::read_cached(file, offset, len, buf) {
+                Ok((read, true)) => {
+                    self.relay.borrow_mut().handle_file_read(
+                        stream,
+                        offset,
+                        Ok(read),
+                        Instant::now(),
+                    );
+                    return;
+                }
+                Ok((read, false)) => buf = read,
+                Err(_) => buf = bytes::BytesMut::with_capacity(len),
+            }
+        }
+        glommio::spawn_local(
+            self.clone()
+                .read_file_blocking(stream, path, open, offset, len, buf),
+        )
+        .detach();
+    }
+
+    /// The rest of [`ShardDriver::read_file`]'s read, on a blocking thread.
+    async fn read_file_blocking(
+        self: Rc<Self>,
+        stream: StreamId,
+        path: std::sync::Arc<std::path::Path>,
+        open: Option<std::sync::Arc<std::fs::File>>,
+        offset: u64,
+        len: usize,
+        buf: bytes::BytesMut,
+    ) {
         let read = glommio::executor()
             .spawn_blocking(move || {
                 let file = match open {

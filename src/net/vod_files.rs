@@ -17,10 +17,11 @@
 //! same confinement and the same checked descriptor, but needs no index: it is sent as the
 //! bytes on disk.
 //!
-//! A playing source's reads ([`read_at`]) run on the same blocking threads, into a buffer
-//! the shard allocated and gets back: the relay then owns the bytes and sends frames
-//! straight from them (`relay/vod_source.rs`), where io_uring's reads came back in
-//! glommio's buffers and had to be copied out once more.
+//! A playing source's reads go into a buffer the shard allocated: the relay then owns the
+//! bytes and sends frames straight from them (`relay/vod_source.rs`), where io_uring's
+//! reads came back in glommio's buffers and had to be copied out once more. What the page
+//! cache holds is read on the shard's thread without waiting ([`read_cached`]); only the
+//! rest goes to the blocking threads ([`read_at`]), a thread switch there and back.
 //!
 //! Indexes are kept in one process-wide cache keyed by real path, size and modification
 //! time: every viewer of a file on every core shares one index, and a file replaced on
@@ -39,41 +40,62 @@ use bytes::BytesMut;
 
 use crate::media::vod_index::{VodIndex, index_flv};
 
-/// Reads up to `len` bytes of `file` at `offset` into the empty `buf`: fewer only at the
-/// end of the file. On a blocking thread: `pread` waits for the disk.
-pub fn read_at(
+/// Fills `buf`, which holds `file` from `offset` on, up to `len` bytes: fewer only at the
+/// end of the file. `pread` waits for the disk: this runs on a blocking thread.
+pub fn read_at(file: &File, offset: u64, len: usize, buf: BytesMut) -> std::io::Result<BytesMut> {
+    fill(file, offset, len, buf, 0).map(|(buf, _)| buf)
+}
+
+/// Fills `buf` as [`read_at`] does with what the page cache holds, never waiting for the
+/// disk (`RWF_NOWAIT`), so on the shard's own thread: a file being played is nearly always
+/// cached, and then no trip to a blocking thread is needed. Also says whether `buf` is
+/// complete (`len` bytes, or the end of the file); if not, [`read_at`] reads the rest.
+pub fn read_cached(
+    file: &File,
+    offset: u64,
+    len: usize,
+    buf: BytesMut,
+) -> std::io::Result<(BytesMut, bool)> {
+    fill(file, offset, len, buf, libc::RWF_NOWAIT)
+}
+
+fn fill(
     file: &File,
     offset: u64,
     len: usize,
     mut buf: BytesMut,
-) -> std::io::Result<BytesMut> {
-    buf.clear();
-    buf.reserve(len);
+    flags: libc::c_int,
+) -> std::io::Result<(BytesMut, bool)> {
+    buf.reserve(len.saturating_sub(buf.len()));
     while buf.len() < len {
         let at = libc::off_t::try_from(offset + buf.len() as u64)
-            .map_err(|_| std::io::Error::other("offset beyond what pread takes"))?;
+            .map_err(|_| std::io::Error::other("offset beyond what preadv2 takes"))?;
         let missing = len - buf.len();
         let spare = &mut buf.spare_capacity_mut()[..missing];
-        // SAFETY: `pread` writes at most `spare.len()` bytes into `spare`, memory the
-        // buffer owns and may be written; only the bytes it reports written are then
-        // counted as the buffer's (`set_len` below).
-        let n =
-            unsafe { libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len(), at) };
+        let iov = libc::iovec {
+            iov_base: spare.as_mut_ptr().cast(),
+            iov_len: spare.len(),
+        };
+        // SAFETY: `preadv2` writes at most `iov_len` bytes at `iov_base`, the buffer's
+        // spare capacity, which it owns and may be written; only the bytes it reports
+        // written are then counted as the buffer's (`set_len` below).
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, at, flags) };
         if n < 0 {
             let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock if flags != 0 => return Ok((buf, false)),
+                _ => return Err(e),
             }
-            return Err(e);
         }
         if n == 0 {
-            break;
+            return Ok((buf, true));
         }
-        // SAFETY: the first `n` bytes of the spare capacity were just written by `pread`,
-        // and `n` is at most what was asked.
+        // SAFETY: the first `n` bytes of the spare capacity were just written by
+        // `preadv2`, and `n` is at most what was asked.
         unsafe { buf.set_len(buf.len() + n as usize) };
     }
-    Ok(buf)
+    Ok((buf, true))
 }
 
 /// Indexes kept at most; the oldest-inserted are dropped first beyond this.
@@ -245,5 +267,32 @@ fn open_one(real_dir: &Path, path: &Path) -> Opened {
         path: real.into(),
         index,
         file,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_fill_the_buffer_from_the_offset_and_stop_at_the_end_of_the_file() {
+        let path = std::env::temp_dir().join(format!("shardcast-read-{}", std::process::id()));
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let read = read_at(&file, 1000, 5000, BytesMut::new()).unwrap();
+        assert_eq!(read[..], data[1000..6000]);
+        // Past the end: what there is.
+        let read = read_at(&file, 99_000, 5000, BytesMut::with_capacity(10)).unwrap();
+        assert_eq!(read[..], data[99_000..]);
+        // Just written, so cached: complete without a blocking thread.
+        let (read, complete) = read_cached(&file, 70_000, 40_000, BytesMut::new()).unwrap();
+        assert!(complete);
+        assert_eq!(read[..], data[70_000..]);
+        // A partial buffer is carried on from where it stopped.
+        let part = BytesMut::from(&data[10..20]);
+        let read = read_at(&file, 10, 100, part).unwrap();
+        assert_eq!(read[..], data[10..110]);
+        std::fs::remove_file(&path).unwrap();
     }
 }

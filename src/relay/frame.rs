@@ -201,7 +201,7 @@ impl RingEntry {
     }
 
     /// Bytes a viewer is sent for this entry.
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             RingEntry::Frame(f) => f.bytes.len(),
             RingEntry::Event { .. } => 0,

@@ -2725,6 +2725,10 @@ impl Shard {
     /// Moves a file source along: frames that are due go into its stream, and it says what
     /// it needs next (a read, a later look).
     fn pump_file(&mut self, sid: StreamId, now: Instant) {
+        // What the viewer has not been sent, counted once and then added to: nothing is
+        // written to it while the source runs (counting the ring per frame cost a walk of
+        // the whole batch per frame).
+        let mut unsent = None;
         loop {
             let Some(s) = self.streams.get_mut(sid.0) else {
                 return;
@@ -2732,16 +2736,20 @@ impl Shard {
             let Some(&viewer) = s.viewers.first() else {
                 return;
             };
-            let behind = self.clients.get(viewer.0).is_some_and(|c| {
-                let max = s.settings.backlog_max_bytes;
-                s.ring.backlog(c.queue.cursor(), max).bytes + c.queue.pending_bytes() > max / 2
+            let max = s.settings.backlog_max_bytes;
+            let unsent = unsent.get_or_insert_with(|| {
+                self.clients.get(viewer.0).map_or(0, |c| {
+                    s.ring.backlog(c.queue.cursor(), max).bytes + c.queue.pending_bytes()
+                })
             });
+            let behind = *unsent > max / 2;
             let lag = s.settings.lag_disconnect;
             let Some(file) = s.file.as_mut() else {
                 return;
             };
             match file.next(now, behind, lag) {
                 FileStep::Frame(entry) => {
+                    *unsent += entry.len();
                     let wake = s.append(entry, now, &mut self.clients);
                     self.schedule(sid, wake, now);
                 }

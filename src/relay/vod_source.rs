@@ -7,9 +7,12 @@
 //! frame is, which are keyframes) is built once by the driver and shared by every viewer of
 //! the file, on every core.
 //!
-//! The source reads nothing itself: it asks for the bytes of its next frames
-//! ([`FileStep::Read`]), the driver reads them without blocking the shard (io_uring,
-//! `src/net/shard_driver.rs`) and hands them back ([`VodSource::feed`]). Frames keep the
+//! The source reads nothing itself: it asks for the bytes of its next batch of frames
+//! ([`FileStep::Read`]), the driver reads them without blocking the shard (from the page
+//! cache at once, else on a blocking thread: `src/net/vod_files.rs`) and hands them back
+//! ([`VodSource::feed`]). Each FLV frame then goes out straight from that read, its chunk
+//! header written over the file's tag header in front of it: a stored file's bytes are
+//! copied twice, both times by the kernel (into the read, into the socket). Frames keep the
 //! file's own timestamps (a play from 5 s starts near 5000 ms, as Flash Media Server and
 //! nginx-rtmp send them) and are released in real time, a lead ahead of their media time:
 //! about the player's buffer (Set Buffer Length, capped by `VOD_MAX_LEAD`), so a player
@@ -38,7 +41,8 @@ use super::frame::RingEntry;
 use super::origin::Origin;
 use crate::media::vod_index::{Framing, SampleKind, VodIndex};
 use crate::performance::{
-    FILE_BACKPRESSURE_RETRY, FILE_PREROLL, FILE_READ_SIZE, VOD_MAX_LEAD, VOD_PACE_BATCH,
+    FILE_BACKPRESSURE_RETRY, FILE_PREROLL, FILE_READ_MAX, FILE_READ_SIZE, VOD_MAX_LEAD,
+    VOD_PACE_BATCH,
 };
 use crate::rtmp::MediaKind;
 use crate::rtmp::chunk::shared_header_in_place;
@@ -365,12 +369,18 @@ impl VodSource {
             // less half a batch. The player holds the lead on average.
             let due = self.due(sample.timestamp);
             let half = VOD_PACE_BATCH / 2;
-            if due > now + self.lead + half {
-                return FileStep::WaitUntil(due - self.lead.saturating_sub(half));
-            }
             let start = sample.offset;
             let end = start + u64::from(sample.size);
             let have_end = self.buf_offset + self.buf.len() as u64;
+            if due > now + self.lead + half {
+                if end > have_end {
+                    // Nothing more of this read is needed: let its memory go with the
+                    // frames sent, while it is still in the cache for the next read.
+                    self.buf = Bytes::new();
+                    self.prepared.clear();
+                }
+                return FileStep::WaitUntil(due - self.lead.saturating_sub(half));
+            }
             if start < self.buf_offset || end > have_end {
                 if self.reading.is_some() {
                     return FileStep::Reading;
@@ -383,12 +393,27 @@ impl VodSource {
                         self.path.display()
                     ));
                 }
+                // One read for the whole batch being released, at least FILE_READ_SIZE,
+                // at most FILE_READ_MAX: the batch is sent at once and its buffer freed
+                // (see the wait above) while still in the cache for the next viewer's read.
+                let release_until = now + self.lead + half;
+                let batch_end = self.index.samples[self.next..]
+                    .iter()
+                    .take_while(|s| self.due(s.timestamp) <= release_until)
+                    .filter(|s| s.offset >= start)
+                    .map(|s| s.offset + u64::from(s.size))
+                    .max()
+                    .unwrap_or(end);
+                let len = ((batch_end.max(end) - read_from) as usize).clamp(
+                    FILE_READ_SIZE,
+                    FILE_READ_MAX.max((end - read_from) as usize),
+                );
                 self.reading = Some(read_from);
                 self.buf = Bytes::new();
                 self.prepared.clear();
                 return FileStep::Read {
                     offset: read_from,
-                    len: ((end - read_from) as usize).max(FILE_READ_SIZE),
+                    len,
                 };
             }
             let from = (start - self.buf_offset) as usize;
@@ -636,12 +661,13 @@ mod tests {
                         f.kind,
                         f.timestamp
                     );
-                    if !f.sequence_header && matches!(f.kind, FrameKind::Audio | FrameKind::Video)
-                    {
+                    if !f.sequence_header && matches!(f.kind, FrameKind::Audio | FrameKind::Video) {
                         media += 1;
                         let at = f.bytes.as_ptr() as usize;
                         assert!(
-                            reads.iter().any(|r: &std::ops::Range<usize>| r.contains(&at)),
+                            reads
+                                .iter()
+                                .any(|r: &std::ops::Range<usize>| r.contains(&at)),
                             "frame at {} was copied",
                             f.timestamp
                         );
