@@ -53,9 +53,11 @@
 //! step 5 a viewer gathers the encoding of its output class: its format, and for Enhanced
 //! RTMP the tracks it declared it can play (`src/rtmp/capabilities.rs`,
 //! `src/media/multitrack.rs`), each class encoded once per shard. A stored file is a source
-//! of its own per viewer (`src/relay/vod_source.rs`, a second of media at a time, encoded
-//! straight from the read), read through a shared index
-//! (`src/media/vod_index.rs`) by the driver; over HTTP it is also a plain download with byte
+//! of its own per viewer (`src/relay/vod_source.rs`, a second of media at a time, each
+//! frame sent straight from the read with its chunk header written over the FLV tag
+//! header), found through a shared index (`src/media/vod_index.rs`) and read by the driver
+//! (`src/net/vod_files.rs`: from the page cache on the shard, else on a blocking thread);
+//! over HTTP it is also a plain download with byte
 //! ranges (`src/relay/vod_download.rs`), read a chunk at a time as the client's socket
 //! drains.
 //!

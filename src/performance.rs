@@ -106,8 +106,8 @@ pub const FILE_READ_MAX: usize = 4 << 20;
 /// low-bitrate file). Reads sized to the batch, which then goes out whole and frees its
 /// buffer, beat fixed reads: `benches/vod.sh`, 500 viewers, quiet machine, VOD's CPU per GB
 /// over live viewers' (RESULTS.md "VOD: reads on the shard, frames sent from them"):
-/// batch-sized reads 1.29-1.38x (0.49 CPU-s/GB); fixed 128 KiB reads 1.33-1.38x (0.55);
-/// fixed 16-64 KiB reads were dearer still (more reads, same bytes).
+/// batch-sized reads 1.29-1.57x (0.46-0.49 CPU-s/GB); fixed 128 KiB reads 1.33-1.38x
+/// (0.55-0.56); fixed 16-64 KiB reads were dearer still (more reads, same bytes).
 pub const FILE_READ_SIZE: usize = 16 * 1024;
 
 /// How often a stored file's reader looks again when its viewer is over its backlog.
