@@ -106,6 +106,11 @@ fn percent_decode(text: &str) -> Option<String> {
 /// this buffer, and into the socket.
 pub type FileBuffer = BytesMut;
 
+/// Frames a read prepares at most: the walk over the index stops at the first frame past
+/// the read, but a file whose timestamps jump back puts frames from elsewhere in the file
+/// between; frames past this many are encoded by copying.
+const PREPARED_MAX: usize = 1 << 16;
+
 /// Bytes read before a frame's body, for its chunk header: in an FLV file these are the
 /// previous tag's size (4) and the frame's own tag header (11), which the index has made
 /// redundant; a format-0 chunk header takes 12 of them.
@@ -276,7 +281,13 @@ impl VodSource {
         self.prepared.clear();
         let end = offset + data.len() as u64;
         let index = &*self.index;
-        for (i, sample) in index.samples.iter().enumerate().skip(self.next) {
+        for (i, sample) in index
+            .samples
+            .iter()
+            .enumerate()
+            .skip(self.next)
+            .take(PREPARED_MAX)
+        {
             if sample.offset + u64::from(sample.size) > end {
                 break;
             }
