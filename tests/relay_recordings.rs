@@ -7,7 +7,9 @@ use shardcast::rtmp::ClientEvent;
 use shardcast_test_support::admin;
 use shardcast_test_support::client::{ReadEnd, RtmpClient};
 use shardcast_test_support::relay::Relay;
-use shardcast_test_support::tools::{ffmpeg_play, framecrc_counts, temp_path, tool, wait_output};
+use shardcast_test_support::tools::{
+    ffmpeg_play_with, framecrc_counts, temp_path, tool, wait_output,
+};
 
 /// The relay binary under test.
 const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
@@ -46,7 +48,11 @@ fn ffmpeg_plays_a_recording_to_its_end_and_exits() {
     );
     let relay = Relay::start(SHARDCAST, "recordings-play", &config, 1);
     let started = Instant::now();
-    let child = ffmpeg_play(&relay.url("clip"))
+    // A 100 ms buffer: the relay sends 1.5 s of the 3 s file at once (its least lead and
+    // half a batch) and paces the rest, so the play lasts long enough to be seen. With
+    // ffmpeg's default 3 s buffer the whole file went at once and the play could end
+    // before the admin API was asked.
+    let child = ffmpeg_play_with(&relay.url("clip"), &["-rtmp_buffer", "100"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -74,9 +80,8 @@ fn ffmpeg_plays_a_recording_to_its_end_and_exits() {
         "every frame of the recording decoded; stderr: {stderr}"
     );
     assert!(audio > 100, "audio decoded: {audio} frames");
-    // ffmpeg buffers 3 s (Set Buffer Length) and a stored file is sent that far ahead, so
-    // a 3 s file arrives at once; pacing is checked in `tests/vod.rs` and the shard's unit
-    // tests. It still ended by itself, in time.
+    // Pacing is checked in `tests/vod.rs` and the shard's unit tests. It ended by itself,
+    // in time.
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "a 3 s recording took {:?}",

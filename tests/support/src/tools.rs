@@ -79,6 +79,12 @@ pub fn ffmpeg_publish(url: &str, seconds: u32, realtime: bool) -> Command {
 /// ffmpeg playing `url` and writing one line per decoded frame (framecrc) to stdout:
 /// stream 0 is the video, stream 1 the audio.
 pub fn ffmpeg_play(url: &str) -> Command {
+    ffmpeg_play_with(url, &[])
+}
+
+/// [`ffmpeg_play`] with input options before `-i` (`-rtmp_buffer 100`: the buffer length it
+/// announces, in milliseconds).
+pub fn ffmpeg_play_with(url: &str, input_options: &[&str]) -> Command {
     let mut cmd = tool("ffmpeg");
     cmd.args([
         "-hide_banner",
@@ -87,15 +93,10 @@ pub fn ffmpeg_play(url: &str) -> Command {
         "-nostats",
         "-rw_timeout",
         "15000000",
-        "-i",
-        url,
-        "-map",
-        "0:v:0",
-        "-map",
-        "0:a:0",
-        "-f",
-        "framecrc",
-        "-",
+    ]);
+    cmd.args(input_options);
+    cmd.args([
+        "-i", url, "-map", "0:v:0", "-map", "0:a:0", "-f", "framecrc", "-",
     ]);
     cmd
 }
