@@ -112,15 +112,20 @@ impl VodIndex {
             .is_some_and(|s| self.header_offsets.contains(&s.offset))
     }
 
+    /// How the samples of `kind` become message payloads.
+    pub fn framing(&self, kind: SampleKind) -> Framing {
+        match kind {
+            SampleKind::Video => self.video_framing,
+            SampleKind::Audio => self.audio_framing,
+            SampleKind::Data => Framing::Flv,
+        }
+    }
+
     /// The message payload of `sample`, whose stored bytes are `data`: the bytes themselves
     /// for an FLV file (a tag body is a message payload), the FLV audio/video header and
     /// the sample for an MP4 file.
     pub fn payload<'a>(&self, sample: &Sample, data: &'a [u8]) -> Cow<'a, [u8]> {
-        let framing = match sample.kind {
-            SampleKind::Video => self.video_framing,
-            SampleKind::Audio => self.audio_framing,
-            SampleKind::Data => Framing::Flv,
-        };
+        let framing = self.framing(sample.kind);
         if let Framing::Flv = framing {
             return Cow::Borrowed(data);
         }

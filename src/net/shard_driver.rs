@@ -526,6 +526,8 @@ impl ShardDriver {
                     return;
                 }
                 Ok((read, false)) => buf = read,
+                // The filesystem may not take RWF_NOWAIT; the blocking read reports any
+                // error the file itself has.
                 Err(_) => buf = bytes::BytesMut::with_capacity(len),
             }
         }

@@ -116,6 +116,15 @@ const PREPARED_MAX: usize = 1 << 16;
 /// redundant; a format-0 chunk header takes 12 of them.
 const HEAD_ROOM: u64 = 15;
 
+/// The RTMP message kind of a stored audio or video sample; `None` for data.
+fn media_kind(kind: SampleKind) -> Option<MediaKind> {
+    match kind {
+        SampleKind::Audio => Some(MediaKind::Audio),
+        SampleKind::Video => Some(MediaKind::Video),
+        SampleKind::Data => None,
+    }
+}
+
 /// What the source needs next.
 #[derive(Debug)]
 pub enum FileStep {
@@ -291,11 +300,9 @@ impl VodSource {
             if sample.offset + u64::from(sample.size) > end {
                 break;
             }
-            let kind = match (sample.kind, index.video_framing, index.audio_framing) {
-                (SampleKind::Video, Framing::Flv, _) => Some(MediaKind::Video),
-                (SampleKind::Audio, _, Framing::Flv) => Some(MediaKind::Audio),
-                _ => None,
-            };
+            // An FLV tag's body: its tag header lies in front of it.
+            let kind =
+                media_kind(sample.kind).filter(|_| index.framing(sample.kind) == Framing::Flv);
             let header_len = match kind {
                 Some(kind) if sample.offset >= offset + HEAD_ROOM && !index.is_header(i) => {
                     let at = (sample.offset - offset) as usize;
@@ -353,10 +360,7 @@ impl VodSource {
             }
             if let Some((kind, payload)) = index.headers.get(step - 1) {
                 self.intro = Some(step + 1);
-                let kind = match kind {
-                    SampleKind::Audio => MediaKind::Audio,
-                    _ => MediaKind::Video,
-                };
+                let kind = media_kind(*kind).unwrap_or(MediaKind::Video);
                 let frame = self.origin.media(kind, ts, payload.clone(), now);
                 return FileStep::Frame(RingEntry::Frame(frame));
             }
@@ -435,17 +439,12 @@ impl VodSource {
                 .and_then(|k| self.prepared.get(k))
                 .map_or(0, |&n| usize::from(n));
             let payload = self.index.payload(&sample, &self.buf[body.clone()]);
-            let frame = match sample.kind {
-                SampleKind::Data => {
+            let frame = match media_kind(sample.kind) {
+                None => {
                     let payload = Bytes::copy_from_slice(&payload);
                     self.origin.data(sample.timestamp, payload, false, now)
                 }
-                SampleKind::Audio | SampleKind::Video => {
-                    let kind = if sample.kind == SampleKind::Audio {
-                        MediaKind::Audio
-                    } else {
-                        MediaKind::Video
-                    };
+                Some(kind) => {
                     if header_len > 0 {
                         let wire = self.buf.slice(from - header_len..body.end);
                         self.origin
