@@ -783,6 +783,37 @@ impl Config {
         self.check().map_err(|problem| problem.into_error(None))
     }
 
+    /// No two listeners share a port on overlapping addresses: every shard binds the
+    /// RTMP, RTMPS and HTTP ports with SO_REUSEPORT, so two of them on one port would not
+    /// fail to bind but split the connections between two protocols.
+    fn check_listeners_apart(&self) -> Result<(), Problem> {
+        let listeners = [
+            (&["server", "listen"][..], Some(self.server.listen)),
+            (&["server", "tls_listen"][..], self.server.tls_listen_addr()),
+            (&["http", "listen"][..], self.http.listen_addr()),
+            (&["admin", "listen"][..], self.admin.listen_addr()),
+        ];
+        for (i, (key, addr)) in listeners.iter().enumerate() {
+            let Some(addr) = addr else { continue };
+            for (other_key, other) in &listeners[..i] {
+                let Some(other) = other else { continue };
+                let overlap = addr.ip() == other.ip()
+                    || addr.ip().is_unspecified()
+                    || other.ip().is_unspecified();
+                if addr.port() != 0 && addr.port() == other.port() && overlap {
+                    return Err(Problem::new(
+                        KeyPath::of(key),
+                        format!(
+                            "{addr} shares its port with {} = {other}; each listener needs its own port",
+                            KeyPath::of(other_key)
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The application named by a client's RTMP `app`, if the relay serves it.
     pub fn app(&self, name: &str) -> Option<&AppConfig> {
         self.apps.get(name)
@@ -794,6 +825,7 @@ impl Config {
         self.log.check()?;
         self.admin.check()?;
         self.http.check()?;
+        self.check_listeners_apart()?;
         if self.apps.is_empty() {
             return Err(Problem::new(
                 KeyPath::of(&["app"]),
@@ -1941,6 +1973,23 @@ mod tests {
             "admin.listen"
         );
         assert_eq!(rejected_key("[admin]\ntoken = \"a b\"\n"), "admin.token");
+    }
+
+    #[test]
+    fn two_listeners_on_one_port_are_refused() {
+        assert_eq!(
+            rejected_key("[admin]\nlisten = \"127.0.0.1:8080\"\n"),
+            "admin.listen",
+            "the admin API on the HTTP-FLV port (0.0.0.0:8080)"
+        );
+        assert_eq!(
+            rejected_key("[http]\nlisten = \"127.0.0.1:1935\"\n"),
+            "http.listen"
+        );
+        let apart = Config::from_toml_str(
+            "[admin]\nlisten = \"127.0.0.1:9000\"\n[http]\nlisten = \"127.0.0.2:9000\"\n",
+        );
+        assert!(apart.is_ok(), "one port on two addresses: {apart:?}");
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use shardcast::config::Config;
 use shardcast_test_support::admin;
-use shardcast_test_support::tools::{free_port, temp_path};
+use shardcast_test_support::tools::{free_ports, temp_path};
 
 /// The relay binary under test.
 const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
@@ -53,8 +53,7 @@ fn environment_chooses_the_listeners_and_hides_secrets() {
     .unwrap();
     let token = "tok-9f8e7d6c5b4a39281706";
     for _attempt in 0..5 {
-        let rtmp = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let [rtmp, admin_addr] = free_ports::<2>().map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
         let mut child = Command::new(SHARDCAST)
             .arg("--config")
             .arg(&config_path)
@@ -603,10 +602,7 @@ fn container_image_from_the_binary_runs_with_the_io_uring_profile() {
     };
     let result = std::panic::catch_unwind(|| {
         // The runtime's default profile: io_uring is denied, the relay cannot start.
-        let (rtmp, admin_addr) = (
-            SocketAddr::from(([127, 0, 0, 1], free_port())),
-            SocketAddr::from(([127, 0, 0, 1], free_port())),
-        );
+        let [rtmp, admin_addr] = free_ports::<2>().map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
         start(&names[0], None, rtmp, admin_addr);
         // "stopped" is podman's word between the process's exit and its clean-up: wait for
         // "exited".
@@ -624,10 +620,7 @@ fn container_image_from_the_binary_runs_with_the_io_uring_profile() {
             logs(&names[0])
         );
         // With the profile that allows io_uring: healthy, where the environment says.
-        let (rtmp, admin_addr) = (
-            SocketAddr::from(([127, 0, 0, 1], free_port())),
-            SocketAddr::from(([127, 0, 0, 1], free_port())),
-        );
+        let [rtmp, admin_addr] = free_ports::<2>().map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
         start(&names[1], Some(&seccomp), rtmp, admin_addr);
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut healthy = false;
@@ -702,8 +695,7 @@ fn shards_pin_to_the_cpus_the_process_may_use() {
     let config_path = temp_path("deploy-affinity.toml");
     std::fs::write(&config_path, "").unwrap();
     for _attempt in 0..5 {
-        let rtmp = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let admin_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let [rtmp, admin_addr] = free_ports::<2>().map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
         let mut child = Command::new("taskset")
             .args(["-c", &last.to_string(), SHARDCAST, "--config"])
             .arg(&config_path)

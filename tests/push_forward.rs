@@ -11,7 +11,8 @@ use shardcast_test_support::client::RtmpClient;
 use shardcast_test_support::nginx::NginxRtmp;
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::tools::{
-    error_lines, ffmpeg_play, ffmpeg_publish, framecrc_counts, free_port, temp_path, wait_output,
+    error_lines, ffmpeg_play, ffmpeg_publish, framecrc_counts, free_port, free_ports, temp_path,
+    wait_output,
 };
 
 /// The relay binary under test.
@@ -183,7 +184,7 @@ fn a_target_that_comes_up_late_gets_the_stream_within_the_backoff_cap() {
 
 #[test]
 fn a_loop_of_pushes_is_refused_not_amplified() {
-    let (port_a, port_b) = (free_port(), free_port());
+    let [port_a, port_b] = free_ports::<2>();
     let a = Relay::start_on_port(
         SHARDCAST,
         "loop-a",

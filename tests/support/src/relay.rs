@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::admin;
-use crate::tools::{free_port, temp_path};
+use crate::tools::{free_ports, temp_path};
 
 /// The log filter every test relay runs with: info, plus the connection driver's and the
 /// relay's debug lines (which shard accepted which peer, a viewer skipping video), so a
@@ -110,10 +110,17 @@ impl Relay {
             // Written for each attempt: a failed attempt's `Relay` removes its files as it
             // is dropped.
             std::fs::write(&config_path, config).unwrap();
-            let port = fixed_port.unwrap_or_else(free_port);
-            let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let tls = with_tls.then(|| SocketAddr::from(([127, 0, 0, 1], free_port())));
+            let [rtmp, mut admin, mut http, mut tls] = free_ports::<4>();
+            let port = fixed_port.unwrap_or(rtmp);
+            // The caller's port is not held while the others are found: step around it.
+            for p in [&mut admin, &mut http, &mut tls] {
+                if *p == port {
+                    *p = rtmp;
+                }
+            }
+            let admin = SocketAddr::from(([127, 0, 0, 1], admin));
+            let http = SocketAddr::from(([127, 0, 0, 1], http));
+            let tls = with_tls.then(|| SocketAddr::from(([127, 0, 0, 1], tls)));
             let log = std::fs::File::create(&log_path).unwrap();
             let mut command = Command::new(bin);
             if let Some(tls) = tls {

@@ -17,6 +17,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `N` different TCP ports nobody listens on right now. Each is held until all are found:
+/// the kernel may hand out a port it has just been given back, and two listeners of one
+/// relay on one port would share it (SO_REUSEPORT) instead of failing.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap().port())
+}
+
 /// Whether the program `name` is installed (on the PATH).
 pub fn tool_exists(name: &str) -> bool {
     Command::new("sh")
