@@ -198,7 +198,7 @@ pub enum FlushOn {
     Message,
     /// Video frames, codec headers, metadata and stream events are written as they arrive;
     /// audio and data messages of a stream that carries video wait for the next of those
-    /// (at most [`crate::relay::stream::MAX_HOLD`]), so each viewer gets one write per
+    /// (at most [`crate::performance::MAX_HOLD`]), so each viewer gets one write per
     /// video frame instead of one per message.
     #[default]
     Video,
@@ -248,6 +248,9 @@ pub struct HttpConfig {
     /// `Access-Control-Allow-Origin` of the answers: `*` or one origin
     /// (`https://player.example.com`), which WebSocket upgrades are checked against too.
     pub cors_allow_origin: String,
+    /// A download of a stored file (`/vod/...`) whose peer takes no bytes this long is
+    /// closed (nginx: `send_timeout`); a browser that paused asks again with a `Range`.
+    pub send_timeout_ms: u64,
 }
 
 /// `[log]`.
@@ -580,6 +583,7 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: "0.0.0.0:8080".to_owned(),
             cors_allow_origin: "*".to_owned(),
+            send_timeout_ms: 60_000,
         }
     }
 }
@@ -590,7 +594,15 @@ impl HttpConfig {
         self.listen.trim().parse().ok()
     }
 
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms)
+    }
+
     fn check(&self) -> Result<(), Problem> {
+        check_timeout(
+            KeyPath::of(&["http", "send_timeout_ms"]),
+            self.send_timeout_ms,
+        )?;
         let listen = self.listen.trim();
         if !listen.is_empty() && listen.parse::<SocketAddr>().is_err() {
             return Err(Problem::new(
@@ -1912,7 +1924,7 @@ mod tests {
         let section = |name: &str| document[name].as_table().unwrap().len();
         assert_eq!(section("server"), 21);
         assert_eq!(section("admin"), 3);
-        assert_eq!(section("http"), 2);
+        assert_eq!(section("http"), 3);
         assert_eq!(section("viewer"), 7);
         assert_eq!(section("log"), 2);
         assert_eq!(document["app"]["live"].as_table().unwrap().len(), 30);

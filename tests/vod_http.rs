@@ -80,9 +80,14 @@ fn fixtures() -> &'static Path {
 }
 
 fn relay(name: &str) -> Relay {
+    relay_with(name, "")
+}
+
+/// [`relay`] with `http` as the config's `[http]` section.
+fn relay_with(name: &str, http: &str) -> Relay {
     let dir = fixtures().display().to_string();
     let config = format!(
-        "[app.live]\nvod_dir = {dir:?}\n\n[app.closed]\nvod_dir = {dir:?}\nallow_play = false\n\n[app.plain]\n\n[app.keyed]\nvod_dir = {dir:?}\n[app.keyed.auth]\nplay_keys = {{ tail = \"s3cret\" }}\n"
+        "[http]\n{http}\n[app.live]\nvod_dir = {dir:?}\n\n[app.closed]\nvod_dir = {dir:?}\nallow_play = false\n\n[app.plain]\n\n[app.keyed]\nvod_dir = {dir:?}\n[app.keyed.auth]\nplay_keys = {{ tail = \"s3cret\" }}\n"
     );
     Relay::start(SHARDCAST, name, &config, 1)
 }
@@ -415,5 +420,42 @@ fn clients_that_stop_reading_hold_little_memory() {
     assert!(
         raw[end + 4..] == large[..],
         "the stalled download resumed intact"
+    );
+}
+
+#[test]
+fn a_download_whose_client_stops_reading_is_closed_after_send_timeout_ms() {
+    let relay = relay_with("vod-http-send-timeout", "send_timeout_ms = 1500\n");
+    let large_len = std::fs::metadata(fixtures().join("large.flv"))
+        .unwrap()
+        .len();
+    let mut stalled = TcpStream::connect(relay.http).unwrap();
+    stalled
+        .write_all(b"GET /vod/live/large.flv HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let local = stalled.local_addr().unwrap().to_string();
+    let listed = |relay: &Relay| relay.clients().iter().any(|c| c["addr"] == local.as_str());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !listed(&relay) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(listed(&relay), "the download is listed while it runs");
+    // The kernel's buffers fill within moments; then nothing moves for 1.5 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listed(&relay) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!listed(&relay), "the stalled download was closed");
+    // What the kernel held still arrives, then the end: less than the file.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut raw = Vec::new();
+    let _ = stalled.read_to_end(&mut raw);
+    assert!(raw.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        (raw.len() as u64) < large_len,
+        "{} of {large_len} bytes",
+        raw.len()
     );
 }

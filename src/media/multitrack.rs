@@ -24,10 +24,10 @@
 //!
 //! Viewers that did not declare Enhanced RTMP codecs in `connect` (ffmpeg 5.1, rtmpdump)
 //! cannot parse a FourCC header at all, and most players cannot parse multitrack. So for
-//! every message the origin also derives, once, two reduced forms of its track 0
-//! ([`track0_enhanced`], [`track0_legacy`]): track 0 as a plain single-track E-RTMP
-//! message, and track 0 in the legacy FLV layout when its codec has a legacy id (AVC, AAC,
-//! MP3). ModEx blocks (the nanosecond timestamp offset) stay in the enhanced form as they
+//! every message the origin also derives, once, two reduced forms of its track 0: track 0
+//! as a plain single-track E-RTMP message ([`track0_enhanced`]), and track 0 in the legacy
+//! FLV layout when its codec has a legacy id (AVC, AAC, MP3; [`track0_legacy_video`],
+//! [`track0_legacy_audio`]). ModEx blocks (the nanosecond timestamp offset) stay in the enhanced form as they
 //! came; the legacy layout has no room for them.
 //!
 //! Everything reads hostile input: a track whose size runs past the payload ends the

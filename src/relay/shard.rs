@@ -644,8 +644,12 @@ impl Shard {
         match playing.and_then(|sid| self.streams.get_mut(sid.0)) {
             Some(s) => s.bytes_out += w.serve(id, c, &s.ring, &s.settings),
             None => {
+                let before = c.queue.bytes_sent;
                 w.serve(id, c, &self.empty_ring, &NO_BACKLOG_RULES);
-                if c.download.is_some() {
+                if let Some(d) = c.download.as_mut() {
+                    if c.queue.bytes_sent > before {
+                        d.last_progress = Some(now);
+                    }
                     self.download_step(id);
                 }
             }
@@ -941,7 +945,10 @@ impl Shard {
             consider(c.accepted + server.handshake_timeout());
         }
         match &c.role {
-            Role::Idle => consider(c.accepted + server.idle_connection_timeout()),
+            Role::Idle => match c.download.as_ref().and_then(|d| d.last_progress) {
+                Some(since) => consider(since + self.config.http.send_timeout()),
+                None => consider(c.accepted + server.idle_connection_timeout()),
+            },
             Role::Publisher { name, clock, .. } => {
                 if let Some(app) = self.config.app(app_of(name)) {
                     consider(
@@ -999,14 +1006,22 @@ impl Shard {
             ))
         } else {
             match &c.role {
-                Role::Idle
-                    if since_accept > server.idle_connection_timeout() && c.download.is_none() =>
-                {
-                    Some(format!(
-                        "neither published nor played within {} ms",
-                        server.idle_connection_timeout_ms
-                    ))
-                }
+                Role::Idle => match c.download.as_ref().and_then(|d| d.last_progress) {
+                    Some(since) => (now.saturating_duration_since(since)
+                        > self.config.http.send_timeout())
+                    .then(|| {
+                        format!(
+                            "HTTP download stalled: the peer took no bytes for {} ms",
+                            self.config.http.send_timeout_ms
+                        )
+                    }),
+                    None => (since_accept > server.idle_connection_timeout()).then(|| {
+                        format!(
+                            "neither published nor played within {} ms",
+                            server.idle_connection_timeout_ms
+                        )
+                    }),
+                },
                 Role::Publisher { name, clock, .. } => {
                     self.config.app(app_of(name)).and_then(|app| {
                         let idle = self.now_ms(now).saturating_sub(clock.last_media_ms());
@@ -2087,7 +2102,7 @@ impl Shard {
                     .map(|a| a.auth.on_play.clone())
                     .unwrap_or_default();
                 if on_play.is_empty() {
-                    self.start_download(id, request);
+                    self.start_download(id, request, now);
                 } else {
                     self.start_callback(
                         id,
@@ -2195,7 +2210,7 @@ impl Shard {
     // ---- stored files over HTTP (vod_download.rs) --------------------------------------------
 
     /// An HTTP download was allowed: the driver looks the file up.
-    fn start_download(&mut self, id: ClientId, request: DownloadRequest) {
+    fn start_download(&mut self, id: ClientId, request: DownloadRequest, now: Instant) {
         // A name the route let through but the file system could read differently (`..`
         // after a rename by a callback, say) is refused here too.
         let plain = !request.file.contains(['/', '\\', '\0'])
@@ -2223,7 +2238,7 @@ impl Shard {
             Some(format!("{}/{}", request.app, request.name).into()),
         );
         let file = request.file.clone();
-        c.download = Some(Box::new(Download::opening(request)));
+        c.download = Some(Box::new(Download::opening(request, now)));
         self.outputs.push_back(Output::OpenDownload {
             client: id,
             dir,
@@ -2618,13 +2633,13 @@ impl Shard {
             (PendingAction::HttpVod(r), Verdict::Deny(denial)) => {
                 self.refuse_http(client, &r.app, &r.name, &denial)
             }
-            (PendingAction::HttpVod(r), Verdict::Allow) => self.start_download(client, r),
+            (PendingAction::HttpVod(r), Verdict::Allow) => self.start_download(client, r, now),
             (PendingAction::HttpVod(mut r), Verdict::Rename(to)) => {
                 tracing::info!(shard = self.id, peer = %c.addr, from = %r.name, to = %to, "the play callback renamed the stored file");
                 let ext = r.file.rsplit_once('.').map_or("", |(_, e)| e).to_owned();
                 r.file = format!("{to}.{ext}");
                 r.name = to;
-                self.start_download(client, r)
+                self.start_download(client, r, now)
             }
         }
         // What the client said while it waited, in order (it may start another wait).

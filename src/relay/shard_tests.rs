@@ -719,8 +719,12 @@ fn flv_file(tags: u32) -> Bytes {
     w.into_inner().into()
 }
 
+fn file_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("shardcast-shard-tests-{}", std::process::id()))
+}
+
 fn file_world() -> World {
-    let dir = std::env::temp_dir().join(format!("shardcast-shard-tests-{}", std::process::id()));
+    let dir = file_dir();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("clip.flv"), b"only is_file() reads this").unwrap();
     let config = format!("{CONFIG}recordings_dir = {:?}\n", dir.display().to_string());
@@ -1006,6 +1010,49 @@ fn an_http_flv_viewer_waits_for_the_publisher_then_gets_flv_in_chunks_until_the_
     let got = http_received(&w, 1, v);
     assert!(got.ends_with(b"0\r\n\r\n"), "the chunked body ended");
     assert!(w.wire.closed.contains(&(1, v)));
+}
+
+#[test]
+fn a_download_whose_peer_takes_nothing_is_closed_after_the_send_timeout() {
+    let mut w = file_world();
+    let request = "GET /vod/live/clip.flv HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut start = |w: &mut World| {
+        w.next_port += 1;
+        let addr = SocketAddr::from(([127, 0, 0, 1], w.next_port));
+        let id = w.shards[0].accept_http(addr, w.now).expect("accepted");
+        w.wire.full.insert((0, id));
+        let mut wire = ShardWire {
+            shard: 0,
+            wire: &mut w.wire,
+        };
+        w.shards[0].handle_input(id, Bytes::from_static(request.as_bytes()), w.now, &mut wire);
+        w.settle();
+        id
+    };
+    let stuck = start(&mut w);
+    let paused = start(&mut w);
+    // Past the idle timeout (10 s here), which a download does not answer to.
+    w.advance(Duration::from_secs(50));
+    assert!(!w.wire.closed.contains(&(0, stuck)));
+    w.wire.full.remove(&(0, paused));
+    w.shards[0].write_blocked(
+        paused,
+        w.now,
+        &mut ShardWire {
+            shard: 0,
+            wire: &mut w.wire,
+        },
+    );
+    w.settle();
+    let got = http_received(&w, 0, paused);
+    let body = find(&got, b"\r\n\r\n").expect("a head") + 4;
+    assert_eq!(&got[body..], &w.files[&file_dir().join("clip.flv")][..]);
+    assert!(w.wire.closed.contains(&(0, paused)), "closed once complete");
+    w.advance(Duration::from_secs(11));
+    assert!(
+        w.wire.closed.contains(&(0, stuck)),
+        "nothing taken for send_timeout_ms (60 s)"
+    );
 }
 
 #[test]

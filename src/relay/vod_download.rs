@@ -20,6 +20,8 @@
 //!    piece; once the last byte is written, the connection is closed (every answer says
 //!    `Connection: close`).
 
+use std::time::Instant;
+
 /// Bytes read from the file per read: large enough that a read costs little per byte,
 /// small enough that thousands of downloads hold little memory.
 pub const DOWNLOAD_CHUNK: usize = 64 * 1024;
@@ -49,6 +51,9 @@ pub struct Download {
     pub end: u64,
     /// A read (or the open) is under way.
     pub busy: bool,
+    /// When the socket last took bytes (or the request came): a download whose peer
+    /// reads nothing for `http.send_timeout_ms` is closed.
+    pub last_progress: Option<Instant>,
 }
 
 /// What a download needs next.
@@ -64,12 +69,13 @@ pub enum DownloadStep {
 
 impl Download {
     /// A download whose file is being opened.
-    pub fn opening(request: DownloadRequest) -> Download {
+    pub fn opening(request: DownloadRequest, now: Instant) -> Download {
         Download {
             request: Some(request),
             next: 0,
             end: 0,
             busy: true,
+            last_progress: Some(now),
         }
     }
 
@@ -114,7 +120,7 @@ mod tests {
 
     #[test]
     fn reads_chunk_by_chunk_as_the_queue_drains() {
-        let mut d = Download::opening(DownloadRequest::default());
+        let mut d = Download::opening(DownloadRequest::default(), Instant::now());
         assert_eq!(d.next_read(0), DownloadStep::Wait);
         d.busy = false;
         d.next = 10;
