@@ -2,7 +2,7 @@
 //!
 //! hyper parses and writes HTTP; this file gives it a socket and a handler. The socket is
 //! glommio's `TcpStream`, which speaks futures' `AsyncRead`/`AsyncWrite`, not hyper's own
-//! `rt::Read`/`rt::Write`, so a small adapter ([`Io`]) sits between them. Each request's
+//! `rt::Read`/`rt::Write`, so a small adapter (`Io`) sits between them. Each request's
 //! head and body are read here, turned into a plain [`AdminRequest`] and handed to the
 //! [`AdminHandler`] (the admin API, `src/admin/`); its [`AdminResponse`] goes back out.
 //!
@@ -17,7 +17,7 @@
 //! A server that closes a socket with unread bytes in it makes the kernel send a reset,
 //! and a reset can destroy the answer (a 431 or 413) before the client has read it. So a
 //! connection hyper is done with is not just dropped: its write side is shut and what the
-//! client still sends is read and thrown away for a short while ([`linger`]).
+//! client still sends is read and thrown away for a short while (`linger`).
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;

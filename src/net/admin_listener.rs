@@ -5,7 +5,7 @@
 //! message ([`RelayLink`]), and each shard answers on its own core when its inbox task
 //! next runs. Answers come back through a channel and wake this executor with an
 //! `AtomicWaker`, so a request waits without blocking anything; a shard that does not
-//! answer within [`ANSWER_LIMIT`] is left out of that answer. A JSON listing of thousands
+//! answer within `ANSWER_LIMIT` is left out of that answer. A JSON listing of thousands
 //! of clients is built here, off the shards' cores.
 //!
 //! The listener starts before the shards and stays up until the process exits, so

@@ -6,7 +6,7 @@
 //! and says what to do: answer and close (an error, a CORS preflight), or play a stream in
 //! one of the FLV output formats. The shard decides whether that stream exists and when
 //! the response starts (a stream nobody publishes yet makes the request wait). Once
-//! playing, a WebSocket client's frames go through [`HttpViewer::feed_websocket`]; a plain
+//! playing, a WebSocket client's frames go through [`HttpViewer::feed_playing`]; a plain
 //! HTTP client has nothing more to say and what it sends is dropped.
 
 use bytes::{Bytes, BytesMut};

@@ -1016,7 +1016,7 @@ fn an_http_flv_viewer_waits_for_the_publisher_then_gets_flv_in_chunks_until_the_
 fn a_download_whose_peer_takes_nothing_is_closed_after_the_send_timeout() {
     let mut w = file_world();
     let request = "GET /vod/live/clip.flv HTTP/1.1\r\nHost: x\r\n\r\n";
-    let mut start = |w: &mut World| {
+    let start = |w: &mut World| {
         w.next_port += 1;
         let addr = SocketAddr::from(([127, 0, 0, 1], w.next_port));
         let id = w.shards[0].accept_http(addr, w.now).expect("accepted");
