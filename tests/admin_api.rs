@@ -1,7 +1,7 @@
 //! The admin API against the relay binary with real clients: what it reports of a stream
 //! ffmpeg publishes and ffmpeg, rtmpdump and `ClientSession` viewers play on both shards;
 //! kicking a viewer and a publisher; putting a data message into a live stream; `/metrics`
-//! as promtool reads it; `/readyz` through a graceful shutdown; and bad requests, which
+//! as promtool reads it, and the Grafana dashboard's queries against it; `/readyz` through a graceful shutdown; and bad requests, which
 //! change nothing.
 
 use std::collections::HashSet;
@@ -667,6 +667,101 @@ fn label_names(scrape: &str) -> HashSet<String> {
     names
 }
 
+/// The Grafana dashboard (`deploy/grafana/shardcast.json`) against a real scrape: every
+/// metric its queries and variables name is one the relay serves, every label it groups by
+/// is one the relay sets, and every query is PromQL that promtool parses (as a recording
+/// rule, with Grafana's variables filled in as Grafana would).
+fn check_grafana_dashboard(scrape: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/shardcast.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut queries: Vec<String> = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            queries.push(target["expr"].as_str().unwrap().to_owned());
+        }
+    }
+    for variable in dashboard["templating"]["list"].as_array().unwrap() {
+        if variable["type"] == "query" {
+            // label_values(SELECTOR, LABEL): the selector is PromQL.
+            let q = variable["query"].as_str().unwrap();
+            let inner = q
+                .strip_prefix("label_values(")
+                .and_then(|r| r.rsplit_once(','))
+                .map(|(selector, _)| selector)
+                .unwrap_or_else(|| panic!("a label_values query: {q}"));
+            queries.push(inner.to_owned());
+        }
+    }
+    assert!(queries.len() > 30, "{} queries", queries.len());
+    let families: HashSet<&str> = scrape
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut labels = label_names(scrape);
+    // Set by Prometheus as it scrapes, or by the histogram's series.
+    labels.extend(["instance", "job", "le"].map(str::to_owned));
+    for query in &queries {
+        for word in query.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if !(word.starts_with("shardcast_") || word.starts_with("process_")) {
+                continue;
+            }
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| word.strip_suffix(suffix))
+                .filter(|base| families.contains(base))
+                .unwrap_or(word);
+            assert!(
+                families.contains(family),
+                "the dashboard asks for {word}, which the relay does not serve: {query}"
+            );
+        }
+        for clause in query.split(" by (").skip(1) {
+            let (names, _) = clause.split_once(')').unwrap();
+            for name in names.split(',').map(str::trim) {
+                assert!(
+                    labels.contains(name),
+                    "the dashboard groups by {name}, a label the relay does not set: {query}"
+                );
+            }
+        }
+    }
+    let rules: String = queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let q = q
+                .replace("$__rate_interval", "1m")
+                .replace("$__range", "1h")
+                .replace("$app", ".*")
+                .replace("$stream", ".*");
+            // A JSON string is a YAML double-quoted scalar.
+            format!(
+                "      - record: dashboard:query{i}\n        expr: {}\n",
+                serde_json::to_string(&q).unwrap()
+            )
+        })
+        .collect();
+    let file = shardcast_test_support::tools::temp_path("grafana-rules.yml");
+    std::fs::write(
+        &file,
+        format!("groups:\n  - name: dashboard\n    rules:\n{rules}"),
+    )
+    .unwrap();
+    let out = tool("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check rules on the dashboard's queries: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&file);
+}
+
 #[test]
 fn metrics_pass_promtool_and_follow_the_stream() {
     let relay = Relay::start(SHARDCAST, "admin-metrics", &config(""), 2);
@@ -686,6 +781,7 @@ fn metrics_pass_promtool_and_follow_the_stream() {
     let (ok, printed) = promtool_check(&first);
     assert!(ok, "promtool check metrics failed: {printed}\n{first}");
     assert_eq!(printed.trim(), "", "promtool found problems:\n{first}");
+    check_grafana_dashboard(&first);
 
     let stream_sent = r#"shardcast_stream_sent_bytes_total{app="live",stream="m"}"#;
     let value = |scrape: &str, series: &str| {
