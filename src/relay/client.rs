@@ -283,6 +283,20 @@ impl Client {
         }
     }
 
+    /// The stream whose frames this viewer is sent: the one it plays, once started. A
+    /// viewer still waiting for a publisher has nothing of its stream's ring yet (what is
+    /// there is a previous publisher's, up to its unpublish).
+    pub fn receiving(&self) -> Option<StreamId> {
+        match &self.role {
+            Role::Viewer {
+                stream,
+                waiting_since: None,
+                ..
+            } => Some(*stream),
+            _ => None,
+        }
+    }
+
     /// The stream this client publishes, if it publishes one.
     pub fn publishing(&self) -> Option<&StreamName> {
         match &self.role {

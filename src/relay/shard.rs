@@ -629,7 +629,7 @@ impl Shard {
     /// viewer its stream's frames, with the backlog rules applied. The fan-out and the
     /// driver both write through here.
     fn write(&mut self, id: ClientId, now: Instant, transmit: &mut impl Transmit) {
-        let playing = self.clients.get(id.0).and_then(Client::playing);
+        let playing = self.clients.get(id.0).and_then(Client::receiving);
         let Some(c) = self.clients.get_mut(id.0) else {
             return;
         };

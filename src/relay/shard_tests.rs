@@ -601,6 +601,58 @@ fn unpublish_grace_and_republish_to_the_same_viewers_then_the_end() {
 }
 
 #[test]
+fn a_viewer_that_joins_in_the_grace_period_waits_and_gets_the_returning_publisher_whole() {
+    let mut w = World::new(1);
+    let mut p = w.publisher(0, "g");
+    w.start_media(&mut p, 0);
+    for i in 1..20u32 {
+        w.send(&mut p, MediaKind::Video, 40 * i, inter(i as u8));
+        w.send(
+            &mut p,
+            MediaKind::Audio,
+            40 * i,
+            Bytes::from_static(&[0xAF, 1, 7]),
+        );
+    }
+    w.disconnect(&mut p);
+    // In the unpublish grace period: the stream is known, its ring holds the old publish.
+    let mut v = w.viewer(0, "g");
+    w.exchange(&mut v);
+    assert!(v.media().is_empty(), "nothing of the previous publish");
+    let dropped = |w: &World| -> u64 {
+        w.snapshots()[0]
+            .clients
+            .iter()
+            .map(|c| c.dropped_frames)
+            .sum()
+    };
+    assert_eq!(dropped(&w), 0, "a waiting viewer has dropped nothing");
+    // The publisher comes back: the viewer gets its headers, its keyframe and every frame
+    // after it (no wait for a later keyframe).
+    let mut p = w.publisher(0, "g");
+    w.start_media(&mut p, 1000);
+    for i in 1..5u32 {
+        w.send(
+            &mut p,
+            MediaKind::Video,
+            1000 + 40 * i,
+            inter(100 + i as u8),
+        );
+    }
+    w.exchange(&mut v);
+    let video: Vec<Bytes> = v
+        .media()
+        .into_iter()
+        .filter(|(k, _, _)| *k == MediaKind::Video)
+        .map(|(_, _, b)| b)
+        .collect();
+    assert_eq!(video.len(), 6, "header, keyframe and 4 inter frames");
+    assert_eq!(video[1], keyframe(1));
+    assert_eq!(video[5], inter(104));
+    assert_eq!(dropped(&w), 0);
+}
+
+#[test]
 fn a_slow_viewer_skips_to_a_keyframe_then_is_disconnected() {
     let mut w = World::new(1);
     let mut p = w.publisher(0, "f");
