@@ -168,6 +168,9 @@ impl Drop for Slot {
 struct Activity {
     last: Cell<Instant>,
     handling: Cell<usize>,
+    /// Bytes came in after the last answer went out: a request is under way, so going
+    /// quiet now is a client stalling, not a keep-alive connection at rest.
+    mid_request: Cell<bool>,
 }
 
 impl Activity {
@@ -214,6 +217,8 @@ async fn connection(
     let activity = Rc::new(Activity {
         last: Cell::new(Instant::now()),
         handling: Cell::new(0),
+        // A browser opens connections ahead of need and may send nothing on them.
+        mid_request: Cell::new(false),
     });
     let io = Io {
         stream: stream.clone(),
@@ -248,6 +253,14 @@ async fn connection(
     )
     .await;
     match ended {
+        Ended::Idle if activity.mid_request.get() => {
+            tracing::info!(
+                %peer,
+                "admin http: connection closed: request not completed within {:?}",
+                limits.idle_timeout
+            );
+            return;
+        }
         Ended::Idle => {
             tracing::debug!(
                 %peer,
@@ -270,7 +283,13 @@ async fn connection(
             } else {
                 e.to_string()
             };
-            tracing::debug!(%peer, "admin http: connection ended: {reason}");
+            // What a client got wrong is worth an operator's eye; the rest is a peer that
+            // went away.
+            if e.is_parse() || e.is_parse_too_large() || e.is_incomplete_message() {
+                tracing::info!(%peer, "admin http: connection closed: {reason}");
+            } else {
+                tracing::debug!(%peer, "admin http: connection ended: {reason}");
+            }
         }
     }
     // hyper's connection, and with it the adapter's handle on the socket, is gone by now.
@@ -445,6 +464,7 @@ impl hyper::rt::Read for Io {
             Poll::Ready(Ok(n)) => {
                 if n > 0 {
                     self.activity.touch();
+                    self.activity.mid_request.set(true);
                 }
                 buf.put_slice(&chunk[..n]);
                 Poll::Ready(Ok(()))
@@ -466,6 +486,7 @@ impl hyper::rt::Write for Io {
             && n > 0
         {
             self.activity.touch();
+            self.activity.mid_request.set(false);
         }
         polled
     }
