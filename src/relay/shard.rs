@@ -1123,7 +1123,7 @@ impl Shard {
                         let on_connect = app_config.auth.on_connect.clone();
                         if on_connect.is_empty() {
                             c.session.accept_connect();
-                            tracing::debug!(shard = self.id, peer = %c.addr, app, tc_url = %query::redact_url(&c.connect.tc_url), "connected");
+                            tracing::debug!(shard = self.id, peer = %c.addr, app, tc_url = ?query::redact_url(&c.connect.tc_url), "connected");
                         } else {
                             c.args = QueryArgs::parse(query::query_of(&c.connect.tc_url));
                             self.start_callback(
@@ -1156,6 +1156,16 @@ impl Shard {
                         );
                         continue;
                     }
+                    if has_control_character(&stream_key) {
+                        tracing::info!(shard = self.id, peer = %c.addr, key = ?stream_key, "publish refused: {CONTROL_IN_NAME}");
+                        self.reject_publish(
+                            id,
+                            stream_id,
+                            status::PUBLISH_BAD_NAME,
+                            CONTROL_IN_NAME,
+                        );
+                        continue;
+                    }
                     self.publish(id, stream_id, &stream_key, &query, now);
                 }
                 ServerEvent::PlayRequested {
@@ -1174,6 +1184,16 @@ impl Shard {
                         // play2 / a new play switches streams: leave the old one first.
                         Role::Viewer { .. } => self.leave(id, now),
                         Role::Idle => {}
+                    }
+                    if has_control_character(&stream_key) {
+                        self.reject_play(
+                            id,
+                            stream_id,
+                            status::PLAY_STREAM_NOT_FOUND,
+                            CONTROL_IN_NAME,
+                            &stream_key,
+                        );
+                        continue;
                     }
                     self.play(id, stream_id, &stream_key, &query, (start, duration), now);
                 }
@@ -3665,6 +3685,14 @@ fn apply_backlog_rules(
         ));
     }
     Ok(())
+}
+
+/// Why a stream name with a control character is refused: it would be a stream no URL can
+/// name, and one that writes lines of its own into the log.
+const CONTROL_IN_NAME: &str = "control character in the stream name";
+
+fn has_control_character(name: &str) -> bool {
+    name.chars().any(char::is_control)
 }
 
 /// Renders a stream event for one viewer through its own session, so it lands in its byte

@@ -653,6 +653,26 @@ fn a_viewer_that_joins_in_the_grace_period_waits_and_gets_the_returning_publishe
 }
 
 #[test]
+fn stream_names_with_control_characters_are_refused() {
+    let mut w = World::new(1);
+    let p = w.publisher(0, "cam\n2026-01-01T00:00:00Z INFO forged");
+    assert!(p.statuses().contains(&status::PUBLISH_BAD_NAME));
+    let v = w.viewer(0, "cam\u{85}");
+    assert!(v.statuses().contains(&status::PLAY_STREAM_NOT_FOUND));
+    let snap = &w.snapshots()[0];
+    assert!(snap.streams.is_empty(), "no stream was made");
+    assert!(
+        snap.clients.iter().all(|c| c.role == RoleKind::Client),
+        "neither publishes nor plays"
+    );
+    // The connections stay, and may ask again with a plain name.
+    let mut p = p;
+    p.session.publish("cam");
+    w.exchange(&mut p);
+    assert!(p.statuses().contains(&status::PUBLISH_START));
+}
+
+#[test]
 fn a_slow_viewer_skips_to_a_keyframe_then_is_disconnected() {
     let mut w = World::new(1);
     let mut p = w.publisher(0, "f");
