@@ -1114,7 +1114,7 @@ impl Shard {
                         self.stats.reject(RejectReason::RelayLoop);
                         c.session.reject_connect(&refusal.to_string());
                         c.queue_session_output();
-                        tracing::warn!(shard = self.id, peer = %c.addr, app, via = %relay_path.nodes().join(","), hops = relay_path.hops(), "connect refused: {refusal}");
+                        tracing::warn!(shard = self.id, peer = %c.addr, app, via = ?relay_path.nodes().join(","), hops = relay_path.hops(), "connect refused: {refusal}");
                         self.close(id, format!("connect refused: {refusal}"));
                         continue;
                     }

@@ -106,7 +106,7 @@ impl Shard {
         self.stats.pull_starts += 1;
         self.next_link += 1;
         let steps = source.start(self.next_link, now);
-        tracing::info!(shard = self.id, stream = %name, origins = ?source.origins(), via = %source.relay_path.nodes().join(","), is_static, "upstream pull started");
+        tracing::info!(shard = self.id, stream = %name, origins = ?source.origins(), via = ?source.relay_path.nodes().join(","), is_static, "upstream pull started");
         self.pulls.insert(name.clone(), source);
         self.apply_pull_steps(name, steps, now);
         self.arm_pull(name, now);
