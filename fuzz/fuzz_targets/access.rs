@@ -12,7 +12,8 @@ use shardcast::access::{Action, signed_link};
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let args = QueryArgs::parse(&text);
-    let redacted = redact_url(&format!("rtmp://h/live?{text}"));
+    let url = format!("rtmp://h/live?{text}");
+    let redacted = redact_url(&url);
     for (name, value) in QueryArgs::parse(query_of(&redacted)).iter() {
         if SECRET_ARGS.contains(&name) {
             assert_eq!(value, "***", "{name} was redacted");

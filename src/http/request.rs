@@ -434,6 +434,11 @@ fn decode_segment(seg: &str) -> Result<String, HttpError> {
         }
     }
     let s = String::from_utf8(out).map_err(|_| HttpError::bad_request("path is not UTF-8"))?;
+    // The byte check above sees only C0 and DEL; the C1 controls (U+0080 to U+009F) are
+    // two bytes in UTF-8, so they show only once decoded.
+    if s.chars().any(char::is_control) {
+        return Err(HttpError::bad_request("control character in path"));
+    }
     if s.is_empty() {
         return Err(HttpError::bad_request("empty path segment"));
     }
@@ -728,6 +733,29 @@ mod tests {
         let too_long = "s".repeat(MAX_SEGMENT_BYTES + 1);
         assert_eq!(route_status(&format!("/live/{too_long}.flv")), 400);
         assert_eq!(route_status(&format!("/{too_long}/cam.flv")), 400);
+    }
+
+    #[test]
+    fn c1_control_characters_in_a_segment_are_refused() {
+        // Found by the http_request fuzz target (minimised, split byte dropped): the raw
+        // UTF-8 of U+008B, a C1 control, passed the per-byte check into the stream name.
+        let (head, _) = complete(b"GET /live/pl\xc2\x8b=1.flv HTTP/1.1\r\nHost:(p\n\r\n");
+        assert_eq!(route(&head).expect_err("C1 control").status, 400);
+        for p in [
+            "/live/a%C2%80.flv",
+            "/live/a%c2%8b.flv",
+            "/live/a%C2%9F.flv",
+            "/a%C2%85/cam.flv",
+            "/vod/live/a%C2%8B.mp4",
+            "/vod/a%C2%8B/movie.flv",
+        ] {
+            assert_eq!(route_status(p), 400, "{p}");
+        }
+        // The first character past the C1 block is no control and still routes.
+        assert_eq!(
+            route(&get("/live/a%C2%A0.flv")).unwrap(),
+            flv("live", "a\u{a0}")
+        );
     }
 
     #[test]
