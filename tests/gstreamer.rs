@@ -7,13 +7,13 @@
 //! `rtmp2src` saved ends with the `onPlayStatus` data message as a script tag, which
 //! ffprobe 5.1's `-count_frames` crashes on (a data stream that appears at the end).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::tools::{
-    ffmpeg_play, framecrc_counts, temp_path, tool, tool_exists, wait_output,
+    ffmpeg_clip, ffmpeg_play, framecrc_counts, temp_path, tool, tool_exists, wait_output,
 };
 
 const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
@@ -135,35 +135,10 @@ fn gstreamer_publishes_and_ffmpeg_and_gstreamer_play() {
     let _ = std::fs::remove_file(&saved);
 }
 
-/// A 4 s H.264 + AAC FLV made by ffmpeg in a directory of its own.
-fn stored_clip() -> PathBuf {
-    let dir = temp_path("gst-vod");
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = tool("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=25:duration=4",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=4"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
-        .arg(dir.join("clip.flv"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
-}
-
 #[test]
 fn gstreamer_plays_a_stored_file_to_its_end_and_live_over_librtmp() {
-    let dir = stored_clip();
+    let dir = temp_path("gst-vod");
+    ffmpeg_clip(&dir.join("clip.flv"), 4, &[]);
     let config = format!("[app.live]\nvod_dir = {:?}\n", dir.display().to_string());
     let relay = Relay::start(SHARDCAST, "gst-vod", &config, 1);
 

@@ -8,7 +8,7 @@ use shardcast_test_support::admin;
 use shardcast_test_support::client::{ReadEnd, RtmpClient};
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::tools::{
-    ffmpeg_play_with, framecrc_counts, temp_path, tool, wait_output,
+    ffmpeg_clip, ffmpeg_play_with, framecrc_counts, temp_path, wait_output,
 };
 
 /// The relay binary under test.
@@ -16,26 +16,7 @@ const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
 
 /// Writes a 3 s H.264 + AAC FLV (75 video frames) with real ffmpeg.
 fn make_recording(dir: &std::path::Path, name: &str) {
-    std::fs::create_dir_all(dir).unwrap();
-    let out = tool("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=25:duration=3",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=3"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "flv"])
-        .arg(dir.join(format!("{name}.flv")))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ffmpeg_clip(&dir.join(format!("{name}.flv")), 3, &[]);
 }
 
 #[test]

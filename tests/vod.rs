@@ -12,7 +12,7 @@ use shardcast::rtmp::amf0::Amf0Value;
 use shardcast_test_support::client::{ReadEnd, RtmpClient};
 use shardcast_test_support::relay::Relay;
 use shardcast_test_support::tools::{
-    error_lines, ffmpeg_play, framecrc_counts, temp_path, tool, wait_output,
+    error_lines, ffmpeg_clip, ffmpeg_play, framecrc_counts, temp_path, tool, wait_output,
 };
 
 const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
@@ -28,25 +28,7 @@ fn fixtures() -> &'static Path {
     DIR.get_or_init(|| {
         let dir = temp_path("vod");
         std::fs::create_dir_all(&dir).unwrap();
-        let make = |name: &str, extra: &[&str]| {
-            let out = tool("ffmpeg")
-                .args(["-hide_banner", "-loglevel", "error", "-y"])
-                .args(["-f", "lavfi", "-i"])
-                .arg(format!("testsrc=size=320x240:rate=25:duration={SECONDS}"))
-                .args(["-f", "lavfi", "-i"])
-                .arg(format!("sine=frequency=440:duration={SECONDS}"))
-                .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
-                .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
-                .args(extra)
-                .arg(dir.join(name))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let make = |name: &str, extra: &[&str]| ffmpeg_clip(&dir.join(name), SECONDS, extra);
         make("clip.flv", &[]);
         make("indexed.flv", &["-flvflags", "add_keyframe_index"]);
         make("fast.mp4", &["-movflags", "+faststart"]);

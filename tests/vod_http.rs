@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use shardcast_test_support::relay::Relay;
-use shardcast_test_support::tools::{temp_path, tool, wait_output};
+use shardcast_test_support::tools::{ffmpeg_clip, temp_path, tool, wait_output};
 
 const SHARDCAST: &str = env!("CARGO_BIN_EXE_shardcast");
 
@@ -28,24 +28,7 @@ fn fixtures() -> &'static Path {
         let root = temp_path("vod-http");
         let dir = root.join("store");
         std::fs::create_dir_all(&dir).unwrap();
-        let make = |name: &str| {
-            let out = tool("ffmpeg")
-                .args(["-hide_banner", "-loglevel", "error", "-y"])
-                .args(["-f", "lavfi", "-i"])
-                .arg(format!("testsrc=size=320x240:rate=25:duration={SECONDS}"))
-                .args(["-f", "lavfi", "-i"])
-                .arg(format!("sine=frequency=440:duration={SECONDS}"))
-                .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
-                .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
-                .arg(dir.join(name))
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let make = |name: &str| ffmpeg_clip(&dir.join(name), SECONDS, &[]);
         make("clip.flv");
         make("tail.mp4");
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 use shardcast_test_support::loadgen::{LOAD_LOG_FILTER, LoadGenerator, run, serial, text};
 use shardcast_test_support::relay::Relay;
-use shardcast_test_support::tools::{temp_dir, temp_path, tool};
+use shardcast_test_support::tools::{ffmpeg_clip, temp_dir, temp_path};
 
 const LOAD: LoadGenerator = LoadGenerator(env!("CARGO_BIN_EXE_shardcast-load"));
 
@@ -16,21 +16,7 @@ fn vod_viewers_play_a_stored_file_from_random_positions() {
     let _serial = serial();
     let dir = temp_path("load-vod-files");
     std::fs::create_dir_all(&dir).unwrap();
-    let out = tool("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args([
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=320x240:rate=25:duration=20",
-        ])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:duration=20"])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
-        .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
-        .arg(dir.join("movie.flv"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    ffmpeg_clip(&dir.join("movie.flv"), 20, &[]);
     let config = format!("[app.live]\nvod_dir = {:?}\n", dir.display().to_string());
     let server = Relay::start_logging(
         LOAD.shardcast_bin(),

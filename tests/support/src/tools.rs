@@ -111,6 +111,41 @@ pub fn ffmpeg_play_with(url: &str, input_options: &[&str]) -> Command {
     cmd
 }
 
+/// Writes a `seconds`-long test clip to `out` with real ffmpeg: a 320x240 25 fps test
+/// picture as H.264 (a keyframe a second, so 25 video frames a second) and a 440 Hz sine as
+/// AAC, in the container `out`'s extension names; `extra` goes before the output (muxer
+/// options such as `-movflags +faststart`). Fails the test if ffmpeg does.
+pub fn ffmpeg_clip(out: &Path, seconds: u32, extra: &[&str]) {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let made = tool("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!("testsrc=size=320x240:rate=25:duration={seconds}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!("sine=frequency=440:duration={seconds}"))
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "25"])
+        .args(["-pix_fmt", "yuv420p", "-c:a", "aac"])
+        .args(extra)
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "ffmpeg writes {}: {}",
+        out.display(),
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
+
 /// Counts framecrc lines per stream: (video frames, audio frames).
 pub fn framecrc_counts(stdout: &[u8]) -> (usize, usize) {
     let text = String::from_utf8_lossy(stdout);
